@@ -1,0 +1,367 @@
+//! The manager's worker registry and routing decision, kept apart from the
+//! actor so it can be tested and benchmarked on its own.
+//!
+//! A task goes to the least-loaded worker that has an idle slot and provides
+//! the task, load = (tasks assigned + 1) × the worker's average task time.
+//! For every task name, the workers that provide it and have an idle slot sit
+//! in a `BTreeSet` ordered by load, so picking one is O(log n) and so is
+//! updating a worker after an assignment or a result.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use crate::messages::WorkerId;
+
+/// Routing name under which workers that allow eval are found.
+pub const EVAL_TASK: &str = "@eval";
+
+/// Weight of the newest sample in a worker's moving average of task time.
+const EWMA_WEIGHT: f64 = 0.125;
+
+/// What the manager knows about one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerState {
+    /// Manager-assigned id.
+    pub id: WorkerId,
+    /// Peer address.
+    pub address: String,
+    /// Slots it announced.
+    pub capacity: u32,
+    /// Slots in use: tasks assigned plus tasks it refused because its slots
+    /// were still busy with work from an earlier connection.
+    pub assigned: u32,
+    /// Slots busy with tasks this manager does not know about.
+    pub phantom: u32,
+    /// Task names it provides.
+    pub tasks: Vec<String>,
+    /// Whether it accepts eval scripts.
+    pub eval: bool,
+    /// Draining workers get nothing new.
+    pub draining: bool,
+    /// Moving average of its task time, microseconds.
+    pub avg_us: Option<f64>,
+    load_key: Option<u64>,
+}
+
+impl WorkerState {
+    /// Whether it can take one more task now.
+    pub fn has_idle_slot(&self) -> bool {
+        !self.draining && self.assigned < self.capacity
+    }
+
+    fn load(&self) -> u64 {
+        (f64::from(self.assigned + 1) * self.avg_us.unwrap_or(1.0).max(1.0)) as u64
+    }
+
+    fn routing_names(&self) -> impl Iterator<Item = &str> {
+        self.tasks
+            .iter()
+            .map(String::as_str)
+            .chain(self.eval.then_some(EVAL_TASK))
+    }
+}
+
+/// Registry of workers plus the per-task routing index.
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    workers: HashMap<WorkerId, WorkerState>,
+    ready: HashMap<String, BTreeSet<(u64, WorkerId)>>,
+    providers: HashMap<String, u32>,
+    capacity: u64,
+    idle: u64,
+    next_id: WorkerId,
+}
+
+impl Scheduler {
+    /// An empty registry.
+    pub fn new() -> Scheduler {
+        Scheduler::default()
+    }
+
+    /// Registers a worker and returns its id.
+    pub fn add(
+        &mut self,
+        address: String,
+        capacity: u32,
+        tasks: Vec<String>,
+        eval: bool,
+    ) -> WorkerId {
+        self.next_id += 1;
+        let id = self.next_id;
+        let w = WorkerState {
+            id,
+            address,
+            capacity,
+            assigned: 0,
+            phantom: 0,
+            tasks,
+            eval,
+            draining: false,
+            avg_us: None,
+            load_key: None,
+        };
+        for name in w.routing_names() {
+            *self.providers.entry(name.to_string()).or_default() += 1;
+        }
+        self.capacity += u64::from(capacity);
+        self.idle += u64::from(capacity);
+        self.workers.insert(id, w);
+        self.reindex(id);
+        id
+    }
+
+    /// Forgets a worker; returns what was known of it.
+    pub fn remove(&mut self, id: WorkerId) -> Option<WorkerState> {
+        self.unindex(id);
+        let w = self.workers.remove(&id)?;
+        if !w.draining {
+            self.withdraw(&w);
+        }
+        Some(w)
+    }
+
+    /// Marks a worker as draining: it keeps its tasks in flight but gets no
+    /// new ones, and no longer counts towards capacity.
+    pub fn drain(&mut self, id: WorkerId) {
+        self.unindex(id);
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.draining {
+            return;
+        }
+        w.draining = true;
+        let w = w.clone();
+        self.withdraw(&w);
+    }
+
+    fn withdraw(&mut self, w: &WorkerState) {
+        for name in w.routing_names() {
+            if let Some(n) = self.providers.get_mut(name) {
+                *n -= 1;
+                if *n == 0 {
+                    self.providers.remove(name);
+                }
+            }
+        }
+        self.capacity -= u64::from(w.capacity);
+        self.idle -= u64::from(w.capacity.saturating_sub(w.assigned));
+    }
+
+    /// The least-loaded worker with an idle slot that provides `task`.
+    pub fn pick(&self, task: &str) -> Option<WorkerId> {
+        self.ready.get(task)?.first().map(|&(_, id)| id)
+    }
+
+    /// Records that `id` was given a task.
+    pub fn assign(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.assigned += 1;
+            if !w.draining {
+                self.idle -= 1;
+            }
+        }
+        self.reindex(id);
+    }
+
+    /// Records that a task on `id` ended, with its duration when it ran.
+    pub fn release(&mut self, id: WorkerId, took: Option<Duration>) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            if w.assigned == 0 {
+                return;
+            }
+            w.assigned -= 1;
+            if !w.draining {
+                self.idle += 1;
+            }
+            if let Some(t) = took {
+                let sample = t.as_secs_f64() * 1e6;
+                w.avg_us = Some(match w.avg_us {
+                    Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
+                    None => sample,
+                });
+            }
+        }
+        self.reindex(id);
+    }
+
+    /// Records that `id` refused a task because a slot was busy with work the
+    /// manager does not know of; the slot stays counted as busy until a result
+    /// for an unknown task arrives from it ([`Scheduler::clear_phantom`]).
+    pub fn mark_phantom(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.phantom += 1;
+        }
+    }
+
+    /// A result for an unknown task came from `id`: free one phantom slot.
+    /// Returns false if the worker had none.
+    pub fn clear_phantom(&mut self, id: WorkerId) -> bool {
+        match self.workers.get_mut(&id) {
+            Some(w) if w.phantom > 0 => {
+                w.phantom -= 1;
+                self.release(id, None);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether any registered, non-draining worker provides `task`.
+    pub fn provides(&self, task: &str) -> bool {
+        self.providers.contains_key(task)
+    }
+
+    /// Sum of the capacities of non-draining workers.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Idle slots on non-draining workers.
+    pub fn idle_slots(&self) -> u64 {
+        self.idle
+    }
+
+    /// Number of registered workers (draining ones included).
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Whether no worker is registered.
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// One worker's state.
+    pub fn get(&self, id: WorkerId) -> Option<&WorkerState> {
+        self.workers.get(&id)
+    }
+
+    /// All workers, in id order.
+    pub fn workers(&self) -> Vec<&WorkerState> {
+        let mut v: Vec<_> = self.workers.values().collect();
+        v.sort_by_key(|w| w.id);
+        v
+    }
+
+    fn unindex(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let Some(key) = w.load_key.take() else {
+            return;
+        };
+        let w = &self.workers[&id];
+        for name in w.routing_names() {
+            if let Some(set) = self.ready.get_mut(name) {
+                set.remove(&(key, id));
+            }
+        }
+    }
+
+    fn reindex(&mut self, id: WorkerId) {
+        self.unindex(id);
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if !w.has_idle_slot() {
+            return;
+        }
+        let key = w.load();
+        w.load_key = Some(key);
+        let w = &self.workers[&id];
+        for name in w.routing_names() {
+            self.ready
+                .entry(name.to_string())
+                .or_default()
+                .insert((key, id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn picks_only_workers_that_provide_the_task() {
+        let mut s = Scheduler::new();
+        let a = s.add("a".into(), 1, names(&["echo"]), false);
+        let b = s.add("b".into(), 1, names(&["sleep"]), true);
+        assert_eq!(s.pick("echo"), Some(a));
+        assert_eq!(s.pick("sleep"), Some(b));
+        assert_eq!(s.pick(EVAL_TASK), Some(b));
+        assert_eq!(s.pick("nope"), None);
+        assert!(!s.provides("nope"));
+    }
+
+    #[test]
+    fn full_worker_is_not_picked_until_released() {
+        let mut s = Scheduler::new();
+        let a = s.add("a".into(), 1, names(&["echo"]), false);
+        s.assign(a);
+        assert_eq!(s.pick("echo"), None);
+        assert_eq!(s.idle_slots(), 0);
+        s.release(a, Some(Duration::from_millis(1)));
+        assert_eq!(s.pick("echo"), Some(a));
+        assert_eq!(s.idle_slots(), 1);
+    }
+
+    #[test]
+    fn least_loaded_wins_by_assigned_times_average_time() {
+        let mut s = Scheduler::new();
+        let slow = s.add("slow".into(), 4, names(&["t"]), false);
+        let fast = s.add("fast".into(), 4, names(&["t"]), false);
+        s.assign(slow);
+        s.release(slow, Some(Duration::from_millis(100)));
+        s.assign(fast);
+        s.release(fast, Some(Duration::from_millis(10)));
+        // fast: (0+1)*10ms beats slow: (0+1)*100ms, and still wins with
+        // 3 tasks assigned: (3+1)*10ms < 100ms.
+        for _ in 0..3 {
+            assert_eq!(s.pick("t"), Some(fast));
+            s.assign(fast);
+        }
+        assert_eq!(s.pick("t"), Some(fast));
+        s.assign(fast);
+        // fast is now full (4 slots): slow is the only choice.
+        assert_eq!(s.pick("t"), Some(slow));
+    }
+
+    #[test]
+    fn draining_and_removal_shrink_capacity_at_once() {
+        let mut s = Scheduler::new();
+        let a = s.add("a".into(), 3, names(&["echo"]), false);
+        let b = s.add("b".into(), 2, names(&["echo"]), false);
+        assert_eq!(s.capacity(), 5);
+        s.assign(a);
+        s.drain(a);
+        assert_eq!(s.capacity(), 2);
+        assert_eq!(s.idle_slots(), 2);
+        assert_eq!(s.pick("echo"), Some(b));
+        s.release(a, None);
+        assert_eq!(s.idle_slots(), 2);
+        s.remove(b);
+        assert_eq!(s.capacity(), 0);
+        assert_eq!(s.idle_slots(), 0);
+        assert!(!s.provides("echo"));
+        s.remove(a);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn phantom_slots_stay_busy_until_an_unknown_result_frees_them() {
+        let mut s = Scheduler::new();
+        let a = s.add("a".into(), 1, names(&["echo"]), false);
+        s.assign(a);
+        s.mark_phantom(a);
+        assert_eq!(s.pick("echo"), None);
+        assert!(s.clear_phantom(a));
+        assert_eq!(s.pick("echo"), Some(a));
+        assert!(!s.clear_phantom(a));
+    }
+}

@@ -1,0 +1,128 @@
+//! `WorkerSlot`: runs one task at a time for its [`WorkerPool`](crate::actors::WorkerPool).
+//!
+//! The task's future runs on its own tokio task, so a panic in it is caught
+//! (as a `JoinError`) and reported as a failure, and a timeout aborts it; the
+//! slot itself never dies with the task.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use crate::messages::*;
+use crate::task::TaskRegistry;
+
+/// What a slot is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotState {
+    /// Ready for a task.
+    Idle,
+    /// Running `task` since `since`.
+    Busy {
+        /// The task.
+        task: TaskId,
+        /// When it started.
+        since: Instant,
+    },
+}
+
+/// One slot. See the module docs.
+pub struct WorkerSlot {
+    index: usize,
+    registry: Arc<TaskRegistry>,
+    pool: Recipient<SlotFinished>,
+    state: SlotState,
+}
+
+impl WorkerSlot {
+    /// Slot `index`, reporting to `pool`.
+    pub fn new(
+        index: usize,
+        registry: Arc<TaskRegistry>,
+        pool: Recipient<SlotFinished>,
+    ) -> WorkerSlot {
+        WorkerSlot {
+            index,
+            registry,
+            pool,
+            state: SlotState::Idle,
+        }
+    }
+}
+
+impl Actor for WorkerSlot {
+    type Context = Context<Self>;
+}
+
+fn panic_text(p: Box<dyn Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+impl Handler<ExecuteTask> for WorkerSlot {
+    type Result = Result<(), PoolBusy>;
+
+    fn handle(&mut self, msg: ExecuteTask, ctx: &mut Self::Context) -> Self::Result {
+        if self.state != SlotState::Idle {
+            return Err(PoolBusy::NoIdleSlot);
+        }
+        let run = msg.0;
+        let since = Instant::now();
+        self.state = SlotState::Busy {
+            task: run.task,
+            since,
+        };
+        let task_id = run.task;
+        let name = run.name;
+        let func = self.registry.get(&name);
+        let timeout = run.timeout;
+        let args = run.args;
+        let work = async move {
+            let Some(func) = func else {
+                return TaskOutcome::Failed(format!("this worker does not provide task {name}"));
+            };
+            let handle = tokio::spawn(func(args));
+            let abort = handle.abort_handle();
+            let joined = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, handle).await {
+                    Ok(j) => j,
+                    Err(_) => {
+                        abort.abort();
+                        return TaskOutcome::Failed(format!(
+                            "task {name} timed out after {}",
+                            humantime::format_duration(limit)
+                        ));
+                    }
+                },
+                None => handle.await,
+            };
+            match joined {
+                Ok(Ok(value)) => TaskOutcome::Done(value),
+                Ok(Err(e)) => TaskOutcome::Failed(e.0),
+                Err(e) if e.is_panic() => TaskOutcome::Failed(format!(
+                    "task {name} panicked: {}",
+                    panic_text(e.into_panic())
+                )),
+                Err(_) => TaskOutcome::Failed(format!("task {name} was cancelled")),
+            }
+        };
+        work.into_actor(self)
+            .map(move |outcome, act, _| {
+                act.state = SlotState::Idle;
+                act.pool.do_send(SlotFinished {
+                    slot: act.index,
+                    task: task_id,
+                    outcome,
+                    started: since,
+                });
+            })
+            .spawn(ctx);
+        Ok(())
+    }
+}

@@ -1,0 +1,453 @@
+//! Command-line interface: clap types for every subcommand and the code that
+//! runs each one. `main.rs` only parses, sets up logging and calls [`run`].
+//!
+//! Flag precedence: flag, then environment (`ARGON_KEY`, `ARGON_MGR`), then
+//! the `--config` file, then the built-in default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::actors::{ManagerSettings, WorkerSettings};
+use crate::client::{Client, ClientConfig, ClientError, QueueOptions};
+use crate::config::{check_max_frame, Config, Dur};
+use crate::protocol::{HandshakeSettings, MasterKey, Priority, DEFAULT_MAX_FRAME};
+use crate::runtime;
+use crate::task::TaskRegistry;
+
+/// Exit code: bad usage or bad input (clap's own).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the task failed, or a server could not run.
+pub const EXIT_FAILED: i32 = 1;
+
+/// Argon: distributed task processing with a bounded queue.
+#[derive(Parser, Debug)]
+#[command(name = "argon", version, about, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q errors only, -qq nothing).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a new random key file (mode 0600); never overwrites.
+    Keygen {
+        /// Where to write it.
+        path: PathBuf,
+    },
+    /// Run the manager.
+    Manager(ManagerArgs),
+    /// Run a worker.
+    Worker(WorkerArgs),
+    /// Queue one task and print its result as JSON.
+    Submit(SubmitArgs),
+    /// Show workers, capacity, tasks in flight and queue lengths.
+    Status(StatusArgs),
+    /// Measure the round trip to the manager.
+    Ping(PingArgs),
+    /// Run a manager and workers in one process on 127.0.0.1 with a fresh key.
+    Cluster(ClusterArgs),
+    /// Start an embedded cluster and overrun it with work, showing what Argon does when full.
+    Demo(DemoArgs),
+}
+
+/// Key and frame settings shared by every networked command.
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// Path of the shared key file.
+    #[arg(long, env = "ARGON_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+/// `argon manager`
+#[derive(Args, Debug)]
+pub struct ManagerArgs {
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 8000].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Key file.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Queue bound = total capacity × this [default: 3].
+    #[arg(long, value_name = "N")]
+    pub queue_factor: Option<u32>,
+}
+
+/// `argon worker`
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Manager address [default: 127.0.0.1:8000].
+    #[arg(long, env = "ARGON_MGR", value_name = "HOST:PORT")]
+    pub mgr: Option<String>,
+    /// Slots: how many tasks run at once [default: number of CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub capacity: Option<u32>,
+    /// Key file.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Accept eval scripts from clients.
+    #[arg(long)]
+    pub allow_eval: bool,
+}
+
+/// Manager address and key for client commands.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Manager address [default: 127.0.0.1:8000].
+    #[arg(long, env = "ARGON_MGR", value_name = "HOST:PORT")]
+    pub mgr: Option<String>,
+    /// Key file.
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+/// `argon submit`
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Manager and key.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// When denied, retry on a logarithmic backoff instead of exiting 75.
+    #[arg(long)]
+    pub retry: bool,
+    /// high, normal or low.
+    #[arg(long, default_value = "normal")]
+    pub priority: Priority,
+    /// Deadline for the task, e.g. 500ms, 5s, 2m.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
+    pub timeout: Option<Duration>,
+    /// How many times the task may be started if its worker is lost.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub attempts: u32,
+    /// Task name.
+    pub task: String,
+    /// Arguments as JSON [default: null].
+    #[arg(value_name = "ARGS_JSON")]
+    pub args: Option<String>,
+}
+
+/// `argon status`
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Manager and key.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `argon ping`
+#[derive(Args, Debug)]
+pub struct PingArgs {
+    /// Manager and key.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Number of round trips.
+    #[arg(long, short = 'c', default_value_t = 1)]
+    pub count: u32,
+}
+
+/// `argon cluster`
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// Number of workers.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: u32,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub capacity: u32,
+    /// Port for the manager; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Queue bound = total capacity × this.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub queue_factor: u32,
+}
+
+/// `argon demo`
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Tasks to run in all.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub tasks: u32,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub clients: u32,
+    /// Tasks each client keeps in flight.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub window: u32,
+}
+
+/// A failure of a command, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Process exit code.
+    pub code: i32,
+    /// One line for a person.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: i32, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::new(e.exit_code(), e.to_string())
+    }
+}
+
+/// The default log level for a command: servers say what they do, client
+/// commands stay quiet unless something is wrong.
+pub fn default_log_level(cmd: &Command) -> log::LevelFilter {
+    match cmd {
+        Command::Manager(_) | Command::Worker(_) | Command::Cluster(_) => log::LevelFilter::Info,
+        _ => log::LevelFilter::Warn,
+    }
+}
+
+/// Runs a parsed command line. Returns the exit code's failure, if any.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let config = match &cli.config {
+        Some(p) => Config::load(p).map_err(|e| Failure::new(EXIT_USAGE, e.to_string()))?,
+        None => Config::default(),
+    };
+    let system = actix::System::new();
+    match cli.command {
+        Command::Keygen { path } => runtime::write_key_file(&path)
+            .map(|_| println!("wrote a new key to {}", path.display()))
+            .map_err(|e| Failure::new(EXIT_FAILED, e.to_string())),
+        Command::Manager(a) => system.block_on(manager(a, &config)),
+        Command::Worker(a) => system.block_on(worker(a, &config)),
+        Command::Submit(a) => system.block_on(submit(a, &config)),
+        Command::Status(a) => system.block_on(status(a, &config)),
+        Command::Ping(a) => system.block_on(ping(a, &config)),
+        Command::Cluster(a) => system.block_on(cluster(a)),
+        Command::Demo(a) => system.block_on(crate::demo::run(a.tasks, a.clients, a.window)),
+    }
+}
+
+fn handshake_settings(key: &KeyArgs, config: &Config) -> Result<HandshakeSettings, Failure> {
+    let path = key
+        .key
+        .clone()
+        .or_else(|| config.security.key_file.clone())
+        .ok_or_else(|| {
+            Failure::new(
+                EXIT_USAGE,
+                "no key file: pass --key FILE, set ARGON_KEY, or set security.key_file \
+                 (create one with `argon keygen PATH`)",
+            )
+        })?;
+    let master = MasterKey::load(&path).map_err(|e| Failure::new(EXIT_USAGE, e.to_string()))?;
+    let max_frame = config.security.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME);
+    check_max_frame(max_frame).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+    let mut hs = HandshakeSettings::new(master);
+    hs.max_frame = max_frame;
+    if let Some(Dur(d)) = config.security.handshake_timeout {
+        hs.timeout = d;
+    }
+    Ok(hs)
+}
+
+const DEFAULT_MGR: &str = "127.0.0.1:8000";
+
+async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
+    let hs = handshake_settings(&a.key, config)?;
+    let host = a
+        .host
+        .or_else(|| config.manager.host.clone())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = a.port.or(config.manager.port).unwrap_or(8000);
+    let settings = ManagerSettings {
+        queue_factor: a.queue_factor.or(config.manager.queue_factor).unwrap_or(3),
+        ..ManagerSettings::default()
+    };
+    let bind = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let handle = runtime::start_manager(&bind, settings, hs)
+        .await
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot listen on {bind}: {e}")))?;
+    println!("argon manager listening on {}", handle.addr);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    runtime::shutdown_signal().await;
+    log::info!("manager shutting down");
+    Ok(())
+}
+
+async fn worker(a: WorkerArgs, config: &Config) -> Result<(), Failure> {
+    let hs = handshake_settings(&a.key, config)?;
+    let capacity = a
+        .capacity
+        .map(|c| c as usize)
+        .or(config.worker.capacity)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let settings = WorkerSettings {
+        mgr: a
+            .mgr
+            .or_else(|| config.worker.mgr.clone())
+            .unwrap_or_else(|| DEFAULT_MGR.into()),
+        capacity,
+        allow_eval: a.allow_eval || config.worker.allow_eval.unwrap_or(false),
+        handshake: hs,
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(10),
+    };
+    let drain = config
+        .worker
+        .drain_timeout
+        .map_or(Duration::from_secs(30), |d| d.0);
+    let pool = runtime::start_worker(settings, TaskRegistry::with_builtins());
+    runtime::shutdown_signal().await;
+    log::info!(
+        "signal received: draining (up to {})",
+        humantime::format_duration(drain)
+    );
+    runtime::drain_worker(&pool, drain).await;
+    log::info!("worker stopped");
+    Ok(())
+}
+
+fn client_config(a: &ClientArgs, config: &Config) -> Result<ClientConfig, Failure> {
+    let hs = handshake_settings(&a.key, config)?;
+    let mgr = a
+        .mgr
+        .clone()
+        .or_else(|| config.client.mgr.clone())
+        .unwrap_or_else(|| DEFAULT_MGR.into());
+    let mut c = ClientConfig::new(mgr, hs);
+    c.retry = config.client.retry.unwrap_or(false);
+    Ok(c)
+}
+
+async fn submit(a: SubmitArgs, config: &Config) -> Result<(), Failure> {
+    let args = match &a.args {
+        None => rmpv::Value::Nil,
+        Some(text) => {
+            let j: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                Failure::new(EXIT_USAGE, format!("ARGS_JSON is not valid JSON: {e}"))
+            })?;
+            crate::json::to_value(j)
+        }
+    };
+    let mut cc = client_config(&a.client, config)?;
+    cc.retry = cc.retry || a.retry;
+    let client = Client::connect(cc).await?;
+    let opts = QueueOptions {
+        priority: a.priority,
+        timeout: a.timeout,
+        attempts: a.attempts,
+        retry: None,
+    };
+    let value = client.queue_with(&a.task, args, &opts).await?;
+    println!("{}", crate::json::to_json(&value));
+    Ok(())
+}
+
+async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
+    let client = Client::connect(client_config(&a.client, config)?).await?;
+    let s = client.status().await?;
+    if a.json {
+        let text =
+            serde_json::to_string(&s).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
+    println!(
+        "workers {}  capacity {}  in flight {}  queued {}/{} (high {}, normal {}, low {})  avg task {:.3} ms",
+        s.workers,
+        s.capacity,
+        s.in_flight,
+        s.queued,
+        s.queue_limit,
+        s.queued_by_priority.high,
+        s.queued_by_priority.normal,
+        s.queued_by_priority.low,
+        s.avg_task_ms
+    );
+    println!("completed {}  denied {}", s.completed, s.denied);
+    if !s.worker_list.is_empty() {
+        println!(
+            "\n{:>4}  {:<22} {:>8} {:>9} {:>10}  {:<5} tasks",
+            "id", "address", "capacity", "in flight", "avg ms", "eval"
+        );
+        for w in &s.worker_list {
+            println!(
+                "{:>4}  {:<22} {:>8} {:>9} {:>10.3}  {:<5} {}{}",
+                w.id,
+                w.address,
+                w.capacity,
+                w.in_flight,
+                w.avg_ms,
+                if w.eval { "yes" } else { "no" },
+                w.tasks.join(","),
+                if w.draining { "  (draining)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn ping(a: PingArgs, config: &Config) -> Result<(), Failure> {
+    let client = Client::connect(client_config(&a.client, config)?).await?;
+    for _ in 0..a.count.max(1) {
+        let rtt = client.ping().await?;
+        println!(
+            "pong from {} in {:.3} ms",
+            client.config().mgr,
+            rtt.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+async fn cluster(a: ClusterArgs) -> Result<(), Failure> {
+    let settings = ManagerSettings {
+        queue_factor: a.queue_factor,
+        ..ManagerSettings::default()
+    };
+    let c = runtime::Cluster::start(a.workers as usize, a.capacity as usize, a.port, settings)
+        .await
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot start the cluster: {e}")))?;
+    println!("argon manager listening on {}", c.manager.addr);
+    println!("key file: {}", c.key_path.display());
+    println!(
+        "{} workers x {} slots; try: argon submit --mgr {} --key {} echo '[\"hi\"]'",
+        a.workers,
+        a.capacity,
+        c.manager.addr,
+        c.key_path.display()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    runtime::shutdown_signal().await;
+    log::info!("shutting down the cluster");
+    c.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! The client library: an async [`Client`] that submits tasks to a manager.
+//!
+//! One connection carries many tasks at once. A single driver task owns the
+//! socket and the table of pending requests, so there is no lock per message:
+//! callers hand it a request and a oneshot for the answer. If the connection
+//! drops, every pending call fails with [`ClientError::Disconnected`] and the
+//! next call reconnects.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedWrite;
+
+use crate::protocol::handshake::{self, HandshakeSettings};
+use crate::protocol::{ClusterStatus, Message, Outcome, Priority, Role, Submit, Value, WireError};
+
+/// How a client reaches its manager.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Manager address, `host:port`.
+    pub mgr: String,
+    /// Key, frame limit and handshake timeout.
+    pub handshake: HandshakeSettings,
+    /// Resend denied tasks on a logarithmic backoff instead of failing.
+    pub retry: bool,
+    /// Smallest retry delay (the manager's `retry_after` wins when larger).
+    pub min_backoff: Duration,
+    /// Largest retry delay.
+    pub max_backoff: Duration,
+    /// Bound on connecting (TCP connect plus handshake).
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults: no retry, backoff 10 ms to 5 s, connect timeout 5 s.
+    pub fn new(mgr: impl Into<String>, handshake: HandshakeSettings) -> ClientConfig {
+        ClientConfig {
+            mgr: mgr.into(),
+            handshake,
+            retry: false,
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Per-task options for [`Client::queue_with`].
+#[derive(Debug, Clone, Default)]
+pub struct QueueOptions {
+    /// Priority (default normal).
+    pub priority: Priority,
+    /// Deadline for the task.
+    pub timeout: Option<Duration>,
+    /// How many times the task may be started if workers are lost (default 1).
+    pub attempts: u32,
+    /// Overrides the client's `retry` setting for this task.
+    pub retry: Option<bool>,
+}
+
+/// What went wrong with a call. [`ClientError::exit_code`] maps each to the
+/// CLI's sysexits code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The manager could not be reached.
+    #[error("cannot reach manager at {addr}: {reason}")]
+    Unreachable {
+        /// Address tried.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The manager does not hold our key.
+    #[error("authentication failed: the manager at {addr} does not use this key")]
+    Auth {
+        /// Address tried.
+        addr: String,
+    },
+    /// The manager had no room (and retry was off).
+    #[error("denied: {reason}; try again in {retry_after:?}")]
+    Denied {
+        /// Why.
+        reason: String,
+        /// The manager's estimate of when room is likely.
+        retry_after: Duration,
+    },
+    /// The task ran, or was rejected as invalid, and failed.
+    #[error("task failed: {0}")]
+    Failed(String),
+    /// The connection dropped while the call was pending.
+    #[error("connection to the manager lost: {0}")]
+    Disconnected(String),
+    /// The manager answered with something that does not fit the call.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// sysexits code for the CLI: 1 failed, 69 unreachable/disconnected,
+    /// 75 denied, 77 bad key, 76 protocol.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Failed(_) => 1,
+            ClientError::Unreachable { .. } | ClientError::Disconnected(_) => 69,
+            ClientError::Denied { .. } => 75,
+            ClientError::Protocol(_) => 76,
+            ClientError::Auth { .. } => 77,
+        }
+    }
+}
+
+/// A finished task and how many times it was denied before it was accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// The result.
+    pub value: Value,
+    /// Denials that were retried.
+    pub denials: u32,
+}
+
+type Answer = Result<Message, ClientError>;
+
+struct Request {
+    msg: Message,
+    id: u64,
+    reply: oneshot::Sender<Answer>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    next_id: AtomicU64,
+    tx: Mutex<Option<mpsc::UnboundedSender<Request>>>,
+    reconnect: tokio::sync::Mutex<()>,
+}
+
+/// An async connection to a manager. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects and authenticates now, so a wrong key or a missing manager
+    /// shows at once.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                next_id: AtomicU64::new(1),
+                tx: Mutex::new(None),
+                reconnect: tokio::sync::Mutex::new(()),
+            }),
+        };
+        client.sender().await?;
+        Ok(client)
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    async fn sender(&self) -> Result<mpsc::UnboundedSender<Request>, ClientError> {
+        if let Some(tx) = self.current() {
+            return Ok(tx);
+        }
+        let _guard = self.inner.reconnect.lock().await;
+        if let Some(tx) = self.current() {
+            return Ok(tx);
+        }
+        let tx = open(&self.inner.config).await?;
+        *self.inner.tx.lock().expect("sender lock") = Some(tx.clone());
+        Ok(tx)
+    }
+
+    fn current(&self) -> Option<mpsc::UnboundedSender<Request>> {
+        let guard = self.inner.tx.lock().expect("sender lock");
+        guard.as_ref().filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    async fn call(&self, make: impl FnOnce(u64) -> Message) -> Answer {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        let req = Request {
+            msg: make(id),
+            id,
+            reply,
+        };
+        let tx = self.sender().await?;
+        if tx.send(req).is_err() {
+            return Err(ClientError::Disconnected("connection closed".into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(ClientError::Disconnected("connection closed".into())))
+    }
+
+    /// Runs `task` with `args` at normal priority and returns its result.
+    pub async fn queue(&self, task: &str, args: Value) -> Result<Value, ClientError> {
+        self.queue_with(task, args, &QueueOptions::default()).await
+    }
+
+    /// Runs `task` with options and returns its result.
+    pub async fn queue_with(
+        &self,
+        task: &str,
+        args: Value,
+        opts: &QueueOptions,
+    ) -> Result<Value, ClientError> {
+        self.queue_detailed(task, args, opts).await.map(|c| c.value)
+    }
+
+    /// Like [`Client::queue`], with serde types for arguments and result.
+    pub async fn queue_as<A: Serialize, R: DeserializeOwned>(
+        &self,
+        task: &str,
+        args: &A,
+    ) -> Result<R, ClientError> {
+        let args = rmpv::ext::to_value(args)
+            .map_err(|e| ClientError::Protocol(format!("arguments do not serialize: {e}")))?;
+        let value = self.queue(task, args).await?;
+        rmpv::ext::from_value(value)
+            .map_err(|e| ClientError::Protocol(format!("result does not deserialize: {e}")))
+    }
+
+    /// Runs `task` and also reports how many times it was denied and retried.
+    pub async fn queue_detailed(
+        &self,
+        task: &str,
+        args: Value,
+        opts: &QueueOptions,
+    ) -> Result<Completed, ClientError> {
+        let retry = opts.retry.unwrap_or(self.inner.config.retry);
+        let mut denials = 0u32;
+        loop {
+            let answer = self
+                .call(|id| {
+                    Message::Submit(Submit {
+                        id,
+                        task: task.to_string(),
+                        args: args.clone(),
+                        priority: opts.priority,
+                        timeout_ms: opts.timeout.map(|d| d.as_millis() as u64),
+                        attempts: opts.attempts.max(1),
+                    })
+                })
+                .await?;
+            match answer {
+                Message::Reply {
+                    outcome: Outcome::Done { value },
+                    ..
+                } => return Ok(Completed { value, denials }),
+                Message::Reply {
+                    outcome: Outcome::Failed { error },
+                    ..
+                } => return Err(ClientError::Failed(error)),
+                Message::Reply {
+                    outcome:
+                        Outcome::Denied {
+                            reason,
+                            retry_after_ms,
+                        },
+                    ..
+                } => {
+                    let retry_after = Duration::from_millis(retry_after_ms);
+                    if !retry {
+                        return Err(ClientError::Denied {
+                            reason,
+                            retry_after,
+                        });
+                    }
+                    denials += 1;
+                    tokio::time::sleep(self.retry_delay(denials, retry_after)).await;
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected a reply, got {}",
+                        other.kind()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Delay before retry `n`: base × (1 + ln n) plus up to 25 % jitter,
+    /// base = max(min_backoff, the manager's retry_after), capped at max_backoff.
+    fn retry_delay(&self, n: u32, retry_after: Duration) -> Duration {
+        let c = &self.inner.config;
+        let base = c.min_backoff.max(retry_after);
+        let jitter = 1.0 + (getrandom::u64().unwrap_or(0) % 1000) as f64 / 4000.0;
+        base.mul_f64((1.0 + f64::from(n).ln()) * jitter)
+            .min(c.max_backoff)
+    }
+
+    /// Measures one round trip to the manager.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let start = Instant::now();
+        match self.call(|id| Message::Ping { id }).await? {
+            Message::Pong { .. } => Ok(start.elapsed()),
+            other => Err(ClientError::Protocol(format!(
+                "expected pong, got {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Asks the manager for its status report.
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        match self.call(|id| Message::StatusRequest { id }).await? {
+            Message::Status { status, .. } => Ok(status),
+            other => Err(ClientError::Protocol(format!(
+                "expected status, got {}",
+                other.kind()
+            ))),
+        }
+    }
+}
+
+async fn open(config: &ClientConfig) -> Result<mpsc::UnboundedSender<Request>, ClientError> {
+    let addr = config.mgr.clone();
+    let unreachable = |reason: String| ClientError::Unreachable {
+        addr: addr.clone(),
+        reason,
+    };
+    let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&config.mgr))
+        .await
+        .map_err(|_| unreachable("connect timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let est = match handshake::initiate(stream, Role::Client, &config.handshake).await {
+        Ok(est) => est,
+        Err(WireError::BadKey) => return Err(ClientError::Auth { addr }),
+        Err(e) => return Err(unreachable(e.to_string())),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(drive(est, rx));
+    Ok(tx)
+}
+
+/// Owns the connection: writes requests (batched per wake-up), matches replies
+/// to pending requests, and fails them all when the connection ends.
+async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut reader = est.reader;
+    let mut writer = FramedWrite::new(est.write, est.writer);
+    let mut pending: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
+    let reason = loop {
+        tokio::select! {
+            req = rx.recv() => {
+                let Some(req) = req else { break None };
+                let mut next = Some(req);
+                let mut failed = None;
+                while let Some(req) = next.take() {
+                    pending.insert(req.id, req.reply);
+                    if let Err(e) = writer.feed(req.msg).await {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                    next = rx.try_recv().ok();
+                }
+                if failed.is_none() {
+                    if let Err(e) = SinkExt::<Message>::flush(&mut writer).await {
+                        failed = Some(e.to_string());
+                    }
+                }
+                if failed.is_some() {
+                    break failed;
+                }
+            }
+            frame = reader.next() => match frame {
+                Some(Ok(Message::Error { message })) => break Some(format!("manager says: {message}")),
+                Some(Ok(msg)) => {
+                    if let Some(tx) = msg.reply_id().and_then(|id| pending.remove(&id)) {
+                        let _ = tx.send(Ok(msg));
+                    }
+                }
+                Some(Err(e)) => break Some(e.to_string()),
+                None => break Some("closed by the manager".to_string()),
+            },
+        }
+    };
+    let reason = reason.unwrap_or_else(|| "client closed".to_string());
+    rx.close();
+    while let Ok(req) = rx.try_recv() {
+        pending.insert(req.id, req.reply);
+    }
+    for (_, tx) in pending {
+        let _ = tx.send(Err(ClientError::Disconnected(reason.clone())));
+    }
+}

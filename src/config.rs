@@ -1,0 +1,256 @@
+//! The TOML configuration file. Every subcommand reads the same schema with
+//! `--config FILE`; flags override what the file says, and built-in defaults
+//! fill the rest. Unknown keys are errors that name the key and the file.
+//!
+//! ```toml
+//! [security]
+//! key_file = "/etc/argon/key"      # path of the shared key file
+//! max_frame_bytes = 16777216       # largest frame accepted or sent (16 MiB)
+//! handshake_timeout = "5s"         # a peer must finish its handshake within this
+//!
+//! [manager]
+//! host = "127.0.0.1"               # address to listen on
+//! port = 8000                      # 0 picks a free port
+//! queue_factor = 3                 # queue bound = capacity × this
+//!
+//! [worker]
+//! mgr = "127.0.0.1:8000"           # manager address
+//! capacity = 4                     # slots: tasks run at once
+//! allow_eval = false               # accept eval scripts
+//! drain_timeout = "30s"            # on SIGTERM, wait this long for tasks in flight
+//!
+//! [client]
+//! mgr = "127.0.0.1:8000"
+//! retry = false                    # resend denied tasks on a logarithmic backoff
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A duration written the human way in TOML: `"250ms"`, `"5s"`, `"2m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (e.g. \"5s\", \"250ms\")"
+            ))
+        })
+    }
+}
+
+/// `[security]`: the key and the transport limits.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// Path of the shared key file. No default: it must be given here, with
+    /// `--key`, or with `ARGON_KEY`.
+    pub key_file: Option<PathBuf>,
+    /// Largest frame body accepted or sent, in bytes. Default 16 MiB.
+    pub max_frame_bytes: Option<usize>,
+    /// Bound on a connection's handshake. Default 5 s.
+    pub handshake_timeout: Option<Dur>,
+}
+
+/// `[manager]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagerSection {
+    /// Address to listen on. Default `127.0.0.1`.
+    pub host: Option<String>,
+    /// Port; 0 picks a free one. Default 8000.
+    pub port: Option<u16>,
+    /// Queue bound = capacity × this. Default 3.
+    pub queue_factor: Option<u32>,
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// Manager address, `host:port`. Default `127.0.0.1:8000`.
+    pub mgr: Option<String>,
+    /// Slots. Default: the number of CPUs.
+    pub capacity: Option<usize>,
+    /// Accept eval scripts. Default false.
+    pub allow_eval: Option<bool>,
+    /// On SIGINT/SIGTERM, how long to wait for tasks in flight. Default 30 s.
+    pub drain_timeout: Option<Dur>,
+}
+
+/// `[client]`: for `submit`, `status`, `ping`, `bench`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSection {
+    /// Manager address, `host:port`. Default `127.0.0.1:8000`.
+    pub mgr: Option<String>,
+    /// Resend denied tasks on a logarithmic backoff. Default false.
+    pub retry: Option<bool>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[security]`
+    pub security: SecuritySection,
+    /// `[manager]`
+    pub manager: ManagerSection,
+    /// `[worker]`
+    pub worker: WorkerSection,
+    /// `[client]`
+    pub client: ClientSection,
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading failed.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or not our schema (unknown key, wrong type).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// Parsed, but a value is out of range.
+    #[error("invalid setting in {path}: {message}")]
+    Invalid {
+        /// The file (or "command line").
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let cfg = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: shown.clone(),
+            message,
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: shown,
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+
+    /// Range checks that the types alone do not make.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.worker.capacity == Some(0) {
+            return Err("worker.capacity must be at least 1".into());
+        }
+        if let Some(n) = self.security.max_frame_bytes {
+            check_max_frame(n)?;
+        }
+        if let Some(Dur(d)) = self.security.handshake_timeout {
+            if d.is_zero() {
+                return Err("security.handshake_timeout must be more than 0".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Largest frame must hold a useful message and fit the 32-bit length prefix.
+pub fn check_max_frame(n: usize) -> Result<(), String> {
+    if !(1024..=u32::MAX as usize).contains(&n) {
+        return Err(format!(
+            "security.max_frame_bytes must be between 1024 and {} (got {n})",
+            u32::MAX
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::parse(
+            r#"
+            [security]
+            key_file = "/k"
+            max_frame_bytes = 2048
+            handshake_timeout = "250ms"
+            [manager]
+            port = 0
+            queue_factor = 5
+            [worker]
+            capacity = 2
+            drain_timeout = "1m"
+            [client]
+            retry = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.security.handshake_timeout,
+            Some(Dur(Duration::from_millis(250)))
+        );
+        assert_eq!(c.worker.drain_timeout, Some(Dur(Duration::from_secs(60))));
+        assert_eq!(c.manager.queue_factor, Some(5));
+        assert_eq!(c.client.retry, Some(true));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[manager]\nqueue_factr = 3\n").unwrap_err();
+        assert!(e.contains("queue_factr"), "{e}");
+        let e = Config::parse("[managr]\n").unwrap_err();
+        assert!(e.contains("managr"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_and_zero_capacity_are_errors() {
+        let e = Config::parse("[worker]\ndrain_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.contains("invalid duration"), "{e}");
+        let c = Config::parse("[worker]\ncapacity = 0\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("capacity"));
+        let c = Config::parse("[security]\nmax_frame_bytes = 10\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("max_frame_bytes"));
+    }
+
+    #[test]
+    fn load_names_the_file_in_errors() {
+        let dir = std::env::temp_dir().join(format!("argon-cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "[manager\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.toml"), "{e}");
+        let e = Config::load(&dir.join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,33 @@
+//! Argon: distributed task processing with a bounded queue.
+//!
+//! A manager schedules tasks from clients onto workers with a fixed number of
+//! slots. When the cluster is full, new tasks are denied at once and clients
+//! back off, so load never piles up inside the system.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: frames, crypto, the handshake and wire message types.
+//! - [`messages`]: typed messages between actors.
+//! - [`actors`]: `Manager`, `ClientSession`, `WorkerLink` (manager side),
+//!   `WorkerPool`, `WorkerSlot` (worker side), and the `Connection` codec actor.
+//! - [`client`]: the async client library.
+//! - [`task`]: the task registry and the built-in tasks.
+//! - [`runtime`]: starting managers, workers and embedded clusters.
+//! - [`config`], [`cli`], [`json`], [`demo`]: what the `argon` binary needs.
+
+#![warn(missing_docs)]
+
+pub mod actors;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod json;
+pub mod messages;
+pub mod protocol;
+pub mod runtime;
+pub mod task;
+
+pub use client::{Client, ClientConfig, ClientError, QueueOptions};
+pub use protocol::{MasterKey, Priority, Value};
+pub use task::{TaskError, TaskRegistry};

@@ -1,0 +1,360 @@
+//! Frame codecs: a typed [`Message`] to a sealed, length-prefixed frame and
+//! back. Both are plain tokio-util codecs, testable without a socket.
+//!
+//! Frame layout: `u32` big-endian body length, then the body. A sealed body is
+//! an 8-byte big-endian counter, the AES-256-GCM ciphertext of the
+//! MessagePack-encoded message, and the 16-byte tag.
+
+use bytes::{BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use super::crypto::{Opener, Sealer, COUNTER_LEN, TAG_LEN};
+use super::{Message, WireError};
+
+/// Length of the frame length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// Serializes a message the way the wire wants it (named fields).
+pub fn encode_message(msg: &Message, out: &mut impl std::io::Write) -> Result<(), WireError> {
+    let mut ser = rmp_serde::Serializer::new(out).with_struct_map();
+    serde::Serialize::serialize(msg, &mut ser).map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Parses one message from plaintext.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, WireError> {
+    rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
+}
+
+/// Encoder for one direction of a connection: serializes, seals and frames.
+pub struct FrameWriter {
+    sealer: Sealer,
+    max_frame: usize,
+}
+
+impl FrameWriter {
+    /// A writer sealing with `key`, refusing bodies over `max_frame` bytes.
+    pub fn new(key: &[u8; 32], max_frame: usize) -> FrameWriter {
+        FrameWriter {
+            sealer: Sealer::new(key),
+            max_frame,
+        }
+    }
+}
+
+impl Encoder<Message> for FrameWriter {
+    type Error = WireError;
+
+    fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), WireError> {
+        self.encode(&msg, dst)
+    }
+}
+
+impl Encoder<&Message> for FrameWriter {
+    type Error = WireError;
+
+    fn encode(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<(), WireError> {
+        let start = dst.len();
+        dst.reserve(LEN_PREFIX + COUNTER_LEN + 64 + TAG_LEN);
+        dst.put_u32(0);
+        dst.put_u64(0);
+        let plain_at = dst.len();
+        let mut w = dst.writer();
+        let encoded = encode_message(msg, &mut w);
+        let dst = w.into_inner();
+        if let Err(e) = encoded {
+            dst.truncate(start);
+            return Err(e);
+        }
+        let body_len = dst.len() - plain_at + COUNTER_LEN + TAG_LEN;
+        if body_len > self.max_frame {
+            dst.truncate(start);
+            return Err(WireError::FrameTooLarge {
+                len: body_len,
+                max: self.max_frame,
+            });
+        }
+        let (counter, tag) = self.sealer.seal_in_place(&mut dst[plain_at..]);
+        dst.extend_from_slice(&tag);
+        dst[start..start + LEN_PREFIX].copy_from_slice(&(body_len as u32).to_be_bytes());
+        dst[start + LEN_PREFIX..plain_at].copy_from_slice(&counter.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Decoder for one direction of a connection: unframes, opens and parses.
+pub struct FrameReader {
+    frames: LengthDelimitedCodec,
+    opener: Opener,
+    max_frame: usize,
+}
+
+impl FrameReader {
+    /// A reader opening with `key`, refusing bodies over `max_frame` bytes.
+    pub fn new(key: &[u8; 32], max_frame: usize) -> FrameReader {
+        FrameReader {
+            frames: length_codec(max_frame),
+            opener: Opener::new(key),
+            max_frame,
+        }
+    }
+}
+
+/// The length-prefix codec every Argon frame uses.
+pub fn length_codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(LEN_PREFIX)
+        .big_endian()
+        .max_frame_length(max_frame)
+        .new_codec()
+}
+
+/// Maps the length codec's errors to ours: oversize is typed, not an I/O error.
+pub fn frame_error(e: std::io::Error, max_frame: usize, pending: &[u8]) -> WireError {
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>())
+    {
+        let len = pending
+            .get(..LEN_PREFIX)
+            .map(|p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize)
+            .unwrap_or(0);
+        WireError::FrameTooLarge {
+            len,
+            max: max_frame,
+        }
+    } else {
+        WireError::Io(e)
+    }
+}
+
+impl Decoder for FrameReader {
+    type Item = Message;
+    type Error = WireError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, WireError> {
+        let mut body = match self.frames.decode(src) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(frame_error(e, self.max_frame, src)),
+        };
+        let plain = self.opener.open_in_place(&mut body)?;
+        decode_message(&body[plain]).map(Some)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, WireError> {
+        match self.decode(src)? {
+            Some(msg) => Ok(Some(msg)),
+            None if src.is_empty() => Ok(None),
+            None => Err(WireError::Truncated { len: src.len() }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::crypto::MasterKey;
+    use crate::protocol::{Outcome, Submit, Value};
+
+    const MAX: usize = 1 << 20;
+
+    fn codecs() -> (FrameWriter, FrameReader) {
+        let k = MasterKey::from_material(b"codec test key, long enough to not warn");
+        let (i2r, _) = k.session_keys(&[9; 32], &[8; 32]);
+        (FrameWriter::new(&i2r, MAX), FrameReader::new(&i2r, MAX))
+    }
+
+    fn submit(id: u64, payload: usize) -> Message {
+        Message::Submit(Submit {
+            id,
+            task: "echo".into(),
+            args: Value::Binary(vec![0xab; payload]),
+            priority: Default::default(),
+            timeout_ms: Some(5),
+            attempts: 2,
+        })
+    }
+
+    #[test]
+    fn messages_round_trip_through_the_codecs() {
+        let (mut w, mut r) = codecs();
+        let msgs = vec![
+            submit(1, 10),
+            Message::Reply {
+                id: 1,
+                outcome: Outcome::Denied {
+                    reason: "queue full".into(),
+                    retry_after_ms: 3,
+                },
+            },
+            Message::Drain {},
+            submit(2, 70_000),
+        ];
+        let mut buf = BytesMut::new();
+        for m in &msgs {
+            w.encode(m, &mut buf).unwrap();
+        }
+        for m in &msgs {
+            assert_eq!(r.decode(&mut buf).unwrap().as_ref(), Some(m));
+        }
+        assert!(r.decode(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn partial_frame_waits_for_more_bytes() {
+        let (mut w, mut r) = codecs();
+        let mut full = BytesMut::new();
+        w.encode(submit(1, 100), &mut full).unwrap();
+        let mut part = full.split_to(full.len() / 2);
+        assert!(r.decode(&mut part).unwrap().is_none());
+        part.unsplit(full);
+        assert!(r.decode(&mut part).unwrap().is_some());
+    }
+
+    #[test]
+    fn stream_ending_mid_frame_is_truncated() {
+        let (mut w, mut r) = codecs();
+        let mut buf = BytesMut::new();
+        w.encode(submit(1, 100), &mut buf).unwrap();
+        buf.truncate(buf.len() - 5);
+        assert!(matches!(
+            r.decode_eof(&mut buf),
+            Err(WireError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn body_too_short_for_a_tag_is_truncated() {
+        let (_, mut r) = codecs();
+        let mut buf = BytesMut::from(&[0, 0, 0, 3, 1, 2, 3][..]);
+        assert!(matches!(
+            r.decode(&mut buf),
+            Err(WireError::Truncated { len: 3 })
+        ));
+    }
+
+    #[test]
+    fn huge_length_prefix_is_rejected_without_allocating() {
+        let (_, mut r) = codecs();
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0][..]);
+        match r.decode(&mut buf) {
+            Err(WireError::FrameTooLarge { len, max }) => {
+                assert_eq!(len, u32::MAX as usize);
+                assert_eq!(max, MAX);
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_message_is_refused_by_the_writer() {
+        let (mut w, _) = codecs();
+        let mut buf = BytesMut::new();
+        assert!(matches!(
+            w.encode(submit(1, MAX + 1), &mut buf),
+            Err(WireError::FrameTooLarge { .. })
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn replayed_frame_is_rejected() {
+        let (mut w, mut r) = codecs();
+        let mut buf = BytesMut::new();
+        w.encode(submit(1, 1), &mut buf).unwrap();
+        let copy = buf.clone();
+        r.decode(&mut buf).unwrap().unwrap();
+        let mut again = copy;
+        assert!(matches!(
+            r.decode(&mut again),
+            Err(WireError::Replayed {
+                got: 0,
+                expected: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn skipped_frame_is_out_of_order() {
+        let (mut w, mut r) = codecs();
+        let mut first = BytesMut::new();
+        let mut second = BytesMut::new();
+        w.encode(submit(1, 1), &mut first).unwrap();
+        w.encode(submit(2, 1), &mut second).unwrap();
+        assert!(matches!(
+            r.decode(&mut second),
+            Err(WireError::OutOfOrder {
+                got: 1,
+                expected: 0
+            })
+        ));
+    }
+
+    #[test]
+    fn tampered_ciphertext_is_rejected() {
+        let (mut w, mut r) = codecs();
+        let mut buf = BytesMut::new();
+        w.encode(submit(1, 1), &mut buf).unwrap();
+        r.decode(&mut buf).unwrap().unwrap();
+        w.encode(submit(2, 1), &mut buf).unwrap();
+        let n = buf.len();
+        buf[n - 20] ^= 0x40;
+        assert!(matches!(r.decode(&mut buf), Err(WireError::Tampered)));
+    }
+
+    #[test]
+    fn frame_from_another_session_is_rejected() {
+        let k = MasterKey::from_material(b"codec test key, long enough to not warn");
+        let (a, _) = k.session_keys(&[1; 32], &[2; 32]);
+        let (b, _) = k.session_keys(&[3; 32], &[4; 32]);
+        let mut w_a = FrameWriter::new(&a, MAX);
+        let mut r_a = FrameReader::new(&a, MAX);
+        let mut w_b = FrameWriter::new(&b, MAX);
+        let mut buf = BytesMut::new();
+        w_a.encode(submit(1, 1), &mut buf).unwrap();
+        r_a.decode(&mut buf).unwrap().unwrap();
+        w_b.encode(submit(1, 1), &mut buf).unwrap();
+        w_b.encode(submit(2, 1), &mut buf).unwrap();
+        let _ = buf.split_to(buf.len() / 2);
+        assert!(matches!(r_a.decode(&mut buf), Err(WireError::Tampered)));
+    }
+
+    #[test]
+    fn garbage_plaintext_under_the_right_key_is_a_decode_error() {
+        let k = MasterKey::from_material(b"codec test key, long enough to not warn");
+        let (key, _) = k.session_keys(&[9; 32], &[8; 32]);
+        let mut sealer = Sealer::new(&key);
+        let mut r = FrameReader::new(&key, MAX);
+        let mut plain = vec![0xc1u8, 0xc1, 0xc1];
+        let (c, tag) = sealer.seal_in_place(&mut plain);
+        let mut buf = BytesMut::new();
+        buf.put_u32((COUNTER_LEN + plain.len() + TAG_LEN) as u32);
+        buf.put_u64(c);
+        buf.extend_from_slice(&plain);
+        buf.extend_from_slice(&tag);
+        assert!(matches!(r.decode(&mut buf), Err(WireError::Decode(_))));
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_decoder() {
+        let (_, mut r) = codecs();
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        for round in 0..2000 {
+            let mut data = Vec::new();
+            let n = (round % 64) + 1;
+            for _ in 0..n {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                data.push(seed as u8);
+            }
+            if round % 3 == 0 && n >= 4 {
+                data[..4].copy_from_slice(&((n as u32).saturating_sub(4)).to_be_bytes()[..]);
+            }
+            let mut buf = BytesMut::from(&data[..]);
+            let mut r2 = codecs().1;
+            let _ = r2.decode(&mut buf);
+            let _ = r2.decode_eof(&mut buf);
+            let _ = r.decode(&mut BytesMut::from(&data[..]));
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The wire protocol: length-prefixed frames, the key handshake, AES-256-GCM
+//! sealing and the MessagePack message types.
+//!
+//! Layers, bottom up: [`crypto`] (keys and sealing, no I/O), [`codec`]
+//! (frames to typed [`Message`]s and back), [`handshake`] (turning a fresh TCP
+//! stream into an authenticated, encrypted pair of halves). `docs/PROTOCOL.md`
+//! describes the same thing byte by byte.
+
+pub mod codec;
+pub mod crypto;
+pub mod handshake;
+pub mod message;
+
+pub use codec::{FrameReader, FrameWriter};
+pub use crypto::MasterKey;
+pub use handshake::{Established, HandshakeSettings};
+
+pub use message::*;
+
+/// Version of the wire protocol spoken by this build.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default largest frame body accepted or sent: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Everything that can go wrong between bytes on a socket and a typed message.
+///
+/// Decryption errors never echo the input.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A length prefix announced more than the configured maximum.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced length (0 if unknown).
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// The peer's first sealed frame did not authenticate: it holds another key.
+    #[error("authentication failed: the peer does not use the same key")]
+    BadKey,
+    /// A later frame did not authenticate: tampered with, or corrupt.
+    #[error("frame failed authentication (tampered or corrupt)")]
+    Tampered,
+    /// A frame carried a counter already seen on this connection.
+    #[error("replayed frame (counter {got}, expected {expected})")]
+    Replayed {
+        /// Counter in the frame.
+        got: u64,
+        /// Counter the receiver expected next.
+        expected: u64,
+    },
+    /// A frame carried a counter from the future: one was dropped or reordered.
+    #[error("out-of-order frame (counter {got}, expected {expected})")]
+    OutOfOrder {
+        /// Counter in the frame.
+        got: u64,
+        /// Counter the receiver expected next.
+        expected: u64,
+    },
+    /// A frame too short to hold a counter and a tag, or a stream that ended
+    /// in the middle of a frame.
+    #[error("truncated frame ({len} bytes)")]
+    Truncated {
+        /// Bytes that were there.
+        len: usize,
+    },
+    /// The first frame was not an Argon hello.
+    #[error("not an Argon peer (bad hello frame)")]
+    BadHello,
+    /// The peer speaks another protocol version.
+    #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    Version(u32),
+    /// The plaintext was not a valid message.
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    /// A message could not be serialized (should not happen for our types).
+    #[error("message could not be encoded: {0}")]
+    Encode(String),
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The peer closed the connection before the handshake finished.
+    #[error("connection closed during the handshake")]
+    ClosedEarly,
+    /// The handshake finished but the peer's role or first message was wrong.
+    #[error("handshake refused: {0}")]
+    Refused(String),
+}

@@ -1,0 +1,250 @@
+//! Starting the pieces inside an actix system: the manager's listener and
+//! accept loop, a worker pool, an embedded cluster of both, and the shutdown
+//! signal. The CLI and the tests both start Argon through these functions.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::net::TcpListener;
+
+use crate::actors::{
+    ClientSession, Manager, ManagerSettings, WorkerLink, WorkerPool, WorkerSettings,
+};
+use crate::messages::{Drain, GetStatus};
+use crate::protocol::crypto::generate_key_text;
+use crate::protocol::handshake::{self, HandshakeSettings};
+use crate::protocol::{MasterKey, Role};
+use crate::task::TaskRegistry;
+
+/// A running manager.
+#[derive(Clone)]
+pub struct ManagerHandle {
+    /// Address it listens on (with the real port when 0 was asked).
+    pub addr: SocketAddr,
+    /// The manager actor.
+    pub manager: Addr<Manager>,
+}
+
+/// Binds `bind` (`host:port`), starts the manager actor and its accept loop.
+/// Must run inside an actix system.
+pub async fn start_manager(
+    bind: &str,
+    settings: ManagerSettings,
+    hs: HandshakeSettings,
+) -> io::Result<ManagerHandle> {
+    let listener = TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    let manager = Manager::new(settings).start();
+    actix_rt::spawn(accept_loop(listener, manager.clone(), Arc::new(hs)));
+    Ok(ManagerHandle { addr, manager })
+}
+
+async fn accept_loop(listener: TcpListener, manager: Addr<Manager>, hs: Arc<HandshakeSettings>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                log::error!("accept failed: {e}; pausing 100ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let manager = manager.clone();
+        let hs = hs.clone();
+        actix_rt::spawn(async move {
+            match handshake::accept(stream, &hs).await {
+                Ok(est) => match est.peer_role {
+                    Role::Worker => {
+                        WorkerLink::start(est, manager);
+                    }
+                    _ => {
+                        ClientSession::start(est, manager);
+                    }
+                },
+                Err(e) => log::warn!("[{peer}] handshake failed: {e}"),
+            }
+        });
+    }
+}
+
+/// Starts a worker pool that connects to `settings.mgr`. Must run inside an
+/// actix system.
+pub fn start_worker(settings: WorkerSettings, registry: TaskRegistry) -> Addr<WorkerPool> {
+    WorkerPool::new(settings, Arc::new(registry)).start()
+}
+
+/// Drains a worker pool: no new tasks, wait for those in flight up to `deadline`.
+pub async fn drain_worker(pool: &Addr<WorkerPool>, deadline: Duration) {
+    let _ = pool.send(Drain { deadline }).await;
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Writes a new key file with mode 0600; refuses to overwrite one.
+pub fn write_key_file(path: &Path) -> io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{} already exists; refusing to overwrite a key",
+                    path.display()
+                ),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+        }
+    })?;
+    f.write_all(generate_key_text()?.as_bytes())?;
+    f.sync_all()
+}
+
+/// A manager and workers in one process on 127.0.0.1, with a generated key
+/// in a private temporary folder that is removed on drop.
+pub struct Cluster {
+    /// The manager.
+    pub manager: ManagerHandle,
+    /// The worker pools.
+    pub workers: Vec<Addr<WorkerPool>>,
+    /// Path of the generated key file.
+    pub key_path: PathBuf,
+    /// Handshake settings holding the key, for clients.
+    pub handshake: HandshakeSettings,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// Starts the manager on `port` (0 for any) and `workers` pools of
+    /// `capacity` slots each, and waits until all have registered.
+    pub async fn start(
+        workers: usize,
+        capacity: usize,
+        port: u16,
+        settings: ManagerSettings,
+    ) -> io::Result<Cluster> {
+        let dir = private_temp_dir()?;
+        let key_path = dir.join("key");
+        write_key_file(&key_path)?;
+        let key = MasterKey::load(&key_path).map_err(|e| io::Error::other(e.to_string()))?;
+        let hs = HandshakeSettings::new(key);
+        let manager = start_manager(&format!("127.0.0.1:{port}"), settings, hs.clone()).await?;
+        let pools = (0..workers)
+            .map(|_| {
+                start_worker(
+                    WorkerSettings {
+                        mgr: manager.addr.to_string(),
+                        capacity,
+                        allow_eval: false,
+                        handshake: hs.clone(),
+                        backoff_base: Duration::from_millis(50),
+                        backoff_max: Duration::from_secs(2),
+                    },
+                    TaskRegistry::with_builtins(),
+                )
+            })
+            .collect();
+        let cluster = Cluster {
+            manager,
+            workers: pools,
+            key_path,
+            handshake: hs,
+            dir,
+        };
+        cluster
+            .wait_for_workers(workers, Duration::from_secs(10))
+            .await?;
+        Ok(cluster)
+    }
+
+    /// Waits until `n` workers have registered, up to `limit`.
+    pub async fn wait_for_workers(&self, n: usize, limit: Duration) -> io::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let status = self
+                .manager
+                .manager
+                .send(GetStatus)
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            if status.workers as usize >= n {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "only {} of {n} workers registered in {limit:?}",
+                        status.workers
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Drains every worker (bounded by `deadline` each).
+    pub async fn shutdown(&self, deadline: Duration) {
+        for w in &self.workers {
+            drain_worker(w, deadline).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn private_temp_dir() -> io::Result<PathBuf> {
+    let mut r = [0u8; 8];
+    crate::protocol::crypto::fill_random(&mut r)?;
+    let name = format!(
+        "argon-cluster-{}-{:016x}",
+        std::process::id(),
+        u64::from_be_bytes(r)
+    );
+    let dir = std::env::temp_dir().join(name);
+    let mut b = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(&dir)?;
+    Ok(dir)
+}
