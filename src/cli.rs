@@ -61,6 +61,8 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Start an embedded cluster and overrun it with work, showing what Argon does when full.
     Demo(DemoArgs),
+    /// Load generator: throughput and round-trip percentiles against a manager.
+    Bench(BenchArgs),
 }
 
 /// Key and frame settings shared by every networked command.
@@ -194,6 +196,44 @@ pub struct DemoArgs {
     pub window: u32,
 }
 
+/// `argon bench`
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Manager and key (not needed with --cluster).
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Start an embedded cluster and measure it instead of a running manager.
+    #[arg(long)]
+    pub cluster: bool,
+    /// With --cluster: number of workers.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: u32,
+    /// With --cluster: slots per worker.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub capacity: u32,
+    /// Tasks in all.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tasks: u32,
+    /// Tasks in flight at once.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// Connections to spread them over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: u32,
+    /// Task to run.
+    #[arg(long, default_value = "echo")]
+    pub task: String,
+    /// Bytes of binary payload sent as each task's arguments.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub payload: usize,
+    /// JSON arguments for each task (instead of --payload), e.g. 5 for sleep.
+    #[arg(long, value_name = "JSON")]
+    pub args: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// A failure of a command, with its exit code.
 #[derive(Debug)]
 pub struct Failure {
@@ -246,7 +286,43 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ping(a) => system.block_on(ping(a, &config)),
         Command::Cluster(a) => system.block_on(cluster(a)),
         Command::Demo(a) => system.block_on(crate::demo::run(a.tasks, a.clients, a.window)),
+        Command::Bench(a) => system.block_on(bench(a, &config)),
     }
+}
+
+fn parse_json_arg(what: &str, text: &str) -> Result<rmpv::Value, Failure> {
+    let j: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("{what} is not valid JSON: {e}")))?;
+    Ok(crate::json::to_value(j))
+}
+
+async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
+    let plan = crate::bench::BenchPlan {
+        tasks: a.tasks,
+        concurrency: a.concurrency,
+        clients: a.clients,
+        task: a.task.clone(),
+        args: a
+            .args
+            .as_deref()
+            .map(|t| parse_json_arg("--args", t))
+            .transpose()?,
+        payload: a.payload,
+    };
+    let show = !a.json;
+    let report = if a.cluster {
+        crate::bench::run_on_cluster(a.workers as usize, a.capacity as usize, &plan, show).await?
+    } else {
+        crate::bench::run(client_config(&a.client, config)?, &plan, show).await?
+    };
+    if a.json {
+        let text =
+            serde_json::to_string(&report).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+        println!("{text}");
+    } else {
+        println!("{}", crate::bench::describe(&report));
+    }
+    Ok(())
 }
 
 fn handshake_settings(key: &KeyArgs, config: &Config) -> Result<HandshakeSettings, Failure> {
@@ -349,12 +425,7 @@ fn client_config(a: &ClientArgs, config: &Config) -> Result<ClientConfig, Failur
 async fn submit(a: SubmitArgs, config: &Config) -> Result<(), Failure> {
     let args = match &a.args {
         None => rmpv::Value::Nil,
-        Some(text) => {
-            let j: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-                Failure::new(EXIT_USAGE, format!("ARGS_JSON is not valid JSON: {e}"))
-            })?;
-            crate::json::to_value(j)
-        }
+        Some(text) => parse_json_arg("ARGS_JSON", text)?,
     };
     let mut cc = client_config(&a.client, config)?;
     cc.retry = cc.retry || a.retry;

@@ -18,11 +18,13 @@
 #![warn(missing_docs)]
 
 pub mod actors;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
 pub mod json;
+pub mod load;
 pub mod messages;
 pub mod protocol;
 pub mod runtime;

@@ -6,7 +6,9 @@ use std::time::Duration;
 use argon::config::{Config, Dur};
 
 fn load(name: &str) -> Config {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name);
     Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -16,8 +18,14 @@ fn manager_example_loads() {
     let c = load("manager.toml");
     assert_eq!(c.manager.port, Some(8000));
     assert_eq!(c.manager.queue_factor, Some(3));
-    assert_eq!(c.security.key_file.as_deref(), Some(Path::new("/etc/argon/key")));
-    assert_eq!(c.security.handshake_timeout, Some(Dur(Duration::from_secs(5))));
+    assert_eq!(
+        c.security.key_file.as_deref(),
+        Some(Path::new("/etc/argon/key"))
+    );
+    assert_eq!(
+        c.security.handshake_timeout,
+        Some(Dur(Duration::from_secs(5)))
+    );
 }
 
 /// The worker example sets the manager, capacity and drain timeout.

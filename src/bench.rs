@@ -1,0 +1,167 @@
+//! `argon bench`: a load generator against a running manager (or, with
+//! `--cluster`, an embedded one). It keeps `concurrency` tasks in flight over
+//! `clients` connections until `tasks` are done, retries denials (and counts
+//! them), and reports throughput and round-trip percentiles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::actors::ManagerSettings;
+use crate::cli::{Failure, EXIT_FAILED};
+use crate::client::{Client, ClientConfig};
+use crate::load::{self, spread, LoadSpec};
+use crate::protocol::Value;
+use crate::runtime::Cluster;
+
+/// What to run and how hard.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    /// Tasks in all.
+    pub tasks: u32,
+    /// Tasks in flight.
+    pub concurrency: u32,
+    /// Connections.
+    pub clients: u32,
+    /// Task name.
+    pub task: String,
+    /// Arguments; `None` sends `payload` bytes.
+    pub args: Option<Value>,
+    /// Size of the binary argument when `args` is `None`.
+    pub payload: usize,
+}
+
+/// The result, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Completed tasks.
+    pub tasks: usize,
+    /// Completed tasks per second.
+    pub throughput: f64,
+    /// Round-trip percentiles and maximum, microseconds.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Slowest.
+    pub max_us: u64,
+    /// Denials that were retried.
+    pub denied: u64,
+    /// Tasks that failed.
+    pub failed: usize,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+    /// Tasks in flight.
+    pub concurrency: u32,
+    /// Connections.
+    pub clients: u32,
+    /// Task name.
+    pub task: String,
+    /// Payload bytes per task.
+    pub payload: usize,
+}
+
+/// Runs `plan` against the manager `config` points at.
+pub async fn run(
+    config: ClientConfig,
+    plan: &BenchPlan,
+    show_progress: bool,
+) -> Result<BenchReport, Failure> {
+    let clients = plan.clients.clamp(1, plan.concurrency.max(1));
+    let mut config = config;
+    config.retry = true;
+    config.min_backoff = Duration::from_millis(1);
+    config.max_backoff = Duration::from_millis(200);
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(Client::connect(config.clone()).await?);
+    }
+    let args = plan
+        .args
+        .clone()
+        .unwrap_or_else(|| Value::Binary(vec![0x5a; plan.payload]));
+    let name = plan.task.clone();
+    let spec = LoadSpec {
+        tasks: plan.tasks,
+        windows: spread(plan.concurrency.max(1), clients),
+        make: Arc::new(move |_| (name.clone(), args.clone())),
+        check_echo: plan.task == "echo",
+    };
+    let pb = if show_progress {
+        crate::demo::progress_bar(plan.tasks)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let r = load::run(&conns, spec, &pb).await;
+    pb.finish_and_clear();
+    if r.wrong > 0 {
+        return Err(Failure::new(
+            EXIT_FAILED,
+            format!("{} echo result(s) differed from their arguments", r.wrong),
+        ));
+    }
+    if let Some(first) = r.failed.first() {
+        log::warn!("{} task(s) failed; first: {first}", r.failed.len());
+    }
+    Ok(BenchReport {
+        tasks: r.completed(),
+        throughput: r.throughput(),
+        p50_us: r.percentile_us(50.0),
+        p90_us: r.percentile_us(90.0),
+        p99_us: r.percentile_us(99.0),
+        max_us: r.percentile_us(100.0),
+        denied: r.denials,
+        failed: r.failed.len(),
+        elapsed_s: r.elapsed.as_secs_f64(),
+        concurrency: plan.concurrency,
+        clients,
+        task: plan.task.clone(),
+        payload: plan.payload,
+    })
+}
+
+/// Starts an embedded cluster of `workers` × `capacity` and runs `plan` on it.
+pub async fn run_on_cluster(
+    workers: usize,
+    capacity: usize,
+    plan: &BenchPlan,
+    show_progress: bool,
+) -> Result<BenchReport, Failure> {
+    let cluster = Cluster::start(workers, capacity, 0, ManagerSettings::default())
+        .await
+        .map_err(|e| {
+            Failure::new(
+                EXIT_FAILED,
+                format!("cannot start the embedded cluster: {e}"),
+            )
+        })?;
+    let config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
+    let report = run(config, plan, show_progress).await;
+    cluster.shutdown(Duration::from_secs(2)).await;
+    report
+}
+
+/// The human-readable summary.
+pub fn describe(r: &BenchReport) -> String {
+    let ms = |us: u64| us as f64 / 1000.0;
+    format!(
+        "{} {} tasks ({} B payload, {} in flight over {} connection(s)) in {:.2} s: {:.0} tasks/s\n\
+         round trip  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms\n\
+         denied {} (retried)  failed {}",
+        r.tasks,
+        r.task,
+        r.payload,
+        r.concurrency,
+        r.clients,
+        r.elapsed_s,
+        r.throughput,
+        ms(r.p50_us),
+        ms(r.p90_us),
+        ms(r.p99_us),
+        ms(r.max_us),
+        r.denied,
+        r.failed
+    )
+}
