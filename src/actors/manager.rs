@@ -239,11 +239,12 @@ impl Handler<SubmitTask> for Manager {
             waiting_since: Instant::now(),
         };
         let id = task.id;
-        if self.queued() == 0 {
-            if let Some(worker) = self.sched.pick(&task.spec.name) {
-                self.start(task, worker);
-                return Ok(id);
-            }
+        // Start it now if an idle worker provides it, even when the queue is
+        // full: after every dispatch no queued task fits an idle worker, so
+        // this overtakes nobody, and the bound is on waiting tasks only.
+        if let Some(worker) = self.sched.pick(&task.spec.name) {
+            self.start(task, worker);
+            return Ok(id);
         }
         if self.queued() as u64 >= self.queue_limit() {
             return Err(self.deny("queue full"));
