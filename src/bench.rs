@@ -122,14 +122,20 @@ pub async fn run(
     })
 }
 
-/// Starts an embedded cluster of `workers` × `capacity` and runs `plan` on it.
+/// Starts an embedded cluster of `workers` × `capacity` slots with the given
+/// queue factor and runs `plan` on it.
 pub async fn run_on_cluster(
     workers: usize,
     capacity: usize,
+    queue_factor: u32,
     plan: &BenchPlan,
     show_progress: bool,
 ) -> Result<BenchReport, Failure> {
-    let cluster = Cluster::start(workers, capacity, 0, ManagerSettings::default())
+    let settings = ManagerSettings {
+        queue_factor,
+        ..ManagerSettings::default()
+    };
+    let cluster = Cluster::start(workers, capacity, 0, settings)
         .await
         .map_err(|e| {
             Failure::new(

@@ -211,6 +211,9 @@ pub struct BenchArgs {
     /// With --cluster: slots per worker.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub capacity: u32,
+    /// With --cluster: queue bound = capacity × this.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub queue_factor: u32,
     /// Tasks in all.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub tasks: u32,
@@ -311,7 +314,14 @@ async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
     };
     let show = !a.json;
     let report = if a.cluster {
-        crate::bench::run_on_cluster(a.workers as usize, a.capacity as usize, &plan, show).await?
+        crate::bench::run_on_cluster(
+            a.workers as usize,
+            a.capacity as usize,
+            a.queue_factor,
+            &plan,
+            show,
+        )
+        .await?
     } else {
         crate::bench::run(client_config(&a.client, config)?, &plan, show).await?
     };
