@@ -77,7 +77,7 @@ impl Manager {
             links: HashMap::new(),
             queues: Default::default(),
             running: HashMap::new(),
-            next_task: 0,
+            next_task: random_task_id_base(),
             avg_us: None,
             completed: 0,
             denied: 0,
@@ -210,6 +210,18 @@ impl Manager {
     }
 }
 
+/// Task ids start at a random point, so a worker that reconnects after a
+/// manager restart and reports a task from before cannot be mistaken for a
+/// task of the new manager's.
+fn random_task_id_base() -> TaskId {
+    let mut b = [0u8; 8];
+    if crate::protocol::crypto::fill_random(&mut b).is_err() {
+        return 0;
+    }
+    // Leave headroom so ids never wrap.
+    u64::from_be_bytes(b) >> 2
+}
+
 impl Actor for Manager {
     type Context = Context<Self>;
 }
@@ -338,8 +350,19 @@ impl Handler<TaskRefused> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: TaskRefused, _: &mut Self::Context) {
-        let Some(run) = self.running.remove(&msg.task) else {
-            return;
+        let run = match self.running.remove(&msg.task) {
+            Some(run) if run.worker == msg.worker => run,
+            Some(run) => {
+                log::warn!(
+                    "worker {} refused task {} that runs on worker {}; ignored",
+                    msg.worker,
+                    msg.task,
+                    run.worker
+                );
+                self.running.insert(msg.task, run);
+                return;
+            }
+            None => return,
         };
         self.sched.mark_phantom(msg.worker);
         let mut task = run.task;
@@ -376,12 +399,14 @@ impl Handler<WorkerLost> for Manager {
             return;
         }
         self.links.remove(&msg.worker);
-        let lost: Vec<TaskId> = self
+        let mut lost: Vec<TaskId> = self
             .running
             .iter()
             .filter(|(_, r)| r.worker == msg.worker)
             .map(|(id, _)| *id)
             .collect();
+        // Requeued at the head one by one: newest first, so the oldest ends up in front.
+        lost.sort_unstable_by(|a, b| b.cmp(a));
         let mut requeued = 0;
         for id in &lost {
             let run = self.running.remove(id).expect("collected above");
