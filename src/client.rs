@@ -97,17 +97,21 @@ pub enum ClientError {
     /// The connection dropped while the call was pending.
     #[error("connection to the manager lost: {0}")]
     Disconnected(String),
+    /// The request does not fit in one frame (`security.max_frame_bytes`).
+    #[error("request too large: {0}")]
+    TooLarge(String),
     /// The manager answered with something that does not fit the call.
     #[error("protocol error: {0}")]
     Protocol(String),
 }
 
 impl ClientError {
-    /// sysexits code for the CLI: 1 failed, 69 unreachable/disconnected,
-    /// 75 denied, 77 bad key, 76 protocol.
+    /// sysexits code for the CLI: 1 failed, 2 request too large,
+    /// 69 unreachable/disconnected, 75 denied, 76 protocol, 77 bad key.
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::Failed(_) => 1,
+            ClientError::TooLarge(_) => 2,
             ClientError::Unreachable { .. } | ClientError::Disconnected(_) => 69,
             ClientError::Denied { .. } => 75,
             ClientError::Protocol(_) => 76,
@@ -356,10 +360,20 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
                 let mut next = Some(req);
                 let mut failed = None;
                 while let Some(req) = next.take() {
-                    pending.insert(req.id, req.reply);
-                    if let Err(e) = writer.feed(req.msg).await {
-                        failed = Some(e.to_string());
-                        break;
+                    match writer.feed(req.msg).await {
+                        Ok(()) => {
+                            pending.insert(req.id, req.reply);
+                        }
+                        // The encoder checks the size before sealing, so the
+                        // connection is intact: only this request fails.
+                        Err(e @ WireError::FrameTooLarge { .. }) => {
+                            let _ = req.reply.send(Err(ClientError::TooLarge(e.to_string())));
+                        }
+                        Err(e) => {
+                            let _ = req.reply.send(Err(ClientError::Disconnected(e.to_string())));
+                            failed = Some(e.to_string());
+                            break;
+                        }
                     }
                     next = rx.try_recv().ok();
                 }
