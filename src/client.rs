@@ -302,6 +302,23 @@ impl Client {
             .min(c.max_backoff)
     }
 
+    /// Runs a Rhai script on a worker that allows eval; the script sees
+    /// `args` and its last value is the result.
+    pub async fn eval(&self, script: &str, args: Value) -> Result<Value, ClientError> {
+        self.eval_with(script, args, &QueueOptions::default()).await
+    }
+
+    /// Like [`Client::eval`], with options.
+    pub async fn eval_with(
+        &self,
+        script: &str,
+        args: Value,
+        opts: &QueueOptions,
+    ) -> Result<Value, ClientError> {
+        let args = crate::task::eval::eval_args(script, args);
+        self.queue_with(crate::task::EVAL_TASK, args, opts).await
+    }
+
     /// Measures one round trip to the manager.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
         let start = Instant::now();

@@ -22,12 +22,23 @@
 //! [client]
 //! mgr = "127.0.0.1:8000"
 //! retry = false                    # resend denied tasks on a logarithmic backoff
+//!
+//! [tasks.wordcount]                # a command task (see `task::command`)
+//! command = ["python3", "/opt/tasks/wordcount.py"]
+//! timeout = "10s"
+//!
+//! [eval]                           # limits on eval scripts (see `task::eval`)
+//! max_time = "5s"
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::task::command::CommandTask;
+use crate::task::eval::EvalLimits;
 
 /// A duration written the human way in TOML: `"250ms"`, `"5s"`, `"2m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +78,11 @@ pub struct ManagerSection {
     pub port: Option<u16>,
     /// Queue bound = capacity × this. Default 3.
     pub queue_factor: Option<u32>,
+    /// Timeout for tasks submitted without one. Default: none.
+    pub default_timeout: Option<Dur>,
+    /// How long past a task's timeout the manager waits for the worker's
+    /// answer before answering the client itself. Default 2 s.
+    pub timeout_grace: Option<Dur>,
 }
 
 /// `[worker]`.
@@ -105,6 +121,10 @@ pub struct Config {
     pub worker: WorkerSection,
     /// `[client]`
     pub client: ClientSection,
+    /// `[tasks.NAME]`: command tasks a worker provides.
+    pub tasks: BTreeMap<String, CommandTask>,
+    /// `[eval]`: limits on eval scripts, for workers that allow eval.
+    pub eval: EvalLimits,
 }
 
 /// A configuration file that could not be used.
@@ -173,6 +193,15 @@ impl Config {
                 return Err("security.handshake_timeout must be more than 0".into());
             }
         }
+        if self.manager.default_timeout.is_some_and(|d| d.0.is_zero()) {
+            return Err("manager.default_timeout must be more than 0".into());
+        }
+        for (name, task) in &self.tasks {
+            task.validate(name)?;
+        }
+        if self.eval.max_time.0.is_zero() || self.eval.max_operations == 0 {
+            return Err("eval.max_time and eval.max_operations must be more than 0".into());
+        }
         Ok(())
     }
 }
@@ -219,6 +248,32 @@ mod tests {
         assert_eq!(c.manager.queue_factor, Some(5));
         assert_eq!(c.client.retry, Some(true));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn command_tasks_and_eval_limits_parse_and_validate() {
+        let c = Config::parse(
+            r#"
+            [tasks.wc]
+            command = ["wc", "-w"]
+            timeout = "2s"
+            env = { LANG = "C" }
+            cwd = "/tmp"
+            [eval]
+            max_time = "1s"
+            max_operations = 1000
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tasks["wc"].command, vec!["wc", "-w"]);
+        assert_eq!(c.tasks["wc"].env["LANG"], "C");
+        assert_eq!(c.eval.max_operations, 1000);
+        assert_eq!(c.eval.max_call_depth, EvalLimits::default().max_call_depth);
+        let bad = Config::parse("[tasks.\"bad name\"]\ncommand = [\"x\"]\n").unwrap();
+        assert!(bad.validate().unwrap_err().contains("invalid task name"));
+        let e = Config::parse("[tasks.x]\ncommand = [\"x\"]\nshell = true\n").unwrap_err();
+        assert!(e.contains("shell"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::messages::{Drain, GetStatus};
 use crate::protocol::crypto::generate_key_text;
 use crate::protocol::handshake::{self, HandshakeSettings};
 use crate::protocol::{MasterKey, Role};
+use crate::task::eval::EvalLimits;
 use crate::task::TaskRegistry;
 
 /// A running manager.
@@ -74,7 +75,18 @@ async fn accept_loop(listener: TcpListener, manager: Addr<Manager>, hs: Arc<Hand
 
 /// Starts a worker pool that connects to `settings.mgr`. Must run inside an
 /// actix system.
-pub fn start_worker(settings: WorkerSettings, registry: TaskRegistry) -> Addr<WorkerPool> {
+///
+/// `settings.allow_eval` decides whether eval scripts run: if set and the
+/// registry has no eval entry, one with default limits is added; if unset,
+/// any eval entry is removed.
+pub fn start_worker(settings: WorkerSettings, mut registry: TaskRegistry) -> Addr<WorkerPool> {
+    if settings.allow_eval {
+        if !registry.allows_eval() {
+            registry.enable_eval(EvalLimits::default());
+        }
+    } else {
+        registry.disable_eval();
+    }
     WorkerPool::new(settings, Arc::new(registry)).start()
 }
 

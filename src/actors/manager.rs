@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use crate::actors::scheduler::Scheduler;
+use crate::actors::scheduler::{Scheduler, EVAL_TASK};
 use crate::messages::*;
 use crate::protocol::{ClusterStatus, Priority, QueuedByPriority, WorkerStatus};
 
@@ -234,10 +234,11 @@ impl Handler<SubmitTask> for Manager {
             return Err(self.deny("no capacity"));
         }
         if !self.sched.provides(&msg.spec.name) {
-            return Err(Rejection::Invalid(format!(
-                "no worker provides task {}",
-                msg.spec.name
-            )));
+            return Err(Rejection::Invalid(if msg.spec.name == EVAL_TASK {
+                "no worker allows eval (start one with --allow-eval)".to_string()
+            } else {
+                format!("no worker provides task {}", msg.spec.name)
+            }));
         }
         self.next_task += 1;
         let task = Pending {

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use crate::messages::WorkerId;
 
-/// Routing name under which workers that allow eval are found.
-pub const EVAL_TASK: &str = "@eval";
+pub use crate::task::EVAL_TASK;
 
 /// Weight of the newest sample in a worker's moving average of task time.
 const EWMA_WEIGHT: f64 = 0.125;

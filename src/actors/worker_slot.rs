@@ -4,14 +4,13 @@
 //! (as a `JoinError`) and reported as a failure, and a timeout aborts it; the
 //! slot itself never dies with the task.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 
 use crate::messages::*;
-use crate::task::TaskRegistry;
+use crate::task::{panic_text, TaskRegistry};
 
 /// What a slot is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,16 +54,6 @@ impl Actor for WorkerSlot {
     type Context = Context<Self>;
 }
 
-fn panic_text(p: Box<dyn Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
-    }
-}
-
 impl Handler<ExecuteTask> for WorkerSlot {
     type Result = Result<(), PoolBusy>;
 
@@ -81,13 +70,22 @@ impl Handler<ExecuteTask> for WorkerSlot {
         let task_id = run.task;
         let name = run.name;
         let func = self.registry.get(&name);
+        let task_ctx = crate::task::TaskContext {
+            task_id: run.task,
+            name: name.clone(),
+            deadline: run.timeout.map(|t| since + t),
+        };
         let timeout = run.timeout;
         let args = run.args;
         let work = async move {
             let Some(func) = func else {
-                return TaskOutcome::Failed(format!("this worker does not provide task {name}"));
+                return TaskOutcome::Failed(if name == crate::task::EVAL_TASK {
+                    "this worker does not allow eval".to_string()
+                } else {
+                    format!("this worker does not provide task {name}")
+                });
             };
-            let handle = tokio::spawn(func(args));
+            let handle = tokio::spawn(func(task_ctx, args));
             let abort = handle.abort_handle();
             let joined = match timeout {
                 Some(limit) => match tokio::time::timeout(limit, handle).await {

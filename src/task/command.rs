@@ -1,0 +1,300 @@
+//! Command tasks: programs the worker's operator declares in TOML, run once
+//! per task with the arguments as JSON on stdin and the result read as JSON
+//! from stdout. Clients can only name a declared task; the task name is never
+//! a path or a command.
+//!
+//! ```toml
+//! [tasks.wordcount]
+//! command = ["python3", "/opt/tasks/wordcount.py"]   # argv, no shell
+//! timeout = "10s"
+//! env = { LANG = "C.UTF-8" }
+//! cwd = "/opt/tasks"
+//! ```
+//!
+//! Each run gets its own process group. On timeout, or when the task is
+//! abandoned, the whole group is killed and the child reaped; whatever the
+//! command left running in its group is killed when it exits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{TaskContext, TaskError};
+use crate::config::Dur;
+use crate::protocol::Value;
+
+/// Bytes of stderr kept for the error message.
+pub const STDERR_TAIL: usize = 2048;
+/// Largest stdout accepted as a result.
+pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+/// One `[tasks.NAME]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTask {
+    /// Program and arguments (argv); no shell unless the operator writes one.
+    pub command: Vec<String>,
+    /// Longest a run may take; the client's own timeout applies too.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory. Default: the worker's.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+}
+
+impl CommandTask {
+    /// Checks the entry of task `name`.
+    pub fn validate(&self, name: &str) -> Result<(), String> {
+        super::check_task_name(name)?;
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err(format!("tasks.{name}.command must name a program"));
+        }
+        if self.timeout.is_some_and(|t| t.0.is_zero()) {
+            return Err(format!("tasks.{name}.timeout must be more than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed.
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn kill(&self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: killpg has no memory-safety preconditions; a stale or
+            // empty group just yields ESRCH.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn read_capped(
+    mut r: impl AsyncRead + Unpin,
+    cap: usize,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut over = false;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((out, over));
+        }
+        if out.len() + n > cap {
+            over = true;
+            continue;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+async fn read_tail(mut r: impl AsyncRead + Unpin, keep: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.len() > keep {
+            out.drain(..out.len() - keep);
+        }
+    }
+}
+
+fn tail_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    if text.is_empty() {
+        "(no stderr)".to_string()
+    } else {
+        text.replace('\n', " | ")
+    }
+}
+
+/// Runs `spec` for one task.
+pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<Value, TaskError> {
+    let name = &ctx.name;
+    let input = crate::json::to_json(&args).to_string();
+    let mut cmd = Command::new(&spec.command[0]);
+    cmd.args(&spec.command[1..])
+        .envs(&spec.env)
+        .env("ARGON_TASK_ID", ctx.task_id.to_string())
+        .env("ARGON_TASK_NAME", name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        TaskError::new(format!(
+            "command task {name}: cannot start {:?}: {e}",
+            spec.command[0]
+        ))
+    })?;
+    let guard = GroupGuard(child.id().map(|p| p as i32));
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+
+    let limit = match (spec.timeout.map(|d| d.0), ctx.remaining()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let work = async {
+        let feed = async {
+            // A command that does not read its stdin is not an error.
+            let _ = stdin.write_all(input.as_bytes()).await;
+            drop(stdin);
+        };
+        let (_, out, err, status) = tokio::join!(
+            feed,
+            read_capped(stdout, MAX_OUTPUT),
+            read_tail(stderr, STDERR_TAIL),
+            child.wait()
+        );
+        (out, err, status)
+    };
+    let (out, err, status) = match limit {
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(done) => done,
+            Err(_) => {
+                guard.kill();
+                let _ = child.wait().await;
+                return Err(TaskError::new(format!(
+                    "command task {name} timed out after {}",
+                    humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
+                )));
+            }
+        },
+        None => work.await,
+    };
+    // Whatever the command left behind in its group goes with it.
+    drop(guard);
+    let status = status.map_err(|e| TaskError::new(format!("command task {name}: {e}")))?;
+    let err = err.unwrap_or_default();
+    if !status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig}"),
+            _ => "failed".to_string(),
+        };
+        return Err(TaskError::new(format!(
+            "command task {name} {how}: {}",
+            tail_text(&err)
+        )));
+    }
+    let (out, over) = out.map_err(|e| TaskError::new(format!("command task {name}: {e}")))?;
+    if over {
+        return Err(TaskError::new(format!(
+            "command task {name} printed more than {MAX_OUTPUT} bytes"
+        )));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
+        TaskError::new(format!(
+            "command task {name} did not print a JSON result ({e}); stderr: {}",
+            tail_text(&err)
+        ))
+    })?;
+    Ok(crate::json::to_value(json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> TaskContext {
+        TaskContext {
+            task_id: 7,
+            name: "t".into(),
+            deadline: None,
+        }
+    }
+
+    fn sh(script: &str) -> CommandTask {
+        CommandTask {
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            timeout: None,
+            env: BTreeMap::new(),
+            cwd: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_json_args_on_stdin_and_returns_json_from_stdout() {
+        let spec = sh(
+            r#"read line; printf '{"got": %s, "id": "%s", "name": "%s"}' "$line" "$ARGON_TASK_ID" "$ARGON_TASK_NAME""#,
+        );
+        let v = run(&spec, &ctx(), Value::Array(vec![Value::from(1)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::json::to_json(&v).to_string(),
+            r#"{"got":[1],"id":"7","name":"t"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn nonzero_exit_carries_the_stderr_tail() {
+        let spec = sh("echo first >&2; echo 'it broke' >&2; exit 3");
+        let e = run(&spec, &ctx(), Value::Nil).await.unwrap_err();
+        assert!(e.0.contains("exited with status 3"), "{e}");
+        assert!(e.0.contains("it broke"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn output_that_is_not_json_is_an_error() {
+        let e = run(&sh("echo hello"), &ctx(), Value::Nil)
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("did not print a JSON result"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_clear_error() {
+        let mut spec = sh("");
+        spec.command = vec!["/nonexistent/argon-test-program".into()];
+        let e = run(&spec, &ctx(), Value::Nil).await.unwrap_err();
+        assert!(e.0.contains("cannot start"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn long_stderr_is_cut_to_its_tail() {
+        let spec = sh("i=0; while [ $i -lt 2000 ]; do echo line$i >&2; i=$((i+1)); done; exit 1");
+        let e = run(&spec, &ctx(), Value::Nil).await.unwrap_err();
+        assert!(e.0.contains("line1999"), "{e}");
+        assert!(!e.0.contains("line5 "), "head was kept: {e}");
+        assert!(e.0.len() < 2 * STDERR_TAIL, "{} bytes", e.0.len());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut t = sh("true");
+        assert!(t.validate("ok").is_ok());
+        assert!(t.validate("bad name").is_err());
+        t.command.clear();
+        assert!(t.validate("ok").unwrap_err().contains("command"));
+    }
+}
