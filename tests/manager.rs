@@ -786,3 +786,67 @@ async fn full_queue_does_not_deny_a_task_an_idle_worker_can_start_now() {
     let st = status(&mgr).await;
     assert_eq!((st.queued, st.in_flight, st.denied), (2, 1, 1));
 }
+
+/// A task whose worker stays silent past its timeout plus the grace is
+/// answered by the manager; the slot stays busy until the worker reports the
+/// task after all, and a late result is not a second reply.
+#[actix::test]
+async fn silent_worker_past_the_timeout_gets_the_task_answered_by_the_manager() {
+    let mgr = paused_manager(3);
+    let mut s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let timed = TaskSpec {
+        timeout: Some(Duration::from_secs(1)),
+        ..spec("t", Priority::Normal)
+    };
+    let first = accept(&mgr, 1, &s, 1, timed).await;
+    assert_eq!(assigned(&mut link).await, vec![first]);
+    let second = accept(&mgr, 1, &s, 2, spec("t", Priority::Normal)).await;
+
+    tokio::time::advance(Duration::from_millis(2_900)).await;
+    assert!(
+        replies(&mut s).await.is_empty(),
+        "answered before timeout + grace"
+    );
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, 1);
+    assert!(failure(&got[0].1).contains("timeout of 1s"), "{got:?}");
+    // The slot is still busy with the silent task: nothing new goes there.
+    link.assert_none("the silent worker").await;
+
+    finish(&mgr, w, first).await;
+    assert_eq!(assigned(&mut link).await, vec![second]);
+    finish(&mgr, w, second).await;
+    assert_eq!(
+        replies(&mut s).await,
+        vec![(2, TaskOutcome::Done(Value::from(second)))],
+        "the late result of the first task is not a second reply"
+    );
+}
+
+/// The manager's default timeout applies to tasks submitted without one.
+#[actix::test]
+async fn default_timeout_applies_to_tasks_without_one() {
+    tokio::time::pause();
+    let mgr = Manager::new(ManagerSettings {
+        default_timeout: Some(Duration::from_millis(500)),
+        timeout_grace: Duration::from_millis(100),
+        ..ManagerSettings::default()
+    })
+    .start();
+    let mut s = Session::start();
+    let (_w, mut link) = register(&mgr, 1, &["t"]).await;
+    accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
+    let a = link.next().await;
+    assert_eq!(
+        a.timeout,
+        Some(Duration::from_millis(500)),
+        "the worker is told"
+    );
+    tokio::time::advance(Duration::from_millis(700)).await;
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(failure(&got[0].1).contains("timeout of 500ms"), "{got:?}");
+}

@@ -27,6 +27,11 @@ pub struct ManagerSettings {
     /// A queued task is promoted one priority level after waiting this many
     /// average task times at its level. Default 1.5.
     pub aging_factor: f64,
+    /// Timeout given to tasks submitted without one. Default: none.
+    pub default_timeout: Option<Duration>,
+    /// How long past a task's timeout the manager waits for the worker's
+    /// answer before answering the client itself. Default 2 s.
+    pub timeout_grace: Duration,
 }
 
 impl Default for ManagerSettings {
@@ -34,6 +39,8 @@ impl Default for ManagerSettings {
         ManagerSettings {
             queue_factor: 3,
             aging_factor: 1.5,
+            default_timeout: None,
+            timeout_grace: Duration::from_secs(2),
         }
     }
 }
@@ -119,12 +126,18 @@ impl Manager {
         });
     }
 
-    fn start(&mut self, mut task: Pending, worker: WorkerId) {
+    fn start(&mut self, mut task: Pending, worker: WorkerId, ctx: &mut Context<Self>) {
         let Some(link) = self.links.get(&worker) else {
             self.reply(task, TaskOutcome::Failed("worker vanished".into()));
             return;
         };
         task.started_times += 1;
+        if let Some(limit) = task.spec.timeout {
+            let (id, run) = (task.id, task.started_times);
+            ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
+                act.expire(id, run, limit, ctx)
+            });
+        }
         self.sched.assign(worker);
         link.do_send(AssignTask {
             task: task.id,
@@ -140,6 +153,29 @@ impl Manager {
                 started: Instant::now(),
             },
         );
+    }
+
+    /// Answers a task whose worker has not reported by its timeout plus the
+    /// grace. The worker's slot stays counted as busy (a phantom) until the
+    /// worker reports that task after all.
+    fn expire(&mut self, id: TaskId, run: u32, limit: Duration, ctx: &mut Context<Self>) {
+        match self.running.get(&id) {
+            Some(r) if r.task.started_times == run => {}
+            _ => return,
+        }
+        let r = self.running.remove(&id).expect("checked above");
+        self.sched.mark_phantom(r.worker);
+        log::warn!(
+            "task {id} on worker {} gave no result within its timeout; answered as failed",
+            r.worker
+        );
+        let msg = format!(
+            "no result within the task's timeout of {} (worker {} did not answer)",
+            humantime::format_duration(limit),
+            r.worker
+        );
+        self.reply(r.task, TaskOutcome::Failed(msg));
+        self.dispatch(ctx);
     }
 
     /// Moves queue heads that waited too long one level up.
@@ -163,7 +199,7 @@ impl Manager {
     }
 
     /// Starts queued tasks while there are idle slots that fit them.
-    fn dispatch(&mut self) {
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
         if self.sched.idle_slots() == 0 || self.queued() == 0 {
             return;
         }
@@ -177,7 +213,7 @@ impl Manager {
                 match self.sched.pick(&self.queues[level][i].spec.name) {
                     Some(worker) => {
                         let t = self.queues[level].remove(i).expect("index in range");
-                        self.start(t, worker);
+                        self.start(t, worker, ctx);
                     }
                     None => i += 1,
                 }
@@ -229,7 +265,7 @@ impl Actor for Manager {
 impl Handler<SubmitTask> for Manager {
     type Result = Result<TaskId, Rejection>;
 
-    fn handle(&mut self, msg: SubmitTask, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, mut msg: SubmitTask, ctx: &mut Self::Context) -> Self::Result {
         if self.sched.capacity() == 0 {
             return Err(self.deny("no capacity"));
         }
@@ -239,6 +275,9 @@ impl Handler<SubmitTask> for Manager {
             } else {
                 format!("no worker provides task {}", msg.spec.name)
             }));
+        }
+        if msg.spec.timeout.is_none() {
+            msg.spec.timeout = self.settings.default_timeout;
         }
         self.next_task += 1;
         let task = Pending {
@@ -256,14 +295,14 @@ impl Handler<SubmitTask> for Manager {
         // full: after every dispatch no queued task fits an idle worker, so
         // this overtakes nobody, and the bound is on waiting tasks only.
         if let Some(worker) = self.sched.pick(&task.spec.name) {
-            self.start(task, worker);
+            self.start(task, worker, ctx);
             return Ok(id);
         }
         if self.queued() as u64 >= self.queue_limit() {
             return Err(self.deny("queue full"));
         }
         self.queues[task.level.index()].push_back(task);
-        self.dispatch();
+        self.dispatch(ctx);
         Ok(id)
     }
 }
@@ -289,7 +328,7 @@ impl Handler<ClientGone> for Manager {
 impl Handler<RegisterWorker> for Manager {
     type Result = Result<WorkerId, String>;
 
-    fn handle(&mut self, msg: RegisterWorker, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RegisterWorker, ctx: &mut Self::Context) -> Self::Result {
         if msg.capacity == 0 {
             return Err("capacity must be at least 1".into());
         }
@@ -306,7 +345,7 @@ impl Handler<RegisterWorker> for Manager {
             msg.capacity,
             self.sched.capacity()
         );
-        self.dispatch();
+        self.dispatch(ctx);
         Ok(id)
     }
 }
@@ -314,7 +353,7 @@ impl Handler<RegisterWorker> for Manager {
 impl Handler<TaskFinished> for Manager {
     type Result = ();
 
-    fn handle(&mut self, msg: TaskFinished, _: &mut Self::Context) {
+    fn handle(&mut self, msg: TaskFinished, ctx: &mut Self::Context) {
         let run = match self.running.remove(&msg.task) {
             Some(run) if run.worker == msg.worker => run,
             Some(run) => {
@@ -331,7 +370,7 @@ impl Handler<TaskFinished> for Manager {
                 if !self.sched.clear_phantom(msg.worker) {
                     log::debug!("result for unknown task {} ignored", msg.task);
                 }
-                self.dispatch();
+                self.dispatch(ctx);
                 return;
             }
         };
@@ -343,14 +382,14 @@ impl Handler<TaskFinished> for Manager {
             None => sample,
         });
         self.reply(run.task, msg.outcome);
-        self.dispatch();
+        self.dispatch(ctx);
     }
 }
 
 impl Handler<TaskRefused> for Manager {
     type Result = ();
 
-    fn handle(&mut self, msg: TaskRefused, _: &mut Self::Context) {
+    fn handle(&mut self, msg: TaskRefused, ctx: &mut Self::Context) {
         let run = match self.running.remove(&msg.task) {
             Some(run) if run.worker == msg.worker => run,
             Some(run) => {
@@ -374,7 +413,7 @@ impl Handler<TaskRefused> for Manager {
             task.id
         );
         self.requeue_front(task);
-        self.dispatch();
+        self.dispatch(ctx);
     }
 }
 
@@ -395,7 +434,7 @@ impl Handler<WorkerDraining> for Manager {
 impl Handler<WorkerLost> for Manager {
     type Result = ();
 
-    fn handle(&mut self, msg: WorkerLost, _: &mut Self::Context) {
+    fn handle(&mut self, msg: WorkerLost, ctx: &mut Self::Context) {
         if self.sched.remove(msg.worker).is_none() {
             return;
         }
@@ -434,7 +473,7 @@ impl Handler<WorkerLost> for Manager {
             self.sched.capacity()
         );
         self.fail_orphaned();
-        self.dispatch();
+        self.dispatch(ctx);
     }
 }
 
