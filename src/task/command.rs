@@ -13,7 +13,10 @@
 //!
 //! Each run gets its own process group. On timeout, or when the task is
 //! abandoned, the whole group is killed and the child reaped; whatever the
-//! command left running in its group is killed when it exits.
+//! command left running in its group is killed when it exits. On Linux the
+//! worker makes itself a child subreaper, so the group's orphans become its
+//! children and are reaped too, leaving no zombies even where PID 1 does not
+//! reap.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -61,6 +64,36 @@ impl CommandTask {
             return Err(format!("tasks.{name}.timeout must be more than 0"));
         }
         Ok(())
+    }
+}
+
+/// Makes this process the reaper of its descendants' orphans (Linux), once.
+fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
+            let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            if rc != 0 {
+                log::debug!("cannot become a child subreaper; orphans go to init");
+            }
+        });
+    }
+}
+
+/// Reaps the dead members of process group `pgid` that are our children,
+/// waiting up to about a second for killed ones to die.
+async fn reap_group(pgid: i32) {
+    for _ in 0..50 {
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`.
+        let rc = unsafe { libc::waitpid(-pgid, &mut status, libc::WNOHANG) };
+        match rc {
+            r if r > 0 => continue,
+            0 => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => return,
+        }
     }
 }
 
@@ -133,6 +166,7 @@ fn tail_text(bytes: &[u8]) -> String {
 /// Runs `spec` for one task.
 pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<Value, TaskError> {
     let name = &ctx.name;
+    become_subreaper();
     let input = crate::json::to_json(&args).to_string();
     let mut cmd = Command::new(&spec.command[0]);
     cmd.args(&spec.command[1..])
@@ -182,6 +216,9 @@ pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<V
             Err(_) => {
                 guard.kill();
                 let _ = child.wait().await;
+                if let Some(pgid) = guard.0 {
+                    reap_group(pgid).await;
+                }
                 return Err(TaskError::new(format!(
                     "command task {name} timed out after {}",
                     humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
@@ -191,7 +228,11 @@ pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<V
         None => work.await,
     };
     // Whatever the command left behind in its group goes with it.
+    let pgid = guard.0;
     drop(guard);
+    if let Some(pgid) = pgid {
+        reap_group(pgid).await;
+    }
     let status = status.map_err(|e| TaskError::new(format!("command task {name}: {e}")))?;
     let err = err.unwrap_or_default();
     if !status.success() {
