@@ -53,6 +53,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Queue one task and print its result as JSON.
     Submit(SubmitArgs),
+    /// Run a Rhai script on a worker that allows eval; print its result as JSON.
+    Eval(EvalArgs),
     /// Show workers, capacity, tasks in flight and queue lengths.
     Status(StatusArgs),
     /// Measure the round trip to the manager.
@@ -138,6 +140,29 @@ pub struct SubmitArgs {
     pub attempts: u32,
     /// Task name.
     pub task: String,
+    /// Arguments as JSON [default: null].
+    #[arg(value_name = "ARGS_JSON")]
+    pub args: Option<String>,
+}
+
+/// `argon eval`
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Manager and key.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// When denied, retry on a logarithmic backoff instead of exiting 75.
+    #[arg(long)]
+    pub retry: bool,
+    /// high, normal or low.
+    #[arg(long, default_value = "normal")]
+    pub priority: Priority,
+    /// Deadline for the script, e.g. 500ms, 5s.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
+    pub timeout: Option<Duration>,
+    /// The script's text, or @FILE to read it from a file. It sees its
+    /// arguments as `args`; its last value is the result.
+    pub script: String,
     /// Arguments as JSON [default: null].
     #[arg(value_name = "ARGS_JSON")]
     pub args: Option<String>,
@@ -273,18 +298,18 @@ pub fn default_log_level(cmd: &Command) -> log::LevelFilter {
 
 /// Runs a parsed command line. Returns the exit code's failure, if any.
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let config = match &cli.config {
-        Some(p) => Config::load(p).map_err(|e| Failure::new(EXIT_USAGE, e.to_string()))?,
-        None => Config::default(),
-    };
+    let config = load_config(cli.config.as_deref())?;
     let system = actix::System::new();
     match cli.command {
         Command::Keygen { path } => runtime::write_key_file(&path)
             .map(|_| println!("wrote a new key to {}", path.display()))
             .map_err(|e| Failure::new(EXIT_FAILED, e.to_string())),
         Command::Manager(a) => system.block_on(manager(a, &config)),
-        Command::Worker(a) => system.block_on(worker(a, &config)),
+        Command::Worker(a) => {
+            system.block_on(run_worker(a, &config, TaskRegistry::with_builtins()))
+        }
         Command::Submit(a) => system.block_on(submit(a, &config)),
+        Command::Eval(a) => system.block_on(eval(a, &config)),
         Command::Status(a) => system.block_on(status(a, &config)),
         Command::Ping(a) => system.block_on(ping(a, &config)),
         Command::Cluster(a) => system.block_on(cluster(a)),
@@ -367,9 +392,15 @@ async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
         .or_else(|| config.manager.host.clone())
         .unwrap_or_else(|| "127.0.0.1".into());
     let port = a.port.or(config.manager.port).unwrap_or(8000);
+    let defaults = ManagerSettings::default();
     let settings = ManagerSettings {
         queue_factor: a.queue_factor.or(config.manager.queue_factor).unwrap_or(3),
-        ..ManagerSettings::default()
+        default_timeout: config.manager.default_timeout.map(|d| d.0),
+        timeout_grace: config
+            .manager
+            .timeout_grace
+            .map_or(defaults.timeout_grace, |d| d.0),
+        ..defaults
     };
     let bind = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -387,20 +418,31 @@ async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn worker(a: WorkerArgs, config: &Config) -> Result<(), Failure> {
+/// Runs a worker with `registry`'s tasks plus the command tasks of the
+/// config file, until SIGINT/SIGTERM, then drains it.
+pub async fn run_worker(
+    a: WorkerArgs,
+    config: &Config,
+    mut registry: TaskRegistry,
+) -> Result<(), Failure> {
     let hs = handshake_settings(&a.key, config)?;
     let capacity = a
         .capacity
         .map(|c| c as usize)
         .or(config.worker.capacity)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let allow_eval = a.allow_eval || config.worker.allow_eval.unwrap_or(false);
+    registry.register_commands(&config.tasks);
+    if allow_eval {
+        registry.enable_eval(config.eval.clone());
+    }
     let settings = WorkerSettings {
         mgr: a
             .mgr
             .or_else(|| config.worker.mgr.clone())
             .unwrap_or_else(|| DEFAULT_MGR.into()),
         capacity,
-        allow_eval: a.allow_eval || config.worker.allow_eval.unwrap_or(false),
+        allow_eval,
         handshake: hs,
         backoff_base: Duration::from_millis(200),
         backoff_max: Duration::from_secs(10),
@@ -409,7 +451,7 @@ async fn worker(a: WorkerArgs, config: &Config) -> Result<(), Failure> {
         .worker
         .drain_timeout
         .map_or(Duration::from_secs(30), |d| d.0);
-    let pool = runtime::start_worker(settings, TaskRegistry::with_builtins());
+    let pool = runtime::start_worker(settings, registry);
     runtime::shutdown_signal().await;
     log::info!(
         "signal received: draining (up to {})",
@@ -418,6 +460,81 @@ async fn worker(a: WorkerArgs, config: &Config) -> Result<(), Failure> {
     runtime::drain_worker(&pool, drain).await;
     log::info!("worker stopped");
     Ok(())
+}
+
+/// Command line of a worker program built with the library: the same
+/// flags and config file as `argon worker`.
+#[derive(Parser, Debug)]
+#[command(version, about = "An Argon worker", long_about = None)]
+pub struct WorkerCli {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q errors only, -qq nothing).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Worker flags.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// The `main` of a worker program with tasks of its own: parses the same
+/// flags and config as `argon worker`, sets up logging, runs until SIGINT or
+/// SIGTERM, and returns the exit code.
+///
+/// ```no_run
+/// use argon::task::TaskRegistry;
+///
+/// fn main() -> std::process::ExitCode {
+///     let mut tasks = TaskRegistry::with_builtins();
+///     tasks.register_fn("shout", |v| async move {
+///         Ok(argon::Value::from(v.as_str().unwrap_or_default().to_uppercase()))
+///     });
+///     argon::cli::worker_main(tasks)
+/// }
+/// ```
+pub fn worker_main(registry: TaskRegistry) -> std::process::ExitCode {
+    let cli = WorkerCli::parse();
+    init_logging(log::LevelFilter::Info, cli.verbose, cli.quiet);
+    let result = load_config(cli.config.as_deref()).and_then(|config| {
+        actix::System::new().block_on(run_worker(cli.worker, &config, registry))
+    });
+    exit_code(result)
+}
+
+/// Sets up env_logger on stderr: `base` raised by `verbose`, lowered by
+/// `quiet`; `RUST_LOG` overrides.
+pub fn init_logging(base: log::LevelFilter, verbose: u8, quiet: u8) {
+    use log::LevelFilter::*;
+    let levels = [Off, Error, Warn, Info, Debug, Trace];
+    let idx = (base as i32 + i32::from(verbose) - i32::from(quiet)).clamp(0, 5) as usize;
+    let mut b = env_logger::Builder::new();
+    b.filter_level(levels[idx]);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    b.format_timestamp_millis().init();
+}
+
+/// Prints a failure as one line on stderr and turns it into an exit code.
+pub fn exit_code(result: Result<(), Failure>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("argon: {}", f.message);
+            std::process::ExitCode::from(u8::try_from(f.code).unwrap_or(1))
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, Failure> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| Failure::new(EXIT_USAGE, e.to_string())),
+        None => Ok(Config::default()),
+    }
 }
 
 fn client_config(a: &ClientArgs, config: &Config) -> Result<ClientConfig, Failure> {
@@ -447,6 +564,30 @@ async fn submit(a: SubmitArgs, config: &Config) -> Result<(), Failure> {
         retry: None,
     };
     let value = client.queue_with(&a.task, args, &opts).await?;
+    println!("{}", crate::json::to_json(&value));
+    Ok(())
+}
+
+async fn eval(a: EvalArgs, config: &Config) -> Result<(), Failure> {
+    let script = match a.script.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("cannot read script {path}: {e}")))?,
+        None => a.script.clone(),
+    };
+    let args = match &a.args {
+        None => rmpv::Value::Nil,
+        Some(text) => parse_json_arg("ARGS_JSON", text)?,
+    };
+    let mut cc = client_config(&a.client, config)?;
+    cc.retry = cc.retry || a.retry;
+    let client = Client::connect(cc).await?;
+    let opts = QueueOptions {
+        priority: a.priority,
+        timeout: a.timeout,
+        attempts: 1,
+        retry: None,
+    };
+    let value = client.eval_with(&script, args, &opts).await?;
     println!("{}", crate::json::to_json(&value));
     Ok(())
 }

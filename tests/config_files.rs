@@ -28,7 +28,8 @@ fn manager_example_loads() {
     );
 }
 
-/// The worker example sets the manager, capacity and drain timeout.
+/// The worker example sets the manager, capacity, drain timeout, a command
+/// task and eval limits.
 #[test]
 fn worker_example_loads() {
     let c = load("worker.toml");
@@ -36,6 +37,10 @@ fn worker_example_loads() {
     assert_eq!(c.worker.capacity, Some(4));
     assert_eq!(c.worker.allow_eval, Some(false));
     assert_eq!(c.worker.drain_timeout, Some(Dur(Duration::from_secs(30))));
+    let wc = &c.tasks["wordcount"];
+    assert_eq!(wc.command[0], "python3");
+    assert_eq!(wc.timeout, Some(Dur(Duration::from_secs(10))));
+    assert_eq!(c.eval.max_time, Dur(Duration::from_secs(5)));
 }
 
 /// The client example sets the manager and leaves retry off.

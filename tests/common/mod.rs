@@ -573,10 +573,16 @@ impl Worker {
     /// `argon worker --mgr ADDR --key KEY --capacity N`. Does not wait for it
     /// to register: see [`Manager::wait_for_workers`].
     pub fn start(mgr: &str, key: &Path, capacity: u32) -> Worker {
+        Worker::start_with(mgr, key, capacity, &[])
+    }
+
+    /// Like [`Worker::start`], with more flags (`--config FILE`, `--allow-eval`).
+    pub fn start_with(mgr: &str, key: &Path, capacity: u32, extra: &[&OsStr]) -> Worker {
         let mut cmd = Command::new(bin());
         cmd.args(["worker", "--mgr", mgr, "--key"])
             .arg(key)
             .args(["--capacity", &capacity.to_string()])
+            .args(extra)
             .env_remove("ARGON_KEY")
             .env_remove("ARGON_MGR");
         Worker {
