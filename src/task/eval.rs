@@ -123,9 +123,12 @@ pub fn run_script(
         .map_err(|e| TaskError::new(format!("eval arguments: {e}")))?;
     let mut scope = Scope::new();
     scope.push_constant_dynamic("args", args);
-    let ast = engine
-        .compile_with_scope(&scope, script)
-        .map_err(|e| TaskError::new(format!("script syntax error: {e}")))?;
+    let ast = engine.compile_with_scope(&scope, script).map_err(|e| {
+        TaskError::new(format!(
+            "script syntax error: {}",
+            e.to_string().replace('\n', "; ")
+        ))
+    })?;
     let out: Dynamic = engine
         .eval_ast_with_scope(&mut scope, &ast)
         .map_err(|e| TaskError::new(describe(&e, limits, limit)))?;
@@ -157,7 +160,7 @@ fn describe(e: &EvalAltResult, limits: &EvalLimits, limit: Duration) -> String {
             "script stopped{at}: calls nested deeper than {}",
             limits.max_call_depth
         ),
-        other => format!("script error: {other}"),
+        other => format!("script error: {}", other.to_string().replace('\n', "; ")),
     }
 }
 
@@ -237,6 +240,14 @@ mod tests {
         let e = eval("let x = 1;\nlet = 2;").unwrap_err();
         assert!(e.0.contains("syntax error"), "{e}");
         assert!(e.0.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn runtime_error_is_one_line_with_its_position() {
+        let e = eval("[1, 2].map(|x| x + ())").unwrap_err();
+        assert!(e.0.starts_with("script error: Function not found"), "{e}");
+        assert!(!e.0.contains('\n'), "{e}");
+        assert!(e.0.contains("line 1"), "{e}");
     }
 
     #[test]
