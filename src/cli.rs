@@ -135,9 +135,10 @@ pub struct SubmitArgs {
     /// Deadline for the task, e.g. 500ms, 5s, 2m.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
     pub timeout: Option<Duration>,
-    /// How many times the task may be started if its worker is lost.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub attempts: u32,
+    /// How many times the task may be started if its worker is lost
+    /// [default: the manager's, 1 unless configured].
+    #[arg(long, value_name = "N")]
+    pub attempts: Option<u32>,
     /// Task name.
     pub task: String,
     /// Arguments as JSON [default: null].
@@ -396,6 +397,7 @@ async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     let settings = ManagerSettings {
         queue_factor: a.queue_factor.or(config.manager.queue_factor).unwrap_or(3),
         default_timeout: config.manager.default_timeout.map(|d| d.0),
+        default_attempts: config.manager.default_attempts.unwrap_or(1),
         timeout_grace: config
             .manager
             .timeout_grace
@@ -560,7 +562,7 @@ async fn submit(a: SubmitArgs, config: &Config) -> Result<(), Failure> {
     let opts = QueueOptions {
         priority: a.priority,
         timeout: a.timeout,
-        attempts: a.attempts,
+        attempts: a.attempts.unwrap_or(0),
         retry: None,
     };
     let value = client.queue_with(&a.task, args, &opts).await?;
@@ -584,7 +586,7 @@ async fn eval(a: EvalArgs, config: &Config) -> Result<(), Failure> {
     let opts = QueueOptions {
         priority: a.priority,
         timeout: a.timeout,
-        attempts: 1,
+        attempts: 0,
         retry: None,
     };
     let value = client.eval_with(&script, args, &opts).await?;

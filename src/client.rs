@@ -59,7 +59,8 @@ pub struct QueueOptions {
     pub priority: Priority,
     /// Deadline for the task.
     pub timeout: Option<Duration>,
-    /// How many times the task may be started if workers are lost (default 1).
+    /// How many times the task may be started if workers are lost; 0 means
+    /// the manager's default (`manager.default_attempts`, 1 unless set).
     pub attempts: u32,
     /// Overrides the client's `retry` setting for this task.
     pub retry: Option<bool>,
@@ -251,7 +252,7 @@ impl Client {
                         args: args.clone(),
                         priority: opts.priority,
                         timeout_ms: opts.timeout.map(|d| d.as_millis() as u64),
-                        attempts: opts.attempts.max(1),
+                        attempts: opts.attempts,
                     })
                 })
                 .await?;

@@ -80,6 +80,8 @@ pub struct ManagerSection {
     pub queue_factor: Option<u32>,
     /// Timeout for tasks submitted without one. Default: none.
     pub default_timeout: Option<Dur>,
+    /// Attempts for tasks submitted without a number. Default 1.
+    pub default_attempts: Option<u32>,
     /// How long past a task's timeout the manager waits for the worker's
     /// answer before answering the client itself. Default 2 s.
     pub timeout_grace: Option<Dur>,

@@ -27,7 +27,8 @@ pub struct TaskSpec {
     pub priority: Priority,
     /// Deadline for the task, if any.
     pub timeout: Option<Duration>,
-    /// Times the task may be started; worker loss requeues it until used up. At least 1.
+    /// Times the task may be started; worker loss requeues it until used up.
+    /// 0 means the manager's default.
     pub attempts: u32,
 }
 

@@ -850,3 +850,39 @@ async fn default_timeout_applies_to_tasks_without_one() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(failure(&got[0].1).contains("timeout of 500ms"), "{got:?}");
 }
+
+/// A task sent without a number of attempts (0) gets the manager's default;
+/// with a default of 2 it survives the loss of its first worker.
+#[actix::test]
+async fn default_attempts_apply_to_tasks_without_a_number() {
+    tokio::time::pause();
+    let mgr = Manager::new(ManagerSettings {
+        default_attempts: 2,
+        ..ManagerSettings::default()
+    })
+    .start();
+    let mut s = Session::start();
+    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
+    let (b, b_link) = register(&mgr, 1, &["t"]).await;
+    let unset = TaskSpec {
+        attempts: 0,
+        ..spec("t", Priority::Normal)
+    };
+    let id = accept(&mgr, 1, &s, 1, unset).await;
+    let (lost, other, mut other_link) = if assigned(&mut a_link).await == vec![id] {
+        (a, b, b_link)
+    } else {
+        (b, a, a_link)
+    };
+    within("WorkerLost", mgr.send(WorkerLost { worker: lost }))
+        .await
+        .unwrap();
+    assert!(replies(&mut s).await.is_empty(), "requeued, not failed");
+    assert_eq!(assigned(&mut other_link).await, vec![id]);
+    within("WorkerLost", mgr.send(WorkerLost { worker: other }))
+        .await
+        .unwrap();
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(failure(&got[0].1).contains("tried 2 times"), "{got:?}");
+}

@@ -51,7 +51,7 @@ impl ClientSession {
             args: s.args,
             priority: s.priority,
             timeout: s.timeout_ms.map(Duration::from_millis),
-            attempts: s.attempts.max(1),
+            attempts: s.attempts,
         };
         let msg = SubmitTask {
             session: self.id,

@@ -29,6 +29,8 @@ pub struct ManagerSettings {
     pub aging_factor: f64,
     /// Timeout given to tasks submitted without one. Default: none.
     pub default_timeout: Option<Duration>,
+    /// Attempts given to tasks submitted without a number (0). Default 1.
+    pub default_attempts: u32,
     /// How long past a task's timeout the manager waits for the worker's
     /// answer before answering the client itself. Default 2 s.
     pub timeout_grace: Duration,
@@ -40,6 +42,7 @@ impl Default for ManagerSettings {
             queue_factor: 3,
             aging_factor: 1.5,
             default_timeout: None,
+            default_attempts: 1,
             timeout_grace: Duration::from_secs(2),
         }
     }
@@ -278,6 +281,9 @@ impl Handler<SubmitTask> for Manager {
         }
         if msg.spec.timeout.is_none() {
             msg.spec.timeout = self.settings.default_timeout;
+        }
+        if msg.spec.attempts == 0 {
+            msg.spec.attempts = self.settings.default_attempts.max(1);
         }
         self.next_task += 1;
         let task = Pending {

@@ -174,7 +174,8 @@ pub struct Submit {
     /// Deadline for the task in milliseconds, if any.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
-    /// How many times the task may be started (worker loss requeues it). 0 and 1 both mean once.
+    /// How many times the task may be started (worker loss requeues it);
+    /// 0 means the manager's default (once, unless configured).
     #[serde(default)]
     pub attempts: u32,
 }
