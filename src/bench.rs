@@ -1,7 +1,9 @@
 //! `argon bench`: a load generator against a running manager (or, with
 //! `--cluster`, an embedded one). It keeps `concurrency` tasks in flight over
 //! `clients` connections until `tasks` are done, retries denials (and counts
-//! them), and reports throughput and round-trip percentiles.
+//! them), and reports throughput and round-trip percentiles. With
+//! `--idle-clients` it only opens connections and holds them, to measure what
+//! idle clients cost the manager.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,6 +149,53 @@ pub async fn run_on_cluster(
     let report = run(config, plan, show_progress).await;
     cluster.shutdown(Duration::from_secs(2)).await;
     report
+}
+
+/// Opens `n` authenticated connections that send nothing, prints one line
+/// once all are up, holds them for `hold` (or until `stop` resolves), then
+/// closes them. Measures what idle clients cost a manager.
+pub async fn hold_idle(
+    config: ClientConfig,
+    n: u32,
+    hold: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), Failure> {
+    /// Connections opened at once, so the manager's accept backlog never overflows.
+    const BATCH: u32 = 64;
+    let open_all = async {
+        let mut conns = Vec::with_capacity(n as usize);
+        let mut opened = 0;
+        while opened < n {
+            let batch = BATCH.min(n - opened);
+            let tries = (0..batch).map(|_| Client::connect(config.clone()));
+            for c in futures_util::future::join_all(tries).await {
+                conns.push(c?);
+            }
+            opened += batch;
+        }
+        Ok::<_, Failure>(conns)
+    };
+    tokio::pin!(stop);
+    // `stop` is polled first, so its signal handlers are in place before the
+    // line below tells anyone they may signal us.
+    let conns = tokio::select! {
+        biased;
+        _ = &mut stop => return Ok(()),
+        conns = open_all => conns?,
+    };
+    println!(
+        "argon bench: {n} idle connections open to {}; holding for {}",
+        config.mgr,
+        humantime::format_duration(hold)
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        _ = tokio::time::sleep(hold) => {}
+        _ = &mut stop => {}
+    }
+    drop(conns);
+    Ok(())
 }
 
 /// The human-readable summary.

@@ -107,6 +107,11 @@ pub struct WorkerArgs {
     /// Accept eval scripts from clients.
     #[arg(long)]
     pub allow_eval: bool,
+    /// For load tests: run N independent workers in this process, each with
+    /// its own connection, registration and `capacity` slots.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub instances: u32,
 }
 
 /// Manager address and key for client commands.
@@ -261,6 +266,15 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Instead of a load run: open N authenticated connections that stay idle,
+    /// print one line once all are up, hold them for --hold, then exit (to
+    /// measure what idle clients cost the manager).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub idle_clients: Option<u32>,
+    /// With --idle-clients: how long to hold the connections (e.g. 10s); SIGINT or
+    /// SIGTERM ends the hold early.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub hold: Duration,
 }
 
 /// A failure of a command, with its exit code.
@@ -326,6 +340,10 @@ fn parse_json_arg(what: &str, text: &str) -> Result<rmpv::Value, Failure> {
 }
 
 async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
+    if let Some(n) = a.idle_clients {
+        let cc = client_config(&a.client, config)?;
+        return crate::bench::hold_idle(cc, n, a.hold, runtime::shutdown_signal()).await;
+    }
     let plan = crate::bench::BenchPlan {
         tasks: a.tasks,
         concurrency: a.concurrency,
@@ -453,13 +471,15 @@ pub async fn run_worker(
         .worker
         .drain_timeout
         .map_or(Duration::from_secs(30), |d| d.0);
-    let pool = runtime::start_worker(settings, registry);
+    let pools: Vec<_> = (0..a.instances)
+        .map(|_| runtime::start_worker(settings.clone(), registry.clone()))
+        .collect();
     runtime::shutdown_signal().await;
     log::info!(
         "signal received: draining (up to {})",
         humantime::format_duration(drain)
     );
-    runtime::drain_worker(&pool, drain).await;
+    futures_util::future::join_all(pools.iter().map(|p| runtime::drain_worker(p, drain))).await;
     log::info!("worker stopped");
     Ok(())
 }
