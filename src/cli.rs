@@ -12,9 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::actors::{ManagerSettings, WorkerSettings};
 use crate::client::{Client, ClientConfig, ClientError, QueueOptions};
 use crate::config::{check_max_frame, Config, Dur};
-use crate::protocol::{HandshakeSettings, MasterKey, Priority, DEFAULT_MAX_FRAME};
+use crate::protocol::{HandshakeSettings, MasterKey, Priority, Value, DEFAULT_MAX_FRAME};
 use crate::runtime;
-use crate::task::TaskRegistry;
+use crate::task::eval::eval_args;
+use crate::task::{TaskRegistry, EVAL_TASK};
 
 /// Exit code: bad usage or bad input (clap's own).
 pub const EXIT_USAGE: i32 = 2;
@@ -125,9 +126,9 @@ pub struct ClientArgs {
     pub key: KeyArgs,
 }
 
-/// `argon submit`
+/// How `submit` and `eval` send their one task.
 #[derive(Args, Debug)]
-pub struct SubmitArgs {
+pub struct TaskOptArgs {
     /// Manager and key.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -144,6 +145,14 @@ pub struct SubmitArgs {
     /// [default: the manager's, 1 unless configured].
     #[arg(long, value_name = "N")]
     pub attempts: Option<u32>,
+}
+
+/// `argon submit`
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Manager, key and task options.
+    #[command(flatten)]
+    pub opts: TaskOptArgs,
     /// Task name.
     pub task: String,
     /// Arguments as JSON [default: null].
@@ -154,18 +163,9 @@ pub struct SubmitArgs {
 /// `argon eval`
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Manager and key.
+    /// Manager, key and task options.
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// When denied, retry on a logarithmic backoff instead of exiting 75.
-    #[arg(long)]
-    pub retry: bool,
-    /// high, normal or low.
-    #[arg(long, default_value = "normal")]
-    pub priority: Priority,
-    /// Deadline for the script, e.g. 500ms, 5s.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
-    pub timeout: Option<Duration>,
+    pub opts: TaskOptArgs,
     /// The script's text, or @FILE to read it from a file. It sees its
     /// arguments as `args`; its last value is the result.
     pub script: String,
@@ -333,7 +333,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn parse_json_arg(what: &str, text: &str) -> Result<rmpv::Value, Failure> {
+fn parse_json_arg(what: &str, text: &str) -> Result<Value, Failure> {
     let j: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| Failure::new(EXIT_USAGE, format!("{what} is not valid JSON: {e}")))?;
     Ok(crate::json::to_value(j))
@@ -571,23 +571,29 @@ fn client_config(a: &ClientArgs, config: &Config) -> Result<ClientConfig, Failur
     Ok(c)
 }
 
-async fn submit(a: SubmitArgs, config: &Config) -> Result<(), Failure> {
-    let args = match &a.args {
-        None => rmpv::Value::Nil,
-        Some(text) => parse_json_arg("ARGS_JSON", text)?,
-    };
-    let mut cc = client_config(&a.client, config)?;
-    cc.retry = cc.retry || a.retry;
+/// Runs one task and prints its result as JSON.
+async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Result<(), Failure> {
+    let mut cc = client_config(&o.client, config)?;
+    cc.retry = cc.retry || o.retry;
     let client = Client::connect(cc).await?;
     let opts = QueueOptions {
-        priority: a.priority,
-        timeout: a.timeout,
-        attempts: a.attempts.unwrap_or(0),
+        priority: o.priority,
+        timeout: o.timeout,
+        attempts: o.attempts.unwrap_or(0),
         retry: None,
     };
-    let value = client.queue_with(&a.task, args, &opts).await?;
+    let value = client.queue_with(task, args, &opts).await?;
     println!("{}", crate::json::to_json(&value));
     Ok(())
+}
+
+fn json_args(text: Option<&str>) -> Result<Value, Failure> {
+    text.map_or(Ok(Value::Nil), |t| parse_json_arg("ARGS_JSON", t))
+}
+
+async fn submit(a: SubmitArgs, config: &Config) -> Result<(), Failure> {
+    let args = json_args(a.args.as_deref())?;
+    run_one(a.opts, config, &a.task, args).await
 }
 
 async fn eval(a: EvalArgs, config: &Config) -> Result<(), Failure> {
@@ -596,22 +602,8 @@ async fn eval(a: EvalArgs, config: &Config) -> Result<(), Failure> {
             .map_err(|e| Failure::new(EXIT_USAGE, format!("cannot read script {path}: {e}")))?,
         None => a.script.clone(),
     };
-    let args = match &a.args {
-        None => rmpv::Value::Nil,
-        Some(text) => parse_json_arg("ARGS_JSON", text)?,
-    };
-    let mut cc = client_config(&a.client, config)?;
-    cc.retry = cc.retry || a.retry;
-    let client = Client::connect(cc).await?;
-    let opts = QueueOptions {
-        priority: a.priority,
-        timeout: a.timeout,
-        attempts: 0,
-        retry: None,
-    };
-    let value = client.eval_with(&script, args, &opts).await?;
-    println!("{}", crate::json::to_json(&value));
-    Ok(())
+    let args = eval_args(&script, json_args(a.args.as_deref())?);
+    run_one(a.opts, config, EVAL_TASK, args).await
 }
 
 async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
