@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Argon next to gearmand on this machine, in one run, as ratios.
+#
+#   bench/compare.sh            # from the repository root (or anywhere)
+#
+# 1. builds `argon` (release);
+# 2. runs the gearmand baseline through ../shared/peers/gearman/run.sh, which
+#    installs gearmand and its client library if they are missing;
+# 3. measures Argon on 127.0.0.1 (every process started here is stopped by
+#    PID on exit):
+#    - throughput: manager + 1 worker x 4 slots + `argon bench`, TASKS echo
+#      tasks, INFLIGHT in flight over 4 connections, median of REPS runs; once
+#      with a queue factor sized for the load (queue bound >= INFLIGHT) and
+#      once with the default factor 3 (most offers are then denied and retried:
+#      that is the design);
+#    - sequential round trip: one task in flight, N_LAT tasks;
+#    - manager RSS idle, and holding IDLE idle authenticated client connections;
+#    - throughput with 1, 10, 100 and 1000 registered workers of 1 slot each
+#      (one `argon worker --instances N` process);
+# 4. prints a table with the ratios.
+#
+# Knobs (environment): TASKS (20000), INFLIGHT (1000), REPS (3), N_LAT (2000),
+# IDLE (1000), SCALE ("1 10 100 1000"), PAYLOAD (8: bytes per task, about
+# gearman's "job-N" strings), GEARMAN_RUN (path of the baseline script),
+# SKIP_GEARMAN=1, KEEP=1 (keep the logs folder). Exits non-zero if anything
+# failed to start or a measurement failed.
+set -uo pipefail
+
+TASKS=${TASKS:-20000}
+INFLIGHT=${INFLIGHT:-1000}
+REPS=${REPS:-3}
+N_LAT=${N_LAT:-2000}
+IDLE=${IDLE:-1000}
+SCALE=${SCALE:-"1 10 100 1000"}
+PAYLOAD=${PAYLOAD:-8}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GEARMAN_RUN=${GEARMAN_RUN:-$ROOT/../shared/peers/gearman/run.sh}
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/argon-compare.XXXXXX")
+FAILED=0
+
+say() { printf '%s\n' "$*" >&2; }
+fail() { say "compare: $*"; FAILED=1; }
+
+# ---- processes: started here, stopped by PID -------------------------------
+LIVE=()
+stop_pid() {   # TERM, up to 10 s to leave, then KILL
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+forget_pid() { local keep=() p; for p in "${LIVE[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; LIVE=("${keep[@]}"); }
+cleanup() {
+  local p
+  for p in "${LIVE[@]}"; do stop_pid "$p"; done
+  if [ "${KEEP:-0}" = 1 ] || [ "$FAILED" != 0 ]; then say "logs kept in $LOGS"; else rm -rf "$LOGS"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- build -----------------------------------------------------------------
+say "building argon (release)..."
+(cd "$ROOT" && timeout 3600 cargo build --release --quiet --bin argon) || { fail "cargo build failed"; exit 1; }
+ARGON=${CARGO_TARGET_DIR:-$ROOT/target}/release/argon
+[ -x "$ARGON" ] || { fail "no binary at $ARGON"; exit 1; }
+KEY=$LOGS/key
+"$ARGON" keygen "$KEY" >/dev/null || { fail "keygen failed"; exit 1; }
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ---- helpers ---------------------------------------------------------------
+MGR_PID= MGR_ADDR= WRK_PID=
+# start_manager QUEUE_FACTOR: sets MGR_PID and MGR_ADDR once it listens (10 s bound)
+start_manager() {
+  local out=$LOGS/manager.$RANDOM i
+  "$ARGON" manager --host 127.0.0.1 --port 0 --key "$KEY" --queue-factor "$1" -q >"$out" 2>"$out.err" &
+  MGR_PID=$!; LIVE+=("$MGR_PID"); MGR_ADDR=
+  for i in $(seq 100); do
+    MGR_ADDR=$(sed -n 's/^argon manager listening on //p' "$out")
+    [ -n "$MGR_ADDR" ] && return 0
+    kill -0 "$MGR_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  fail "manager did not start (see $out.err)"; return 1
+}
+# workers_registered: the manager's worker count (empty on failure)
+workers_registered() {
+  timeout 10 "$ARGON" status --mgr "$MGR_ADDR" --key "$KEY" --json 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["workers"])' 2>/dev/null
+}
+# start_workers CAPACITY INSTANCES: one worker process; waits (60 s bound) until all registered
+start_workers() {
+  local n i have
+  "$ARGON" worker --mgr "$MGR_ADDR" --key "$KEY" --capacity "$1" --instances "$2" -q \
+    >"$LOGS/worker.out" 2>"$LOGS/worker.err" &
+  WRK_PID=$!; LIVE+=("$WRK_PID")
+  for i in $(seq 300); do
+    have=$(workers_registered)
+    [ "${have:-0}" -ge "$2" ] && return 0
+    kill -0 "$WRK_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  fail "only ${have:-0} of $2 workers registered (see $LOGS/worker.err)"; return 1
+}
+stop_all() {
+  local p
+  for p in $WRK_PID $MGR_PID; do stop_pid "$p"; forget_pid "$p"; done
+  WRK_PID= MGR_PID= MGR_ADDR=
+}
+# bench ARGS...: one `argon bench --json` run (120 s bound), its JSON on stdout
+bench() {
+  timeout 120 "$ARGON" bench --mgr "$MGR_ADDR" --key "$KEY" --payload "$PAYLOAD" --json "$@" \
+    2>>"$LOGS/bench.err" | tail -n 1
+}
+# field JSON NAME
+field() { python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])[sys.argv[2]]))' "$1" "$2" 2>/dev/null; }
+# median_run ARGS...: REPS bench runs, prints the JSON of the median-throughput one
+median_run() {
+  local r runs=()
+  for r in $(seq "$REPS"); do
+    runs+=("$(bench "$@")") || true
+  done
+  printf '%s\n' "${runs[@]}" | python3 -c '
+import json, sys
+rs = []
+for line in sys.stdin:
+    try: rs.append(json.loads(line))
+    except ValueError: pass
+if not rs: sys.exit(1)
+rs.sort(key=lambda r: r["throughput"])
+m = rs[(len(rs) - 1) // 2] if len(rs) % 2 else rs[len(rs) // 2 - 1]
+m["all_throughputs"] = [round(r["throughput"]) for r in rs]
+print(json.dumps(m))'
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+qf_for() { echo $(( ($INFLIGHT + $1 - 1) / $1 )); }   # queue factor so capacity x factor >= INFLIGHT
+
+# ---- gearmand --------------------------------------------------------------
+GM_TPUT= GM_P50= GM_P99= GM_HEAD=
+if [ "${SKIP_GEARMAN:-0}" != 1 ]; then
+  if [ -f "$GEARMAN_RUN" ]; then
+    say "gearmand baseline ($GEARMAN_RUN)..."
+    mkdir -p "$LOGS/gearman"
+    if WORKDIR=$LOGS/gearman N_TPUT=$TASKS WINDOW=$INFLIGHT REPS=$REPS N_LAT=$N_LAT \
+        timeout 600 bash "$GEARMAN_RUN" >"$LOGS/gearman.out" 2>"$LOGS/gearman.err"; then
+      GM_HEAD=$(sed -n 's/^# //p' "$LOGS/gearman.out")
+      GM_TPUT=$(sed -n 's/^gearman throughput: median \([0-9]*\) jobs.*/\1/p' "$LOGS/gearman.out")
+      GM_P50=$(sed -n 's/^gearman latency: p50 \([0-9.]*\) us.*/\1/p' "$LOGS/gearman.out")
+      GM_P99=$(sed -n 's/^gearman latency: .*p99 \([0-9.]*\) us.*/\1/p' "$LOGS/gearman.out")
+    fi
+    [ -n "$GM_TPUT" ] && [ -n "$GM_P50" ] || fail "gearman baseline failed (see $LOGS/gearman.err)"
+  else
+    fail "no gearman baseline script at $GEARMAN_RUN (set GEARMAN_RUN)"
+  fi
+fi
+
+# ---- Argon: throughput, latency --------------------------------------------
+# Each result is one JSON object in $LOGS/NAME.json, read by the report below.
+SIZED_QF=$(qf_for 4)
+say "argon throughput, queue factor $SIZED_QF (sized for $INFLIGHT in flight on 4 slots)..."
+if start_manager "$SIZED_QF" && start_workers 4 1; then
+  bench --tasks 1000 --concurrency 100 --clients 4 >/dev/null   # warm-up
+  median_run --tasks "$TASKS" --concurrency "$INFLIGHT" --clients 4 >"$LOGS/sized.json" ||
+    fail "throughput run failed"
+  say "argon sequential round trip..."
+  bench --tasks "$N_LAT" --concurrency 1 --clients 1 >"$LOGS/latency.json"
+  [ -s "$LOGS/latency.json" ] || fail "latency run failed"
+fi
+stop_all
+say "argon throughput, default queue factor 3..."
+if start_manager 3 && start_workers 4 1; then
+  median_run --tasks "$TASKS" --concurrency "$INFLIGHT" --clients 4 >"$LOGS/default.json" ||
+    fail "default-factor run failed"
+fi
+stop_all
+
+# ---- Argon: manager memory -------------------------------------------------
+RSS_IDLE= RSS_HELD=
+say "manager memory, idle and with $IDLE idle client connections..."
+if start_manager 3; then
+  sleep 0.5
+  RSS_IDLE=$(rss_kib "$MGR_PID")
+  "$ARGON" bench --mgr "$MGR_ADDR" --key "$KEY" --idle-clients "$IDLE" --hold 60s \
+    >"$LOGS/idle.out" 2>"$LOGS/idle.err" &
+  IDLE_PID=$!; LIVE+=("$IDLE_PID")
+  for i in $(seq 300); do
+    grep -q "idle connections open" "$LOGS/idle.out" && break
+    kill -0 "$IDLE_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if grep -q "idle connections open" "$LOGS/idle.out"; then
+    sleep 1
+    RSS_HELD=$(rss_kib "$MGR_PID")
+  else
+    fail "the idle clients did not all connect (see $LOGS/idle.err)"
+  fi
+  stop_pid "$IDLE_PID"; forget_pid "$IDLE_PID"
+fi
+stop_all
+
+# ---- Argon: registered workers ---------------------------------------------
+for n in $SCALE; do
+  say "argon throughput with $n registered worker(s) of 1 slot..."
+  if start_manager "$(qf_for "$n")" && start_workers 1 "$n"; then
+    median_run --tasks "$TASKS" --concurrency "$INFLIGHT" --clients 4 >"$LOGS/workers-$n.json" ||
+      fail "run with $n workers failed"
+  fi
+  stop_all
+done
+
+# ---- report ----------------------------------------------------------------
+python3 - "$LOGS" "$GM_TPUT" "$GM_P50" "$GM_P99" "${RSS_IDLE:-}" "${RSS_HELD:-}" "$IDLE" \
+  "$SIZED_QF" "$TASKS" "$INFLIGHT" "$REPS" "$N_LAT" "$SCALE" "$PAYLOAD" "$GM_HEAD" <<'PY' | tee "$LOGS/report.txt"
+import json, os, sys
+(logs, gm_tput, gm_p50, gm_p99, rss_idle, rss_held, idle, qf, tasks, inflight, reps, n_lat,
+ scale, payload, gm_head) = sys.argv[1:]
+num = lambda s: float(s) if s else None
+gm_tput, gm_p50, gm_p99 = num(gm_tput), num(gm_p50), num(gm_p99)
+
+def result(name):
+    try:
+        with open(os.path.join(logs, name + ".json")) as fh:
+            return json.loads(fh.read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+def f(v):
+    return "-" if v is None else f"{v:,.0f}"
+def ratio(a, b):
+    return "-" if a is None or not b else f"{a / b:.2f}x"
+def row(what, gm, ar, r="", note=""):
+    print(f"{what:<46} {gm:>9} {ar:>9} {r:>7}   {note}")
+def runs(r):
+    return "runs " + " ".join(f"{x:,}" for x in r["all_throughputs"]) if r else ""
+
+print()
+print(f"# {gm_head or 'gearmand: not measured'}")
+print(f"# argon: {tasks} echo tasks of {payload} B, {inflight} in flight over 4 connections, "
+      f"median of {reps}; latency: {n_lat} tasks one at a time; all on 127.0.0.1")
+row("", "gearmand", "argon", "ratio", "(argon / gearmand, same run)")
+sized, default, lat = result("sized"), result("default"), result("latency")
+t = sized and sized["throughput"]
+row("throughput, jobs/s", f(gm_tput), f(t), ratio(t, gm_tput),
+    f"1 worker x 4 slots, queue factor {qf}; {runs(sized)}")
+t = default and default["throughput"]
+row("  same, default queue factor 3", "", f(t), ratio(t, gm_tput),
+    f"{default['denied']:,} denials retried; {runs(default)}" if default else "")
+for key, gm, name in (("p50_us", gm_p50, "p50"), ("p99_us", gm_p99, "p99")):
+    v = lat and lat[key]
+    row(f"sequential round trip {name}, us", f(gm), f(v), ratio(v, gm), "lower is better")
+ri, rh = num(rss_idle), num(rss_held)
+row("manager RSS idle, MiB", "", "-" if ri is None else f"{ri / 1024:.1f}")
+if rh is not None and ri is not None:
+    row(f"manager RSS, {idle} idle clients, MiB", "", f"{rh / 1024:.1f}", "",
+        f"+{(rh - ri) / 1024:.1f} MiB = {(rh - ri) / int(idle):.1f} KiB per connection")
+for n in scale.split():
+    r = result(f"workers-{n}")
+    t = r and r["throughput"]
+    row(f"throughput, {n} worker(s) x 1 slot, jobs/s", "", f(t), ratio(t, gm_tput),
+        f"one `worker --instances {n}` process; {runs(r)}")
+PY
+[ "$FAILED" = 0 ] || say "compare: some measurements failed"
+exit "$FAILED"
