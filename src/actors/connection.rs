@@ -43,7 +43,9 @@ impl Connection {
             writer: None,
             write_half: Some(est.write),
             codec: est.writer,
-            scratch: BytesMut::with_capacity(8 * 1024),
+            // Grows to the largest frame sent, on first use: an idle
+            // connection holds no write buffer.
+            scratch: BytesMut::new(),
             failure: None,
         }
     }

@@ -7,6 +7,7 @@
 //! otherwise it is denied at once with an estimate of when room is likely.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -48,6 +49,30 @@ impl Default for ManagerSettings {
     }
 }
 
+/// Hashes the ids the manager hands out itself (task and worker ids; no
+/// client chooses them) with one multiply, instead of SipHash: these maps are
+/// touched several times per task.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
 struct Pending {
     id: TaskId,
     session: SessionId,
@@ -69,9 +94,9 @@ struct Running {
 pub struct Manager {
     settings: ManagerSettings,
     sched: Scheduler,
-    links: HashMap<WorkerId, Recipient<AssignTask>>,
+    links: IdMap<Recipient<AssignTask>>,
     queues: [VecDeque<Pending>; 3],
-    running: HashMap<TaskId, Running>,
+    running: IdMap<Running>,
     next_task: TaskId,
     avg_us: Option<f64>,
     completed: u64,
@@ -84,9 +109,9 @@ impl Manager {
         Manager {
             settings,
             sched: Scheduler::new(),
-            links: HashMap::new(),
+            links: IdMap::default(),
             queues: Default::default(),
-            running: HashMap::new(),
+            running: IdMap::default(),
             next_task: random_task_id_base(),
             avg_us: None,
             completed: 0,

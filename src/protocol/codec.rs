@@ -86,7 +86,15 @@ pub struct FrameReader {
     frames: LengthDelimitedCodec,
     opener: Opener,
     max_frame: usize,
+    frames_read: u64,
 }
+
+/// Read buffer a connection starts with: enough for the handshake, so an
+/// idle connection holds little memory (see [`FrameReader`]).
+pub const IDLE_READ_BUFFER: usize = 1024;
+
+/// Read buffer of a connection in use: room for a burst of frames per read.
+pub const BUSY_READ_BUFFER: usize = 8 * 1024;
 
 impl FrameReader {
     /// A reader opening with `key`, refusing bodies over `max_frame` bytes.
@@ -95,6 +103,7 @@ impl FrameReader {
             frames: length_codec(max_frame),
             opener: Opener::new(key),
             max_frame,
+            frames_read: 0,
         }
     }
 }
@@ -137,6 +146,13 @@ impl Decoder for FrameReader {
             Err(e) => return Err(frame_error(e, self.max_frame, src)),
         };
         let plain = self.opener.open_in_place(&mut body)?;
+        self.frames_read += 1;
+        // A connection starts with a small read buffer (IDLE_READ_BUFFER);
+        // once it carries traffic past the handshake's auth frame, it gets
+        // room for bursts, so a busy peer costs no extra reads.
+        if self.frames_read == 2 && src.capacity() < BUSY_READ_BUFFER {
+            src.reserve(BUSY_READ_BUFFER - src.len().min(BUSY_READ_BUFFER));
+        }
         decode_message(&body[plain]).map(Some)
     }
 

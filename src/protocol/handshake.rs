@@ -23,7 +23,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use super::codec::{FrameReader, FrameWriter, LEN_PREFIX};
+use super::codec::{FrameReader, FrameWriter, IDLE_READ_BUFFER, LEN_PREFIX};
 use super::crypto::{fill_random, MasterKey, NONCE_LEN};
 use super::{Message, Role, WireError, PROTOCOL_VERSION};
 
@@ -164,7 +164,11 @@ async fn run(
     )?;
     write.write_all(&out).await?;
 
-    let mut reader = FramedRead::new(read, FrameReader::new(&recv_key, settings.max_frame));
+    let mut reader = FramedRead::with_capacity(
+        read,
+        FrameReader::new(&recv_key, settings.max_frame),
+        IDLE_READ_BUFFER,
+    );
     let (peer_role, peer_agent) = match reader.next().await {
         None => return Err(WireError::ClosedEarly),
         Some(Err(e)) => return Err(e),
