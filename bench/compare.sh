@@ -17,12 +17,14 @@
 #    - manager RSS idle, and holding IDLE idle authenticated client connections;
 #    - throughput with 1, 10, 100 and 1000 registered workers of 1 slot each
 #      (one `argon worker --instances N` process);
-# 4. prints a table with the ratios.
+# 4. runs the throughput and latency comparison again with every process of
+#    both systems on CPU 0 (taskset), the steadier comparison on a VM;
+# 5. prints a table with the ratios.
 #
 # Knobs (environment): TASKS (20000), INFLIGHT (1000), REPS (3), N_LAT (2000),
 # IDLE (1000), SCALE ("1 10 100 1000"), PAYLOAD (8: bytes per task, about
 # gearman's "job-N" strings), GEARMAN_RUN (path of the baseline script),
-# SKIP_GEARMAN=1, KEEP=1 (keep the logs folder). Exits non-zero if anything
+# SKIP_GEARMAN=1, SKIP_ONE_CPU=1, KEEP=1 (keep the logs folder). Exits non-zero if anything
 # failed to start or a measurement failed.
 set -uo pipefail
 
@@ -70,10 +72,11 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ---- helpers ---------------------------------------------------------------
 MGR_PID= MGR_ADDR= WRK_PID=
+ON_CPU=   # "taskset -c 0" while measuring with every process on one CPU
 # start_manager QUEUE_FACTOR: sets MGR_PID and MGR_ADDR once it listens (10 s bound)
 start_manager() {
   local out=$LOGS/manager.$RANDOM i
-  "$ARGON" manager --host 127.0.0.1 --port 0 --key "$KEY" --queue-factor "$1" -q >"$out" 2>"$out.err" &
+  $ON_CPU "$ARGON" manager --host 127.0.0.1 --port 0 --key "$KEY" --queue-factor "$1" -q >"$out" 2>"$out.err" &
   MGR_PID=$!; LIVE+=("$MGR_PID"); MGR_ADDR=
   for i in $(seq 100); do
     MGR_ADDR=$(sed -n 's/^argon manager listening on //p' "$out")
@@ -91,7 +94,7 @@ workers_registered() {
 # start_workers CAPACITY INSTANCES: one worker process; waits (60 s bound) until all registered
 start_workers() {
   local n i have
-  "$ARGON" worker --mgr "$MGR_ADDR" --key "$KEY" --capacity "$1" --instances "$2" -q \
+  $ON_CPU "$ARGON" worker --mgr "$MGR_ADDR" --key "$KEY" --capacity "$1" --instances "$2" -q \
     >"$LOGS/worker.out" 2>"$LOGS/worker.err" &
   WRK_PID=$!; LIVE+=("$WRK_PID")
   for i in $(seq 300); do
@@ -109,7 +112,7 @@ stop_all() {
 }
 # bench ARGS...: one `argon bench --json` run (120 s bound), its JSON on stdout
 bench() {
-  timeout 120 "$ARGON" bench --mgr "$MGR_ADDR" --key "$KEY" --payload "$PAYLOAD" --json "$@" \
+  timeout 120 $ON_CPU "$ARGON" bench --mgr "$MGR_ADDR" --key "$KEY" --payload "$PAYLOAD" --json "$@" \
     2>>"$LOGS/bench.err" | tail -n 1
 }
 # field JSON NAME
@@ -208,14 +211,46 @@ for n in $SCALE; do
   stop_all
 done
 
+# ---- both again, every process on CPU 0 ------------------------------------
+# On this kind of VM a wake-up across CPUs is costly, and where the scheduler
+# puts the manager and its worker swings the unpinned figures by ~1.5x from
+# run to run. With every process of both systems on one CPU they compete on
+# equal, steadier terms.
+GM1_TPUT= GM1_P50= GM1_P99=
+if [ "${SKIP_ONE_CPU:-0}" != 1 ] && command -v taskset >/dev/null; then
+  if [ "${SKIP_GEARMAN:-0}" != 1 ] && [ -f "$GEARMAN_RUN" ]; then
+    say "gearmand baseline, every process on CPU 0..."
+    mkdir -p "$LOGS/gearman1"
+    if WORKDIR=$LOGS/gearman1 N_TPUT=$TASKS WINDOW=$INFLIGHT REPS=$REPS N_LAT=$N_LAT \
+        timeout 600 taskset -c 0 bash "$GEARMAN_RUN" >"$LOGS/gearman1.out" 2>"$LOGS/gearman1.err"; then
+      GM1_TPUT=$(sed -n 's/^gearman throughput: median \([0-9]*\) jobs.*/\1/p' "$LOGS/gearman1.out")
+      GM1_P50=$(sed -n 's/^gearman latency: p50 \([0-9.]*\) us.*/\1/p' "$LOGS/gearman1.out")
+      GM1_P99=$(sed -n 's/^gearman latency: .*p99 \([0-9.]*\) us.*/\1/p' "$LOGS/gearman1.out")
+    fi
+    [ -n "$GM1_TPUT" ] || fail "gearman baseline on one CPU failed (see $LOGS/gearman1.err)"
+  fi
+  say "argon, every process on CPU 0..."
+  ON_CPU="taskset -c 0"
+  if start_manager "$SIZED_QF" && start_workers 4 1; then
+    bench --tasks 1000 --concurrency 100 --clients 4 >/dev/null
+    median_run --tasks "$TASKS" --concurrency "$INFLIGHT" --clients 4 >"$LOGS/one-cpu.json" ||
+      fail "one-CPU throughput run failed"
+    bench --tasks "$N_LAT" --concurrency 1 --clients 1 >"$LOGS/one-cpu-latency.json"
+  fi
+  stop_all
+  ON_CPU=
+fi
+
 # ---- report ----------------------------------------------------------------
 python3 - "$LOGS" "$GM_TPUT" "$GM_P50" "$GM_P99" "${RSS_IDLE:-}" "${RSS_HELD:-}" "$IDLE" \
-  "$SIZED_QF" "$TASKS" "$INFLIGHT" "$REPS" "$N_LAT" "$SCALE" "$PAYLOAD" "$GM_HEAD" <<'PY' | tee "$LOGS/report.txt"
+  "$SIZED_QF" "$TASKS" "$INFLIGHT" "$REPS" "$N_LAT" "$SCALE" "$PAYLOAD" "$GM_HEAD" \
+  "$GM1_TPUT" "$GM1_P50" "$GM1_P99" <<'PY' | tee "$LOGS/report.txt"
 import json, os, sys
 (logs, gm_tput, gm_p50, gm_p99, rss_idle, rss_held, idle, qf, tasks, inflight, reps, n_lat,
- scale, payload, gm_head) = sys.argv[1:]
+ scale, payload, gm_head, gm1_tput, gm1_p50, gm1_p99) = sys.argv[1:]
 num = lambda s: float(s) if s else None
 gm_tput, gm_p50, gm_p99 = num(gm_tput), num(gm_p50), num(gm_p99)
+gm1_tput, gm1_p50, gm1_p99 = num(gm1_tput), num(gm1_p50), num(gm1_p99)
 
 def result(name):
     try:
@@ -247,6 +282,14 @@ row("  same, default queue factor 3", "", f(t), ratio(t, gm_tput),
 for key, gm, name in (("p50_us", gm_p50, "p50"), ("p99_us", gm_p99, "p99")):
     v = lat and lat[key]
     row(f"sequential round trip {name}, us", f(gm), f(v), ratio(v, gm), "lower is better")
+one, one_lat = result("one-cpu"), result("one-cpu-latency")
+if one or gm1_tput:
+    t = one and one["throughput"]
+    row("throughput, all on CPU 0, jobs/s", f(gm1_tput), f(t), ratio(t, gm1_tput),
+        f"taskset -c 0 for every process of both; {runs(one)}")
+    for key, gm, name in (("p50_us", gm1_p50, "p50"), ("p99_us", gm1_p99, "p99")):
+        v = one_lat and one_lat[key]
+        row(f"  sequential {name}, all on CPU 0, us", f(gm), f(v), ratio(v, gm), "lower is better")
 ri, rh = num(rss_idle), num(rss_held)
 row("manager RSS idle, MiB", "", "-" if ri is None else f"{ri / 1024:.1f}")
 if rh is not None and ri is not None:
