@@ -269,7 +269,8 @@ pub struct BenchArgs {
     /// Instead of a load run: open N authenticated connections that stay idle,
     /// print one line once all are up, hold them for --hold, then exit (to
     /// measure what idle clients cost the manager).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, value_name = "N", conflicts_with = "cluster",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub idle_clients: Option<u32>,
     /// With --idle-clients: how long to hold the connections (e.g. 10s); SIGINT or
     /// SIGTERM ends the hold early.
