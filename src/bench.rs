@@ -183,7 +183,7 @@ pub async fn hold_idle(
         _ = &mut stop => return Ok(()),
         conns = open_all => conns?,
     };
-    println!(
+    outln!(
         "argon bench: {n} idle connections open to {}; holding for {}",
         config.mgr,
         humantime::format_duration(hold)

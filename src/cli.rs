@@ -318,7 +318,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let system = actix::System::new();
     match cli.command {
         Command::Keygen { path } => runtime::write_key_file(&path)
-            .map(|_| println!("wrote a new key to {}", path.display()))
+            .map(|_| outln!("wrote a new key to {}", path.display()))
             .map_err(|e| Failure::new(EXIT_FAILED, e.to_string())),
         Command::Manager(a) => system.block_on(manager(a, &config)),
         Command::Worker(a) => {
@@ -373,9 +373,9 @@ async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
     if a.json {
         let text =
             serde_json::to_string(&report).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
-        println!("{text}");
+        outln!("{text}");
     } else {
-        println!("{}", crate::bench::describe(&report));
+        outln!("{}", crate::bench::describe(&report));
     }
     Ok(())
 }
@@ -431,7 +431,7 @@ async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     let handle = runtime::start_manager(&bind, settings, hs)
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot listen on {bind}: {e}")))?;
-    println!("argon manager listening on {}", handle.addr);
+    outln!("argon manager listening on {}", handle.addr);
     use std::io::Write;
     let _ = std::io::stdout().flush();
     runtime::shutdown_signal().await;
@@ -547,7 +547,8 @@ pub fn exit_code(result: Result<(), Failure>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("argon: {}", f.message);
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "argon: {}", f.message);
             std::process::ExitCode::from(u8::try_from(f.code).unwrap_or(1))
         }
     }
@@ -584,7 +585,7 @@ async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Re
         retry: None,
     };
     let value = client.queue_with(task, args, &opts).await?;
-    println!("{}", crate::json::to_json(&value));
+    outln!("{}", crate::json::to_json(&value));
     Ok(())
 }
 
@@ -613,10 +614,10 @@ async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
     if a.json {
         let text =
             serde_json::to_string(&s).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
-        println!("{text}");
+        outln!("{text}");
         return Ok(());
     }
-    println!(
+    outln!(
         "workers {}  capacity {}  in flight {}  queued {}/{} (high {}, normal {}, low {})  avg task {:.3} ms",
         s.workers,
         s.capacity,
@@ -628,14 +629,19 @@ async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
         s.queued_by_priority.low,
         s.avg_task_ms
     );
-    println!("completed {}  denied {}", s.completed, s.denied);
+    outln!("completed {}  denied {}", s.completed, s.denied);
     if !s.worker_list.is_empty() {
-        println!(
+        outln!(
             "\n{:>4}  {:<22} {:>8} {:>9} {:>10}  {:<5} tasks",
-            "id", "address", "capacity", "in flight", "avg ms", "eval"
+            "id",
+            "address",
+            "capacity",
+            "in flight",
+            "avg ms",
+            "eval"
         );
         for w in &s.worker_list {
-            println!(
+            outln!(
                 "{:>4}  {:<22} {:>8} {:>9} {:>10.3}  {:<5} {}{}",
                 w.id,
                 w.address,
@@ -655,7 +661,7 @@ async fn ping(a: PingArgs, config: &Config) -> Result<(), Failure> {
     let client = Client::connect(client_config(&a.client, config)?).await?;
     for _ in 0..a.count.max(1) {
         let rtt = client.ping().await?;
-        println!(
+        outln!(
             "pong from {} in {:.3} ms",
             client.config().mgr,
             rtt.as_secs_f64() * 1e3
@@ -672,9 +678,9 @@ async fn cluster(a: ClusterArgs) -> Result<(), Failure> {
     let c = runtime::Cluster::start(a.workers as usize, a.capacity as usize, a.port, settings)
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot start the cluster: {e}")))?;
-    println!("argon manager listening on {}", c.manager.addr);
-    println!("key file: {}", c.key_path.display());
-    println!(
+    outln!("argon manager listening on {}", c.manager.addr);
+    outln!("key file: {}", c.key_path.display());
+    outln!(
         "{} workers x {} slots; try: argon submit --mgr {} --key {} echo '[\"hi\"]'",
         a.workers,
         a.capacity,

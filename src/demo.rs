@@ -53,16 +53,16 @@ pub async fn run(tasks: u32, clients: u32, window: u32) -> Result<(), Failure> {
             )
         })?;
     let capacity = WORKERS * SLOTS;
-    println!(
+    outln!(
         "Embedded cluster on {}: {WORKERS} workers x {SLOTS} slots = capacity {capacity}, queue bound {}.",
         cluster.manager.addr,
         capacity * queue_factor
     );
-    println!(
+    outln!(
         "{clients} clients keep {} tasks in flight ({tasks} in all: echo, and sleeps of 2-8 ms),",
         clients * window
     );
-    println!("far more than fits: the manager denies the excess at once and clients retry on a backoff.\n");
+    outln!("far more than fits: the manager denies the excess at once and clients retry on a backoff.\n");
 
     let mut config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
     config.retry = true;
@@ -85,7 +85,7 @@ pub async fn run(tasks: u32, clients: u32, window: u32) -> Result<(), Failure> {
 
     let ms = |us: u64| us as f64 / 1000.0;
     let count = |name: &str| report.per_task.get(name).copied().unwrap_or(0);
-    println!(
+    outln!(
         "completed  {} of {tasks} tasks ({} echo, {} sleep) in {:.2} s: {:.0} tasks/s",
         report.completed(),
         count("echo"),
@@ -93,17 +93,18 @@ pub async fn run(tasks: u32, clients: u32, window: u32) -> Result<(), Failure> {
         report.elapsed.as_secs_f64(),
         report.throughput()
     );
-    println!(
+    outln!(
         "denied     {} times, all retried; {} tasks were denied at least once",
-        report.denials, report.denied_tasks
+        report.denials,
+        report.denied_tasks
     );
-    println!(
+    outln!(
         "latency    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (submit to result, retries included)",
         ms(report.percentile_us(50.0)),
         ms(report.percentile_us(99.0)),
         ms(report.percentile_us(100.0))
     );
-    println!("failed     {}", report.failed.len());
+    outln!("failed     {}", report.failed.len());
     if report.wrong > 0 || !report.failed.is_empty() {
         let first = report.failed.first().cloned().unwrap_or_default();
         return Err(Failure::new(

@@ -17,6 +17,15 @@
 
 #![warn(missing_docs)]
 
+/// `println!` that does not panic when stdout is closed (e.g. piped into
+/// `head`): output nobody reads is dropped.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod actors;
 pub mod bench;
 pub mod cli;

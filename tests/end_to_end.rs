@@ -791,3 +791,27 @@ fn environment_replaces_key_and_mgr_flags() {
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(out.stdout, "2\n", "{out}");
 }
+
+/// A client command whose stdout reader went away (`argon status | head -1`)
+/// exits cleanly instead of panicking on the broken pipe.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let sys = System::start(1, 1, ManagerOpts::default());
+    let m = &sys.manager;
+    for args in [vec!["status"], vec!["submit", "echo", "[1,2,3]"]] {
+        let mut cmd = std::process::Command::new(common::bin());
+        cmd.arg(args[0])
+            .args(["--mgr", &m.addr, "--key"])
+            .arg(&m.key)
+            .args(&args[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn argon");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
