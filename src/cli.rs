@@ -400,6 +400,9 @@ fn handshake_settings(key: &KeyArgs, config: &Config) -> Result<HandshakeSetting
     if let Some(Dur(d)) = config.security.handshake_timeout {
         hs.timeout = d;
     }
+    if let Some(Dur(d)) = config.security.heartbeat_interval {
+        hs.heartbeat = d;
+    }
     Ok(hs)
 }
 

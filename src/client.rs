@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedWrite;
 
 use crate::protocol::handshake::{self, HandshakeSettings};
-use crate::protocol::{ClusterStatus, Message, Outcome, Priority, Role, Submit, Value, WireError};
+use crate::protocol::{
+    ClusterStatus, Message, Outcome, Priority, Role, Submit, Value, WireError, SILENT_INTERVALS,
+};
 
 /// How a client reaches its manager.
 #[derive(Debug, Clone)]
@@ -368,12 +370,38 @@ async fn open(config: &ClientConfig) -> Result<mpsc::UnboundedSender<Request>, C
 /// Owns the connection: writes requests (batched per wake-up), matches replies
 /// to pending requests, and fails them all when the connection ends.
 async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let beat = est.heartbeat;
     let mut reader = est.reader;
     let mut writer = FramedWrite::new(est.write, est.writer);
     let mut pending: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + beat,
+        beat.max(Duration::from_millis(1)),
+    );
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut heard, mut spoke, mut silent) = (false, false, 0u32);
     let reason = loop {
         tokio::select! {
+            _ = ticks.tick(), if !beat.is_zero() => {
+                if std::mem::take(&mut heard) {
+                    silent = 0;
+                } else {
+                    silent += 1;
+                    if silent >= SILENT_INTERVALS {
+                        break Some(format!(
+                            "the manager was silent for {}",
+                            humantime::format_duration(beat * SILENT_INTERVALS)
+                        ));
+                    }
+                }
+                if !std::mem::take(&mut spoke) {
+                    if let Err(e) = writer.send(Message::Heartbeat {}).await {
+                        break Some(e.to_string());
+                    }
+                }
+            }
             req = rx.recv() => {
+                spoke = true;
                 let Some(req) = req else { break None };
                 let mut next = Some(req);
                 let mut failed = None;
@@ -404,16 +432,21 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
                     break failed;
                 }
             }
-            frame = reader.next() => match frame {
-                Some(Ok(Message::Error { message })) => break Some(format!("manager says: {message}")),
-                Some(Ok(msg)) => {
-                    if let Some(tx) = msg.reply_id().and_then(|id| pending.remove(&id)) {
-                        let _ = tx.send(Ok(msg));
+            frame = reader.next() => {
+                heard = true;
+                match frame {
+                    Some(Ok(Message::Error { message })) => {
+                        break Some(format!("manager says: {message}"))
                     }
+                    Some(Ok(msg)) => {
+                        if let Some(tx) = msg.reply_id().and_then(|id| pending.remove(&id)) {
+                            let _ = tx.send(Ok(msg));
+                        }
+                    }
+                    Some(Err(e)) => break Some(e.to_string()),
+                    None => break Some("closed by the manager".to_string()),
                 }
-                Some(Err(e)) => break Some(e.to_string()),
-                None => break Some("closed by the manager".to_string()),
-            },
+            }
         }
     };
     let reason = reason.unwrap_or_else(|| "client closed".to_string());

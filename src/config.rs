@@ -7,6 +7,7 @@
 //! key_file = "/etc/argon/key"      # path of the shared key file
 //! max_frame_bytes = 16777216       # largest frame accepted or sent (16 MiB)
 //! handshake_timeout = "5s"         # a peer must finish its handshake within this
+//! heartbeat_interval = "5s"        # quiet connections say so; 3 silent intervals = gone
 //!
 //! [manager]
 //! host = "127.0.0.1"               # address to listen on
@@ -66,6 +67,10 @@ pub struct SecuritySection {
     pub max_frame_bytes: Option<usize>,
     /// Bound on a connection's handshake. Default 5 s.
     pub handshake_timeout: Option<Dur>,
+    /// A quiet connection sends a heartbeat this often; a peer silent for
+    /// three intervals is disconnected (its tasks are then answered or
+    /// requeued as for any lost worker). Default 5 s.
+    pub heartbeat_interval: Option<Dur>,
 }
 
 /// `[manager]`.
@@ -194,6 +199,13 @@ impl Config {
             if d.is_zero() {
                 return Err("security.handshake_timeout must be more than 0".into());
             }
+        }
+        if self
+            .security
+            .heartbeat_interval
+            .is_some_and(|d| d.0 < Duration::from_millis(10))
+        {
+            return Err("security.heartbeat_interval must be at least 10ms".into());
         }
         if self.manager.default_timeout.is_some_and(|d| d.0.is_zero()) {
             return Err("manager.default_timeout must be more than 0".into());

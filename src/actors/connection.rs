@@ -7,8 +7,14 @@
 //! error is logged once, with the peer's address, and closes the connection.
 //! A reply or result too large for one frame is replaced by a failure that
 //! says so, rather than breaking the connection for everyone on it.
+//!
+//! On a quiet connection it sends a heartbeat every interval, and it closes a
+//! connection on which nothing has arrived for three intervals, so a peer
+//! whose host vanished without closing its socket is noticed. Heartbeats are
+//! never forwarded to the owner.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use actix::io::{WriteHandler, Writer};
 use actix::prelude::*;
@@ -17,7 +23,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::messages::{CloseConnection, Inbound, Outbound};
-use crate::protocol::{Established, FrameReader, FrameWriter, Message, Outcome, WireError};
+use crate::protocol::{
+    Established, FrameReader, FrameWriter, Message, Outcome, WireError, SILENT_INTERVALS,
+};
 
 /// One established connection.
 pub struct Connection {
@@ -30,6 +38,10 @@ pub struct Connection {
     codec: FrameWriter,
     scratch: BytesMut,
     failure: Option<String>,
+    heartbeat: Duration,
+    heard: bool,
+    spoke: bool,
+    silent_ticks: u32,
 }
 
 impl Connection {
@@ -47,12 +59,60 @@ impl Connection {
             // connection holds no write buffer.
             scratch: BytesMut::new(),
             failure: None,
+            heartbeat: est.heartbeat,
+            heard: false,
+            spoke: false,
+            silent_ticks: 0,
         }
     }
 
     /// Address of the peer.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Once per heartbeat interval: say something if nothing was said, and
+    /// give up on a peer that has said nothing for `SILENT_INTERVALS`.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::take(&mut self.heard) {
+            self.silent_ticks = 0;
+        } else {
+            self.silent_ticks += 1;
+            if self.silent_ticks >= SILENT_INTERVALS {
+                log::warn!(
+                    "[{} {}] closing: silent for {}",
+                    self.label,
+                    self.peer,
+                    humantime::format_duration(self.heartbeat * SILENT_INTERVALS)
+                );
+                self.failure = Some("peer silent".to_string());
+                ctx.stop();
+                return;
+            }
+        }
+        if !std::mem::take(&mut self.spoke) {
+            self.send(Message::Heartbeat {}, ctx);
+        }
+    }
+
+    fn send(&mut self, msg: Message, ctx: &mut Context<Self>) {
+        let Some(w) = self.writer.as_mut() else {
+            return;
+        };
+        log::trace!("[{} {}] -> {}", self.label, self.peer, msg.kind());
+        self.spoke = true;
+        self.scratch.clear();
+        let encoded = match self.codec.encode(&msg, &mut self.scratch) {
+            Err(WireError::FrameTooLarge { len, max }) => match too_large(msg, len, max) {
+                Some(substitute) => self.codec.encode(substitute, &mut self.scratch),
+                None => Err(WireError::FrameTooLarge { len, max }),
+            },
+            other => other,
+        };
+        match encoded {
+            Ok(()) => w.write(&self.scratch),
+            Err(e) => self.fail(&e, ctx),
+        }
     }
 
     fn fail(&mut self, err: &WireError, ctx: &mut Context<Self>) {
@@ -72,6 +132,9 @@ impl Actor for Connection {
         if let Some(reader) = self.reader.take() {
             ctx.add_stream(reader);
         }
+        if !self.heartbeat.is_zero() {
+            ctx.run_interval(self.heartbeat, |act, ctx| act.tick(ctx));
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -84,7 +147,10 @@ impl StreamHandler<Result<Message, WireError>> for Connection {
         match item {
             Ok(msg) => {
                 log::trace!("[{} {}] <- {}", self.label, self.peer, msg.kind());
-                self.owner.do_send(Inbound::Frame(msg));
+                self.heard = true;
+                if msg != (Message::Heartbeat {}) {
+                    self.owner.do_send(Inbound::Frame(msg));
+                }
             }
             Err(e) => self.fail(&e, ctx),
         }
@@ -107,22 +173,7 @@ impl Handler<Outbound> for Connection {
     type Result = ();
 
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
-        let Some(w) = self.writer.as_mut() else {
-            return;
-        };
-        log::trace!("[{} {}] -> {}", self.label, self.peer, msg.0.kind());
-        self.scratch.clear();
-        let encoded = match self.codec.encode(&msg.0, &mut self.scratch) {
-            Err(WireError::FrameTooLarge { len, max }) => match too_large(msg.0, len, max) {
-                Some(substitute) => self.codec.encode(substitute, &mut self.scratch),
-                None => Err(WireError::FrameTooLarge { len, max }),
-            },
-            other => other,
-        };
-        match encoded {
-            Ok(()) => w.write(&self.scratch),
-            Err(e) => self.fail(&e, ctx),
-        }
+        self.send(msg.0, ctx);
     }
 }
 

@@ -25,7 +25,7 @@ use tokio_util::codec::{Encoder, FramedRead};
 
 use super::codec::{FrameReader, FrameWriter, IDLE_READ_BUFFER, LEN_PREFIX};
 use super::crypto::{fill_random, MasterKey, NONCE_LEN};
-use super::{Message, Role, WireError, PROTOCOL_VERSION};
+use super::{Message, Role, WireError, DEFAULT_HEARTBEAT, PROTOCOL_VERSION};
 
 /// Magic bytes that open a hello frame.
 pub const HELLO_MAGIC: &[u8; 4] = b"ARGN";
@@ -41,15 +41,20 @@ pub struct HandshakeSettings {
     pub max_frame: usize,
     /// Bound on the whole handshake.
     pub timeout: Duration,
+    /// A quiet connection sends a heartbeat this often; a peer silent for
+    /// three intervals is disconnected.
+    pub heartbeat: Duration,
 }
 
 impl HandshakeSettings {
-    /// Settings with the default frame limit and a 5 s timeout.
+    /// Settings with the default frame limit, a 5 s handshake timeout and
+    /// a 5 s heartbeat.
     pub fn new(key: MasterKey) -> HandshakeSettings {
         HandshakeSettings {
             key: Arc::new(key),
             max_frame: super::DEFAULT_MAX_FRAME,
             timeout: Duration::from_secs(5),
+            heartbeat: DEFAULT_HEARTBEAT,
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct Established {
     pub peer_agent: String,
     /// Peer's address.
     pub peer_addr: SocketAddr,
+    /// Heartbeat interval (from the settings).
+    pub heartbeat: Duration,
 }
 
 /// Connects as `role` (client or worker) over an already connected stream.
@@ -206,6 +213,7 @@ async fn run(
         peer_role,
         peer_agent,
         peer_addr,
+        heartbeat: settings.heartbeat,
     })
 }
 

@@ -274,6 +274,9 @@ pub enum Message {
     },
     /// Worker → manager: shutting down; send no more tasks.
     Drain {},
+    /// Either way, on an otherwise quiet connection: "still here". A peer
+    /// silent for three heartbeat intervals is taken for gone.
+    Heartbeat {},
     /// Either way: a protocol error, sent just before closing.
     Error {
         /// One line for a person.
@@ -308,6 +311,7 @@ impl Message {
             Message::Finished { .. } => "finished",
             Message::Refused { .. } => "refused",
             Message::Drain {} => "drain",
+            Message::Heartbeat {} => "heartbeat",
             Message::Error { .. } => "error",
         }
     }

@@ -20,6 +20,12 @@ pub use message::*;
 /// Version of the wire protocol spoken by this build.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Default heartbeat interval on quiet connections.
+pub const DEFAULT_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Heartbeat intervals a peer may stay silent before it is taken for gone.
+pub const SILENT_INTERVALS: u32 = 3;
+
 /// Default largest frame body accepted or sent: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 

@@ -156,7 +156,15 @@ class Connection:
         self.send_counter += 1
 
     def recv(self):
-        """Next message; raises InvalidTag if it does not open, Closed on EOF."""
+        """Next message other than a heartbeat; raises InvalidTag if it does
+        not open, Closed on EOF."""
+        while True:
+            msg = self.recv_any()
+            if msg != {"heartbeat": {}}:
+                return msg
+
+    def recv_any(self):
+        """Next message, heartbeats included."""
         (length,) = struct.unpack(">I", self._read_exact(4))
         check(COUNTER_LEN + TAG_LEN <= length <= MAX_FRAME, f"bad frame length {length}")
         body = self._read_exact(length)
