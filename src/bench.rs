@@ -15,7 +15,6 @@ use crate::cli::{Failure, EXIT_FAILED};
 use crate::client::{Client, ClientConfig};
 use crate::load::{self, spread, LoadSpec};
 use crate::protocol::Value;
-use crate::runtime::Cluster;
 
 /// What to run and how hard.
 #[derive(Debug, Clone)]
@@ -137,14 +136,7 @@ pub async fn run_on_cluster(
         queue_factor,
         ..ManagerSettings::default()
     };
-    let cluster = Cluster::start(workers, capacity, 0, settings)
-        .await
-        .map_err(|e| {
-            Failure::new(
-                EXIT_FAILED,
-                format!("cannot start the embedded cluster: {e}"),
-            )
-        })?;
+    let cluster = crate::cli::start_cluster(workers, capacity, 0, settings).await?;
     let config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
     let report = run(config, plan, show_progress).await;
     cluster.shutdown(Duration::from_secs(2)).await;

@@ -312,6 +312,23 @@ pub fn default_log_level(cmd: &Command) -> log::LevelFilter {
     }
 }
 
+/// Starts an embedded cluster on 127.0.0.1; a failure is exit 1 with one line.
+pub async fn start_cluster(
+    workers: usize,
+    capacity: usize,
+    port: u16,
+    settings: ManagerSettings,
+) -> Result<runtime::Cluster, Failure> {
+    runtime::Cluster::start(workers, capacity, port, settings)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                EXIT_FAILED,
+                format!("cannot start the embedded cluster: {e}"),
+            )
+        })
+}
+
 /// Runs a parsed command line. Returns the exit code's failure, if any.
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let config = load_config(cli.config.as_deref())?;
@@ -678,9 +695,7 @@ async fn cluster(a: ClusterArgs) -> Result<(), Failure> {
         queue_factor: a.queue_factor,
         ..ManagerSettings::default()
     };
-    let c = runtime::Cluster::start(a.workers as usize, a.capacity as usize, a.port, settings)
-        .await
-        .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot start the cluster: {e}")))?;
+    let c = start_cluster(a.workers as usize, a.capacity as usize, a.port, settings).await?;
     outln!("argon manager listening on {}", c.manager.addr);
     outln!("key file: {}", c.key_path.display());
     outln!(

@@ -13,7 +13,6 @@ use crate::cli::{Failure, EXIT_FAILED};
 use crate::client::{Client, ClientConfig};
 use crate::load::{self, LoadSpec};
 use crate::protocol::Value;
-use crate::runtime::Cluster;
 
 const WORKERS: usize = 2;
 const SLOTS: usize = 4;
@@ -44,14 +43,7 @@ pub fn progress_bar(total: u32) -> ProgressBar {
 pub async fn run(tasks: u32, clients: u32, window: u32) -> Result<(), Failure> {
     let settings = ManagerSettings::default();
     let queue_factor = settings.queue_factor as usize;
-    let cluster = Cluster::start(WORKERS, SLOTS, 0, settings)
-        .await
-        .map_err(|e| {
-            Failure::new(
-                EXIT_FAILED,
-                format!("cannot start the embedded cluster: {e}"),
-            )
-        })?;
+    let cluster = crate::cli::start_cluster(WORKERS, SLOTS, 0, settings).await?;
     let capacity = WORKERS * SLOTS;
     outln!(
         "Embedded cluster on {}: {WORKERS} workers x {SLOTS} slots = capacity {capacity}, queue bound {}.",
