@@ -90,6 +90,16 @@ struct Running {
     started: Instant,
 }
 
+/// Whose task a worker's report is about.
+enum Report {
+    /// A task running on that worker, now taken out of the running set.
+    Mine(Running),
+    /// A task running on another worker.
+    Elsewhere,
+    /// No task this manager knows of.
+    Unknown,
+}
+
 /// The manager actor. See the module docs.
 pub struct Manager {
     settings: ManagerSettings,
@@ -204,6 +214,23 @@ impl Manager {
         );
         self.reply(r.task, TaskOutcome::Failed(msg));
         self.dispatch(ctx);
+    }
+
+    /// Takes task `id` out of the running set if it runs on `worker`. A report
+    /// about a task that runs elsewhere is logged (with `verb`) and ignored.
+    fn take_running(&mut self, id: TaskId, worker: WorkerId, verb: &str) -> Report {
+        match self.running.remove(&id) {
+            Some(run) if run.worker == worker => Report::Mine(run),
+            Some(run) => {
+                log::warn!(
+                    "worker {worker} {verb} task {id} that runs on worker {}; ignored",
+                    run.worker
+                );
+                self.running.insert(id, run);
+                Report::Elsewhere
+            }
+            None => Report::Unknown,
+        }
     }
 
     /// Moves queue heads that waited too long one level up.
@@ -385,19 +412,10 @@ impl Handler<TaskFinished> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: TaskFinished, ctx: &mut Self::Context) {
-        let run = match self.running.remove(&msg.task) {
-            Some(run) if run.worker == msg.worker => run,
-            Some(run) => {
-                log::warn!(
-                    "worker {} answered task {} that runs on worker {}; ignored",
-                    msg.worker,
-                    msg.task,
-                    run.worker
-                );
-                self.running.insert(msg.task, run);
-                return;
-            }
-            None => {
+        let run = match self.take_running(msg.task, msg.worker, "answered") {
+            Report::Mine(run) => run,
+            Report::Elsewhere => return,
+            Report::Unknown => {
                 if !self.sched.clear_phantom(msg.worker) {
                     log::debug!("result for unknown task {} ignored", msg.task);
                 }
@@ -421,19 +439,8 @@ impl Handler<TaskRefused> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: TaskRefused, ctx: &mut Self::Context) {
-        let run = match self.running.remove(&msg.task) {
-            Some(run) if run.worker == msg.worker => run,
-            Some(run) => {
-                log::warn!(
-                    "worker {} refused task {} that runs on worker {}; ignored",
-                    msg.worker,
-                    msg.task,
-                    run.worker
-                );
-                self.running.insert(msg.task, run);
-                return;
-            }
-            None => return,
+        let Report::Mine(run) = self.take_running(msg.task, msg.worker, "refused") else {
+            return;
         };
         self.sched.mark_phantom(msg.worker);
         let mut task = run.task;
