@@ -542,6 +542,7 @@ pub struct WorkerCli {
 pub fn worker_main(registry: TaskRegistry) -> std::process::ExitCode {
     let cli = WorkerCli::parse();
     init_logging(log::LevelFilter::Info, cli.verbose, cli.quiet);
+    install_panic_hook();
     let result = load_config(cli.config.as_deref()).and_then(|config| {
         actix::System::new().block_on(run_worker(cli.worker, &config, registry))
     });
@@ -560,6 +561,29 @@ pub fn init_logging(base: log::LevelFilter, verbose: u8, quiet: u8) {
         b.parse_filters(&spec);
     }
     b.format_timestamp_millis().init();
+}
+
+/// Makes a panic one log line instead of the default multi-line report. A
+/// panic inside a task is caught and answered as that task's failure; this
+/// keeps the worker's log to one line for it too.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let p = info.payload();
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let thread = std::thread::current();
+        log::error!(
+            "panic in thread {}{at}: {what}",
+            thread.name().unwrap_or("unnamed")
+        );
+    }));
 }
 
 /// Prints a failure as one line on stderr and turns it into an exit code.

@@ -12,5 +12,6 @@ fn main() -> ExitCode {
         cli.verbose,
         cli.quiet,
     );
+    argon::cli::install_panic_hook();
     argon::cli::exit_code(argon::cli::run(cli))
 }
