@@ -477,11 +477,13 @@ pub async fn run_worker(
     if allow_eval {
         registry.enable_eval(config.eval.clone());
     }
+    let mgr = a
+        .mgr
+        .or_else(|| config.worker.mgr.clone())
+        .unwrap_or_else(|| DEFAULT_MGR.into());
+    check_mgr_addr(&mgr)?;
     let settings = WorkerSettings {
-        mgr: a
-            .mgr
-            .or_else(|| config.worker.mgr.clone())
-            .unwrap_or_else(|| DEFAULT_MGR.into()),
+        mgr,
         capacity,
         allow_eval,
         handshake: hs,
@@ -605,6 +607,22 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config, Failure> {
     }
 }
 
+/// A manager address must be `HOST:PORT`; anything else is bad usage (2),
+/// not an unreachable manager (69).
+fn check_mgr_addr(mgr: &str) -> Result<(), Failure> {
+    let ok = mgr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            EXIT_USAGE,
+            format!("invalid manager address {mgr:?}: expected HOST:PORT, e.g. 127.0.0.1:8000"),
+        ))
+    }
+}
+
 fn client_config(a: &ClientArgs, config: &Config) -> Result<ClientConfig, Failure> {
     let hs = handshake_settings(&a.key, config)?;
     let mgr = a
@@ -612,6 +630,7 @@ fn client_config(a: &ClientArgs, config: &Config) -> Result<ClientConfig, Failur
         .clone()
         .or_else(|| config.client.mgr.clone())
         .unwrap_or_else(|| DEFAULT_MGR.into());
+    check_mgr_addr(&mgr)?;
     let mut c = ClientConfig::new(mgr, hs);
     c.retry = config.client.retry.unwrap_or(false);
     Ok(c)

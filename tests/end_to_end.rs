@@ -815,3 +815,25 @@ fn closed_stdout_is_not_a_panic() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+/// A manager address that is not HOST:PORT is bad usage (exit 2) for
+/// clients and workers alike, not an unreachable manager (69).
+#[test]
+fn malformed_manager_address_is_bad_usage() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    for (cmd, extra) in [
+        ("submit", vec!["echo"]),
+        ("ping", vec![]),
+        ("worker", vec![]),
+    ] {
+        for mgr in ["nonsense", "host:", ":8000", "host:99999"] {
+            let out = argon([cmd, "--mgr", mgr, "--key"])
+                .arg(&key)
+                .args(&extra)
+                .run();
+            assert_eq!(out.code, Some(2), "{cmd} --mgr {mgr}: {out}");
+            assert!(out.stderr.contains("invalid manager address"), "{out}");
+        }
+    }
+}
