@@ -146,14 +146,18 @@ impl Decoder for FrameReader {
             Err(e) => return Err(frame_error(e, self.max_frame, src)),
         };
         let plain = self.opener.open_in_place(&mut body)?;
-        self.frames_read += 1;
+        let msg = decode_message(&body[plain])?;
+        if msg != (Message::Heartbeat {}) {
+            self.frames_read += 1;
+        }
         // A connection starts with a small read buffer (IDLE_READ_BUFFER);
-        // once it carries traffic past the handshake's auth frame, it gets
-        // room for bursts, so a busy peer costs no extra reads.
+        // once it carries traffic past the handshake's auth frame (heartbeats
+        // do not count), it gets room for bursts, so a busy peer costs no
+        // extra reads.
         if self.frames_read == 2 && src.capacity() < BUSY_READ_BUFFER {
             src.reserve(BUSY_READ_BUFFER - src.len().min(BUSY_READ_BUFFER));
         }
-        decode_message(&body[plain]).map(Some)
+        Ok(Some(msg))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, WireError> {
