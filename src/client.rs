@@ -299,7 +299,8 @@ impl Client {
     /// base = max(min_backoff, the manager's retry_after), capped at max_backoff.
     fn retry_delay(&self, n: u32, retry_after: Duration) -> Duration {
         let c = &self.inner.config;
-        let base = c.min_backoff.max(retry_after);
+        // The manager's estimate is capped first: it comes off the wire.
+        let base = c.min_backoff.max(retry_after.min(c.max_backoff));
         let jitter = 1.0 + (getrandom::u64().unwrap_or(0) % 1000) as f64 / 4000.0;
         base.mul_f64((1.0 + f64::from(n).ln()) * jitter)
             .min(c.max_backoff)

@@ -110,3 +110,92 @@ fn oversized_request_fails_alone() {
         .expect("the connection still works");
     assert_eq!(small, Value::Binary(vec![1; 100]));
 }
+
+/// Values off the wire that are far too large do not crash anyone: a task
+/// with a timeout of u64::MAX milliseconds runs normally on the real worker.
+#[test]
+fn absurd_timeout_is_harmless() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let m = Manager::start(&key);
+    let mut w = m.add_worker(1, 1);
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::connect(config(&m, 1 << 20)))
+        .expect("connect");
+    let opts = argon::QueueOptions {
+        timeout: Some(Duration::from_millis(u64::MAX)),
+        ..Default::default()
+    };
+    let got = rt
+        .block_on(async {
+            tokio::time::timeout(LIMIT, client.queue_with("echo", Value::from(7), &opts)).await
+        })
+        .expect("bounded");
+    assert_eq!(got.expect("runs"), Value::from(7));
+    assert!(w.proc.is_running(), "worker died: {}", w.proc.stderr());
+    assert!(!w.proc.stderr().contains("panic"), "{}", w.proc.stderr());
+}
+
+/// A manager's `retry_after` of u64::MAX ms is capped by the client's own
+/// maximum backoff: the retry comes soon and succeeds.
+#[test]
+fn absurd_retry_after_is_capped_by_the_client() {
+    use argon::protocol::handshake;
+    use argon::protocol::{Message, Outcome};
+    use bytes::BytesMut;
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Encoder;
+
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hs = HandshakeSettings::new(MasterKey::load(&key).expect("key"));
+        let fake = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.expect("accept");
+            let mut est = handshake::accept(s, &hs).await.expect("handshake");
+            let mut denied = false;
+            while let Some(Ok(msg)) = est.reader.next().await {
+                let Message::Submit(sub) = msg else { continue };
+                let outcome = if denied {
+                    Outcome::Done { value: sub.args }
+                } else {
+                    denied = true;
+                    Outcome::Denied {
+                        reason: "queue full".into(),
+                        retry_after_ms: u64::MAX,
+                    }
+                };
+                let mut buf = BytesMut::new();
+                est.writer
+                    .encode(
+                        Message::Reply {
+                            id: sub.id,
+                            outcome,
+                        },
+                        &mut buf,
+                    )
+                    .expect("encode");
+                est.write.write_all(&buf).await.expect("write");
+            }
+        });
+        let mut cfg = ClientConfig::new(
+            addr.to_string(),
+            HandshakeSettings::new(MasterKey::load(&key).expect("key")),
+        );
+        cfg.retry = true;
+        cfg.max_backoff = Duration::from_millis(50);
+        let client = Client::connect(cfg).await.expect("connect");
+        let got = tokio::time::timeout(LIMIT, client.queue("echo", Value::from("x")))
+            .await
+            .expect("the retry comes within the bound");
+        assert_eq!(got.expect("second try succeeds"), Value::from("x"));
+        fake.abort();
+    });
+}

@@ -73,7 +73,8 @@ impl Handler<ExecuteTask> for WorkerSlot {
         let task_ctx = crate::task::TaskContext {
             task_id: run.task,
             name: name.clone(),
-            deadline: run.timeout.map(|t| since + t),
+            // A timeout too far out to represent is no deadline at all.
+            deadline: run.timeout.and_then(|t| since.checked_add(t)),
         };
         let timeout = run.timeout;
         let args = run.args;
