@@ -1,13 +1,15 @@
 //! `WorkerSlot`: runs one task at a time for its [`WorkerPool`](crate::actors::WorkerPool).
 //!
-//! The task's future runs on its own tokio task, so a panic in it is caught
-//! (as a `JoinError`) and reported as a failure, and a timeout aborts it; the
-//! slot itself never dies with the task.
+//! The task's future runs inside the slot's own actor future, under
+//! `catch_unwind`: a panic in it is caught and reported as a failure, and a
+//! timeout drops (cancels) it; the slot itself never dies with the task.
+//! Blocking work runs on a blocking thread (see [`crate::task::run_blocking`]).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 
 use crate::messages::*;
 use crate::task::{panic_text, TaskRegistry};
@@ -86,29 +88,25 @@ impl Handler<ExecuteTask> for WorkerSlot {
                     format!("this worker does not provide task {name}")
                 });
             };
-            let handle = tokio::spawn(func(task_ctx, args));
-            let abort = handle.abort_handle();
+            // Run in place; a panic unwinds to catch_unwind and a timeout
+            // drops (cancels) the future.
+            let fut = std::panic::AssertUnwindSafe(func(task_ctx, args)).catch_unwind();
             let joined = match timeout {
-                Some(limit) => match tokio::time::timeout(limit, handle).await {
+                Some(limit) => match tokio::time::timeout(limit, fut).await {
                     Ok(j) => j,
                     Err(_) => {
-                        abort.abort();
                         return TaskOutcome::Failed(format!(
                             "task {name} timed out after {}",
                             humantime::format_duration(limit)
                         ));
                     }
                 },
-                None => handle.await,
+                None => fut.await,
             };
             match joined {
                 Ok(Ok(value)) => TaskOutcome::Done(value),
                 Ok(Err(e)) => TaskOutcome::Failed(e.0),
-                Err(e) if e.is_panic() => TaskOutcome::Failed(format!(
-                    "task {name} panicked: {}",
-                    panic_text(e.into_panic())
-                )),
-                Err(_) => TaskOutcome::Failed(format!("task {name} was cancelled")),
+                Err(p) => TaskOutcome::Failed(format!("task {name} panicked: {}", panic_text(p))),
             }
         };
         work.into_actor(self)
