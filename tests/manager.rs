@@ -886,3 +886,41 @@ async fn default_attempts_apply_to_tasks_without_a_number() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(failure(&got[0].1).contains("tried 2 times"), "{got:?}");
 }
+
+/// A timed task that was refused and started again elsewhere is timed from
+/// its new start: the timer of its first start does not expire it.
+#[actix::test]
+async fn timer_of_a_refused_start_does_not_expire_the_restarted_task() {
+    let mgr = paused_manager(3);
+    let mut s = Session::start();
+    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
+    let timed = TaskSpec {
+        timeout: Some(Duration::from_secs(1)),
+        ..spec("t", Priority::Normal)
+    };
+    let id = accept(&mgr, 1, &s, 1, timed).await;
+    assert_eq!(assigned(&mut a_link).await, vec![id]);
+    let (b, mut b_link) = register(&mgr, 1, &["t"]).await;
+
+    tokio::time::advance(Duration::from_millis(2_500)).await;
+    within(
+        "TaskRefused",
+        mgr.send(TaskRefused {
+            worker: a,
+            task: id,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(assigned(&mut b_link).await, vec![id]);
+    // The first start's timer (1 s + 2 s grace) fires here; the task is 1 s
+    // into its second start and must not be answered.
+    tokio::time::advance(Duration::from_millis(1_000)).await;
+    assert!(replies(&mut s).await.is_empty(), "expired by a stale timer");
+
+    finish(&mgr, b, id).await;
+    assert_eq!(
+        replies(&mut s).await,
+        vec![(1, TaskOutcome::Done(Value::from(id)))]
+    );
+}

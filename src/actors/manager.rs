@@ -88,6 +88,9 @@ struct Running {
     task: Pending,
     worker: WorkerId,
     started: Instant,
+    /// Which start of the task this is (unique per manager), so a timeout
+    /// timer of an earlier start never expires a later one.
+    start: u64,
 }
 
 /// Whose task a worker's report is about.
@@ -108,6 +111,7 @@ pub struct Manager {
     queues: [VecDeque<Pending>; 3],
     running: IdMap<Running>,
     next_task: TaskId,
+    starts: u64,
     avg_us: Option<f64>,
     completed: u64,
     denied: u64,
@@ -123,6 +127,7 @@ impl Manager {
             queues: Default::default(),
             running: IdMap::default(),
             next_task: random_task_id_base(),
+            starts: 0,
             avg_us: None,
             completed: 0,
             denied: 0,
@@ -170,10 +175,12 @@ impl Manager {
             return;
         };
         task.started_times += 1;
+        self.starts += 1;
+        let start = self.starts;
         if let Some(limit) = task.spec.timeout {
-            let (id, run) = (task.id, task.started_times);
+            let id = task.id;
             ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
-                act.expire(id, run, limit, ctx)
+                act.expire(id, start, limit, ctx)
             });
         }
         self.sched.assign(worker);
@@ -189,6 +196,7 @@ impl Manager {
                 task,
                 worker,
                 started: Instant::now(),
+                start,
             },
         );
     }
@@ -196,10 +204,9 @@ impl Manager {
     /// Answers a task whose worker has not reported by its timeout plus the
     /// grace. The worker's slot stays counted as busy (a phantom) until the
     /// worker reports that task after all.
-    fn expire(&mut self, id: TaskId, run: u32, limit: Duration, ctx: &mut Context<Self>) {
-        match self.running.get(&id) {
-            Some(r) if r.task.started_times == run => {}
-            _ => return,
+    fn expire(&mut self, id: TaskId, start: u64, limit: Duration, ctx: &mut Context<Self>) {
+        if !self.running.get(&id).is_some_and(|r| r.start == start) {
+            return;
         }
         let r = self.running.remove(&id).expect("checked above");
         self.sched.mark_phantom(r.worker);
