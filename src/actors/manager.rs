@@ -205,7 +205,7 @@ impl Manager {
     /// grace. The worker's slot stays counted as busy (a phantom) until the
     /// worker reports that task after all.
     fn expire(&mut self, id: TaskId, start: u64, limit: Duration, ctx: &mut Context<Self>) {
-        if !self.running.get(&id).is_some_and(|r| r.start == start) {
+        if self.running.get(&id).is_none_or(|r| r.start != start) {
             return;
         }
         let r = self.running.remove(&id).expect("checked above");
