@@ -71,14 +71,13 @@ pub async fn run(
     show_progress: bool,
 ) -> Result<BenchReport, Failure> {
     let clients = plan.clients.clamp(1, plan.concurrency.max(1));
-    let mut config = config;
-    config.retry = true;
-    config.min_backoff = Duration::from_millis(1);
-    config.max_backoff = Duration::from_millis(200);
-    let mut conns = Vec::new();
-    for _ in 0..clients {
-        conns.push(Client::connect(config.clone()).await?);
-    }
+    let conns = load::connect_retrying(
+        config,
+        clients,
+        Duration::from_millis(1),
+        Duration::from_millis(200),
+    )
+    .await?;
     let args = plan
         .args
         .clone()

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::actors::ManagerSettings;
 use crate::cli::{Failure, EXIT_FAILED};
-use crate::client::{Client, ClientConfig};
+use crate::client::ClientConfig;
 use crate::load::{self, LoadSpec};
 use crate::protocol::Value;
 
@@ -56,14 +56,14 @@ pub async fn run(tasks: u32, clients: u32, window: u32) -> Result<(), Failure> {
     );
     outln!("far more than fits: the manager denies the excess at once and clients retry on a backoff.\n");
 
-    let mut config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
-    config.retry = true;
-    config.min_backoff = Duration::from_millis(5);
-    config.max_backoff = Duration::from_millis(500);
-    let mut conns = Vec::new();
-    for _ in 0..clients {
-        conns.push(Client::connect(config.clone()).await?);
-    }
+    let config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
+    let conns = load::connect_retrying(
+        config,
+        clients,
+        Duration::from_millis(5),
+        Duration::from_millis(500),
+    )
+    .await?;
     let pb = progress_bar(tasks);
     let spec = LoadSpec {
         tasks,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use indicatif::ProgressBar;
 
-use crate::client::{Client, QueueOptions};
+use crate::client::{Client, ClientConfig, ClientError, QueueOptions};
 use crate::protocol::Value;
 
 /// Makes the task (name, arguments) for index `i`.
@@ -81,6 +81,24 @@ pub struct LoadSpec {
     pub make: TaskMaker,
     /// Whether a result must equal its arguments (true for `echo`).
     pub check_echo: bool,
+}
+
+/// Opens `n` connections with `config`, retrying denials on a backoff
+/// between `min_backoff` and `max_backoff`.
+pub async fn connect_retrying(
+    mut config: ClientConfig,
+    n: u32,
+    min_backoff: Duration,
+    max_backoff: Duration,
+) -> Result<Vec<Client>, ClientError> {
+    config.retry = true;
+    config.min_backoff = min_backoff;
+    config.max_backoff = max_backoff;
+    let mut conns = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        conns.push(Client::connect(config.clone()).await?);
+    }
+    Ok(conns)
 }
 
 /// Spreads `total` tasks in flight over `clients` connections as evenly as possible.
