@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
-use argon::protocol::{FrameReader, FrameWriter, Message, Priority, Submit, Value};
+use argon::protocol::{FrameReader, FrameWriter, FromClient, Priority, Submit, Value};
 use argon::MasterKey;
 
 const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -28,8 +28,8 @@ fn session_key() -> [u8; 32] {
     master.session_keys(&[1; 32], &[2; 32]).0
 }
 
-fn submit(payload: usize) -> Message {
-    Message::Submit(Submit {
+fn submit(payload: usize) -> FromClient {
+    FromClient::Submit(Submit {
         id: 42,
         task: "echo".into(),
         args: Value::Binary(vec![0x5a; payload]),
@@ -50,7 +50,7 @@ fn encode(c: &mut Criterion) {
             let mut buf = BytesMut::with_capacity(size + 256);
             b.iter(|| {
                 buf.clear();
-                writer.encode(black_box(msg), &mut buf).expect("encodes");
+                writer.write(black_box(msg), &mut buf).expect("encodes");
                 black_box(buf.len());
             });
         });
@@ -67,7 +67,7 @@ fn decode(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(label), &msg, |b, msg| {
             b.iter_custom(|iters| {
                 let mut writer = FrameWriter::new(&key, MAX_FRAME);
-                let mut reader = FrameReader::new(&key, MAX_FRAME);
+                let mut reader = FrameReader::<FromClient>::new(&key, MAX_FRAME);
                 let mut total = Duration::ZERO;
                 let mut left = iters;
                 while left > 0 {
@@ -75,7 +75,7 @@ fn decode(c: &mut Criterion) {
                     left -= n;
                     let mut stream = BytesMut::new();
                     for _ in 0..n {
-                        writer.encode(msg, &mut stream).expect("encodes");
+                        writer.write(msg, &mut stream).expect("encodes");
                     }
                     let start = Instant::now();
                     for _ in 0..n {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
-use argon::actors::scheduler::Scheduler;
+use argon::actors::manager::scheduler::Scheduler;
 
 /// A registry of `n` workers with 4 slots each, providing the stock tasks,
 /// with spread-out average task times and about half of them busy, so the
@@ -24,12 +24,13 @@ fn registry(n: usize) -> Scheduler {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let tasks = vec!["echo".to_string(), "sleep".to_string()];
-        ids.push(s.add(format!("127.0.0.1:{}", 10_000 + i), 4, tasks, i % 2 == 0));
+        ids.push(s.add(format!("127.0.0.1:{}", 10_000 + i), 4, tasks, i % 2 == 0, &[]));
     }
     for (i, &id) in ids.iter().enumerate() {
-        s.assign(id);
+        let slot = s.assign(id).expect("a free slot");
         s.release(
             id,
+            slot,
             Some(Duration::from_micros(50 + (i as u64 * 7919) % 500)),
         );
         if i % 2 == 0 {
@@ -48,8 +49,8 @@ fn route(c: &mut Criterion) {
             b.iter(|| {
                 round += 1;
                 let id = s.pick(black_box("echo")).expect("an idle worker");
-                s.assign(id);
-                s.release(id, Some(Duration::from_micros(50 + round % 97)));
+                let slot = s.assign(id).expect("a free slot");
+                s.release(id, slot, Some(Duration::from_micros(50 + round % 97)));
                 black_box(id)
             });
         });

@@ -4,7 +4,8 @@
 //! socket and the table of pending requests, so there is no lock per message:
 //! callers hand it a request and a oneshot for the answer. If the connection
 //! drops, every pending call fails with [`ClientError::Disconnected`] and the
-//! next call reconnects.
+//! next call reconnects. [`Client::submit`] hands out a [`Submitted`] task
+//! that can be cancelled while it waits or runs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,8 @@ use tokio_util::codec::FramedWrite;
 
 use crate::protocol::handshake::{self, HandshakeSettings};
 use crate::protocol::{
-    ClusterStatus, Message, Outcome, Priority, Role, Submit, Value, WireError, SILENT_INTERVALS,
+    value_depth, ClusterStatus, FromClient, Liveness, Outcome, Priority, Role, Submit, Tick,
+    ToClient, Value, WireError, MAX_VALUE_DEPTH,
 };
 
 /// How a client reaches its manager.
@@ -132,12 +134,66 @@ pub struct Completed {
     pub denials: u32,
 }
 
-type Answer = Result<Message, ClientError>;
+type Answer = Result<ToClient, ClientError>;
 
 struct Request {
-    msg: Message,
+    msg: FromClient,
     id: u64,
-    reply: oneshot::Sender<Answer>,
+    /// Where the answer goes; `None` for a message that gets none (cancel).
+    reply: Option<oneshot::Sender<Answer>>,
+}
+
+/// A task sent with [`Client::submit`]: wait for its answer with
+/// [`Submitted::result`], or stop it with [`Submitted::cancel`].
+pub struct Submitted {
+    client: Client,
+    id: u64,
+    answer: oneshot::Receiver<Answer>,
+}
+
+impl Submitted {
+    /// The request id it was submitted under (what `cancel` names).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Asks the manager to cancel it: if it still waits or runs, its result
+    /// is the failure "cancelled by the client". Returns once sent.
+    pub async fn cancel(&self) -> Result<(), ClientError> {
+        self.client.cancel(self.id).await
+    }
+
+    /// Waits for its answer. A deny is [`ClientError::Denied`]: a submitted
+    /// task is not retried.
+    pub async fn result(self) -> Result<Value, ClientError> {
+        let answer = self
+            .answer
+            .await
+            .unwrap_or_else(|_| Err(ClientError::Disconnected("connection closed".into())))?;
+        match answer {
+            ToClient::Reply { outcome, .. } => outcome_result(outcome),
+            other => Err(unexpected("a reply", &other)),
+        }
+    }
+}
+
+fn outcome_result(outcome: Outcome) -> Result<Value, ClientError> {
+    match outcome {
+        Outcome::Done { value } => Ok(value),
+        Outcome::Failed { error } => Err(ClientError::Failed(error)),
+        Outcome::Denied {
+            reason,
+            retry_after_ms,
+        } => Err(ClientError::Denied {
+            reason,
+            retry_after: Duration::from_millis(retry_after_ms),
+        }),
+    }
+}
+
+fn unexpected(wanted: &str, got: &ToClient) -> ClientError {
+    use crate::protocol::WireMessage;
+    ClientError::Protocol(format!("expected {wanted}, got {}", got.kind()))
 }
 
 struct Inner {
@@ -192,20 +248,65 @@ impl Client {
         guard.as_ref().filter(|tx| !tx.is_closed()).cloned()
     }
 
-    async fn call(&self, make: impl FnOnce(u64) -> Message) -> Answer {
+    /// Hands a request to the driver; the receiver gets its answer.
+    async fn start(
+        &self,
+        make: impl FnOnce(u64) -> FromClient,
+    ) -> Result<(u64, oneshot::Receiver<Answer>), ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         let req = Request {
             msg: make(id),
             id,
-            reply,
+            reply: Some(reply),
         };
         let tx = self.sender().await?;
         if tx.send(req).is_err() {
             return Err(ClientError::Disconnected("connection closed".into()));
         }
+        Ok((id, rx))
+    }
+
+    async fn call(&self, make: impl FnOnce(u64) -> FromClient) -> Answer {
+        let (_, rx) = self.start(make).await?;
         rx.await
             .unwrap_or_else(|_| Err(ClientError::Disconnected("connection closed".into())))
+    }
+
+    /// Sends `task` and returns at once with a handle to its answer, for
+    /// waiting on or cancelling it. A deny is the handle's result (no retry).
+    pub async fn submit(
+        &self,
+        task: &str,
+        args: Value,
+        opts: &QueueOptions,
+    ) -> Result<Submitted, ClientError> {
+        if value_depth(&args) > MAX_VALUE_DEPTH {
+            return Err(ClientError::TooLarge(format!(
+                "arguments nested deeper than {MAX_VALUE_DEPTH} levels"
+            )));
+        }
+        let (id, answer) = self
+            .start(|id| submit_message(id, task, args, opts))
+            .await?;
+        Ok(Submitted {
+            client: self.clone(),
+            id,
+            answer,
+        })
+    }
+
+    /// Cancels the task submitted under request id `id` on this client's
+    /// current connection; see [`Submitted::cancel`].
+    pub async fn cancel(&self, id: u64) -> Result<(), ClientError> {
+        let tx = self.sender().await?;
+        let req = Request {
+            msg: FromClient::Cancel { id },
+            id,
+            reply: None,
+        };
+        tx.send(req)
+            .map_err(|_| ClientError::Disconnected("connection closed".into()))
     }
 
     /// Runs `task` with `args` at normal priority and returns its result.
@@ -246,51 +347,14 @@ impl Client {
         let retry = opts.retry.unwrap_or(self.inner.config.retry);
         let mut denials = 0u32;
         loop {
-            let answer = self
-                .call(|id| {
-                    Message::Submit(Submit {
-                        id,
-                        task: task.to_string(),
-                        args: args.clone(),
-                        priority: opts.priority,
-                        timeout_ms: opts.timeout.map(|d| d.as_millis() as u64),
-                        attempts: opts.attempts,
-                    })
-                })
-                .await?;
-            match answer {
-                Message::Reply {
-                    outcome: Outcome::Done { value },
-                    ..
-                } => return Ok(Completed { value, denials }),
-                Message::Reply {
-                    outcome: Outcome::Failed { error },
-                    ..
-                } => return Err(ClientError::Failed(error)),
-                Message::Reply {
-                    outcome:
-                        Outcome::Denied {
-                            reason,
-                            retry_after_ms,
-                        },
-                    ..
-                } => {
-                    let retry_after = Duration::from_millis(retry_after_ms);
-                    if !retry {
-                        return Err(ClientError::Denied {
-                            reason,
-                            retry_after,
-                        });
-                    }
+            let result = self.submit(task, args.clone(), opts).await?.result().await;
+            match result {
+                Ok(value) => return Ok(Completed { value, denials }),
+                Err(ClientError::Denied { retry_after, .. }) if retry => {
                     denials += 1;
                     tokio::time::sleep(self.retry_delay(denials, retry_after)).await;
                 }
-                other => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected a reply, got {}",
-                        other.kind()
-                    )))
-                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -326,25 +390,30 @@ impl Client {
     /// Measures one round trip to the manager.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
         let start = Instant::now();
-        match self.call(|id| Message::Ping { id }).await? {
-            Message::Pong { .. } => Ok(start.elapsed()),
-            other => Err(ClientError::Protocol(format!(
-                "expected pong, got {}",
-                other.kind()
-            ))),
+        match self.call(|id| FromClient::Ping { id }).await? {
+            ToClient::Pong { .. } => Ok(start.elapsed()),
+            other => Err(unexpected("pong", &other)),
         }
     }
 
     /// Asks the manager for its status report.
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
-        match self.call(|id| Message::StatusRequest { id }).await? {
-            Message::Status { status, .. } => Ok(status),
-            other => Err(ClientError::Protocol(format!(
-                "expected status, got {}",
-                other.kind()
-            ))),
+        match self.call(|id| FromClient::StatusRequest { id }).await? {
+            ToClient::Status { status, .. } => Ok(status),
+            other => Err(unexpected("status", &other)),
         }
     }
+}
+
+fn submit_message(id: u64, task: &str, args: Value, opts: &QueueOptions) -> FromClient {
+    FromClient::Submit(Submit {
+        id,
+        task: task.to_string(),
+        args,
+        priority: opts.priority,
+        timeout_ms: opts.timeout.map(|d| d.as_millis() as u64),
+        attempts: opts.attempts,
+    })
 }
 
 async fn open(config: &ClientConfig) -> Result<mpsc::UnboundedSender<Request>, ClientError> {
@@ -369,55 +438,58 @@ async fn open(config: &ClientConfig) -> Result<mpsc::UnboundedSender<Request>, C
 }
 
 /// Owns the connection: writes requests (batched per wake-up), matches replies
-/// to pending requests, and fails them all when the connection ends.
+/// to pending requests, keeps the heartbeat rule, and fails every pending
+/// request when the connection ends.
 async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let beat = est.heartbeat;
-    let mut reader = est.reader;
-    let mut writer = FramedWrite::new(est.write, est.writer);
+    let (mut reader, rest) = est.reader::<ToClient>();
+    let mut liveness = Liveness::new(rest.heartbeat);
+    let beat = liveness.interval();
+    let mut writer = FramedWrite::new(rest.write, rest.writer);
     let mut pending: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
     let mut ticks = tokio::time::interval_at(
         tokio::time::Instant::now() + beat,
         beat.max(Duration::from_millis(1)),
     );
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut heard, mut spoke, mut silent) = (false, false, 0u32);
     let reason = loop {
         tokio::select! {
-            _ = ticks.tick(), if !beat.is_zero() => {
-                if std::mem::take(&mut heard) {
-                    silent = 0;
-                } else {
-                    silent += 1;
-                    if silent >= SILENT_INTERVALS {
-                        break Some(format!(
-                            "the manager was silent for {}",
-                            humantime::format_duration(beat * SILENT_INTERVALS)
-                        ));
-                    }
-                }
-                if !std::mem::take(&mut spoke) {
-                    if let Err(e) = writer.send(Message::Heartbeat {}).await {
+            _ = ticks.tick(), if !beat.is_zero() => match liveness.tick() {
+                Tick::Quiet => {}
+                Tick::Beat => {
+                    if let Err(e) = writer.send(FromClient::Heartbeat {}).await {
                         break Some(e.to_string());
                     }
                 }
-            }
+                Tick::Silent => {
+                    break Some(format!(
+                        "the manager was silent for {}",
+                        humantime::format_duration(liveness.silence_limit())
+                    ));
+                }
+            },
             req = rx.recv() => {
-                spoke = true;
+                liveness.spoke();
                 let Some(req) = req else { break None };
                 let mut next = Some(req);
                 let mut failed = None;
                 while let Some(req) = next.take() {
                     match writer.feed(req.msg).await {
                         Ok(()) => {
-                            pending.insert(req.id, req.reply);
+                            if let Some(reply) = req.reply {
+                                pending.insert(req.id, reply);
+                            }
                         }
                         // The encoder checks the size before sealing, so the
                         // connection is intact: only this request fails.
                         Err(e @ WireError::FrameTooLarge { .. }) => {
-                            let _ = req.reply.send(Err(ClientError::TooLarge(e.to_string())));
+                            if let Some(reply) = req.reply {
+                                let _ = reply.send(Err(ClientError::TooLarge(e.to_string())));
+                            }
                         }
                         Err(e) => {
-                            let _ = req.reply.send(Err(ClientError::Disconnected(e.to_string())));
+                            if let Some(reply) = req.reply {
+                                let _ = reply.send(Err(ClientError::Disconnected(e.to_string())));
+                            }
                             failed = Some(e.to_string());
                             break;
                         }
@@ -425,7 +497,7 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
                     next = rx.try_recv().ok();
                 }
                 if failed.is_none() {
-                    if let Err(e) = SinkExt::<Message>::flush(&mut writer).await {
+                    if let Err(e) = SinkExt::<FromClient>::flush(&mut writer).await {
                         failed = Some(e.to_string());
                     }
                 }
@@ -434,9 +506,9 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
                 }
             }
             frame = reader.next() => {
-                heard = true;
+                liveness.heard();
                 match frame {
-                    Some(Ok(Message::Error { message })) => {
+                    Some(Ok(ToClient::Error { message })) => {
                         break Some(format!("manager says: {message}"))
                     }
                     Some(Ok(msg)) => {
@@ -453,7 +525,9 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
     let reason = reason.unwrap_or_else(|| "client closed".to_string());
     rx.close();
     while let Ok(req) = rx.try_recv() {
-        pending.insert(req.id, req.reply);
+        if let Some(reply) = req.reply {
+            pending.insert(req.id, reply);
+        }
     }
     for (_, tx) in pending {
         let _ = tx.send(Err(ClientError::Disconnected(reason.clone())));

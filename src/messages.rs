@@ -1,20 +1,26 @@
 //! Typed messages between actors, grouped by the actor that receives them.
 //!
-//! These never travel on the wire; `crate::protocol::Message` does. The
-//! [`Connection`](crate::actors::Connection) actor converts between the two.
+//! These never travel on the wire; the direction types in
+//! `crate::protocol` do. The [`Connection`](crate::actors::Connection) actor
+//! converts between the two, and sends what it decodes straight to the actor
+//! that handles it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::protocol::{ClusterStatus, Message as WireMessage, Priority, Value, WireError};
+use crate::protocol::{ClusterStatus, Priority, Value};
 
 /// Id the manager gives an accepted task.
 pub type TaskId = u64;
+/// Id the manager gives one run (one start) of a task on a worker slot.
+pub type RunId = u64;
 /// Id the manager gives a registered worker.
 pub type WorkerId = u64;
 /// Id of one client connection on the manager.
 pub type SessionId = u64;
+/// Index of a slot within its worker: `0..capacity`.
+pub type SlotIndex = u32;
 
 /// What a client asks to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,12 +51,12 @@ impl TaskSpec {
     }
 }
 
-/// How a task ended, as the manager reports it to the client's session.
+/// How a task (or one run of it) ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskOutcome {
     /// It returned a value.
     Done(Value),
-    /// It failed or could not run.
+    /// It failed, could not run, or was cancelled.
     Failed(String),
 }
 
@@ -72,8 +78,9 @@ pub enum Rejection {
 
 // ---- to the Manager ----
 
-/// ClientSession → Manager: accept or reject a task. `Ok` carries the
-/// manager's task id; the outcome comes later as a [`TaskReply`] to `reply_to`.
+/// Client connection → Manager: accept or deny a task. The deny is this
+/// message's reply; an accepted task's outcome comes later as a
+/// [`TaskReply`] to `reply_to`.
 #[derive(Message)]
 #[rtype(result = "Result<TaskId, Rejection>")]
 pub struct SubmitTask {
@@ -87,7 +94,19 @@ pub struct SubmitTask {
     pub reply_to: Recipient<TaskReply>,
 }
 
-/// ClientSession → Manager: the client is gone; drop its queued tasks.
+/// Client connection → Manager: cancel the task a session submitted under
+/// `request_id`. If it is still queued or running, its reply says so.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CancelTask {
+    /// The session that submitted it.
+    pub session: SessionId,
+    /// The submit's request id.
+    pub request_id: u64,
+}
+
+/// Client connection → Manager: the client is gone; drop its queued tasks
+/// and cancel its running ones.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ClientGone {
@@ -95,8 +114,8 @@ pub struct ClientGone {
     pub session: SessionId,
 }
 
-/// WorkerLink → Manager: a worker announced itself. Replies with its id, or
-/// why it was refused.
+/// Worker connection → Manager: a worker announced itself. Replies with its
+/// id, or why it was refused.
 #[derive(Message)]
 #[rtype(result = "Result<WorkerId, String>")]
 pub struct RegisterWorker {
@@ -108,33 +127,25 @@ pub struct RegisterWorker {
     pub tasks: Vec<String>,
     /// Whether it accepts eval scripts.
     pub eval: bool,
-    /// Where assignments go.
-    pub link: Recipient<AssignTask>,
+    /// Runs still going in its slots: those slots are not free.
+    pub running: Vec<(RunId, SlotIndex)>,
+    /// Where assignments and cancels go.
+    pub link: Recipient<WorkerOrder>,
 }
 
-/// WorkerLink → Manager: a task ended on a worker.
+/// Worker connection → Manager: a run ended and its slot is free again.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct TaskFinished {
+pub struct RunFinished {
     /// The worker.
     pub worker: WorkerId,
-    /// The task.
-    pub task: TaskId,
+    /// The run.
+    pub run: RunId,
     /// Its outcome.
     pub outcome: TaskOutcome,
 }
 
-/// WorkerLink → Manager: the worker had no idle slot; requeue the task.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct TaskRefused {
-    /// The worker.
-    pub worker: WorkerId,
-    /// The task.
-    pub task: TaskId,
-}
-
-/// WorkerLink → Manager: the worker is draining; assign it nothing more.
+/// Worker connection → Manager: the worker is draining; assign it nothing more.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WorkerDraining {
@@ -142,7 +153,7 @@ pub struct WorkerDraining {
     pub worker: WorkerId,
 }
 
-/// WorkerLink → Manager: the worker's connection is gone.
+/// Worker connection → Manager: the worker's connection is gone.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WorkerLost {
@@ -155,9 +166,15 @@ pub struct WorkerLost {
 #[rtype(result = "ClusterStatus")]
 pub struct GetStatus;
 
+/// Anyone → Manager: each worker's free slots as the manager holds them,
+/// by worker id, sorted. For tests of the capacity invariant.
+#[derive(Message)]
+#[rtype(result = "Vec<(WorkerId, Vec<SlotIndex>)>")]
+pub struct GetCredits;
+
 // ---- from the Manager ----
 
-/// Manager → ClientSession: the one outcome of an accepted task.
+/// Manager → client connection: the one outcome of an accepted task.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct TaskReply {
@@ -167,54 +184,41 @@ pub struct TaskReply {
     pub outcome: TaskOutcome,
 }
 
-/// Manager → WorkerLink: send this task to the worker.
-#[derive(Message, Debug, Clone)]
+/// Manager → worker connection.
+#[derive(Message, Debug, Clone, PartialEq)]
 #[rtype(result = "()")]
-pub struct AssignTask {
-    /// Manager's task id.
-    pub task: TaskId,
-    /// Task name.
-    pub name: String,
-    /// Arguments.
-    pub args: Value,
-    /// Deadline, if any.
-    pub timeout: Option<Duration>,
+pub enum WorkerOrder {
+    /// Run a task in a slot the manager holds as free.
+    Assign {
+        /// The run's id.
+        run: RunId,
+        /// The slot.
+        slot: SlotIndex,
+        /// Task name.
+        name: String,
+        /// Arguments.
+        args: Value,
+        /// Deadline, if any.
+        timeout: Option<Duration>,
+    },
+    /// Stop a run; its finish still comes and frees the slot.
+    Cancel {
+        /// The run.
+        run: RunId,
+        /// Its slot.
+        slot: SlotIndex,
+    },
 }
-
-// ---- connection plumbing ----
-
-/// Connection → its owner: a message arrived, or the connection closed.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub enum Inbound {
-    /// A decoded message from the peer.
-    Frame(WireMessage),
-    /// The connection is closed; `None` for a clean close by the peer.
-    Closed(Option<String>),
-}
-
-/// Owner → Connection: send this message to the peer.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct Outbound(pub WireMessage);
-
-/// Owner → Connection: flush what is queued, then close.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct CloseConnection;
-
-/// A wire error, as seen by a connection owner.
-pub type ConnError = WireError;
 
 // ---- worker side ----
 
-/// Anyone → WorkerPool: run a task in an idle slot. `Err` means every slot
-/// is busy (or the pool is draining): the refusal is this mailbox reply.
+/// Worker connection → WorkerSlot: run this task. The slot's own state
+/// decides: `Err` if it is running something else or draining.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), PoolBusy>")]
-pub struct RunTask {
-    /// Manager's task id.
-    pub task: TaskId,
+#[rtype(result = "Result<(), SlotBusy>")]
+pub struct ExecuteTask {
+    /// The run's id.
+    pub run: RunId,
     /// Task name.
     pub name: String,
     /// Arguments.
@@ -223,35 +227,64 @@ pub struct RunTask {
     pub timeout: Option<Duration>,
 }
 
-/// Why a pool refused a task.
+/// Why a slot refused a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PoolBusy {
-    /// Every slot is running a task.
-    #[error("no idle slot")]
-    NoIdleSlot,
-    /// The pool is shutting down.
+pub enum SlotBusy {
+    /// The slot is running another run.
+    #[error("slot is running run {0}")]
+    Running(RunId),
+    /// The worker is shutting down.
     #[error("worker is draining")]
     Draining,
 }
 
-/// WorkerPool → WorkerSlot: run this task. `Err` if the slot is not idle.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), PoolBusy>")]
-pub struct ExecuteTask(pub RunTask);
+/// Worker connection → WorkerSlot: stop this run if it is the slot's.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CancelRun(pub RunId);
 
-/// WorkerSlot → WorkerPool: the slot's task ended and the slot is idle again.
+/// WorkerSlot → its reporter (the current connection to the manager): a
+/// run ended, and the slot is free again.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct SlotFinished {
-    /// Slot index.
-    pub slot: usize,
-    /// The task.
-    pub task: TaskId,
+    /// The slot.
+    pub slot: SlotIndex,
+    /// The run.
+    pub run: RunId,
     /// Its outcome.
     pub outcome: TaskOutcome,
-    /// When it started.
-    pub started: Instant,
 }
+
+/// Worker connection → WorkerSlot, as it registers: report finished runs
+/// to `reporter` from now on. Replies with the run the slot is busy with.
+#[derive(Message)]
+#[rtype(result = "Option<RunId>")]
+pub struct AttachSlot {
+    /// Where finished runs go.
+    pub reporter: Recipient<SlotFinished>,
+}
+
+/// Anyone → WorkerSlot: the run it is busy with, if any.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Option<RunId>")]
+pub struct GetSlotState;
+
+/// WorkerPool → WorkerSlot: take no new run; reply once idle.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct DrainSlot;
+
+/// Worker connection → WorkerPool: registered under this id.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Registered(pub WorkerId);
+
+/// Worker connection → WorkerPool: the connection closed; `None` for a
+/// clean close by the peer.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct LinkClosed(pub Option<String>);
 
 /// Runtime → WorkerPool: stop taking tasks, finish those in flight (up to
 /// `deadline`), then close. Replies once drained.
@@ -262,12 +295,12 @@ pub struct Drain {
     pub deadline: Duration,
 }
 
-/// Anyone → WorkerPool: how many slots are idle and whether it is registered.
+/// Anyone → WorkerPool: its slots and whether it is registered.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "PoolState")]
 pub struct GetPoolState;
 
-/// A pool's state, for tests and logs.
+/// A pool's state as its slots report it, for tests and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolState {
     /// Slots in total.
@@ -277,3 +310,15 @@ pub struct PoolState {
     /// The manager's id for this worker, once registered.
     pub worker_id: Option<WorkerId>,
 }
+
+// ---- connection plumbing ----
+
+/// Owner → Connection: send what is queued, then close.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CloseConnection;
+
+/// WorkerPool → its connection: tell the manager the worker is draining.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SendDrain;

@@ -142,7 +142,7 @@ fn absurd_timeout_is_harmless() {
 #[test]
 fn absurd_retry_after_is_capped_by_the_client() {
     use argon::protocol::handshake;
-    use argon::protocol::{Message, Outcome};
+    use argon::protocol::{FromClient, Outcome, ToClient};
     use bytes::BytesMut;
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
@@ -159,10 +159,13 @@ fn absurd_retry_after_is_capped_by_the_client() {
         let hs = HandshakeSettings::new(MasterKey::load(&key).expect("key"));
         let fake = tokio::spawn(async move {
             let (s, _) = listener.accept().await.expect("accept");
-            let mut est = handshake::accept(s, &hs).await.expect("handshake");
+            let est = handshake::accept(s, &hs).await.expect("handshake");
+            let (mut reader, mut est) = est.reader::<FromClient>();
             let mut denied = false;
-            while let Some(Ok(msg)) = est.reader.next().await {
-                let Message::Submit(sub) = msg else { continue };
+            while let Some(Ok(msg)) = reader.next().await {
+                let FromClient::Submit(sub) = msg else {
+                    continue;
+                };
                 let outcome = if denied {
                     Outcome::Done { value: sub.args }
                 } else {
@@ -175,7 +178,7 @@ fn absurd_retry_after_is_capped_by_the_client() {
                 let mut buf = BytesMut::new();
                 est.writer
                     .encode(
-                        Message::Reply {
+                        ToClient::Reply {
                             id: sub.id,
                             outcome,
                         },
@@ -198,4 +201,130 @@ fn absurd_retry_after_is_capped_by_the_client() {
         assert_eq!(got.expect("second try succeeds"), Value::from("x"));
         fake.abort();
     });
+}
+
+/// Sends `messages` (whole client messages, as values) one by one over a
+/// connection of our own, and returns the outcome of each reply.
+async fn raw_submits(m: &Manager, messages: Vec<Value>) -> Vec<argon::protocol::Outcome> {
+    use argon::protocol::{handshake, Role, ToClient};
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let hs = HandshakeSettings::new(MasterKey::load(&m.key).expect("key"));
+    let stream = tokio::net::TcpStream::connect(&m.addr)
+        .await
+        .expect("connect");
+    let est = handshake::initiate(stream, Role::Client, &hs)
+        .await
+        .expect("handshake");
+    let (mut reader, mut rest) = est.reader::<ToClient>();
+    let mut out = Vec::new();
+    for msg in messages {
+        let mut buf = bytes::BytesMut::new();
+        rest.writer.write(&msg, &mut buf).expect("encode");
+        rest.write.write_all(&buf).await.expect("send");
+        loop {
+            match tokio::time::timeout(LIMIT, reader.next())
+                .await
+                .expect("bounded")
+            {
+                Some(Ok(ToClient::Reply { outcome, .. })) => {
+                    out.push(outcome);
+                    break;
+                }
+                Some(Ok(ToClient::Heartbeat {})) => continue,
+                Some(other) => panic!("expected a reply, got {:?}", other.map(|m| m.reply_id())),
+                None => panic!("the manager closed the connection"),
+            }
+        }
+    }
+    out
+}
+
+/// `{"submit": {"id": 1, "task": "echo", "args": ARGS}}`: the smallest
+/// submit, leaving out every field that has a default.
+fn minimal_submit(args: Value) -> Value {
+    let fields = vec![
+        (Value::from("id"), Value::from(1)),
+        (Value::from("task"), Value::from("echo")),
+        (Value::from("args"), args),
+    ];
+    Value::Map(vec![(Value::from("submit"), Value::Map(fields))])
+}
+
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(Value::from(1), |inner, _| Value::Array(vec![inner]))
+}
+
+/// What the manager forwards is checked against the envelope it travels in:
+/// a submit that fits its own frame but whose `assign` would not, and
+/// arguments nested deeper than allowed, each fail alone with a clear error;
+/// the worker stays registered and the next task runs.
+#[test]
+fn tasks_that_would_break_a_workers_frame_fail_alone() {
+    use argon::protocol::codec::{encoded_len, max_plaintext};
+    use argon::protocol::{Outcome, MAX_VALUE_DEPTH};
+
+    // A 1 MiB frame limit keeps this quick in a debug build.
+    const FRAME: usize = 1 << 20;
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let cfg = dir.write(
+        "manager.toml",
+        &format!("[security]\nmax_frame_bytes = {FRAME}\n"),
+    );
+    let m = Manager::start_with(
+        &key,
+        ManagerOpts {
+            config: Some(cfg),
+            ..Default::default()
+        },
+    );
+    let _worker = m.add_worker(2, 1);
+    let rt = runtime();
+
+    // The largest minimal submit: exactly one frame. Its `assign` carries a
+    // run id and a slot on top, so it would not fit.
+    let probe = 100_000;
+    let overhead = encoded_len(&minimal_submit(Value::Binary(vec![0; probe]))) - probe;
+    let big = minimal_submit(Value::Binary(vec![7; max_plaintext(FRAME) - overhead]));
+    assert_eq!(encoded_len(&big), max_plaintext(FRAME));
+    let answers = rt.block_on(raw_submits(
+        &m,
+        vec![
+            big,
+            minimal_submit(nested(MAX_VALUE_DEPTH + 1)),
+            minimal_submit(nested(MAX_VALUE_DEPTH)),
+        ],
+    ));
+    match &answers[0] {
+        Outcome::Failed { error } => assert!(error.contains("would not fit in a frame"), "{error}"),
+        _ => panic!("the oversized task was not failed"),
+    }
+    match &answers[1] {
+        Outcome::Failed { error } => assert!(error.contains("nested deeper"), "{error}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(
+        answers[2],
+        Outcome::Done {
+            value: nested(MAX_VALUE_DEPTH)
+        },
+        "the deepest value allowed goes through"
+    );
+
+    // The library refuses too deep arguments before sending them.
+    let client = rt
+        .block_on(Client::connect(config(&m, FRAME)))
+        .expect("connect");
+    match rt.block_on(client.queue("echo", nested(MAX_VALUE_DEPTH + 1))) {
+        Err(e @ ClientError::TooLarge(_)) => assert!(e.to_string().contains("nested deeper")),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let st = m.status();
+    assert_eq!((st.workers, st.capacity), (1, 2), "{st:?}");
+    let small = rt
+        .block_on(client.queue("echo", Value::from("still fine")))
+        .expect("the next task runs");
+    assert_eq!(small, Value::from("still fine"));
 }

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use argon::protocol::handshake::{self, HandshakeSettings};
-use argon::protocol::{Message, Register, Role};
+use argon::protocol::{FromWorker, Register, Role, ToWorker};
 use argon::{Client, ClientConfig, ClientError, MasterKey};
 use bytes::BytesMut;
 use common::{Manager, ManagerOpts, TempDir, Worker};
@@ -59,27 +59,30 @@ fn silent_worker_is_dropped_by_the_manager() {
     let rt = runtime();
     let _held = rt.block_on(async {
         let stream = TcpStream::connect(&m.addr).await.expect("connect");
-        let mut est = handshake::initiate(stream, Role::Worker, &settings(&m.key))
+        let est = handshake::initiate(stream, Role::Worker, &settings(&m.key))
             .await
             .expect("handshake");
+        let (mut reader, mut rest) = est.reader::<ToWorker>();
         let mut buf = BytesMut::new();
-        est.writer
+        rest.writer
             .encode(
-                Message::Register(Register {
+                FromWorker::Register(Register {
                     capacity: 2,
                     tasks: vec!["echo".into()],
                     eval: false,
+                    running: vec![],
+                    max_frame: 0,
                 }),
                 &mut buf,
             )
             .expect("encode");
-        est.write.write_all(&buf).await.expect("send register");
-        match est.reader.next().await {
-            Some(Ok(Message::Registered { .. })) => {}
+        rest.write.write_all(&buf).await.expect("send register");
+        match reader.next().await {
+            Some(Ok(ToWorker::Registered { .. })) => {}
             other => panic!("expected registered, got {other:?}"),
         }
         // Keep both halves open, read nothing, write nothing.
-        (est.reader, est.write)
+        (reader, rest.write)
     });
     m.wait_for_workers(1);
     let gone_at = Instant::now();

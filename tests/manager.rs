@@ -1,6 +1,6 @@
 //! Actor-level tests of the `Manager`: admission and the bounded queue,
-//! priorities and aging, routing, worker and client loss, refusals, and the
-//! exactly-one-reply invariant.
+//! priorities and aging, routing, worker and client loss, cancellation, the
+//! worker credits, and the exactly-one-reply invariant.
 //!
 //! Client sessions and worker links are stub actors that forward what they
 //! receive into channels. The clock is paused, so task durations and waiting
@@ -18,7 +18,7 @@ use argon::protocol::{ClusterStatus, Priority, Value};
 use support::{within, Rng, Stub};
 
 type Session = Stub<TaskReply>;
-type Link = Stub<AssignTask>;
+type Link = Stub<WorkerOrder>;
 
 /// Pauses the clock and starts a manager with the given queue factor.
 fn paused_manager(queue_factor: u32) -> Addr<Manager> {
@@ -39,6 +39,7 @@ async fn register(mgr: &Addr<Manager>, capacity: u32, tasks: &[&str]) -> (Worker
             capacity,
             tasks: tasks.iter().map(|t| t.to_string()).collect(),
             eval: false,
+            running: vec![],
             link: link.recipient(),
         }),
     )
@@ -89,14 +90,19 @@ async fn accept(
         .unwrap_or_else(|e| panic!("task {name} (request {request_id}) not accepted: {e}"))
 }
 
-/// Reports task `task` done on `worker`; its value is the task id.
-async fn finish(mgr: &Addr<Manager>, worker: WorkerId, task: TaskId) {
+/// Reports run `run` done on `worker`; its value is the run id (a task's
+/// first run goes by the task's id).
+async fn finish(mgr: &Addr<Manager>, worker: WorkerId, run: RunId) {
+    report(mgr, worker, run, TaskOutcome::Done(Value::from(run))).await;
+}
+
+async fn report(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, outcome: TaskOutcome) {
     within(
-        "TaskFinished to be handled",
-        mgr.send(TaskFinished {
+        "RunFinished to be handled",
+        mgr.send(RunFinished {
             worker,
-            task,
-            outcome: TaskOutcome::Done(Value::from(task)),
+            run,
+            outcome,
         }),
     )
     .await
@@ -109,9 +115,36 @@ async fn status(mgr: &Addr<Manager>) -> ClusterStatus {
         .expect("manager alive")
 }
 
-/// Task ids assigned to `link` since the last look.
-async fn assigned(link: &mut Link) -> Vec<TaskId> {
-    link.drain().await.into_iter().map(|a| a.task).collect()
+/// Run ids assigned to `link` since the last look (cancels are dropped).
+async fn assigned(link: &mut Link) -> Vec<RunId> {
+    assigns(link.drain().await)
+        .into_iter()
+        .map(|(run, _, _)| run)
+        .collect()
+}
+
+/// (run, slot, args) of the assigns among `orders`.
+fn assigns(orders: Vec<WorkerOrder>) -> Vec<(RunId, SlotIndex, Value)> {
+    orders
+        .into_iter()
+        .filter_map(|o| match o {
+            WorkerOrder::Assign {
+                run, slot, args, ..
+            } => Some((run, slot, args)),
+            WorkerOrder::Cancel { .. } => None,
+        })
+        .collect()
+}
+
+/// (run, slot) of the cancels among `orders`.
+fn cancels(orders: &[WorkerOrder]) -> Vec<(RunId, SlotIndex)> {
+    orders
+        .iter()
+        .filter_map(|o| match o {
+            WorkerOrder::Cancel { run, slot } => Some((*run, *slot)),
+            WorkerOrder::Assign { .. } => None,
+        })
+        .collect()
 }
 
 /// (request id, outcome) of every reply `session` got since the last look.
@@ -414,7 +447,9 @@ async fn worker_loss_fails_or_requeues_in_flight_tasks_and_shrinks_capacity() {
         replies(&mut s).await,
         vec![(3, TaskOutcome::Done(Value::from(on_b)))]
     );
-    assert_eq!(assigned(&mut b_link).await, vec![twice]);
+    let rerun = assigned(&mut b_link).await;
+    assert_eq!(rerun.len(), 1, "the requeued task is started again");
+    assert_ne!(rerun[0], twice, "a restart runs under a fresh run id");
     a_link
         .assert_none("the lost worker after it was lost")
         .await;
@@ -485,7 +520,9 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
     struct Worker {
         link: Link,
         tasks: Vec<String>,
-        running: BTreeSet<TaskId>,
+        capacity: u32,
+        /// Runs it was given and has not finished, with their args.
+        running: BTreeMap<RunId, Value>,
     }
 
     let mgr = paused_manager(3);
@@ -494,8 +531,8 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
     let mut workers: BTreeMap<WorkerId, Worker> = BTreeMap::new();
     let mut accepted: BTreeMap<u64, (usize, TaskId)> = BTreeMap::new();
     let mut rejected = BTreeSet::new();
-    let mut where_running: HashMap<TaskId, WorkerId> = HashMap::new();
-    let mut ever_assigned: BTreeSet<TaskId> = BTreeSet::new();
+    let mut where_running: HashMap<RunId, WorkerId> = HashMap::new();
+    let mut ever_assigned: BTreeSet<String> = BTreeSet::new();
     let mut reassigned = 0;
     let mut losses = 0;
     let mut next_req = 1u64;
@@ -513,7 +550,8 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
             Worker {
                 link,
                 tasks: tasks.iter().map(|t| t.to_string()).collect(),
-                running: BTreeSet::new(),
+                capacity: cap,
+                running: BTreeMap::new(),
             },
         );
     }
@@ -553,25 +591,16 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
                 if !busy.is_empty() {
                     let wid = busy[rng.below(busy.len() as u64) as usize];
                     let w = workers.get_mut(&wid).unwrap();
-                    let tasks: Vec<TaskId> = w.running.iter().copied().collect();
-                    let task = tasks[rng.below(tasks.len() as u64) as usize];
-                    w.running.remove(&task);
-                    where_running.remove(&task);
+                    let runs: Vec<RunId> = w.running.keys().copied().collect();
+                    let run = runs[rng.below(runs.len() as u64) as usize];
+                    let args = w.running.remove(&run).unwrap();
+                    where_running.remove(&run);
                     let outcome = if rng.chance(10) {
                         TaskOutcome::Failed("failed on purpose".into())
                     } else {
-                        TaskOutcome::Done(Value::from(task))
+                        TaskOutcome::Done(args)
                     };
-                    within(
-                        "TaskFinished",
-                        mgr.send(TaskFinished {
-                            worker: wid,
-                            task,
-                            outcome,
-                        }),
-                    )
-                    .await
-                    .unwrap();
+                    report(&mgr, wid, run, outcome).await;
                 }
             }
             85..=91 => {
@@ -579,7 +608,7 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
                     let ids: Vec<WorkerId> = workers.keys().copied().collect();
                     let wid = ids[rng.below(ids.len() as u64) as usize];
                     let w = workers.remove(&wid).unwrap();
-                    for t in &w.running {
+                    for t in w.running.keys() {
                         where_running.remove(t);
                     }
                     within("WorkerLost", mgr.send(WorkerLost { worker: wid }))
@@ -597,25 +626,40 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
             _ => tokio::time::advance(Duration::from_millis(1 + rng.below(50))).await,
         }
 
-        // Record what each worker was given, and check nothing runs twice.
+        // Record what each worker was given, check nothing runs twice, and
+        // that the manager's credits are the slots not running anything.
+        let credits: BTreeMap<WorkerId, Vec<SlotIndex>> = within("credits", mgr.send(GetCredits))
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
         for (wid, w) in workers.iter_mut() {
-            for a in w.link.drain().await {
+            for order in w.link.drain().await {
+                let WorkerOrder::Assign {
+                    run, name, args, ..
+                } = order
+                else {
+                    panic!("step {step}: unexpected {order:?}");
+                };
                 assert!(
-                    w.tasks.contains(&a.name),
-                    "step {step}: worker {wid} got {} it does not provide",
-                    a.name
+                    w.tasks.contains(&name),
+                    "step {step}: worker {wid} got {name} it does not provide",
                 );
-                if let Some(other) = where_running.insert(a.task, *wid) {
-                    panic!(
-                        "step {step}: task {} assigned to {wid} while on {other}",
-                        a.task
-                    );
+                if let Some(other) = where_running.insert(run, *wid) {
+                    panic!("step {step}: run {run} assigned to {wid} while on {other}");
                 }
-                if !ever_assigned.insert(a.task) {
+                if !ever_assigned.insert(args.to_string()) {
                     reassigned += 1;
                 }
-                w.running.insert(a.task);
+                w.running.insert(run, args);
             }
+            let free = credits.get(wid).map_or(0, Vec::len);
+            assert_eq!(
+                free + w.running.len(),
+                w.capacity as usize,
+                "step {step}: worker {wid}: credits {free} + running {} != slots",
+                w.running.len()
+            );
         }
     }
 
@@ -623,24 +667,24 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
     join(&mgr, &mut rng, &mut workers, &["a", "b"]).await;
     for _ in 0..10_000 {
         for (wid, w) in workers.iter_mut() {
-            for a in w.link.drain().await {
-                assert!(where_running.insert(a.task, *wid).is_none());
-                w.running.insert(a.task);
+            for (run, _, args) in assigns(w.link.drain().await) {
+                assert!(where_running.insert(run, *wid).is_none());
+                w.running.insert(run, args);
             }
         }
         let st = status(&mgr).await;
         if st.queued == 0 && st.in_flight == 0 {
             break;
         }
-        let Some((wid, task)) = workers
+        let Some((wid, run)) = workers
             .iter()
-            .find_map(|(id, w)| w.running.first().map(|t| (*id, *t)))
+            .find_map(|(id, w)| w.running.keys().next().map(|t| (*id, *t)))
         else {
             panic!("tasks queued but none running: {st:?}");
         };
-        workers.get_mut(&wid).unwrap().running.remove(&task);
-        where_running.remove(&task);
-        finish(&mgr, wid, task).await;
+        let args = workers.get_mut(&wid).unwrap().running.remove(&run).unwrap();
+        where_running.remove(&run);
+        report(&mgr, wid, run, TaskOutcome::Done(args)).await;
     }
     let st = status(&mgr).await;
     assert_eq!((st.queued, st.in_flight), (0, 0), "did not drain: {st:?}");
@@ -653,7 +697,7 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
                 !rejected.contains(&req),
                 "rejected request {req} got a reply"
             );
-            let (owner, id) = accepted
+            let (owner, _) = accepted
                 .get(&req)
                 .unwrap_or_else(|| panic!("reply for unknown request {req}"));
             assert_eq!(*owner, sess, "request {req} answered to the wrong session");
@@ -661,7 +705,7 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
                 TaskOutcome::Done(v) => {
                     assert_eq!(
                         *v,
-                        Value::from(*id),
+                        Value::from(req),
                         "request {req} got another task's value"
                     )
                 }
@@ -684,6 +728,14 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
         .collect();
     assert!(missing.is_empty(), "never answered: {missing:?}");
     assert_eq!(st.completed, accepted.len() as u64);
+    for (wid, free) in within("credits", mgr.send(GetCredits)).await.unwrap() {
+        let cap = workers[&wid].capacity;
+        assert_eq!(
+            free,
+            (0..cap).collect::<Vec<_>>(),
+            "worker {wid}: every slot is a credit again"
+        );
+    }
 
     // The run exercised what it claims to.
     assert!(accepted.len() > 100, "only {} accepted", accepted.len());
@@ -691,67 +743,6 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
     assert!(losses > 3, "only {losses} worker losses");
     assert!(lost_failures > 0, "no task failed by worker loss");
     assert!(reassigned > 0, "no task was requeued after a worker loss");
-}
-
-/// A refused task is requeued, later runs and is answered once; the refusing
-/// worker's slot counts as busy until a result for an unknown task frees it.
-#[actix::test]
-async fn refused_task_is_requeued_and_the_refusing_slot_stays_busy_until_freed() {
-    let mgr = paused_manager(5);
-    let mut s = Session::start();
-    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
-    let first = accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
-    assert_eq!(assigned(&mut a_link).await, vec![first]);
-    let (b, mut b_link) = register(&mgr, 1, &["t"]).await;
-
-    within(
-        "TaskRefused",
-        mgr.send(TaskRefused {
-            worker: a,
-            task: first,
-        }),
-    )
-    .await
-    .unwrap();
-    assert_eq!(assigned(&mut b_link).await, vec![first]);
-    assert!(replies(&mut s).await.is_empty(), "a refusal is not a reply");
-
-    // A's slot is a phantom: busy with something this manager does not know.
-    let second = accept(&mgr, 1, &s, 2, spec("t", Priority::Normal)).await;
-    a_link.assert_none("the refusing worker").await;
-    let st = status(&mgr).await;
-    assert_eq!((st.in_flight, st.queued), (1, 1));
-
-    finish(&mgr, b, first).await;
-    assert_eq!(assigned(&mut b_link).await, vec![second]);
-    let third = accept(&mgr, 1, &s, 3, spec("t", Priority::Normal)).await;
-    a_link.assert_none("the refusing worker").await;
-
-    // The result of whatever occupied A's slot frees it.
-    within(
-        "TaskFinished for an unknown task",
-        mgr.send(TaskFinished {
-            worker: a,
-            task: 9_999,
-            outcome: TaskOutcome::Done(Value::Nil),
-        }),
-    )
-    .await
-    .unwrap();
-    assert_eq!(assigned(&mut a_link).await, vec![third]);
-
-    finish(&mgr, b, second).await;
-    finish(&mgr, a, third).await;
-    assert_eq!(
-        replies(&mut s).await,
-        vec![
-            (1, TaskOutcome::Done(Value::from(first))),
-            (2, TaskOutcome::Done(Value::from(second))),
-            (3, TaskOutcome::Done(Value::from(third))),
-        ]
-    );
-    let st = status(&mgr).await;
-    assert_eq!((st.in_flight, st.queued, st.completed), (0, 0, 3));
 }
 
 /// A full queue of tasks for a busy worker does not deny a task that an idle
@@ -813,8 +804,9 @@ async fn silent_worker_past_the_timeout_gets_the_task_answered_by_the_manager() 
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].0, 1);
     assert!(failure(&got[0].1).contains("timeout of 1s"), "{got:?}");
-    // The slot is still busy with the silent task: nothing new goes there.
-    link.assert_none("the silent worker").await;
+    // The worker is told to stop the run; the slot stays busy with it until
+    // the worker reports it: nothing new goes there.
+    assert_eq!(cancels(&link.drain().await), vec![(first, 0)]);
 
     finish(&mgr, w, first).await;
     assert_eq!(assigned(&mut link).await, vec![second]);
@@ -839,9 +831,11 @@ async fn default_timeout_applies_to_tasks_without_one() {
     let mut s = Session::start();
     let (_w, mut link) = register(&mgr, 1, &["t"]).await;
     accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
-    let a = link.next().await;
+    let WorkerOrder::Assign { timeout, .. } = link.next().await else {
+        panic!("expected an assign");
+    };
     assert_eq!(
-        a.timeout,
+        timeout,
         Some(Duration::from_millis(500)),
         "the worker is told"
     );
@@ -878,7 +872,7 @@ async fn default_attempts_apply_to_tasks_without_a_number() {
         .await
         .unwrap();
     assert!(replies(&mut s).await.is_empty(), "requeued, not failed");
-    assert_eq!(assigned(&mut other_link).await, vec![id]);
+    assert_eq!(assigned(&mut other_link).await.len(), 1, "started again");
     within("WorkerLost", mgr.send(WorkerLost { worker: other }))
         .await
         .unwrap();
@@ -887,40 +881,220 @@ async fn default_attempts_apply_to_tasks_without_a_number() {
     assert!(failure(&got[0].1).contains("tried 2 times"), "{got:?}");
 }
 
-/// A timed task that was refused and started again elsewhere is timed from
-/// its new start: the timer of its first start does not expire it.
+async fn credits(mgr: &Addr<Manager>) -> Vec<(WorkerId, Vec<SlotIndex>)> {
+    within("credits", mgr.send(GetCredits))
+        .await
+        .expect("manager alive")
+}
+
+/// The production path of admission: once a worker's credits are spent and
+/// the queue is at its bound, the reply to the submit message is the deny.
+/// A credit comes back only with the report of the run in its slot.
 #[actix::test]
-async fn timer_of_a_refused_start_does_not_expire_the_restarted_task() {
+async fn spent_credits_make_the_submit_reply_a_deny() {
+    let mgr = paused_manager(0);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 2, &["t"]).await;
+    let a = accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
+    let b = accept(&mgr, 1, &s, 2, spec("t", Priority::Normal)).await;
+    let given = assigns(link.drain().await);
+    let slots: BTreeSet<SlotIndex> = given.iter().map(|(_, slot, _)| *slot).collect();
+    assert_eq!(slots, BTreeSet::from([0, 1]), "each run names its own slot");
+    assert_eq!(credits(&mgr).await, vec![(w, vec![])]);
+    match submit(&mgr, 1, &s, 3, spec("t", Priority::Normal)).await {
+        Err(Rejection::Denied { reason, .. }) => assert_eq!(reason, "queue full"),
+        other => panic!("expected a deny, got {other:?}"),
+    }
+    finish(&mgr, w, a).await;
+    assert_eq!(credits(&mgr).await.len(), 1);
+    assert_eq!(credits(&mgr).await[0].1.len(), 1, "one credit is back");
+    accept(&mgr, 1, &s, 4, spec("t", Priority::Normal)).await;
+    finish(&mgr, w, b).await;
+}
+
+/// An explicit cancel answers a queued task at once and a running one too,
+/// and tells the worker to stop the run; the run's slot is a credit again
+/// only when the worker reports the run, and its late result is no second
+/// reply.
+#[actix::test]
+async fn cancel_answers_queued_and_running_tasks_and_stops_the_run() {
     let mgr = paused_manager(3);
     let mut s = Session::start();
-    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
-    let timed = TaskSpec {
-        timeout: Some(Duration::from_secs(1)),
-        ..spec("t", Priority::Normal)
-    };
-    let id = accept(&mgr, 1, &s, 1, timed).await;
-    assert_eq!(assigned(&mut a_link).await, vec![id]);
-    let (b, mut b_link) = register(&mgr, 1, &["t"]).await;
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let running = accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
+    accept(&mgr, 1, &s, 2, spec("t", Priority::Normal)).await;
+    assert_eq!(assigned(&mut link).await, vec![running]);
 
-    tokio::time::advance(Duration::from_millis(2_500)).await;
-    within(
-        "TaskRefused",
-        mgr.send(TaskRefused {
-            worker: a,
-            task: id,
+    for request_id in [2, 1, 77] {
+        mgr.do_send(CancelTask {
+            session: 1,
+            request_id,
+        });
+    }
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        (got[0].0, failure(&got[0].1)),
+        (2, "cancelled by the client")
+    );
+    assert_eq!(
+        (got[1].0, failure(&got[1].1)),
+        (1, "cancelled by the client")
+    );
+    let orders = link.drain().await;
+    assert_eq!(cancels(&orders), vec![(running, 0)]);
+    assert_eq!(
+        credits(&mgr).await,
+        vec![(w, vec![])],
+        "slot busy until reported"
+    );
+    assert_eq!(status(&mgr).await.worker_list[0].in_flight, 1);
+
+    report(&mgr, w, running, TaskOutcome::Failed("cancelled".into())).await;
+    assert!(replies(&mut s).await.is_empty(), "no second reply");
+    assert_eq!(credits(&mgr).await, vec![(w, vec![0])]);
+}
+
+/// A client that leaves has its queued tasks dropped and its running ones
+/// cancelled on their workers; another session's task then gets the slot.
+#[actix::test]
+async fn a_client_that_leaves_has_its_running_tasks_cancelled() {
+    let mgr = paused_manager(3);
+    let gone = Session::start();
+    let mut stays = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let run = accept(&mgr, 1, &gone, 1, spec("t", Priority::Normal)).await;
+    accept(&mgr, 1, &gone, 2, spec("t", Priority::Normal)).await;
+    let other = accept(&mgr, 2, &stays, 1, spec("t", Priority::Normal)).await;
+    assert_eq!(assigned(&mut link).await, vec![run]);
+
+    within("ClientGone", mgr.send(ClientGone { session: 1 }))
+        .await
+        .unwrap();
+    assert_eq!(cancels(&link.drain().await), vec![(run, 0)]);
+    let st = status(&mgr).await;
+    assert_eq!((st.queued, st.in_flight), (1, 1));
+
+    report(&mgr, w, run, TaskOutcome::Failed("cancelled".into())).await;
+    assert_eq!(assigned(&mut link).await, vec![other]);
+    finish(&mgr, w, other).await;
+    assert_eq!(
+        replies(&mut stays).await,
+        vec![(1, TaskOutcome::Done(Value::from(other)))]
+    );
+}
+
+/// A worker that registers with runs still going (from a connection the
+/// manager lost, or from before a manager restart) gets them cancelled, and
+/// their slots are not credits until it reports them.
+#[actix::test]
+async fn runs_a_worker_brings_to_registration_are_cancelled_and_hold_their_slots() {
+    let mgr = paused_manager(3);
+    let mut s = Session::start();
+    let mut link = Link::start();
+    let w = within(
+        "registration",
+        mgr.send(RegisterWorker {
+            address: "stub".into(),
+            capacity: 3,
+            tasks: vec!["t".into()],
+            eval: false,
+            running: vec![(9_001, 2), (9_002, 0)],
+            link: link.recipient(),
         }),
     )
     .await
+    .unwrap()
     .unwrap();
-    assert_eq!(assigned(&mut b_link).await, vec![id]);
-    // The first start's timer (1 s + 2 s grace) fires here; the task is 1 s
-    // into its second start and must not be answered.
-    tokio::time::advance(Duration::from_millis(1_000)).await;
-    assert!(replies(&mut s).await.is_empty(), "expired by a stale timer");
+    let mut got = cancels(&link.drain().await);
+    got.sort_unstable();
+    assert_eq!(got, vec![(9_001, 2), (9_002, 0)]);
+    assert_eq!(credits(&mgr).await, vec![(w, vec![1])]);
+    let st = status(&mgr).await;
+    assert_eq!((st.capacity, st.in_flight), (3, 2));
 
-    finish(&mgr, b, id).await;
+    let t = accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
+    let given = assigns(link.drain().await);
+    assert_eq!((given[0].0, given[0].1), (t, 1), "the one free slot");
+    report(&mgr, w, 9_001, TaskOutcome::Done(Value::Nil)).await;
+    assert_eq!(credits(&mgr).await, vec![(w, vec![2])]);
+    assert!(
+        replies(&mut s).await.is_empty(),
+        "an orphan's result is nobody's reply"
+    );
+
+    // Slots named twice, or beyond the capacity, are refused.
+    for running in [vec![(1, 0), (2, 0)], vec![(3, 5)]] {
+        let refused = within(
+            "registration",
+            mgr.send(RegisterWorker {
+                address: "stub".into(),
+                capacity: 2,
+                tasks: vec!["t".into()],
+                eval: false,
+                running,
+                link: Link::start().recipient(),
+            }),
+        )
+        .await
+        .unwrap();
+        assert!(refused.is_err(), "{refused:?}");
+    }
+}
+
+/// A task whose worker is lost is requeued and runs elsewhere under a fresh
+/// run id; when the lost worker comes back with the old run still going, that
+/// run is cancelled and its late result frees the slot without a reply.
+#[actix::test]
+async fn the_old_run_of_a_requeued_task_is_cancelled_when_its_worker_returns() {
+    let mgr = paused_manager(3);
+    let mut s = Session::start();
+    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
+    let task = accept(
+        &mgr,
+        1,
+        &s,
+        1,
+        TaskSpec {
+            attempts: 2,
+            ..spec("t", Priority::Normal)
+        },
+    )
+    .await;
+    assert_eq!(assigned(&mut a_link).await, vec![task]);
+    let (b, mut b_link) = register(&mgr, 1, &["t"]).await;
+    within("WorkerLost", mgr.send(WorkerLost { worker: a }))
+        .await
+        .unwrap();
+    let rerun = assigned(&mut b_link).await;
+    assert_eq!(rerun.len(), 1);
+    assert_ne!(rerun[0], task);
+
+    let mut back = Link::start();
+    let a2 = within(
+        "re-registration",
+        mgr.send(RegisterWorker {
+            address: "stub".into(),
+            capacity: 1,
+            tasks: vec!["t".into()],
+            eval: false,
+            running: vec![(task, 0)],
+            link: back.recipient(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(cancels(&back.drain().await), vec![(task, 0)]);
+    report(&mgr, a2, task, TaskOutcome::Done(Value::from("stale"))).await;
+    assert!(
+        replies(&mut s).await.is_empty(),
+        "the old run's result is no reply"
+    );
+    finish(&mgr, b, rerun[0]).await;
     assert_eq!(
         replies(&mut s).await,
-        vec![(1, TaskOutcome::Done(Value::from(id)))]
+        vec![(1, TaskOutcome::Done(Value::from(rerun[0])))]
     );
+    assert_eq!(credits(&mgr).await, vec![(b, vec![0]), (a2, vec![0])]);
 }

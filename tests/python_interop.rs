@@ -22,11 +22,10 @@ use argon::protocol::codec::{decode_message, encode_message};
 use argon::protocol::crypto::{COUNTER_LEN, NONCE_LEN, TAG_LEN};
 use argon::protocol::handshake::{HELLO_LEN, HELLO_MAGIC};
 use argon::protocol::{
-    FrameWriter, HandshakeSettings, MasterKey, Message, Outcome, Priority, Role, Submit, Value,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    AuthFrame, FrameWriter, FromClient, FromWorker, HandshakeSettings, MasterKey, Outcome,
+    Priority, Role, Submit, ToClient, Value, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use bytes::BytesMut;
-use tokio_util::codec::Encoder;
 
 const ARGON: &str = env!("CARGO_BIN_EXE_argon");
 const PIP: &str = "pip install cryptography msgpack";
@@ -308,7 +307,7 @@ fn hex(bytes: &[u8]) -> String {
         .join(" ")
 }
 
-fn encoded(msg: &Message) -> Vec<u8> {
+fn encoded<T: serde::Serialize>(msg: &T) -> Vec<u8> {
     let mut v = Vec::new();
     encode_message(msg, &mut v).expect("encode");
     v
@@ -347,7 +346,7 @@ fn protocol_md_matches_the_code() {
     has("the handshake timeout", "within 5 s by");
 
     // 9.1: the worked submit.
-    let submit = Message::Submit(Submit {
+    let submit = FromClient::Submit(Submit {
         id: 7,
         task: "echo".into(),
         args: Value::Array(vec![Value::from("hello"), Value::from(42)]),
@@ -358,7 +357,7 @@ fn protocol_md_matches_the_code() {
     let bytes = encoded(&submit);
     assert_eq!(bytes.len(), 74);
     has("the worked submit", &hex(&bytes));
-    has("the drain encoding", &hex(&encoded(&Message::Drain {})));
+    has("the drain encoding", &hex(&encoded(&FromWorker::Drain {})));
 
     // 9.2: key derivation, with a key file as `argon keygen` writes it and
     // extra trailing whitespace that must be trimmed.
@@ -378,7 +377,7 @@ fn protocol_md_matches_the_code() {
     has("k_i2r", &format!("k_i2r: {}", hex(&i2r)));
     has("k_r2i", &format!("k_r2i: {}", hex(&r2i)));
 
-    let auth = Message::Auth {
+    let auth = AuthFrame::Auth {
         version: 1,
         role: Role::Client,
         agent: "example/1".into(),
@@ -386,15 +385,15 @@ fn protocol_md_matches_the_code() {
     has("the auth plaintext", &hex(&encoded(&auth)));
     let mut frame = BytesMut::new();
     FrameWriter::new(&i2r, DEFAULT_MAX_FRAME)
-        .encode(&auth, &mut frame)
+        .write(&auth, &mut frame)
         .expect("seal");
     has("the sealed auth frame", &hex(&frame));
 
     // Section 6: decoding rules a foreign peer relies on.
     let minimal = unhex("81 a6 73 75 62 6d 69 74 82 a2 69 64 01 a4 74 61 73 6b a4 65 63 68 6f");
     assert_eq!(
-        decode_message(&minimal).expect("minimal submit"),
-        Message::Submit(Submit {
+        decode_message::<FromClient>(&minimal).expect("minimal submit"),
+        FromClient::Submit(Submit {
             id: 1,
             task: "echo".into(),
             args: Value::Nil,
@@ -405,13 +404,18 @@ fn protocol_md_matches_the_code() {
     );
     // {"ping": {"id": 3, "extra": [1, 2]}}: unknown fields are ignored.
     let extra = unhex("81 a4 70 69 6e 67 82 a2 69 64 03 a5 65 78 74 72 61 92 01 02");
-    assert_eq!(decode_message(&extra).unwrap(), Message::Ping { id: 3 });
+    assert_eq!(
+        decode_message::<FromClient>(&extra).unwrap(),
+        FromClient::Ping { id: 3 }
+    );
     // {"drain": nil} is rejected; {"drain": {}} is the form.
-    assert!(decode_message(&unhex("81 a5 64 72 61 69 6e c0")).is_err());
+    assert!(decode_message::<FromWorker>(&unhex("81 a5 64 72 61 69 6e c0")).is_err());
     // An unknown message name is a decode error.
-    assert!(decode_message(&unhex("81 a3 68 75 67 81 a2 69 64 03")).is_err());
+    assert!(decode_message::<FromClient>(&unhex("81 a3 68 75 67 81 a2 69 64 03")).is_err());
+    // A message of another direction does not decode.
+    assert!(decode_message::<FromClient>(&unhex("81 a5 64 72 61 69 6e 80")).is_err());
     // Outcomes are one-entry maps too.
-    let reply = Message::Reply {
+    let reply = ToClient::Reply {
         id: 7,
         outcome: Outcome::Done { value: Value::Nil },
     };

@@ -1,20 +1,31 @@
-//! Actor-level tests of the worker side: the `WorkerPool` refuses work by
-//! mailbox reply when no slot is idle or it is draining, and a slot survives
-//! a task that panics or times out.
+//! Actor-level tests of the worker side: a `WorkerSlot` is the record of its
+//! own capacity (busy, it refuses by the mailbox reply), it can be cancelled,
+//! and it survives a task that panics or times out; a `WorkerPool` registers
+//! with what its slots say, against a scripted manager speaking the wire
+//! protocol.
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use argon::actors::{ManagerSettings, WorkerPool, WorkerSettings};
+use argon::actors::{ManagerSettings, WorkerPool, WorkerSettings, WorkerSlot};
 use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
-use argon::messages::{Drain, GetPoolState, GetStatus, PoolBusy, PoolState, RunTask, TaskId};
-use argon::protocol::handshake::HandshakeSettings;
-use argon::protocol::MasterKey;
+use argon::messages::*;
+use argon::protocol::handshake::{self, HandshakeSettings};
+use argon::protocol::{
+    Assign, FrameReader, FrameWriter, FromWorker, MasterKey, Outcome, Register, RunningRun,
+    ToWorker,
+};
 use argon::runtime::{start_manager, start_worker, ManagerHandle};
 use argon::{TaskError, TaskRegistry, Value};
-use support::within;
+use futures_util::StreamExt;
+use support::{within, Stub};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpListener;
+use tokio_util::codec::FramedRead;
 
 fn handshake() -> HandshakeSettings {
     HandshakeSettings::new(MasterKey::from_material(
@@ -31,29 +42,6 @@ fn worker_settings(mgr: String, capacity: usize, backoff: Duration) -> WorkerSet
         backoff_base: backoff,
         backoff_max: backoff,
     }
-}
-
-/// An address on which nothing listens.
-fn dead_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    addr.to_string()
-}
-
-fn sleep_task(task: TaskId, millis: u64) -> RunTask {
-    RunTask {
-        task,
-        name: "sleep".into(),
-        args: Value::from(millis),
-        timeout: None,
-    }
-}
-
-async fn run(pool: &Addr<WorkerPool>, task: RunTask) -> Result<(), PoolBusy> {
-    within("RunTask to be answered", pool.send(task))
-        .await
-        .expect("pool alive")
 }
 
 async fn pool_state(pool: &Addr<WorkerPool>) -> PoolState {
@@ -80,46 +68,195 @@ async fn wait_for_pool(
     .await
 }
 
-/// Two slots take two tasks; the third is refused NoIdleSlot by the mailbox
-/// reply; a finished slot takes work again; a draining pool refuses Draining.
-#[actix::test]
-async fn pool_refuses_by_mailbox_reply_when_full_or_draining() {
-    let settings = worker_settings(dead_address(), 2, Duration::from_secs(600));
-    let pool = start_worker(settings, TaskRegistry::with_builtins());
+fn sleep_run(run: RunId, millis: u64) -> ExecuteTask {
+    ExecuteTask {
+        run,
+        name: "sleep".into(),
+        args: Value::from(millis),
+        timeout: None,
+    }
+}
 
-    assert_eq!(run(&pool, sleep_task(1, 200)).await, Ok(()));
-    assert_eq!(run(&pool, sleep_task(2, 1_500)).await, Ok(()));
-    assert_eq!(
-        run(&pool, sleep_task(3, 1)).await,
-        Err(PoolBusy::NoIdleSlot)
-    );
-    assert_eq!(
-        pool_state(&pool).await,
-        PoolState {
-            capacity: 2,
-            idle: 0,
-            worker_id: None
-        }
-    );
-
-    let st = wait_for_pool(&pool, "a slot to finish", |s| s.idle > 0).await;
-    assert_eq!(st.idle, 1, "only the 200 ms task can have finished");
-    assert_eq!(run(&pool, sleep_task(4, 100)).await, Ok(()));
-    assert_eq!(
-        run(&pool, sleep_task(5, 1)).await,
-        Err(PoolBusy::NoIdleSlot)
-    );
-
-    // Drain is queued before the next RunTask, so the pool is draining by then.
-    let drained = pool.send(Drain {
-        deadline: Duration::from_secs(5),
-    });
-    assert_eq!(run(&pool, sleep_task(6, 1)).await, Err(PoolBusy::Draining));
-    within("the pool to drain", drained)
+async fn exec(slot: &Addr<WorkerSlot>, task: ExecuteTask) -> Result<(), SlotBusy> {
+    within("ExecuteTask to be answered", slot.send(task))
         .await
-        .expect("pool alive");
-    assert_eq!(pool_state(&pool).await.idle, 2);
-    assert_eq!(run(&pool, sleep_task(7, 1)).await, Err(PoolBusy::Draining));
+        .expect("slot alive")
+}
+
+/// A slot with a stub as its reporter.
+async fn attached_slot() -> (Addr<WorkerSlot>, Stub<SlotFinished>) {
+    let slot = WorkerSlot::new(3, Arc::new(TaskRegistry::with_builtins())).start();
+    let reports = Stub::<SlotFinished>::start();
+    let busy = within(
+        "AttachSlot",
+        slot.send(AttachSlot {
+            reporter: reports.recipient(),
+        }),
+    )
+    .await
+    .expect("slot alive");
+    assert_eq!(busy, None, "a new slot is idle");
+    (slot, reports)
+}
+
+/// The slot's own state decides: busy, it refuses by the mailbox reply and
+/// names the run it holds; it reports each run finished to its reporter and
+/// is free again after; draining, it refuses new work.
+#[actix::test]
+async fn a_busy_slot_refuses_by_mailbox_reply_and_is_free_once_its_run_ends() {
+    let (slot, mut reports) = attached_slot().await;
+    assert_eq!(exec(&slot, sleep_run(1, 30)).await, Ok(()));
+    assert_eq!(
+        exec(&slot, sleep_run(2, 1)).await,
+        Err(SlotBusy::Running(1))
+    );
+    let state = within("GetSlotState", slot.send(GetSlotState))
+        .await
+        .unwrap();
+    assert_eq!(state, Some(1));
+
+    let done = reports.next().await;
+    assert_eq!((done.slot, done.run), (3, 1));
+    assert_eq!(done.outcome, TaskOutcome::Done(Value::from(30)));
+    assert_eq!(exec(&slot, sleep_run(3, 1)).await, Ok(()));
+    assert_eq!(reports.next().await.run, 3);
+
+    within("DrainSlot", slot.send(DrainSlot)).await.unwrap();
+    assert_eq!(exec(&slot, sleep_run(4, 1)).await, Err(SlotBusy::Draining));
+}
+
+/// A cancel stops a run that would otherwise hold the slot for ever; the
+/// slot reports it (as failed) and takes the next run. A cancel naming
+/// another run is ignored.
+#[actix::test]
+async fn a_cancelled_run_frees_its_slot() {
+    let (slot, mut reports) = attached_slot().await;
+    assert_eq!(exec(&slot, sleep_run(1, u64::MAX)).await, Ok(()));
+    slot.do_send(CancelRun(99));
+    slot.do_send(CancelRun(1));
+    let done = reports.next().await;
+    assert_eq!(done.run, 1);
+    match &done.outcome {
+        TaskOutcome::Failed(e) => assert!(e.contains("cancelled"), "{e:?}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(exec(&slot, sleep_run(2, 1)).await, Ok(()));
+    assert_eq!(
+        reports.next().await.outcome,
+        TaskOutcome::Done(Value::from(1))
+    );
+}
+
+/// The manager's side of one worker connection, scripted by a test.
+struct FakeManager {
+    reader: FramedRead<OwnedReadHalf, FrameReader<FromWorker>>,
+    write: OwnedWriteHalf,
+    writer: FrameWriter,
+}
+
+impl FakeManager {
+    async fn accept(listener: &TcpListener) -> FakeManager {
+        let (stream, _) = within("the worker to connect", listener.accept())
+            .await
+            .expect("accept");
+        let est = within("the handshake", handshake::accept(stream, &handshake()))
+            .await
+            .expect("handshake");
+        let (reader, rest) = est.reader::<FromWorker>();
+        FakeManager {
+            reader,
+            write: rest.write,
+            writer: rest.writer,
+        }
+    }
+
+    async fn send(&mut self, msg: ToWorker) {
+        let mut buf = bytes::BytesMut::new();
+        self.writer.write(&msg, &mut buf).expect("encode");
+        self.write.write_all(&buf).await.expect("send");
+    }
+
+    async fn recv(&mut self) -> Option<FromWorker> {
+        loop {
+            match within("a message from the worker", self.reader.next()).await {
+                Some(Ok(FromWorker::Heartbeat {})) => continue,
+                Some(Ok(m)) => return Some(m),
+                Some(Err(e)) => panic!("bad frame from the worker: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    async fn register(&mut self, worker_id: u64) -> Register {
+        let Some(FromWorker::Register(r)) = self.recv().await else {
+            panic!("expected register");
+        };
+        self.send(ToWorker::Registered {
+            worker_id,
+            max_frame: 0,
+        })
+        .await;
+        r
+    }
+}
+
+fn long_sleep(run_id: u64, slot: u32) -> ToWorker {
+    ToWorker::Assign(Assign {
+        run_id,
+        slot,
+        task: "sleep".into(),
+        args: Value::from(600_000),
+        timeout_ms: None,
+    })
+}
+
+/// A worker registers with what its slots say: after a reconnect, the slot
+/// still running a run is announced busy with it, not free. An assign to that
+/// busy slot is a protocol violation that closes the connection; a cancel of
+/// the run frees the slot and its `finished` follows.
+#[actix::test]
+async fn a_worker_registers_the_runs_its_slots_still_hold() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let pool = start_worker(
+        worker_settings(addr, 2, Duration::from_millis(20)),
+        TaskRegistry::with_builtins(),
+    );
+
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register(1).await;
+    assert_eq!((reg.capacity, reg.running.len()), (2, 0), "{reg:?}");
+    m.send(long_sleep(7, 1)).await;
+    wait_for_pool(&pool, "slot 1 to be busy", |s| s.idle == 1).await;
+    drop(m);
+
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register(2).await;
+    assert_eq!(reg.running, vec![RunningRun { run_id: 7, slot: 1 }]);
+    m.send(long_sleep(8, 1)).await;
+    match m.recv().await {
+        Some(FromWorker::Error { message }) => {
+            assert!(message.contains("running run 7"), "{message:?}")
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(
+        m.recv().await.is_none(),
+        "the worker closes after the error"
+    );
+
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register(3).await;
+    assert_eq!(reg.running, vec![RunningRun { run_id: 7, slot: 1 }]);
+    m.send(ToWorker::Cancel { run_id: 7, slot: 1 }).await;
+    match m.recv().await {
+        Some(FromWorker::Finished {
+            run_id: 7,
+            outcome: Outcome::Failed { error },
+        }) => assert!(error.contains("cancelled"), "{error:?}"),
+        other => panic!("expected run 7 finished, got {other:?}"),
+    }
+    wait_for_pool(&pool, "both slots idle", |s| s.idle == 2).await;
 }
 
 async fn panics(_: Value) -> Result<Value, TaskError> {

@@ -1,19 +1,13 @@
-//! The actors. Manager side: [`Manager`], one [`ClientSession`] per client
-//! connection, one [`WorkerLink`] per worker connection. Worker side:
-//! [`WorkerPool`] and its [`WorkerSlot`]s. Both sides speak to the network
-//! through a [`Connection`].
+//! The actors, grouped by process. Manager side ([`manager`]): the
+//! [`Manager`], and the roles of its connections, [`ClientSession`] and
+//! [`WorkerLink`]. Worker side ([`worker`]): [`WorkerPool`], its
+//! [`WorkerSlot`]s and the role of its connection, [`ManagerLink`]. Both
+//! sides speak to the network through the codec actor, [`Connection`].
 
-pub mod client_session;
 pub mod connection;
 pub mod manager;
-pub mod scheduler;
-pub mod worker_link;
-pub mod worker_pool;
-pub mod worker_slot;
+pub mod worker;
 
-pub use client_session::ClientSession;
-pub use connection::Connection;
-pub use manager::{Manager, ManagerSettings};
-pub use worker_link::WorkerLink;
-pub use worker_pool::{WorkerPool, WorkerSettings};
-pub use worker_slot::WorkerSlot;
+pub use connection::{Connection, Peer};
+pub use manager::{ClientSession, Manager, ManagerSettings, WorkerLink};
+pub use worker::{ManagerLink, WorkerPool, WorkerSettings, WorkerSlot};

@@ -1,28 +1,56 @@
-//! Frame codecs: a typed [`Message`] to a sealed, length-prefixed frame and
-//! back. Both are plain tokio-util codecs, testable without a socket.
+//! Frame codecs: a typed wire message (any [`WireMessage`]) to a sealed,
+//! length-prefixed frame and back. Both are plain tokio-util codecs,
+//! testable without a socket.
 //!
 //! Frame layout: `u32` big-endian body length, then the body. A sealed body is
 //! an 8-byte big-endian counter, the AES-256-GCM ciphertext of the
 //! MessagePack-encoded message, and the 16-byte tag.
 
+use std::marker::PhantomData;
+
 use bytes::{BufMut, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use super::crypto::{Opener, Sealer, COUNTER_LEN, TAG_LEN};
-use super::{Message, WireError};
+use super::{WireError, WireMessage, ALL_NAMES, MAX_DECODE_DEPTH};
 
 /// Length of the frame length prefix.
 pub const LEN_PREFIX: usize = 4;
 
 /// Serializes a message the way the wire wants it (named fields).
-pub fn encode_message(msg: &Message, out: &mut impl std::io::Write) -> Result<(), WireError> {
+pub fn encode_message<T: Serialize>(
+    msg: &T,
+    out: &mut impl std::io::Write,
+) -> Result<(), WireError> {
     let mut ser = rmp_serde::Serializer::new(out).with_struct_map();
     serde::Serialize::serialize(msg, &mut ser).map_err(|e| WireError::Encode(e.to_string()))
 }
 
-/// Parses one message from plaintext.
-pub fn decode_message(bytes: &[u8]) -> Result<Message, WireError> {
-    rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
+/// Parses one message from plaintext, refusing nesting deeper than
+/// [`MAX_DECODE_DEPTH`], so no input can exhaust a thread's stack.
+pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DECODE_DEPTH);
+    T::deserialize(&mut de).map_err(|e| WireError::Decode(e.to_string()))
+}
+
+/// Turns a decode error for a well-formed message of another direction
+/// (a `drain` from a client, say) into [`WireError::NotAllowed`].
+fn misplaced<T: WireMessage>(plain: &[u8], err: WireError) -> WireError {
+    // A one-entry map (0x81) whose key is a short string (fixstr 0xa0..=0xbf).
+    let name = match plain {
+        [0x81, tag @ 0xa0..=0xbf, rest @ ..] => rest.get(..usize::from(tag & 0x1f)),
+        _ => None,
+    };
+    match name.and_then(|n| std::str::from_utf8(n).ok()) {
+        Some(n) if !T::NAMES.contains(&n) => match ALL_NAMES.iter().find(|k| **k == n) {
+            Some(known) => WireError::NotAllowed(known),
+            None => err,
+        },
+        _ => err,
+    }
 }
 
 /// Encoder for one direction of a connection: serializes, seals and frames.
@@ -39,20 +67,57 @@ impl FrameWriter {
             max_frame,
         }
     }
-}
 
-impl Encoder<Message> for FrameWriter {
-    type Error = WireError;
+    /// The largest frame body it writes.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
 
-    fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), WireError> {
-        self.encode(&msg, dst)
+    /// Lowers the largest frame body it writes to `max` (the peer's limit),
+    /// if that is lower; 0 leaves it as it is.
+    pub fn limit_to(&mut self, max: usize) {
+        if max > 0 {
+            self.max_frame = self.max_frame.min(max);
+        }
     }
 }
 
-impl Encoder<&Message> for FrameWriter {
+/// The largest message (plaintext) a frame body of `max_frame` bytes holds.
+pub fn max_plaintext(max_frame: usize) -> usize {
+    max_frame.saturating_sub(COUNTER_LEN + TAG_LEN)
+}
+
+/// Bytes `msg` takes MessagePack-encoded the wire's way, without keeping them.
+pub fn encoded_len<T: Serialize>(msg: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Our types always serialize; a failure would only under-count.
+    let _ = encode_message(msg, &mut c);
+    c.0
+}
+
+impl<T: WireMessage> Encoder<T> for FrameWriter {
     type Error = WireError;
 
-    fn encode(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<(), WireError> {
+    fn encode(&mut self, msg: T, dst: &mut BytesMut) -> Result<(), WireError> {
+        self.write(&msg, dst)
+    }
+}
+
+impl FrameWriter {
+    /// Serializes, seals and frames `msg` onto `dst`. A message over the
+    /// frame limit is refused before anything is sealed, so the connection
+    /// stays usable.
+    pub fn write<T: Serialize>(&mut self, msg: &T, dst: &mut BytesMut) -> Result<(), WireError> {
         let start = dst.len();
         dst.reserve(LEN_PREFIX + COUNTER_LEN + 64 + TAG_LEN);
         dst.put_u32(0);
@@ -81,12 +146,14 @@ impl Encoder<&Message> for FrameWriter {
     }
 }
 
-/// Decoder for one direction of a connection: unframes, opens and parses.
-pub struct FrameReader {
+/// Decoder for one direction of a connection: unframes, opens and parses
+/// into `T`, the message type of that direction.
+pub struct FrameReader<T> {
     frames: LengthDelimitedCodec,
     opener: Opener,
     max_frame: usize,
     frames_read: u64,
+    kind: PhantomData<fn() -> T>,
 }
 
 /// Read buffer a connection starts with: enough for the handshake, so an
@@ -96,14 +163,27 @@ pub const IDLE_READ_BUFFER: usize = 1024;
 /// Read buffer of a connection in use: room for a burst of frames per read.
 pub const BUSY_READ_BUFFER: usize = 8 * 1024;
 
-impl FrameReader {
+impl<T> FrameReader<T> {
     /// A reader opening with `key`, refusing bodies over `max_frame` bytes.
-    pub fn new(key: &[u8; 32], max_frame: usize) -> FrameReader {
+    pub fn new(key: &[u8; 32], max_frame: usize) -> FrameReader<T> {
         FrameReader {
             frames: length_codec(max_frame),
             opener: Opener::new(key),
             max_frame,
             frames_read: 0,
+            kind: PhantomData,
+        }
+    }
+
+    /// The same reader (keys, counter) decoding another message type: the
+    /// handshake reads `auth` and hands the stream on for the role's messages.
+    pub fn retype<U>(self) -> FrameReader<U> {
+        FrameReader {
+            frames: self.frames,
+            opener: self.opener,
+            max_frame: self.max_frame,
+            frames_read: self.frames_read,
+            kind: PhantomData,
         }
     }
 }
@@ -135,19 +215,20 @@ pub fn frame_error(e: std::io::Error, max_frame: usize, pending: &[u8]) -> WireE
     }
 }
 
-impl Decoder for FrameReader {
-    type Item = Message;
+impl<T: WireMessage> Decoder for FrameReader<T> {
+    type Item = T;
     type Error = WireError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, WireError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<T>, WireError> {
         let mut body = match self.frames.decode(src) {
             Ok(Some(body)) => body,
             Ok(None) => return Ok(None),
             Err(e) => return Err(frame_error(e, self.max_frame, src)),
         };
         let plain = self.opener.open_in_place(&mut body)?;
-        let msg = decode_message(&body[plain])?;
-        if msg != (Message::Heartbeat {}) {
+        let plain = &body[plain];
+        let msg: T = decode_message(plain).map_err(|e| misplaced::<T>(plain, e))?;
+        if !msg.is_heartbeat() {
             self.frames_read += 1;
         }
         // A connection starts with a small read buffer (IDLE_READ_BUFFER);
@@ -160,7 +241,7 @@ impl Decoder for FrameReader {
         Ok(Some(msg))
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, WireError> {
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<T>, WireError> {
         match self.decode(src)? {
             Some(msg) => Ok(Some(msg)),
             None if src.is_empty() => Ok(None),
@@ -173,18 +254,20 @@ impl Decoder for FrameReader {
 mod tests {
     use super::*;
     use crate::protocol::crypto::MasterKey;
-    use crate::protocol::{Outcome, Submit, Value};
+    use crate::protocol::{FromClient, Submit, ToClient, Value};
 
     const MAX: usize = 1 << 20;
 
-    fn codecs() -> (FrameWriter, FrameReader) {
+    type Reader = FrameReader<FromClient>;
+
+    fn codecs() -> (FrameWriter, Reader) {
         let k = MasterKey::from_material(b"codec test key, long enough to not warn");
         let (i2r, _) = k.session_keys(&[9; 32], &[8; 32]);
         (FrameWriter::new(&i2r, MAX), FrameReader::new(&i2r, MAX))
     }
 
-    fn submit(id: u64, payload: usize) -> Message {
-        Message::Submit(Submit {
+    fn submit(id: u64, payload: usize) -> FromClient {
+        FromClient::Submit(Submit {
             id,
             task: "echo".into(),
             args: Value::Binary(vec![0xab; payload]),
@@ -199,19 +282,13 @@ mod tests {
         let (mut w, mut r) = codecs();
         let msgs = vec![
             submit(1, 10),
-            Message::Reply {
-                id: 1,
-                outcome: Outcome::Denied {
-                    reason: "queue full".into(),
-                    retry_after_ms: 3,
-                },
-            },
-            Message::Drain {},
+            FromClient::Cancel { id: 1 },
+            FromClient::Heartbeat {},
             submit(2, 70_000),
         ];
         let mut buf = BytesMut::new();
         for m in &msgs {
-            w.encode(m, &mut buf).unwrap();
+            w.write(m, &mut buf).unwrap();
         }
         for m in &msgs {
             assert_eq!(r.decode(&mut buf).unwrap().as_ref(), Some(m));
@@ -327,7 +404,7 @@ mod tests {
         let (a, _) = k.session_keys(&[1; 32], &[2; 32]);
         let (b, _) = k.session_keys(&[3; 32], &[4; 32]);
         let mut w_a = FrameWriter::new(&a, MAX);
-        let mut r_a = FrameReader::new(&a, MAX);
+        let mut r_a = Reader::new(&a, MAX);
         let mut w_b = FrameWriter::new(&b, MAX);
         let mut buf = BytesMut::new();
         w_a.encode(submit(1, 1), &mut buf).unwrap();
@@ -343,7 +420,7 @@ mod tests {
         let k = MasterKey::from_material(b"codec test key, long enough to not warn");
         let (key, _) = k.session_keys(&[9; 32], &[8; 32]);
         let mut sealer = Sealer::new(&key);
-        let mut r = FrameReader::new(&key, MAX);
+        let mut r = Reader::new(&key, MAX);
         let mut plain = vec![0xc1u8, 0xc1, 0xc1];
         let (c, tag) = sealer.seal_in_place(&mut plain);
         let mut buf = BytesMut::new();
@@ -352,6 +429,17 @@ mod tests {
         buf.extend_from_slice(&plain);
         buf.extend_from_slice(&tag);
         assert!(matches!(r.decode(&mut buf), Err(WireError::Decode(_))));
+    }
+
+    #[test]
+    fn a_message_of_another_direction_does_not_decode() {
+        let (mut w, mut r) = codecs();
+        let mut buf = BytesMut::new();
+        w.encode(ToClient::Pong { id: 1 }, &mut buf).unwrap();
+        assert!(matches!(
+            r.decode(&mut buf),
+            Err(WireError::NotAllowed("pong"))
+        ));
     }
 
     #[test]

@@ -21,11 +21,11 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::codec::FramedRead;
 
 use super::codec::{FrameReader, FrameWriter, IDLE_READ_BUFFER, LEN_PREFIX};
 use super::crypto::{fill_random, MasterKey, NONCE_LEN};
-use super::{Message, Role, WireError, DEFAULT_HEARTBEAT, PROTOCOL_VERSION};
+use super::{AuthFrame, Role, WireError, WireMessage, DEFAULT_HEARTBEAT, PROTOCOL_VERSION};
 
 /// Magic bytes that open a hello frame.
 pub const HELLO_MAGIC: &[u8; 4] = b"ARGN";
@@ -61,8 +61,8 @@ impl HandshakeSettings {
 
 /// An authenticated connection, ready for sealed traffic.
 pub struct Established {
-    /// Typed messages from the peer.
-    pub reader: FramedRead<OwnedReadHalf, FrameReader>,
+    /// Frames from the peer, past its auth; [`Established::reader`] types them.
+    pub read: FramedRead<OwnedReadHalf, FrameReader<AuthFrame>>,
     /// The raw write half.
     pub write: OwnedWriteHalf,
     /// Encoder for messages to the peer (its counter is past the auth frame).
@@ -71,6 +71,34 @@ pub struct Established {
     pub peer_role: Role,
     /// Peer's self-description.
     pub peer_agent: String,
+    /// Peer's address.
+    pub peer_addr: SocketAddr,
+    /// Heartbeat interval (from the settings).
+    pub heartbeat: Duration,
+}
+
+impl Established {
+    /// The read half, decoding the peer's messages as `T` (its role's
+    /// direction), together with the rest of the connection.
+    pub fn reader<T: WireMessage>(self) -> (FramedRead<OwnedReadHalf, FrameReader<T>>, Writing) {
+        let reader = self.read.map_decoder(FrameReader::retype);
+        let rest = Writing {
+            write: self.write,
+            writer: self.writer,
+            peer_addr: self.peer_addr,
+            heartbeat: self.heartbeat,
+        };
+        (reader, rest)
+    }
+}
+
+/// The writing side of an established connection, and what both sides
+/// need to know about it.
+pub struct Writing {
+    /// The raw write half.
+    pub write: OwnedWriteHalf,
+    /// Encoder for messages to the peer (its counter is past the auth frame).
+    pub writer: FrameWriter,
     /// Peer's address.
     pub peer_addr: SocketAddr,
     /// Heartbeat interval (from the settings).
@@ -161,8 +189,8 @@ async fn run(
     let (read, mut write) = stream.into_split();
     let mut writer = FrameWriter::new(&send_key, settings.max_frame);
     let mut out = BytesMut::new();
-    writer.encode(
-        Message::Auth {
+    writer.write(
+        &AuthFrame::Auth {
             version: PROTOCOL_VERSION,
             role,
             agent: format!("argon-rs/{}", env!("CARGO_PKG_VERSION")),
@@ -173,13 +201,17 @@ async fn run(
 
     let mut reader = FramedRead::with_capacity(
         read,
-        FrameReader::new(&recv_key, settings.max_frame),
+        FrameReader::<AuthFrame>::new(&recv_key, settings.max_frame),
         IDLE_READ_BUFFER,
     );
     let (peer_role, peer_agent) = match reader.next().await {
         None => return Err(WireError::ClosedEarly),
+        // Under the right key, anything but an auth map is a refusal.
+        Some(Err(WireError::Decode(e))) => {
+            return Err(WireError::Refused(format!("expected auth: {e}")))
+        }
         Some(Err(e)) => return Err(e),
-        Some(Ok(Message::Auth {
+        Some(Ok(AuthFrame::Auth {
             version,
             role,
             agent,
@@ -188,12 +220,6 @@ async fn run(
                 return Err(WireError::Version(version));
             }
             (role, agent)
-        }
-        Some(Ok(other)) => {
-            return Err(WireError::Refused(format!(
-                "expected auth, got {}",
-                other.kind()
-            )))
         }
     };
     let role_ok = if initiator {
@@ -207,7 +233,7 @@ async fn run(
         )));
     }
     Ok(Established {
-        reader,
+        read: reader,
         write,
         writer,
         peer_role,

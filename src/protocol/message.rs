@@ -1,10 +1,15 @@
 //! Wire message types. These are what travels, serialized as MessagePack
-//! maps with named fields (`rmp_serde::to_vec_named`); each [`Message`] is a
+//! maps with named fields (`rmp_serde::to_vec_named`); each message is a
 //! one-entry map from the variant's snake_case name to its fields.
 //!
-//! Wire types are kept apart from actor messages (`crate::messages`): the
-//! connection actor converts at one boundary.
+//! There is one enum per direction and role: [`FromClient`], [`ToClient`],
+//! [`FromWorker`], [`ToWorker`], plus [`AuthFrame`] for the handshake. A
+//! message a role may not send does not decode for it, so a protocol
+//! violation is a decode error at the connection, never a run-time check in
+//! an actor. Wire types are kept apart from actor messages
+//! (`crate::messages`): the connection actor converts at one boundary.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Any MessagePack value: task arguments and results.
@@ -171,7 +176,7 @@ pub struct Submit {
     /// Priority.
     #[serde(default)]
     pub priority: Priority,
-    /// Deadline for the task in milliseconds, if any.
+    /// Deadline for the task in milliseconds, if any; 0 means no deadline.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
     /// How many times the task may be started (worker loss requeues it);
@@ -180,7 +185,17 @@ pub struct Submit {
     pub attempts: u32,
 }
 
-/// What a worker announces about itself.
+/// A run a worker still has in a slot when it registers.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningRun {
+    /// The run's id, from its `assign`.
+    pub run_id: u64,
+    /// The slot it occupies.
+    pub slot: u32,
+}
+
+/// What a worker announces about itself. Its free slots are `0..capacity`
+/// minus the slots of `running`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Register {
     /// Number of slots.
@@ -190,13 +205,23 @@ pub struct Register {
     /// Whether it accepts eval scripts.
     #[serde(default)]
     pub eval: bool,
+    /// Runs still going in its slots (from an earlier connection).
+    #[serde(default)]
+    pub running: Vec<RunningRun>,
+    /// Largest frame body it accepts; 0 if unsaid. The manager refuses a
+    /// worker whose limit is below its own.
+    #[serde(default)]
+    pub max_frame: u64,
 }
 
-/// A task the manager hands to a worker.
+/// A task the manager hands to a worker: one run of it, in one slot.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Assign {
-    /// Manager-assigned task id, echoed in `finished` / `refused`.
-    pub task_id: u64,
+    /// Manager-assigned id of this run, echoed in `finished`; unique per
+    /// start, so a requeued task runs under a new one.
+    pub run_id: u64,
+    /// The worker's slot that runs it: one the manager holds as free.
+    pub slot: u32,
     /// Task name.
     pub task: String,
     /// Arguments.
@@ -206,11 +231,11 @@ pub struct Assign {
     pub timeout_ms: Option<u64>,
 }
 
-/// Every message on the wire.
+/// The handshake's sealed frame: the first in each direction.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "snake_case")]
-pub enum Message {
-    /// First sealed frame in each direction: proves the key, names the role.
+pub enum AuthFrame {
+    /// Proves the key, names the role.
     Auth {
         /// Protocol version.
         version: u32,
@@ -220,99 +245,261 @@ pub enum Message {
         #[serde(default)]
         agent: String,
     },
-    /// Client → manager: run a task.
+}
+
+/// Client → manager.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum FromClient {
+    /// Run a task.
     Submit(Submit),
-    /// Manager → client: the one answer to a submit.
+    /// Cancel the task of an earlier `submit` with this request id; its
+    /// `reply` then says it was cancelled (unless it was already answered).
+    Cancel {
+        /// The submit's request id.
+        id: u64,
+    },
+    /// Round-trip probe.
+    Ping {
+        /// Request id.
+        id: u64,
+    },
+    /// Ask for a status report.
+    StatusRequest {
+        /// Request id.
+        id: u64,
+    },
+    /// "Still here" on a quiet connection.
+    Heartbeat {},
+}
+
+/// Manager → client.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum ToClient {
+    /// The one answer to a submit.
     Reply {
         /// The submit's request id.
         id: u64,
         /// What happened.
         outcome: Outcome,
     },
-    /// Client → manager: round-trip probe.
-    Ping {
-        /// Request id.
-        id: u64,
-    },
-    /// Manager → client: answer to `ping`.
+    /// Answer to `ping`.
     Pong {
         /// The ping's id.
         id: u64,
     },
-    /// Client → manager: ask for a status report.
-    StatusRequest {
-        /// Request id.
-        id: u64,
-    },
-    /// Manager → client: the report.
+    /// The status report.
     Status {
         /// The request's id.
         id: u64,
         /// The report.
         status: ClusterStatus,
     },
-    /// Worker → manager: announce capacity and tasks. Must come first.
-    Register(Register),
-    /// Manager → worker: registration accepted.
-    Registered {
-        /// The id the manager knows this worker by.
-        worker_id: u64,
-    },
-    /// Manager → worker: run this task.
-    Assign(Assign),
-    /// Worker → manager: a task's outcome.
-    Finished {
-        /// The assign's task id.
-        task_id: u64,
-        /// What happened (never `denied`).
-        outcome: Outcome,
-    },
-    /// Worker → manager: no idle slot for that task; the manager requeues it.
-    Refused {
-        /// The assign's task id.
-        task_id: u64,
-    },
-    /// Worker → manager: shutting down; send no more tasks.
-    Drain {},
-    /// Either way, on an otherwise quiet connection: "still here". A peer
-    /// silent for three heartbeat intervals is taken for gone.
+    /// "Still here" on a quiet connection.
     Heartbeat {},
-    /// Either way: a protocol error, sent just before closing.
+    /// A protocol error, sent just before closing.
     Error {
         /// One line for a person.
         message: String,
     },
 }
 
-impl Message {
-    /// The request id a manager → client message answers, if any.
+/// Worker → manager.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum FromWorker {
+    /// Announce slots and tasks. The first message after auth, once.
+    Register(Register),
+    /// A run's outcome; frees its slot.
+    Finished {
+        /// The assign's run id.
+        run_id: u64,
+        /// What happened (a `denied` is taken as failed).
+        outcome: Outcome,
+    },
+    /// Shutting down; send no more tasks.
+    Drain {},
+    /// "Still here" on a quiet connection.
+    Heartbeat {},
+    /// Something the manager should log.
+    Error {
+        /// One line for a person.
+        message: String,
+    },
+}
+
+/// Manager → worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum ToWorker {
+    /// Registration accepted.
+    Registered {
+        /// The id the manager knows this worker by.
+        worker_id: u64,
+        /// Largest frame body the manager accepts; 0 if unsaid.
+        #[serde(default)]
+        max_frame: u64,
+    },
+    /// Run this task in this slot.
+    Assign(Assign),
+    /// Stop this run; its `finished` still follows and frees the slot.
+    Cancel {
+        /// The assign's run id.
+        run_id: u64,
+        /// The slot it runs in.
+        slot: u32,
+    },
+    /// "Still here" on a quiet connection.
+    Heartbeat {},
+    /// A protocol error, sent just before closing.
+    Error {
+        /// One line for a person.
+        message: String,
+    },
+}
+
+/// What every direction's message type offers the codec and the
+/// connection actor.
+pub trait WireMessage: Serialize + DeserializeOwned + Send + Unpin + 'static {
+    /// The heartbeat of this direction.
+    fn heartbeat() -> Self;
+    /// Whether this is a heartbeat.
+    fn is_heartbeat(&self) -> bool;
+    /// The variant's wire name, for logs.
+    fn kind(&self) -> &'static str;
+    /// Wire names of every variant.
+    const NAMES: &'static [&'static str];
+}
+
+/// Wire names of every message of the protocol, all directions.
+pub const ALL_NAMES: &[&str] = &[
+    "auth",
+    "submit",
+    "cancel",
+    "ping",
+    "status_request",
+    "reply",
+    "pong",
+    "status",
+    "register",
+    "registered",
+    "assign",
+    "finished",
+    "drain",
+    "heartbeat",
+    "error",
+];
+
+macro_rules! wire_message {
+    ($ty:ident { $($variant:ident $pat:tt => $name:literal),* $(,)? }) => {
+        impl WireMessage for $ty {
+            const NAMES: &'static [&'static str] = &[$($name),*];
+
+            fn heartbeat() -> Self {
+                $ty::Heartbeat {}
+            }
+
+            fn is_heartbeat(&self) -> bool {
+                matches!(self, $ty::Heartbeat {})
+            }
+
+            fn kind(&self) -> &'static str {
+                match self {
+                    $($ty::$variant $pat => $name,)*
+                }
+            }
+        }
+    };
+}
+
+wire_message!(FromClient {
+    Submit(_) => "submit",
+    Cancel { .. } => "cancel",
+    Ping { .. } => "ping",
+    StatusRequest { .. } => "status_request",
+    Heartbeat {} => "heartbeat",
+});
+
+wire_message!(ToClient {
+    Reply { .. } => "reply",
+    Pong { .. } => "pong",
+    Status { .. } => "status",
+    Heartbeat {} => "heartbeat",
+    Error { .. } => "error",
+});
+
+wire_message!(FromWorker {
+    Register(_) => "register",
+    Finished { .. } => "finished",
+    Drain {} => "drain",
+    Heartbeat {} => "heartbeat",
+    Error { .. } => "error",
+});
+
+wire_message!(ToWorker {
+    Registered { .. } => "registered",
+    Assign(_) => "assign",
+    Cancel { .. } => "cancel",
+    Heartbeat {} => "heartbeat",
+    Error { .. } => "error",
+});
+
+impl WireMessage for AuthFrame {
+    const NAMES: &'static [&'static str] = &["auth"];
+
+    fn heartbeat() -> Self {
+        unreachable!("the handshake sends no heartbeat")
+    }
+
+    fn is_heartbeat(&self) -> bool {
+        false
+    }
+
+    fn kind(&self) -> &'static str {
+        "auth"
+    }
+}
+
+impl ToClient {
+    /// The request id this message answers, if any.
     pub fn reply_id(&self) -> Option<u64> {
         match self {
-            Message::Reply { id, .. } | Message::Pong { id } | Message::Status { id, .. } => {
+            ToClient::Reply { id, .. } | ToClient::Pong { id } | ToClient::Status { id, .. } => {
                 Some(*id)
             }
             _ => None,
         }
     }
+}
 
-    /// The variant's wire name, for logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Message::Auth { .. } => "auth",
-            Message::Submit(_) => "submit",
-            Message::Reply { .. } => "reply",
-            Message::Ping { .. } => "ping",
-            Message::Pong { .. } => "pong",
-            Message::StatusRequest { .. } => "status_request",
-            Message::Status { .. } => "status",
-            Message::Register(_) => "register",
-            Message::Registered { .. } => "registered",
-            Message::Assign(_) => "assign",
-            Message::Finished { .. } => "finished",
-            Message::Refused { .. } => "refused",
-            Message::Drain {} => "drain",
-            Message::Heartbeat {} => "heartbeat",
-            Message::Error { .. } => "error",
+/// Nesting limit of every decoder: a frame nested deeper is undecodable.
+/// Kept small enough that decoding, re-encoding and dropping such a value
+/// cannot exhaust a thread's stack (JSON parsers commonly stop at 128 too).
+pub const MAX_DECODE_DEPTH: usize = 128;
+
+/// Values nested deeper than this are refused as task arguments and
+/// results, so that every envelope they travel in (at most 4 levels) stays
+/// under [`MAX_DECODE_DEPTH`].
+pub const MAX_VALUE_DEPTH: usize = 120;
+
+/// Nesting depth of a value: 0 for a scalar, 1 for a flat array or map.
+/// Stops counting past `MAX_VALUE_DEPTH + 1`, and uses no recursion, so any
+/// value is safe to measure.
+pub fn value_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Map(entries) => Box::new(entries.iter().flat_map(|(k, v)| [k, v])),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        if deepest > MAX_VALUE_DEPTH {
+            return deepest;
         }
+        stack.extend(children.map(|c| (c, d + 1)));
     }
+    deepest
 }

@@ -2,18 +2,21 @@
 //! sealing and the MessagePack message types.
 //!
 //! Layers, bottom up: [`crypto`] (keys and sealing, no I/O), [`codec`]
-//! (frames to typed [`Message`]s and back), [`handshake`] (turning a fresh TCP
-//! stream into an authenticated, encrypted pair of halves). `docs/PROTOCOL.md`
+//! (frames to typed messages of one direction and back), [`handshake`]
+//! (turning a fresh TCP stream into an authenticated, encrypted pair of
+//! halves), [`liveness`] (the heartbeat rule every peer follows). `docs/PROTOCOL.md`
 //! describes the same thing byte by byte.
 
 pub mod codec;
 pub mod crypto;
 pub mod handshake;
+pub mod liveness;
 pub mod message;
 
 pub use codec::{FrameReader, FrameWriter};
 pub use crypto::MasterKey;
-pub use handshake::{Established, HandshakeSettings};
+pub use handshake::{Established, HandshakeSettings, Writing};
+pub use liveness::{Liveness, Tick};
 
 pub use message::*;
 
@@ -80,6 +83,9 @@ pub enum WireError {
     /// The peer speaks another protocol version.
     #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
     Version(u32),
+    /// A well-formed message that this direction and role may not send.
+    #[error("{0} is not allowed here")]
+    NotAllowed(&'static str),
     /// The plaintext was not a valid message.
     #[error("undecodable message: {0}")]
     Decode(String),

@@ -271,6 +271,7 @@ mod tests {
             task_id: 7,
             name: "t".into(),
             deadline: None,
+            cancel: Default::default(),
         }
     }
 

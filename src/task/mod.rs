@@ -48,6 +48,8 @@ pub struct TaskContext {
     pub name: String,
     /// When the worker gives up on it, if it has a timeout.
     pub deadline: Option<Instant>,
+    /// Cancelled when the run is cancelled or times out.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 impl TaskContext {
@@ -333,6 +335,7 @@ mod tests {
             task_id: 1,
             name: name.into(),
             deadline: None,
+            cancel: Default::default(),
         }
     }
 

@@ -414,9 +414,10 @@ def run_worker(addr, master, client, serve, serve_timeout):
         check(fields.get("task") == "py_upper", f"assigned task {fields.get('task')!r}")
         check("args" in fields and "timeout_ms" in fields, f"assign fields {sorted(fields)}")
         kind, outcome = py_upper(fields["args"])
-        w.send({"finished": {"task_id": fields["task_id"], "outcome": {kind: outcome}}})
+        check(fields.get("slot") == 0, f"a one-slot worker is assigned slot 0, got {fields.get('slot')!r}")
+        w.send({"finished": {"run_id": fields["run_id"], "outcome": {kind: outcome}}})
         served += 1
-        print(f"SERVED task_id={fields['task_id']} {kind}", flush=True)
+        print(f"SERVED run_id={fields['run_id']} {kind}", flush=True)
     w.sock.settimeout(IO_TIMEOUT)
     w.send({"drain": {}})
     w.close()

@@ -39,7 +39,8 @@ impl<M: Unpin + 'static> Actor for Forwarder<M> {
 pub trait Forwarded: Message<Result = ()> + Send + Unpin + std::fmt::Debug + 'static {}
 
 impl Forwarded for argon::messages::TaskReply {}
-impl Forwarded for argon::messages::AssignTask {}
+impl Forwarded for argon::messages::WorkerOrder {}
+impl Forwarded for argon::messages::SlotFinished {}
 
 impl<M: Forwarded> Handler<M> for Forwarder<M> {
     type Result = ();

@@ -1,7 +1,12 @@
 //! The manager's worker registry and routing decision, kept apart from the
 //! actor so it can be tested and benchmarked on its own.
 //!
-//! A task goes to the least-loaded worker that has an idle slot and provides
+//! A worker's capacity is held as credits: the numbers of the slots it
+//! announced free and that have not been assigned since. Assigning takes a
+//! credit (a slot number the assign names); only the worker's report that a
+//! run finished in that slot gives it back. There is no other count.
+//!
+//! A task goes to the least-loaded worker that has a free slot and provides
 //! the task, load = (tasks assigned + 1) × the worker's average task time.
 //! For every task name, the workers that provide it and have an idle slot sit
 //! in a `BTreeSet` ordered by load, so picking one is O(log n) and so is
@@ -10,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use crate::messages::WorkerId;
+use crate::messages::{SlotIndex, WorkerId};
 
 pub use crate::task::EVAL_TASK;
 
@@ -26,11 +31,8 @@ pub struct WorkerState {
     pub address: String,
     /// Slots it announced.
     pub capacity: u32,
-    /// Slots in use: tasks assigned plus tasks it refused because its slots
-    /// were still busy with work from an earlier connection.
-    pub assigned: u32,
-    /// Slots busy with tasks this manager does not know about.
-    pub phantom: u32,
+    /// Its free slots: the credits the manager holds for it.
+    free: Vec<SlotIndex>,
     /// Task names it provides.
     pub tasks: Vec<String>,
     /// Whether it accepts eval scripts.
@@ -45,11 +47,21 @@ pub struct WorkerState {
 impl WorkerState {
     /// Whether it can take one more task now.
     pub fn has_idle_slot(&self) -> bool {
-        !self.draining && self.assigned < self.capacity
+        !self.draining && !self.free.is_empty()
+    }
+
+    /// Slots busy with runs (assigned and not yet reported finished).
+    pub fn busy(&self) -> u32 {
+        self.capacity - self.free.len() as u32
+    }
+
+    /// Its free slots, in no particular order.
+    pub fn free_slots(&self) -> &[SlotIndex] {
+        &self.free
     }
 
     fn load(&self) -> u64 {
-        (f64::from(self.assigned + 1) * self.avg_us.unwrap_or(1.0).max(1.0)) as u64
+        (f64::from(self.busy() + 1) * self.avg_us.unwrap_or(1.0).max(1.0)) as u64
     }
 
     fn routing_names(&self) -> impl Iterator<Item = &str> {
@@ -77,22 +89,26 @@ impl Scheduler {
         Scheduler::default()
     }
 
-    /// Registers a worker and returns its id.
+    /// Registers a worker whose slots `busy` are taken (by runs from before
+    /// it registered) and returns its id. Every other slot below `capacity`
+    /// is a credit.
     pub fn add(
         &mut self,
         address: String,
         capacity: u32,
         tasks: Vec<String>,
         eval: bool,
+        busy: &[SlotIndex],
     ) -> WorkerId {
         self.next_id += 1;
         let id = self.next_id;
+        // Popped from the end: the lowest slot number goes first.
+        let free: Vec<SlotIndex> = (0..capacity).rev().filter(|s| !busy.contains(s)).collect();
         let w = WorkerState {
             id,
             address,
             capacity,
-            assigned: 0,
-            phantom: 0,
+            free,
             tasks,
             eval,
             draining: false,
@@ -103,7 +119,7 @@ impl Scheduler {
             *self.providers.entry(name.to_string()).or_default() += 1;
         }
         self.capacity += u64::from(capacity);
-        self.idle += u64::from(capacity);
+        self.idle += w.free.len() as u64;
         self.workers.insert(id, w);
         self.reindex(id);
         id
@@ -144,7 +160,7 @@ impl Scheduler {
             }
         }
         self.capacity -= u64::from(w.capacity);
-        self.idle -= u64::from(w.capacity.saturating_sub(w.assigned));
+        self.idle -= w.free.len() as u64;
     }
 
     /// The least-loaded worker with an idle slot that provides `task`.
@@ -152,58 +168,40 @@ impl Scheduler {
         self.ready.get(task)?.first().map(|&(_, id)| id)
     }
 
-    /// Records that `id` was given a task.
-    pub fn assign(&mut self, id: WorkerId) {
-        if let Some(w) = self.workers.get_mut(&id) {
-            w.assigned += 1;
-            if !w.draining {
-                self.idle -= 1;
-            }
+    /// Takes one of `id`'s credits: the slot a new run goes to. `None` if
+    /// it has none (or is unknown).
+    pub fn assign(&mut self, id: WorkerId) -> Option<SlotIndex> {
+        let w = self.workers.get_mut(&id)?;
+        let slot = w.free.pop()?;
+        if !w.draining {
+            self.idle -= 1;
         }
         self.reindex(id);
+        Some(slot)
     }
 
-    /// Records that a task on `id` ended, with its duration when it ran.
-    pub fn release(&mut self, id: WorkerId, took: Option<Duration>) {
-        if let Some(w) = self.workers.get_mut(&id) {
-            if w.assigned == 0 {
-                return;
-            }
-            w.assigned -= 1;
-            if !w.draining {
-                self.idle += 1;
-            }
-            if let Some(t) = took {
-                let sample = t.as_secs_f64() * 1e6;
-                w.avg_us = Some(match w.avg_us {
-                    Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
-                    None => sample,
-                });
-            }
+    /// Gives back `id`'s credit for `slot`, whose run ended, with the run's
+    /// duration when it counts towards the average.
+    pub fn release(&mut self, id: WorkerId, slot: SlotIndex, took: Option<Duration>) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if slot >= w.capacity || w.free.contains(&slot) {
+            log::warn!("worker {id}: slot {slot} released twice or out of range; ignored");
+            return;
+        }
+        w.free.push(slot);
+        if !w.draining {
+            self.idle += 1;
+        }
+        if let Some(t) = took {
+            let sample = t.as_secs_f64() * 1e6;
+            w.avg_us = Some(match w.avg_us {
+                Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
+                None => sample,
+            });
         }
         self.reindex(id);
-    }
-
-    /// Records that `id` refused a task because a slot was busy with work the
-    /// manager does not know of; the slot stays counted as busy until a result
-    /// for an unknown task arrives from it ([`Scheduler::clear_phantom`]).
-    pub fn mark_phantom(&mut self, id: WorkerId) {
-        if let Some(w) = self.workers.get_mut(&id) {
-            w.phantom += 1;
-        }
-    }
-
-    /// A result for an unknown task came from `id`: free one phantom slot.
-    /// Returns false if the worker had none.
-    pub fn clear_phantom(&mut self, id: WorkerId) -> bool {
-        match self.workers.get_mut(&id) {
-            Some(w) if w.phantom > 0 => {
-                w.phantom -= 1;
-                self.release(id, None);
-                true
-            }
-            _ => false,
-        }
     }
 
     /// Whether any registered, non-draining worker provides `task`.
@@ -289,8 +287,8 @@ mod tests {
     #[test]
     fn picks_only_workers_that_provide_the_task() {
         let mut s = Scheduler::new();
-        let a = s.add("a".into(), 1, names(&["echo"]), false);
-        let b = s.add("b".into(), 1, names(&["sleep"]), true);
+        let a = s.add("a".into(), 1, names(&["echo"]), false, &[]);
+        let b = s.add("b".into(), 1, names(&["sleep"]), true, &[]);
         assert_eq!(s.pick("echo"), Some(a));
         assert_eq!(s.pick("sleep"), Some(b));
         assert_eq!(s.pick(EVAL_TASK), Some(b));
@@ -301,11 +299,12 @@ mod tests {
     #[test]
     fn full_worker_is_not_picked_until_released() {
         let mut s = Scheduler::new();
-        let a = s.add("a".into(), 1, names(&["echo"]), false);
-        s.assign(a);
+        let a = s.add("a".into(), 1, names(&["echo"]), false, &[]);
+        assert_eq!(s.assign(a), Some(0));
         assert_eq!(s.pick("echo"), None);
         assert_eq!(s.idle_slots(), 0);
-        s.release(a, Some(Duration::from_millis(1)));
+        assert_eq!(s.assign(a), None, "no credit left");
+        s.release(a, 0, Some(Duration::from_millis(1)));
         assert_eq!(s.pick("echo"), Some(a));
         assert_eq!(s.idle_slots(), 1);
     }
@@ -313,12 +312,12 @@ mod tests {
     #[test]
     fn least_loaded_wins_by_assigned_times_average_time() {
         let mut s = Scheduler::new();
-        let slow = s.add("slow".into(), 4, names(&["t"]), false);
-        let fast = s.add("fast".into(), 4, names(&["t"]), false);
-        s.assign(slow);
-        s.release(slow, Some(Duration::from_millis(100)));
-        s.assign(fast);
-        s.release(fast, Some(Duration::from_millis(10)));
+        let slow = s.add("slow".into(), 4, names(&["t"]), false, &[]);
+        let fast = s.add("fast".into(), 4, names(&["t"]), false, &[]);
+        let slot = s.assign(slow).unwrap();
+        s.release(slow, slot, Some(Duration::from_millis(100)));
+        let slot = s.assign(fast).unwrap();
+        s.release(fast, slot, Some(Duration::from_millis(10)));
         // fast: (0+1)*10ms beats slow: (0+1)*100ms, and still wins with
         // 3 tasks assigned: (3+1)*10ms < 100ms.
         for _ in 0..3 {
@@ -334,15 +333,15 @@ mod tests {
     #[test]
     fn draining_and_removal_shrink_capacity_at_once() {
         let mut s = Scheduler::new();
-        let a = s.add("a".into(), 3, names(&["echo"]), false);
-        let b = s.add("b".into(), 2, names(&["echo"]), false);
+        let a = s.add("a".into(), 3, names(&["echo"]), false, &[]);
+        let b = s.add("b".into(), 2, names(&["echo"]), false, &[]);
         assert_eq!(s.capacity(), 5);
-        s.assign(a);
+        let slot = s.assign(a).unwrap();
         s.drain(a);
         assert_eq!(s.capacity(), 2);
         assert_eq!(s.idle_slots(), 2);
         assert_eq!(s.pick("echo"), Some(b));
-        s.release(a, None);
+        s.release(a, slot, None);
         assert_eq!(s.idle_slots(), 2);
         s.remove(b);
         assert_eq!(s.capacity(), 0);
@@ -353,14 +352,28 @@ mod tests {
     }
 
     #[test]
-    fn phantom_slots_stay_busy_until_an_unknown_result_frees_them() {
+    fn slots_busy_at_registration_are_not_credits_until_released() {
         let mut s = Scheduler::new();
-        let a = s.add("a".into(), 1, names(&["echo"]), false);
-        s.assign(a);
-        s.mark_phantom(a);
-        assert_eq!(s.pick("echo"), None);
-        assert!(s.clear_phantom(a));
-        assert_eq!(s.pick("echo"), Some(a));
-        assert!(!s.clear_phantom(a));
+        let a = s.add("a".into(), 3, names(&["echo"]), false, &[1]);
+        assert_eq!(s.idle_slots(), 2);
+        assert_eq!(s.get(a).unwrap().busy(), 1);
+        let mut got = vec![s.assign(a).unwrap(), s.assign(a).unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, vec![0, 2], "slot 1 is never handed out");
+        assert_eq!(s.assign(a), None);
+        s.release(a, 1, None);
+        assert_eq!(s.assign(a), Some(1));
+    }
+
+    #[test]
+    fn a_credit_released_twice_counts_once() {
+        let mut s = Scheduler::new();
+        let a = s.add("a".into(), 2, names(&["echo"]), false, &[]);
+        let slot = s.assign(a).unwrap();
+        s.release(a, slot, None);
+        s.release(a, slot, None);
+        s.release(a, 7, None);
+        assert_eq!(s.idle_slots(), 2);
+        assert_eq!(s.get(a).unwrap().free_slots().len(), 2);
     }
 }

@@ -1,10 +1,26 @@
-//! The `Manager` actor: the bounded queue, the worker registry and every
-//! scheduling decision.
+//! The manager process's actors: the [`Manager`] (the bounded queue, the
+//! worker registry and every scheduling decision), and the roles of its
+//! connections, [`ClientSession`] and [`WorkerLink`].
 //!
 //! Invariant: every accepted task gets exactly one [`TaskReply`], done or
-//! failed, unless its client left first. A task is accepted only if it can
-//! start now or the queue has room (queue bound = capacity × queue factor);
-//! otherwise it is denied at once with an estimate of when room is likely.
+//! failed, unless its client left first. A task is accepted only if a worker
+//! credit lets it start now or the queue has room (queue bound = capacity ×
+//! queue factor); otherwise the reply to its [`SubmitTask`] is the deny, with
+//! an estimate of when room is likely.
+//!
+//! A task's life: queued → running (one run, in one slot a worker announced
+//! free) → answered (done, failed, cancelled) or requeued (its worker was
+//! lost and attempts remain). A run outlives its task when the task is
+//! answered early (timeout, cancel, client gone): the worker is told to
+//! cancel it, and its slot is a credit again only once the worker reports
+//! the run finished.
+
+pub mod client_session;
+pub mod scheduler;
+pub mod worker_link;
+
+pub use client_session::ClientSession;
+pub use worker_link::WorkerLink;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -13,9 +29,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use crate::actors::scheduler::{Scheduler, EVAL_TASK};
 use crate::messages::*;
 use crate::protocol::{ClusterStatus, Priority, QueuedByPriority, WorkerStatus};
+use scheduler::{Scheduler, EVAL_TASK};
 
 /// Weight of the newest sample in the cluster-wide average task time.
 const EWMA_WEIGHT: f64 = 0.05;
@@ -84,38 +100,32 @@ struct Pending {
     waiting_since: Instant,
 }
 
-struct Running {
-    task: Pending,
+/// One run of a task in one worker slot.
+struct Run {
     worker: WorkerId,
+    slot: SlotIndex,
     started: Instant,
-    /// Which start of the task this is (unique per manager), so a timeout
-    /// timer of an earlier start never expires a later one.
-    start: u64,
-}
-
-/// Whose task a worker's report is about.
-enum Report {
-    /// A task running on that worker, now taken out of the running set.
-    Mine(Running),
-    /// A task running on another worker.
-    Elsewhere,
-    /// No task this manager knows of.
-    Unknown,
+    /// The task it runs; `None` once the task was answered or requeued
+    /// while the run goes on: the worker was told to cancel it, and its
+    /// slot stays busy until the worker reports it finished.
+    task: Option<Pending>,
 }
 
 /// The manager actor. See the module docs.
 pub struct Manager {
     settings: ManagerSettings,
     sched: Scheduler,
-    links: IdMap<Recipient<AssignTask>>,
+    links: IdMap<Recipient<WorkerOrder>>,
     queues: [VecDeque<Pending>; 3],
-    running: IdMap<Running>,
-    next_task: TaskId,
-    starts: u64,
+    runs: IdMap<Run>,
+    next_id: u64,
     avg_us: Option<f64>,
     completed: u64,
     denied: u64,
 }
+
+/// Error text of a task cancelled at its client's request.
+pub const CANCELLED: &str = "cancelled by the client";
 
 impl Manager {
     /// A manager with no workers.
@@ -125,13 +135,17 @@ impl Manager {
             sched: Scheduler::new(),
             links: IdMap::default(),
             queues: Default::default(),
-            running: IdMap::default(),
-            next_task: random_task_id_base(),
-            starts: 0,
+            runs: IdMap::default(),
+            next_id: random_id_base(),
             avg_us: None,
             completed: 0,
             denied: 0,
         }
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
     }
 
     fn queued(&self) -> usize {
@@ -142,15 +156,17 @@ impl Manager {
         self.sched.capacity() * u64::from(self.settings.queue_factor)
     }
 
+    /// When room is likely: one average task time per wave of the queue
+    /// ahead, 100 ms per wave before any task has finished; at least 10 ms.
     fn retry_after(&self) -> Duration {
         let cap = self.sched.capacity();
         if cap == 0 {
             return Duration::from_secs(1);
         }
-        let avg = self.avg_us.unwrap_or(1000.0);
+        let avg = self.avg_us.unwrap_or(100_000.0);
         let waves = self.queued() as f64 / cap as f64 + 1.0;
         Duration::from_micros((avg * waves) as u64)
-            .clamp(Duration::from_millis(1), Duration::from_secs(60))
+            .clamp(Duration::from_millis(10), Duration::from_secs(60))
     }
 
     fn deny(&mut self, reason: &str) -> Rejection {
@@ -169,75 +185,83 @@ impl Manager {
         });
     }
 
+    /// Starts `task` on `worker`, spending one of its credits.
     fn start(&mut self, mut task: Pending, worker: WorkerId, ctx: &mut Context<Self>) {
-        let Some(link) = self.links.get(&worker) else {
-            self.reply(task, TaskOutcome::Failed("worker vanished".into()));
-            return;
+        let credit = match self.links.contains_key(&worker) {
+            true => self.sched.assign(worker),
+            false => None,
+        };
+        let slot = match credit {
+            Some(slot) => slot,
+            None => {
+                log::error!(
+                    "worker {worker} was picked without a credit; task {} requeued",
+                    task.id
+                );
+                self.requeue_front(task);
+                return;
+            }
         };
         task.started_times += 1;
-        self.starts += 1;
-        let start = self.starts;
+        // A task's first run goes by the task's id; a restart gets a fresh
+        // one (ids share one counter), so a late report of an earlier run is
+        // never taken for the current one.
+        let run = if task.started_times == 1 {
+            task.id
+        } else {
+            self.fresh_id()
+        };
         if let Some(limit) = task.spec.timeout {
-            let id = task.id;
-            ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
-                act.expire(id, start, limit, ctx)
+            ctx.run_later(limit + self.settings.timeout_grace, move |act, _| {
+                act.expire(run, limit)
             });
         }
-        self.sched.assign(worker);
-        link.do_send(AssignTask {
-            task: task.id,
+        self.links[&worker].do_send(WorkerOrder::Assign {
+            run,
+            slot,
             name: task.spec.name.clone(),
             args: task.spec.args.clone(),
             timeout: task.spec.timeout,
         });
-        self.running.insert(
-            task.id,
-            Running {
-                task,
+        self.runs.insert(
+            run,
+            Run {
                 worker,
+                slot,
                 started: Instant::now(),
-                start,
+                task: Some(task),
             },
         );
     }
 
-    /// Answers a task whose worker has not reported by its timeout plus the
-    /// grace. The worker's slot stays counted as busy (a phantom) until the
-    /// worker reports that task after all.
-    fn expire(&mut self, id: TaskId, start: u64, limit: Duration, ctx: &mut Context<Self>) {
-        if self.running.get(&id).is_none_or(|r| r.start != start) {
+    /// Tells the run's worker to stop it. The run stays (without its task)
+    /// until the worker reports it finished, which frees the slot.
+    fn cancel_run(&self, run: RunId) {
+        let Some(r) = self.runs.get(&run) else {
             return;
+        };
+        if let Some(link) = self.links.get(&r.worker) {
+            link.do_send(WorkerOrder::Cancel { run, slot: r.slot });
         }
-        let r = self.running.remove(&id).expect("checked above");
-        self.sched.mark_phantom(r.worker);
-        log::warn!(
-            "task {id} on worker {} gave no result within its timeout; answered as failed",
-            r.worker
-        );
-        let msg = format!(
-            "no result within the task's timeout of {} (worker {} did not answer)",
-            humantime::format_duration(limit),
-            r.worker
-        );
-        self.reply(r.task, TaskOutcome::Failed(msg));
-        self.dispatch(ctx);
     }
 
-    /// Takes task `id` out of the running set if it runs on `worker`. A report
-    /// about a task that runs elsewhere is logged (with `verb`) and ignored.
-    fn take_running(&mut self, id: TaskId, worker: WorkerId, verb: &str) -> Report {
-        match self.running.remove(&id) {
-            Some(run) if run.worker == worker => Report::Mine(run),
-            Some(run) => {
-                log::warn!(
-                    "worker {worker} {verb} task {id} that runs on worker {}; ignored",
-                    run.worker
-                );
-                self.running.insert(id, run);
-                Report::Elsewhere
-            }
-            None => Report::Unknown,
-        }
+    /// Answers a task whose worker has not reported by its timeout plus the
+    /// grace, and cancels the run.
+    fn expire(&mut self, run: RunId, limit: Duration) {
+        let Some(task) = self.runs.get_mut(&run).and_then(|r| r.task.take()) else {
+            return;
+        };
+        let worker = self.runs[&run].worker;
+        log::warn!(
+            "task {} on worker {worker} gave no result within its timeout; answered as failed",
+            task.id
+        );
+        let msg = format!(
+            "no result within the task's timeout of {} (worker {worker} did not answer)",
+            humantime::format_duration(limit),
+        );
+        self.reply(task, TaskOutcome::Failed(msg));
+        self.cancel_run(run);
     }
 
     /// Moves queue heads that waited too long one level up.
@@ -260,7 +284,7 @@ impl Manager {
         }
     }
 
-    /// Starts queued tasks while there are idle slots that fit them.
+    /// Starts queued tasks while there are free slots that fit them.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         if self.sched.idle_slots() == 0 || self.queued() == 0 {
             return;
@@ -306,12 +330,34 @@ impl Manager {
         task.waiting_since = Instant::now();
         self.queues[task.level.index()].push_front(task);
     }
+
+    /// Takes a session's task out of the queue, or out of its run (which is
+    /// then cancelled).
+    fn take_task(&mut self, session: SessionId, request_id: u64) -> Option<Pending> {
+        for q in &mut self.queues {
+            if let Some(i) = q
+                .iter()
+                .position(|t| t.session == session && t.request_id == request_id)
+            {
+                return q.remove(i);
+            }
+        }
+        let run = self.runs.iter().find_map(|(id, r)| {
+            r.task
+                .as_ref()
+                .filter(|t| t.session == session && t.request_id == request_id)
+                .map(|_| *id)
+        })?;
+        let task = self.runs.get_mut(&run)?.task.take();
+        self.cancel_run(run);
+        task
+    }
 }
 
-/// Task ids start at a random point, so a worker that reconnects after a
-/// manager restart and reports a task from before cannot be mistaken for a
-/// task of the new manager's.
-fn random_task_id_base() -> TaskId {
+/// Task and run ids start at a random point, so a worker that reconnects
+/// after a manager restart and reports a run from before cannot be mistaken
+/// for a run of the new manager's.
+fn random_id_base() -> u64 {
     let mut b = [0u8; 8];
     if crate::protocol::crypto::fill_random(&mut b).is_err() {
         return 0;
@@ -322,6 +368,13 @@ fn random_task_id_base() -> TaskId {
 
 impl Actor for Manager {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // No parking of senders: a session's `SubmitTask` (sent with `send`)
+        // and its later `CancelTask` or `ClientGone` (`do_send`) must arrive
+        // in the order they were sent, which a full mailbox would not keep.
+        ctx.set_mailbox_capacity(0);
+    }
 }
 
 impl Handler<SubmitTask> for Manager {
@@ -344,9 +397,8 @@ impl Handler<SubmitTask> for Manager {
         if msg.spec.attempts == 0 {
             msg.spec.attempts = self.settings.default_attempts.max(1);
         }
-        self.next_task += 1;
         let task = Pending {
-            id: self.next_task,
+            id: self.fresh_id(),
             session: msg.session,
             request_id: msg.request_id,
             level: msg.spec.priority,
@@ -356,9 +408,9 @@ impl Handler<SubmitTask> for Manager {
             waiting_since: Instant::now(),
         };
         let id = task.id;
-        // Start it now if an idle worker provides it, even when the queue is
-        // full: after every dispatch no queued task fits an idle worker, so
-        // this overtakes nobody, and the bound is on waiting tasks only.
+        // Start it now if a free slot provides it, even when the queue is
+        // full: after every dispatch no queued task fits a free slot, so this
+        // overtakes nobody, and the bound is on waiting tasks only.
         if let Some(worker) = self.sched.pick(&task.spec.name) {
             self.start(task, worker, ctx);
             return Ok(id);
@@ -372,6 +424,24 @@ impl Handler<SubmitTask> for Manager {
     }
 }
 
+impl Handler<CancelTask> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelTask, _: &mut Self::Context) {
+        match self.take_task(msg.session, msg.request_id) {
+            Some(task) => {
+                log::debug!("task {} cancelled by its client", task.id);
+                self.reply(task, TaskOutcome::Failed(CANCELLED.to_string()));
+            }
+            None => log::debug!(
+                "session {}: cancel of request {} that has no task waiting or running",
+                msg.session,
+                msg.request_id
+            ),
+        }
+    }
+}
+
 impl Handler<ClientGone> for Manager {
     type Result = ();
 
@@ -381,10 +451,23 @@ impl Handler<ClientGone> for Manager {
             q.retain(|t| t.session != msg.session);
         }
         let dropped = before - self.queued();
-        if dropped > 0 {
+        let running: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.task.as_ref().is_some_and(|t| t.session == msg.session))
+            .map(|(id, _)| *id)
+            .collect();
+        for run in &running {
+            if let Some(r) = self.runs.get_mut(run) {
+                r.task = None;
+            }
+            self.cancel_run(*run);
+        }
+        if dropped + running.len() > 0 {
             log::debug!(
-                "session {} left: dropped {dropped} queued task(s)",
-                msg.session
+                "session {} left: dropped {dropped} queued task(s), cancelled {} running",
+                msg.session,
+                running.len()
             );
         }
     }
@@ -400,14 +483,47 @@ impl Handler<RegisterWorker> for Manager {
         if msg.tasks.is_empty() && !msg.eval {
             return Err("a worker must provide at least one task".into());
         }
-        let id = self
-            .sched
-            .add(msg.address.clone(), msg.capacity, msg.tasks, msg.eval);
+        let mut busy: Vec<SlotIndex> = msg.running.iter().map(|(_, slot)| *slot).collect();
+        busy.sort_unstable();
+        busy.dedup();
+        if busy.len() != msg.running.len() || busy.last().is_some_and(|&s| s >= msg.capacity) {
+            return Err("running runs must name distinct slots below the capacity".into());
+        }
+        if let Some((run, _)) = msg
+            .running
+            .iter()
+            .find(|(run, _)| self.runs.contains_key(run))
+        {
+            return Err(format!("run {run} is already known to this manager"));
+        }
+        let id = self.sched.add(
+            msg.address.clone(),
+            msg.capacity,
+            msg.tasks,
+            msg.eval,
+            &busy,
+        );
+        // Runs from before registering belong to no task of this manager's
+        // (it answered or requeued them when their connection was lost, or it
+        // was restarted): cancel them; each slot is a credit once finished.
+        for &(run, slot) in &msg.running {
+            self.runs.insert(
+                run,
+                Run {
+                    worker: id,
+                    slot,
+                    started: Instant::now(),
+                    task: None,
+                },
+            );
+            msg.link.do_send(WorkerOrder::Cancel { run, slot });
+        }
         self.links.insert(id, msg.link);
         log::info!(
-            "worker {id} joined from {} with {} slot(s); capacity now {}",
+            "worker {id} joined from {} with {} slot(s), {} busy with earlier runs (cancelled); capacity now {}",
             msg.address,
             msg.capacity,
+            msg.running.len(),
             self.sched.capacity()
         );
         self.dispatch(ctx);
@@ -415,49 +531,44 @@ impl Handler<RegisterWorker> for Manager {
     }
 }
 
-impl Handler<TaskFinished> for Manager {
+impl Handler<RunFinished> for Manager {
     type Result = ();
 
-    fn handle(&mut self, msg: TaskFinished, ctx: &mut Self::Context) {
-        let run = match self.take_running(msg.task, msg.worker, "answered") {
-            Report::Mine(run) => run,
-            Report::Elsewhere => return,
-            Report::Unknown => {
-                if !self.sched.clear_phantom(msg.worker) {
-                    log::debug!("result for unknown task {} ignored", msg.task);
-                }
-                self.dispatch(ctx);
+    fn handle(&mut self, msg: RunFinished, ctx: &mut Self::Context) {
+        let run = match self.runs.remove(&msg.run) {
+            Some(r) if r.worker == msg.worker => r,
+            Some(r) => {
+                log::warn!(
+                    "worker {} reported run {} of worker {}; ignored",
+                    msg.worker,
+                    msg.run,
+                    r.worker
+                );
+                self.runs.insert(msg.run, r);
+                return;
+            }
+            None => {
+                log::debug!(
+                    "worker {} reported unknown run {}; ignored",
+                    msg.worker,
+                    msg.run
+                );
                 return;
             }
         };
         let took = run.started.elapsed();
-        self.sched.release(msg.worker, Some(took));
-        let sample = took.as_secs_f64() * 1e6;
-        self.avg_us = Some(match self.avg_us {
-            Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
-            None => sample,
-        });
-        self.reply(run.task, msg.outcome);
-        self.dispatch(ctx);
-    }
-}
-
-impl Handler<TaskRefused> for Manager {
-    type Result = ();
-
-    fn handle(&mut self, msg: TaskRefused, ctx: &mut Self::Context) {
-        let Report::Mine(run) = self.take_running(msg.task, msg.worker, "refused") else {
-            return;
-        };
-        self.sched.mark_phantom(msg.worker);
-        let mut task = run.task;
-        task.started_times -= 1;
-        log::debug!(
-            "worker {} had no idle slot for task {}; requeued",
-            msg.worker,
-            task.id
-        );
-        self.requeue_front(task);
+        match run.task {
+            Some(task) => {
+                self.sched.release(msg.worker, run.slot, Some(took));
+                let sample = took.as_secs_f64() * 1e6;
+                self.avg_us = Some(match self.avg_us {
+                    Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
+                    None => sample,
+                });
+                self.reply(task, msg.outcome);
+            }
+            None => self.sched.release(msg.worker, run.slot, None),
+        }
         self.dispatch(ctx);
     }
 }
@@ -484,18 +595,20 @@ impl Handler<WorkerLost> for Manager {
             return;
         }
         self.links.remove(&msg.worker);
-        let mut lost: Vec<TaskId> = self
-            .running
+        let mut lost: Vec<RunId> = self
+            .runs
             .iter()
             .filter(|(_, r)| r.worker == msg.worker)
             .map(|(id, _)| *id)
             .collect();
         // Requeued at the head one by one: newest first, so the oldest ends up in front.
         lost.sort_unstable_by(|a, b| b.cmp(a));
-        let mut requeued = 0;
+        let (mut requeued, mut in_flight) = (0, 0);
         for id in &lost {
-            let run = self.running.remove(id).expect("collected above");
-            let task = run.task;
+            let Some(task) = self.runs.remove(id).and_then(|r| r.task) else {
+                continue;
+            };
+            in_flight += 1;
             if task.started_times < task.spec.attempts.max(1) {
                 requeued += 1;
                 self.requeue_front(task);
@@ -512,13 +625,30 @@ impl Handler<WorkerLost> for Manager {
             }
         }
         log::info!(
-            "worker {} left with {} task(s) in flight ({requeued} requeued); capacity now {}",
+            "worker {} left with {in_flight} task(s) in flight ({requeued} requeued); capacity now {}",
             msg.worker,
-            lost.len(),
             self.sched.capacity()
         );
         self.fail_orphaned();
         self.dispatch(ctx);
+    }
+}
+
+impl Handler<GetCredits> for Manager {
+    type Result = MessageResult<GetCredits>;
+
+    fn handle(&mut self, _: GetCredits, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.sched
+                .workers()
+                .into_iter()
+                .map(|w| {
+                    let mut free = w.free_slots().to_vec();
+                    free.sort_unstable();
+                    (w.id, free)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -534,7 +664,7 @@ impl Handler<GetStatus> for Manager {
                 id: w.id,
                 address: w.address.clone(),
                 capacity: w.capacity,
-                in_flight: w.assigned - w.phantom,
+                in_flight: w.busy(),
                 avg_ms: w.avg_us.unwrap_or(0.0) / 1000.0,
                 tasks: w.tasks.clone(),
                 eval: w.eval,
@@ -544,7 +674,7 @@ impl Handler<GetStatus> for Manager {
         MessageResult(ClusterStatus {
             workers: self.sched.len() as u64,
             capacity: self.sched.capacity(),
-            in_flight: self.running.len() as u64,
+            in_flight: self.runs.len() as u64,
             queued: self.queued() as u64,
             queue_limit: self.queue_limit(),
             queued_by_priority: QueuedByPriority {

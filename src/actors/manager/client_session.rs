@@ -1,0 +1,202 @@
+//! `ClientSession`: the role of a manager-side connection to one client.
+//! The actor is `Connection<ClientSession>`: it decodes the client's
+//! requests and sends them straight to the [`Manager`], and encodes the
+//! manager's answers ([`TaskReply`]) for the client.
+//!
+//! A submit is checked here, where the wire is known, before the manager
+//! sees it: arguments nested too deep for the decoders, or too large for the
+//! `assign` frame they must travel in to a worker, fail that one task at
+//! once and harm nothing else.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::Manager;
+use crate::actors::connection::{Connection, Peer};
+use crate::messages::*;
+use crate::protocol::{
+    codec, value_depth, Assign, Established, FromClient, Outcome, Submit, ToClient, Value,
+    WireError, MAX_VALUE_DEPTH,
+};
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// One connected client. See the module docs.
+pub struct ClientSession {
+    id: SessionId,
+    manager: Addr<Manager>,
+    /// Largest `assign` plaintext a worker will accept from this manager.
+    max_assign: usize,
+}
+
+impl ClientSession {
+    /// Starts the connection actor for an established client.
+    pub fn start(est: Established, manager: Addr<Manager>) -> Addr<Connection<ClientSession>> {
+        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        log::debug!("[client {}] session {id} opened", est.peer_addr);
+        let max_assign = codec::max_plaintext(est.writer.max_frame());
+        Connection::new(
+            est,
+            ClientSession {
+                id,
+                manager,
+                max_assign,
+            },
+        )
+        .start()
+    }
+
+    /// Why a submit cannot be forwarded to a worker, if it cannot.
+    fn unfit(&self, s: &Submit) -> Option<String> {
+        if value_depth(&s.args) > MAX_VALUE_DEPTH {
+            return Some(format!(
+                "arguments nested deeper than {MAX_VALUE_DEPTH} levels are not accepted"
+            ));
+        }
+        let envelope = Assign {
+            run_id: u64::MAX,
+            slot: u32::MAX,
+            task: s.task.clone(),
+            args: Value::Nil,
+            timeout_ms: Some(u64::MAX),
+        };
+        let len = codec::encoded_len(&crate::protocol::ToWorker::Assign(envelope))
+            + codec::encoded_len(&s.args);
+        (len > self.max_assign).then(|| {
+            format!(
+                "task of {len} bytes would not fit in a frame to a worker (limit {} bytes)",
+                self.max_assign
+            )
+        })
+    }
+
+    fn submit(conn: &mut Connection<Self>, s: Submit, ctx: &mut Context<Connection<Self>>) {
+        let request_id = s.id;
+        if let Some(error) = conn.role.unfit(&s) {
+            conn.send(
+                ToClient::Reply {
+                    id: request_id,
+                    outcome: Outcome::Failed { error },
+                },
+                ctx,
+            );
+            return;
+        }
+        let spec = TaskSpec {
+            name: s.task,
+            args: s.args,
+            priority: s.priority,
+            timeout: s.timeout_ms.filter(|&ms| ms > 0).map(Duration::from_millis),
+            attempts: s.attempts,
+        };
+        let msg = SubmitTask {
+            session: conn.role.id,
+            request_id,
+            spec,
+            reply_to: ctx.address().recipient(),
+        };
+        conn.role
+            .manager
+            .send(msg)
+            .into_actor(conn)
+            .map(move |res, conn, ctx| {
+                let outcome = match res {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(Rejection::Denied {
+                        reason,
+                        retry_after,
+                    })) => Outcome::Denied {
+                        reason,
+                        retry_after_ms: retry_after.as_millis().max(1) as u64,
+                    },
+                    Ok(Err(Rejection::Invalid(error))) => Outcome::Failed { error },
+                    Err(_) => Outcome::Failed {
+                        error: "manager unavailable".into(),
+                    },
+                };
+                conn.send(
+                    ToClient::Reply {
+                        id: request_id,
+                        outcome,
+                    },
+                    ctx,
+                );
+            })
+            .spawn(ctx);
+    }
+}
+
+impl Peer for ClientSession {
+    type In = FromClient;
+    type Out = ToClient;
+    const LABEL: &'static str = "client";
+
+    fn received(conn: &mut Connection<Self>, msg: FromClient, ctx: &mut Context<Connection<Self>>) {
+        match msg {
+            FromClient::Submit(s) => Self::submit(conn, s, ctx),
+            FromClient::Cancel { id } => conn.role.manager.do_send(CancelTask {
+                session: conn.role.id,
+                request_id: id,
+            }),
+            FromClient::Ping { id } => conn.send(ToClient::Pong { id }, ctx),
+            FromClient::StatusRequest { id } => {
+                conn.role
+                    .manager
+                    .send(GetStatus)
+                    .into_actor(conn)
+                    .map(move |res, conn, ctx| {
+                        if let Ok(status) = res {
+                            conn.send(ToClient::Status { id, status }, ctx);
+                        }
+                    })
+                    .spawn(ctx);
+            }
+            FromClient::Heartbeat {} => {}
+        }
+    }
+
+    fn stopped(&mut self, _failure: Option<String>) {
+        self.manager.do_send(ClientGone { session: self.id });
+        log::debug!("session {} closed", self.id);
+    }
+
+    fn error_message(message: String) -> Option<ToClient> {
+        Some(ToClient::Error { message })
+    }
+
+    fn substitute(msg: &ToClient, err: &WireError) -> Option<ToClient> {
+        match (msg, err) {
+            (ToClient::Reply { id, .. }, WireError::FrameTooLarge { len, max }) => {
+                Some(ToClient::Reply {
+                    id: *id,
+                    outcome: Outcome::Failed {
+                        error: format!(
+                            "result of {len} bytes exceeds the frame limit of {max} bytes"
+                        ),
+                    },
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Handler<TaskReply> for Connection<ClientSession> {
+    type Result = ();
+
+    fn handle(&mut self, msg: TaskReply, ctx: &mut Self::Context) {
+        let outcome = match msg.outcome {
+            TaskOutcome::Done(value) => Outcome::Done { value },
+            TaskOutcome::Failed(error) => Outcome::Failed { error },
+        };
+        self.send(
+            ToClient::Reply {
+                id: msg.request_id,
+                outcome,
+            },
+            ctx,
+        );
+    }
+}

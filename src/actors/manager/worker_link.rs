@@ -1,0 +1,168 @@
+//! `WorkerLink`: the role of a manager-side connection to one worker. The
+//! actor is `Connection<WorkerLink>`: it registers the worker with the
+//! [`Manager`], sends finished runs and the drain notice straight to it, and
+//! encodes the manager's orders ([`WorkerOrder`]) for the worker.
+
+use actix::prelude::*;
+
+use super::Manager;
+use crate::actors::connection::{Connection, Peer};
+use crate::messages::*;
+use crate::protocol::{Assign, Established, FromWorker, Outcome, ToWorker};
+
+/// One connected worker. See the module docs.
+pub struct WorkerLink {
+    peer: String,
+    manager: Addr<Manager>,
+    worker: Option<WorkerId>,
+    registering: bool,
+}
+
+impl WorkerLink {
+    /// Starts the connection actor for an established worker.
+    pub fn start(est: Established, manager: Addr<Manager>) -> Addr<Connection<WorkerLink>> {
+        let peer = est.peer_addr.to_string();
+        Connection::new(
+            est,
+            WorkerLink {
+                peer,
+                manager,
+                worker: None,
+                registering: false,
+            },
+        )
+        .start()
+    }
+
+    fn register(
+        conn: &mut Connection<Self>,
+        r: crate::protocol::Register,
+        ctx: &mut Context<Connection<Self>>,
+    ) {
+        conn.role.registering = true;
+        let ours = conn.max_frame();
+        if r.max_frame != 0 && r.max_frame < ours as u64 {
+            let why = format!(
+                "the worker accepts frames up to {} bytes, less than the manager's {ours}: \
+                 give both the same security.max_frame_bytes",
+                r.max_frame
+            );
+            conn.close_with_error(format!("registration refused: {why}"), ctx);
+            return;
+        }
+        let reg = RegisterWorker {
+            address: conn.role.peer.clone(),
+            capacity: r.capacity,
+            tasks: r.tasks,
+            eval: r.eval,
+            running: r.running.iter().map(|x| (x.run_id, x.slot)).collect(),
+            link: ctx.address().recipient(),
+        };
+        // Orders the manager sends while registering wait in the mailbox
+        // until `registered` is out.
+        conn.role
+            .manager
+            .send(reg)
+            .into_actor(conn)
+            .map(|res, conn, ctx| match res {
+                Ok(Ok(id)) => {
+                    conn.role.worker = Some(id);
+                    let max_frame = conn.max_frame() as u64;
+                    conn.send(
+                        ToWorker::Registered {
+                            worker_id: id,
+                            max_frame,
+                        },
+                        ctx,
+                    );
+                }
+                Ok(Err(why)) => conn.close_with_error(format!("registration refused: {why}"), ctx),
+                Err(_) => conn.close_with_error("manager unavailable".into(), ctx),
+            })
+            .wait(ctx);
+    }
+}
+
+impl Peer for WorkerLink {
+    type In = FromWorker;
+    type Out = ToWorker;
+    const LABEL: &'static str = "worker";
+
+    fn received(conn: &mut Connection<Self>, msg: FromWorker, ctx: &mut Context<Connection<Self>>) {
+        match (conn.role.worker, msg) {
+            (None, FromWorker::Register(r)) if !conn.role.registering => {
+                Self::register(conn, r, ctx)
+            }
+            (Some(worker), FromWorker::Finished { run_id, outcome }) => {
+                let outcome = match outcome {
+                    Outcome::Done { value } => TaskOutcome::Done(value),
+                    Outcome::Failed { error } => TaskOutcome::Failed(error),
+                    Outcome::Denied { reason, .. } => TaskOutcome::Failed(reason),
+                };
+                conn.role.manager.do_send(RunFinished {
+                    worker,
+                    run: run_id,
+                    outcome,
+                });
+            }
+            (Some(worker), FromWorker::Drain {}) => {
+                conn.role.manager.do_send(WorkerDraining { worker })
+            }
+            (_, FromWorker::Error { message }) => {
+                log::warn!(
+                    "[worker {}] reports: {}",
+                    conn.role.peer,
+                    message.escape_debug()
+                );
+            }
+            (_, FromWorker::Heartbeat {}) => {}
+            (registered, other) => {
+                let when = if registered.is_some() {
+                    "after registering"
+                } else {
+                    "before registering"
+                };
+                conn.close_with_error(format!("unexpected {} {when}", other_kind(&other)), ctx);
+            }
+        }
+    }
+
+    fn stopped(&mut self, _failure: Option<String>) {
+        if let Some(worker) = self.worker {
+            self.manager.do_send(WorkerLost { worker });
+        }
+    }
+
+    fn error_message(message: String) -> Option<ToWorker> {
+        Some(ToWorker::Error { message })
+    }
+}
+
+fn other_kind(msg: &FromWorker) -> &'static str {
+    use crate::protocol::WireMessage;
+    msg.kind()
+}
+
+impl Handler<WorkerOrder> for Connection<WorkerLink> {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerOrder, ctx: &mut Self::Context) {
+        let wire = match msg {
+            WorkerOrder::Assign {
+                run,
+                slot,
+                name,
+                args,
+                timeout,
+            } => ToWorker::Assign(Assign {
+                run_id: run,
+                slot,
+                task: name,
+                args,
+                timeout_ms: timeout.map(|d| d.as_millis() as u64),
+            }),
+            WorkerOrder::Cancel { run, slot } => ToWorker::Cancel { run_id: run, slot },
+        };
+        self.send(wire, ctx);
+    }
+}

@@ -1,0 +1,254 @@
+//! `WorkerPool`: the worker process's actor. Owns `capacity`
+//! [`WorkerSlot`]s and the connection to the manager; keeps no count of its
+//! own of which slots are busy (it asks them).
+//!
+//! It connects (the connection registers itself), reconnects on a
+//! logarithmic backoff when the manager goes away, and on [`Drain`] tells
+//! the manager, stops its slots taking work, lets them finish (up to a
+//! deadline), and then leaves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::{ManagerLink, WorkerSlot};
+use crate::actors::Connection;
+use crate::messages::*;
+use crate::protocol::handshake::{self, HandshakeSettings};
+use crate::protocol::{Role, WireError};
+use crate::task::TaskRegistry;
+
+/// What a worker needs to run.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Manager address, `host:port`.
+    pub mgr: String,
+    /// Number of slots (tasks run at once).
+    pub capacity: usize,
+    /// Whether to accept eval scripts.
+    pub allow_eval: bool,
+    /// Key, frame limit and handshake timeout.
+    pub handshake: HandshakeSettings,
+    /// First reconnect delay; later ones grow as base × (1 + ln n).
+    pub backoff_base: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+}
+
+/// Delay before reconnect attempt `n` (1-based): base × (1 + ln n), capped.
+pub fn backoff_delay(base: Duration, max: Duration, n: u32) -> Duration {
+    let factor = 1.0 + f64::from(n.max(1)).ln();
+    base.mul_f64(factor).min(max)
+}
+
+/// The worker-side pool. See the module docs.
+pub struct WorkerPool {
+    settings: WorkerSettings,
+    registry: Arc<TaskRegistry>,
+    slots: Arc<[Addr<WorkerSlot>]>,
+    conn: Option<Addr<Connection<ManagerLink>>>,
+    worker_id: Option<WorkerId>,
+    failures: u32,
+    draining: bool,
+    drained: Vec<oneshot::Sender<()>>,
+}
+
+impl WorkerPool {
+    /// A pool that runs tasks from `registry`.
+    pub fn new(settings: WorkerSettings, registry: Arc<TaskRegistry>) -> WorkerPool {
+        WorkerPool {
+            settings,
+            registry,
+            slots: Arc::from(Vec::new()),
+            conn: None,
+            worker_id: None,
+            failures: 0,
+            draining: false,
+            drained: Vec::new(),
+        }
+    }
+
+    fn retry_later(&mut self, ctx: &mut Context<Self>) -> Duration {
+        self.failures += 1;
+        let delay = backoff_delay(
+            self.settings.backoff_base,
+            self.settings.backoff_max,
+            self.failures,
+        );
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+        delay
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        let mgr = self.settings.mgr.clone();
+        let hs = self.settings.handshake.clone();
+        async move {
+            let stream = TcpStream::connect(&mgr).await?;
+            stream.set_nodelay(true)?;
+            handshake::initiate(stream, Role::Worker, &hs).await
+        }
+        .into_actor(self)
+        .map(|res, act, ctx| match res {
+            Ok(est) => {
+                act.failures = 0;
+                if act.draining {
+                    return;
+                }
+                log::info!("connected to manager at {}", act.settings.mgr);
+                act.conn = Some(ManagerLink::start(
+                    est,
+                    ctx.address(),
+                    act.slots.clone(),
+                    act.registry.names(),
+                    act.settings.allow_eval,
+                ));
+            }
+            Err(e) => {
+                let delay = act.retry_later(ctx);
+                let shown =
+                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
+                if matches!(e, WireError::BadKey) {
+                    log::error!(
+                        "manager at {} refused our key ({e}); retrying in {shown}",
+                        act.settings.mgr
+                    );
+                } else {
+                    log::warn!(
+                        "cannot reach manager at {}: {e}; retrying in {shown}",
+                        act.settings.mgr
+                    );
+                }
+            }
+        })
+        .spawn(ctx);
+    }
+
+    fn finish_drain(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.do_send(CloseConnection);
+        }
+        for tx in self.drained.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Actor for WorkerPool {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.slots = (0..self.settings.capacity)
+            .map(|i| WorkerSlot::new(i as SlotIndex, self.registry.clone()).start())
+            .collect();
+        self.connect(ctx);
+    }
+}
+
+impl Handler<Registered> for WorkerPool {
+    type Result = ();
+
+    fn handle(&mut self, msg: Registered, _: &mut Self::Context) {
+        log::info!(
+            "registered as worker {} with {} slot(s): {}",
+            msg.0,
+            self.settings.capacity,
+            self.registry.names().join(", ")
+        );
+        self.worker_id = Some(msg.0);
+    }
+}
+
+impl Handler<LinkClosed> for WorkerPool {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkClosed, ctx: &mut Self::Context) {
+        self.conn = None;
+        self.worker_id = None;
+        if self.draining {
+            self.finish_drain();
+            return;
+        }
+        match msg.0 {
+            Some(e) => log::warn!("lost the manager: {e}"),
+            None => log::warn!("the manager closed the connection"),
+        }
+        self.retry_later(ctx);
+    }
+}
+
+impl Handler<Drain> for WorkerPool {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.drained.push(tx);
+        if !self.draining {
+            self.draining = true;
+            log::info!(
+                "draining: waiting up to {:?} for tasks in flight",
+                msg.deadline
+            );
+            if let Some(c) = &self.conn {
+                c.do_send(SendDrain);
+            }
+            let idle = join_all(self.slots.iter().map(|s| s.send(DrainSlot)));
+            idle.into_actor(self)
+                .map(|_, act, _| act.finish_drain())
+                .spawn(ctx);
+            ctx.run_later(msg.deadline, |act, _| {
+                if !act.drained.is_empty() {
+                    log::warn!("drain deadline passed; abandoning tasks still running");
+                    act.finish_drain();
+                }
+            });
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<GetPoolState> for WorkerPool {
+    type Result = ResponseFuture<PoolState>;
+
+    fn handle(&mut self, _: GetPoolState, _: &mut Self::Context) -> Self::Result {
+        let asks = join_all(self.slots.iter().map(|s| s.send(GetSlotState)));
+        let capacity = self.slots.len();
+        let worker_id = self.worker_id;
+        Box::pin(async move {
+            let idle = asks
+                .await
+                .into_iter()
+                .filter(|a| matches!(a, Ok(None)))
+                .count();
+            PoolState {
+                capacity,
+                idle,
+                worker_id,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_logarithmically_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        let d: Vec<_> = (1..=5).map(|n| backoff_delay(base, max, n)).collect();
+        assert_eq!(d[0], base);
+        assert!(d.windows(2).all(|w| w[0] < w[1]));
+        assert!((d[1].as_secs_f64() - 0.1 * (1.0 + 2f64.ln())).abs() < 1e-6);
+        assert_eq!(backoff_delay(base, max, 100_000), max);
+    }
+}
