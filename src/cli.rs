@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::actors::{ManagerSettings, WorkerSettings};
 use crate::client::{Client, ClientConfig, ClientError, QueueOptions};
-use crate::config::{check_max_frame, Config, Dur};
+use crate::config::{check_max_frame, Config};
+use crate::duration::Dur;
 use crate::protocol::{HandshakeSettings, MasterKey, Priority, Value, DEFAULT_MAX_FRAME};
 use crate::runtime;
 use crate::task::eval::eval_args;

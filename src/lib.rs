@@ -13,7 +13,8 @@
 //! - [`client`]: the async client library.
 //! - [`task`]: the task registry and the built-in tasks.
 //! - [`runtime`]: starting managers, workers and embedded clusters.
-//! - [`config`], [`cli`], [`json`], [`demo`]: what the `argon` binary needs.
+//! - [`config`], [`duration`]: the TOML configuration file.
+//! - [`cli`], [`json`], [`demo`]: what the `argon` binary needs.
 
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod duration;
 pub mod json;
 pub mod load;
 pub mod messages;
