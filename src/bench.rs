@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::actors::ManagerSettings;
-use crate::cli::{Failure, EXIT_FAILED};
 use crate::client::{Client, ClientConfig};
+use crate::launch::{Failure, EXIT_FAILED};
 use crate::load::{self, spread, LoadSpec};
 use crate::protocol::Value;
 

@@ -9,19 +9,18 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::actors::{ManagerSettings, WorkerSettings};
-use crate::client::{Client, ClientConfig, ClientError, QueueOptions};
-use crate::config::{check_max_frame, Config};
-use crate::duration::Dur;
-use crate::protocol::{HandshakeSettings, MasterKey, Priority, Value, DEFAULT_MAX_FRAME};
+use crate::actors::ManagerSettings;
+use crate::client::{Client, ClientConfig, QueueOptions};
+use crate::config::Config;
+use crate::launch::{
+    check_mgr_addr, handshake_settings, load_config, Failure, KeyArgs, DEFAULT_MGR, EXIT_FAILED,
+    EXIT_USAGE,
+};
+use crate::protocol::{Priority, Value};
 use crate::runtime;
 use crate::task::eval::eval_args;
 use crate::task::{TaskRegistry, EVAL_TASK};
-
-/// Exit code: bad usage or bad input (clap's own).
-pub const EXIT_USAGE: i32 = 2;
-/// Exit code: the task failed, or a server could not run.
-pub const EXIT_FAILED: i32 = 1;
+use crate::worker_main::{run_worker, WorkerArgs};
 
 /// Argon: distributed task processing with a bounded queue.
 #[derive(Parser, Debug)]
@@ -69,14 +68,6 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// Key and frame settings shared by every networked command.
-#[derive(Args, Debug, Clone)]
-pub struct KeyArgs {
-    /// Path of the shared key file.
-    #[arg(long, env = "ARGON_KEY", value_name = "FILE")]
-    pub key: Option<PathBuf>,
-}
-
 /// `argon manager`
 #[derive(Args, Debug)]
 pub struct ManagerArgs {
@@ -92,28 +83,6 @@ pub struct ManagerArgs {
     /// Queue bound = total capacity × this [default: 3].
     #[arg(long, value_name = "N")]
     pub queue_factor: Option<u32>,
-}
-
-/// `argon worker`
-#[derive(Args, Debug)]
-pub struct WorkerArgs {
-    /// Manager address [default: 127.0.0.1:8000].
-    #[arg(long, env = "ARGON_MGR", value_name = "HOST:PORT")]
-    pub mgr: Option<String>,
-    /// Slots: how many tasks run at once [default: number of CPUs].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub capacity: Option<u32>,
-    /// Key file.
-    #[command(flatten)]
-    pub key: KeyArgs,
-    /// Accept eval scripts from clients.
-    #[arg(long)]
-    pub allow_eval: bool,
-    /// For load tests: run N independent workers in this process, each with
-    /// its own connection, registration and `capacity` slots.
-    #[arg(long, default_value_t = 1, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub instances: u32,
 }
 
 /// Manager address and key for client commands.
@@ -279,31 +248,6 @@ pub struct BenchArgs {
     pub hold: Duration,
 }
 
-/// A failure of a command, with its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    /// Process exit code.
-    pub code: i32,
-    /// One line for a person.
-    pub message: String,
-}
-
-impl Failure {
-    /// A failure with `code` and `message`.
-    pub fn new(code: i32, message: impl Into<String>) -> Failure {
-        Failure {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Failure {
-        Failure::new(e.exit_code(), e.to_string())
-    }
-}
-
 /// The default log level for a command: servers say what they do, client
 /// commands stay quiet unless something is wrong.
 pub fn default_log_level(cmd: &Command) -> log::LevelFilter {
@@ -398,34 +342,6 @@ async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-fn handshake_settings(key: &KeyArgs, config: &Config) -> Result<HandshakeSettings, Failure> {
-    let path = key
-        .key
-        .clone()
-        .or_else(|| config.security.key_file.clone())
-        .ok_or_else(|| {
-            Failure::new(
-                EXIT_USAGE,
-                "no key file: pass --key FILE, set ARGON_KEY, or set security.key_file \
-                 (create one with `argon keygen PATH`)",
-            )
-        })?;
-    let master = MasterKey::load(&path).map_err(|e| Failure::new(EXIT_USAGE, e.to_string()))?;
-    let max_frame = config.security.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME);
-    check_max_frame(max_frame).map_err(|e| Failure::new(EXIT_USAGE, e))?;
-    let mut hs = HandshakeSettings::new(master);
-    hs.max_frame = max_frame;
-    if let Some(Dur(d)) = config.security.handshake_timeout {
-        hs.timeout = d;
-    }
-    if let Some(Dur(d)) = config.security.heartbeat_interval {
-        hs.heartbeat = d;
-    }
-    Ok(hs)
-}
-
-const DEFAULT_MGR: &str = "127.0.0.1:8000";
-
 async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     let hs = handshake_settings(&a.key, config)?;
     let host = a
@@ -458,170 +374,6 @@ async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     runtime::shutdown_signal().await;
     log::info!("manager shutting down");
     Ok(())
-}
-
-/// Runs a worker with `registry`'s tasks plus the command tasks of the
-/// config file, until SIGINT/SIGTERM, then drains it.
-pub async fn run_worker(
-    a: WorkerArgs,
-    config: &Config,
-    mut registry: TaskRegistry,
-) -> Result<(), Failure> {
-    let hs = handshake_settings(&a.key, config)?;
-    let capacity = a
-        .capacity
-        .map(|c| c as usize)
-        .or(config.worker.capacity)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let allow_eval = a.allow_eval || config.worker.allow_eval.unwrap_or(false);
-    registry.register_commands(&config.tasks);
-    if allow_eval {
-        registry.enable_eval(config.eval.clone());
-    }
-    let mgr = a
-        .mgr
-        .or_else(|| config.worker.mgr.clone())
-        .unwrap_or_else(|| DEFAULT_MGR.into());
-    check_mgr_addr(&mgr)?;
-    let settings = WorkerSettings {
-        mgr,
-        capacity,
-        allow_eval,
-        handshake: hs,
-        backoff_base: Duration::from_millis(200),
-        backoff_max: Duration::from_secs(10),
-    };
-    let drain = config
-        .worker
-        .drain_timeout
-        .map_or(Duration::from_secs(30), |d| d.0);
-    let pools: Vec<_> = (0..a.instances)
-        .map(|_| runtime::start_worker(settings.clone(), registry.clone()))
-        .collect();
-    runtime::shutdown_signal().await;
-    log::info!(
-        "signal received: draining (up to {})",
-        humantime::format_duration(drain)
-    );
-    futures_util::future::join_all(pools.iter().map(|p| runtime::drain_worker(p, drain))).await;
-    log::info!("worker stopped");
-    Ok(())
-}
-
-/// Command line of a worker program built with the library: the same
-/// flags and config file as `argon worker`.
-#[derive(Parser, Debug)]
-#[command(version, about = "An Argon worker", long_about = None)]
-pub struct WorkerCli {
-    /// TOML configuration file; flags override its values.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Less log output (-q errors only, -qq nothing).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub quiet: u8,
-    /// Worker flags.
-    #[command(flatten)]
-    pub worker: WorkerArgs,
-}
-
-/// The `main` of a worker program with tasks of its own: parses the same
-/// flags and config as `argon worker`, sets up logging, runs until SIGINT or
-/// SIGTERM, and returns the exit code.
-///
-/// ```no_run
-/// use argon::task::TaskRegistry;
-///
-/// fn main() -> std::process::ExitCode {
-///     let mut tasks = TaskRegistry::with_builtins();
-///     tasks.register_fn("shout", |v| async move {
-///         Ok(argon::Value::from(v.as_str().unwrap_or_default().to_uppercase()))
-///     });
-///     argon::cli::worker_main(tasks)
-/// }
-/// ```
-pub fn worker_main(registry: TaskRegistry) -> std::process::ExitCode {
-    let cli = WorkerCli::parse();
-    init_logging(log::LevelFilter::Info, cli.verbose, cli.quiet);
-    install_panic_hook();
-    let result = load_config(cli.config.as_deref()).and_then(|config| {
-        actix::System::new().block_on(run_worker(cli.worker, &config, registry))
-    });
-    exit_code(result)
-}
-
-/// Sets up env_logger on stderr: `base` raised by `verbose`, lowered by
-/// `quiet`; `RUST_LOG` overrides.
-pub fn init_logging(base: log::LevelFilter, verbose: u8, quiet: u8) {
-    use log::LevelFilter::*;
-    let levels = [Off, Error, Warn, Info, Debug, Trace];
-    let idx = (base as i32 + i32::from(verbose) - i32::from(quiet)).clamp(0, 5) as usize;
-    let mut b = env_logger::Builder::new();
-    b.filter_level(levels[idx]);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        b.parse_filters(&spec);
-    }
-    b.format_timestamp_millis().init();
-}
-
-/// Makes a panic one log line instead of the default multi-line report. A
-/// panic inside a task is caught and answered as that task's failure; this
-/// keeps the worker's log to one line for it too.
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let at = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        let p = info.payload();
-        let what = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_string());
-        let thread = std::thread::current();
-        log::error!(
-            "panic in thread {}{at}: {what}",
-            thread.name().unwrap_or("unnamed")
-        );
-    }));
-}
-
-/// Prints a failure as one line on stderr and turns it into an exit code.
-pub fn exit_code(result: Result<(), Failure>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(f) => {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "argon: {}", f.message);
-            std::process::ExitCode::from(u8::try_from(f.code).unwrap_or(1))
-        }
-    }
-}
-
-fn load_config(path: Option<&std::path::Path>) -> Result<Config, Failure> {
-    match path {
-        Some(p) => Config::load(p).map_err(|e| Failure::new(EXIT_USAGE, e.to_string())),
-        None => Ok(Config::default()),
-    }
-}
-
-/// A manager address must be `HOST:PORT`; anything else is bad usage (2),
-/// not an unreachable manager (69).
-fn check_mgr_addr(mgr: &str) -> Result<(), Failure> {
-    let ok = mgr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            EXIT_USAGE,
-            format!("invalid manager address {mgr:?}: expected HOST:PORT, e.g. 127.0.0.1:8000"),
-        ))
-    }
 }
 
 fn client_config(a: &ClientArgs, config: &Config) -> Result<ClientConfig, Failure> {

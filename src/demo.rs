@@ -9,8 +9,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::actors::ManagerSettings;
-use crate::cli::{Failure, EXIT_FAILED};
 use crate::client::ClientConfig;
+use crate::launch::{Failure, EXIT_FAILED};
 use crate::load::{self, LoadSpec};
 use crate::protocol::Value;
 

@@ -13,6 +13,10 @@
 //! - [`client`]: the async client library.
 //! - [`task`]: the task registry and the built-in tasks.
 //! - [`runtime`]: starting managers, workers and embedded clusters.
+//! - [`worker_main`]: the worker process, for `argon worker` and worker
+//!   programs with tasks of their own.
+//! - [`launch`]: logging, config loading, key flags and exit codes shared by
+//!   the `argon` binary and worker programs.
 //! - [`config`], [`duration`]: the TOML configuration file.
 //! - [`cli`], [`json`], [`demo`]: what the `argon` binary needs.
 
@@ -35,12 +39,15 @@ pub mod config;
 pub mod demo;
 pub mod duration;
 pub mod json;
+pub mod launch;
 pub mod load;
 pub mod messages;
 pub mod protocol;
 pub mod runtime;
 pub mod task;
+pub mod worker_main;
 
 pub use client::{Client, ClientConfig, ClientError, QueueOptions};
 pub use protocol::{MasterKey, Priority, Value};
 pub use task::{TaskError, TaskRegistry};
+pub use worker_main::worker_main;

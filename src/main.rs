@@ -7,11 +7,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = argon::cli::Cli::parse();
-    argon::cli::init_logging(
+    argon::launch::init_logging(
         argon::cli::default_log_level(&cli.command),
         cli.verbose,
         cli.quiet,
     );
-    argon::cli::install_panic_hook();
-    argon::cli::exit_code(argon::cli::run(cli))
+    argon::launch::install_panic_hook();
+    argon::launch::exit_code(argon::cli::run(cli))
 }
