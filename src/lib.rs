@@ -18,29 +18,19 @@
 //! - [`launch`]: logging, config loading, key flags and exit codes shared by
 //!   the `argon` binary and worker programs.
 //! - [`config`], [`duration`]: the TOML configuration file.
-//! - [`cli`], [`json`], [`demo`]: what the `argon` binary needs.
+//! - [`json`]: JSON to and from wire values, for the CLI and command tasks.
+//!
+//! The `argon` binary's subcommands are not part of the library; they live
+//! in `src/cli/` next to `src/main.rs`.
 
 #![warn(missing_docs)]
 
-/// `println!` that does not panic when stdout is closed (e.g. piped into
-/// `head`): output nobody reads is dropped.
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 pub mod actors;
-pub mod bench;
-pub mod cli;
 pub mod client;
 pub mod config;
-pub mod demo;
 pub mod duration;
 pub mod json;
 pub mod launch;
-pub mod load;
 pub mod messages;
 pub mod protocol;
 pub mod runtime;

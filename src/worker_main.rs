@@ -17,7 +17,7 @@ use crate::launch::{
 use crate::runtime;
 use crate::task::TaskRegistry;
 
-/// The flags of `argon worker`.
+/// `argon worker`
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
     /// Manager address [default: 127.0.0.1:8000].
