@@ -79,5 +79,5 @@ fn main() -> ExitCode {
     tasks
         .register::<WordCount>("word_count")
         .register::<Sha256Task>("sha256");
-    argon::cli::worker_main(tasks)
+    argon::worker_main(tasks)
 }

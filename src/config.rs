@@ -36,25 +36,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
+use crate::duration::Dur;
 use crate::task::command::CommandTask;
 use crate::task::eval::EvalLimits;
-
-/// A duration written the human way in TOML: `"250ms"`, `"5s"`, `"2m"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?}: {e} (e.g. \"5s\", \"250ms\")"
-            ))
-        })
-    }
-}
 
 /// `[security]`: the key and the transport limits.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -13,32 +13,31 @@
 //! - [`client`]: the async client library.
 //! - [`task`]: the task registry and the built-in tasks.
 //! - [`runtime`]: starting managers, workers and embedded clusters.
-//! - [`config`], [`cli`], [`json`], [`demo`]: what the `argon` binary needs.
+//! - [`worker_main`]: the worker process, for `argon worker` and worker
+//!   programs with tasks of their own.
+//! - [`launch`]: logging, config loading, key flags and exit codes shared by
+//!   the `argon` binary and worker programs.
+//! - [`config`], [`duration`]: the TOML configuration file.
+//! - [`json`]: JSON to and from wire values, for the CLI and command tasks.
+//!
+//! The `argon` binary's subcommands are not part of the library; they live
+//! in `src/cli/` next to `src/main.rs`.
 
 #![warn(missing_docs)]
 
-/// `println!` that does not panic when stdout is closed (e.g. piped into
-/// `head`): output nobody reads is dropped.
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 pub mod actors;
-pub mod bench;
-pub mod cli;
 pub mod client;
 pub mod config;
-pub mod demo;
+pub mod duration;
 pub mod json;
-pub mod load;
+pub mod launch;
 pub mod messages;
 pub mod protocol;
 pub mod runtime;
 pub mod task;
+pub mod worker_main;
 
 pub use client::{Client, ClientConfig, ClientError, QueueOptions};
 pub use protocol::{MasterKey, Priority, Value};
 pub use task::{TaskError, TaskRegistry};
+pub use worker_main::worker_main;

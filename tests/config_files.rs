@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use argon::config::{Config, Dur};
+use argon::config::Config;
+use argon::duration::Dur;
 
 fn load(name: &str) -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

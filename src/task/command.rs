@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::{TaskContext, TaskError};
-use crate::config::Dur;
+use crate::duration::Dur;
 use crate::protocol::Value;
 
 /// Bytes of stderr kept for the error message.

@@ -16,7 +16,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Scope};
 use serde::Deserialize;
 
 use super::{TaskContext, TaskError};
-use crate::config::Dur;
+use crate::duration::Dur;
 use crate::protocol::Value;
 
 /// Limits on one script. All have safe defaults.

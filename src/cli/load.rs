@@ -1,16 +1,17 @@
 //! A closed-loop load generator shared by `argon demo` and `argon bench`:
 //! several clients keep a fixed number of tasks in flight until a total is
-//! reached, retrying denials, and every round trip is measured.
+//! reached, retrying denials, and every round trip is measured. Both show
+//! its progress with [`progress_bar`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use indicatif::ProgressBar;
+use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::client::{Client, ClientConfig, ClientError, QueueOptions};
-use crate::protocol::Value;
+use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
+use argon::protocol::Value;
 
 /// Makes the task (name, arguments) for index `i`.
 pub type TaskMaker = Arc<dyn Fn(u32) -> (String, Value) + Send + Sync>;
@@ -107,6 +108,16 @@ pub fn spread(total: u32, clients: u32) -> Vec<u32> {
     (0..clients)
         .map(|i| total / clients + u32::from(i < total % clients))
         .collect()
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(total: u32) -> ProgressBar {
+    let pb = ProgressBar::new(u64::from(total));
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tasks  {per_sec}  {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb
 }
 
 /// Runs `spec` over `clients` (one per window entry), denials retried.

@@ -8,13 +8,111 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Args;
 use serde::Serialize;
 
-use crate::actors::ManagerSettings;
-use crate::cli::{Failure, EXIT_FAILED};
-use crate::client::{Client, ClientConfig};
-use crate::load::{self, spread, LoadSpec};
-use crate::protocol::Value;
+use argon::actors::ManagerSettings;
+use argon::client::{Client, ClientConfig};
+use argon::config::Config;
+use argon::launch::{Failure, EXIT_FAILED};
+use argon::protocol::Value;
+use argon::runtime;
+
+use super::args::{client_config, parse_json_arg, ClientArgs};
+use super::cluster::start_cluster;
+use super::load::{self, spread, LoadSpec};
+
+/// `argon bench`
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Manager and key (not needed with --cluster).
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Start an embedded cluster and measure it instead of a running manager.
+    #[arg(long)]
+    pub cluster: bool,
+    /// With --cluster: number of workers.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: u32,
+    /// With --cluster: slots per worker.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub capacity: u32,
+    /// With --cluster: queue bound = capacity × this.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub queue_factor: u32,
+    /// Tasks in all.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tasks: u32,
+    /// Tasks in flight at once.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// Connections to spread them over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: u32,
+    /// Task to run.
+    #[arg(long, default_value = "echo")]
+    pub task: String,
+    /// Bytes of binary payload sent as each task's arguments.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub payload: usize,
+    /// JSON arguments for each task (instead of --payload), e.g. 5 for sleep.
+    #[arg(long, value_name = "JSON")]
+    pub args: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Instead of a load run: open N authenticated connections that stay idle,
+    /// print one line once all are up, hold them for --hold, then exit (to
+    /// measure what idle clients cost the manager).
+    #[arg(long, value_name = "N", conflicts_with = "cluster",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub idle_clients: Option<u32>,
+    /// With --idle-clients: how long to hold the connections (e.g. 10s); SIGINT or
+    /// SIGTERM ends the hold early.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub hold: Duration,
+}
+
+/// `argon bench`: a load run, or with `--idle-clients` a hold of idle connections.
+pub async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
+    if let Some(n) = a.idle_clients {
+        let cc = client_config(&a.client, config)?;
+        return hold_idle(cc, n, a.hold, runtime::shutdown_signal()).await;
+    }
+    let plan = BenchPlan {
+        tasks: a.tasks,
+        concurrency: a.concurrency,
+        clients: a.clients,
+        task: a.task.clone(),
+        args: a
+            .args
+            .as_deref()
+            .map(|t| parse_json_arg("--args", t))
+            .transpose()?,
+        payload: a.payload,
+    };
+    let show = !a.json;
+    let report = if a.cluster {
+        run_on_cluster(
+            a.workers as usize,
+            a.capacity as usize,
+            a.queue_factor,
+            &plan,
+            show,
+        )
+        .await?
+    } else {
+        measure(client_config(&a.client, config)?, &plan, show).await?
+    };
+    if a.json {
+        let text =
+            serde_json::to_string(&report).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+        outln!("{text}");
+    } else {
+        outln!("{}", describe(&report));
+    }
+    Ok(())
+}
 
 /// What to run and how hard.
 #[derive(Debug, Clone)]
@@ -65,7 +163,7 @@ pub struct BenchReport {
 }
 
 /// Runs `plan` against the manager `config` points at.
-pub async fn run(
+pub async fn measure(
     config: ClientConfig,
     plan: &BenchPlan,
     show_progress: bool,
@@ -90,7 +188,7 @@ pub async fn run(
         check_echo: plan.task == "echo",
     };
     let pb = if show_progress {
-        crate::demo::progress_bar(plan.tasks)
+        load::progress_bar(plan.tasks)
     } else {
         indicatif::ProgressBar::hidden()
     };
@@ -135,9 +233,9 @@ pub async fn run_on_cluster(
         queue_factor,
         ..ManagerSettings::default()
     };
-    let cluster = crate::cli::start_cluster(workers, capacity, 0, settings).await?;
+    let cluster = start_cluster(workers, capacity, 0, settings).await?;
     let config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
-    let report = run(config, plan, show_progress).await;
+    let report = measure(config, plan, show_progress).await;
     cluster.shutdown(Duration::from_secs(2)).await;
     report
 }

@@ -6,13 +6,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use clap::Args;
 
-use crate::actors::ManagerSettings;
-use crate::cli::{Failure, EXIT_FAILED};
-use crate::client::ClientConfig;
-use crate::load::{self, LoadSpec};
-use crate::protocol::Value;
+use argon::actors::ManagerSettings;
+use argon::client::ClientConfig;
+use argon::launch::{Failure, EXIT_FAILED};
+use argon::protocol::Value;
+
+use super::cluster::start_cluster;
+use super::load::{self, progress_bar, LoadSpec};
+
+/// `argon demo`
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Tasks to run in all.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub tasks: u32,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub clients: u32,
+    /// Tasks each client keeps in flight.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub window: u32,
+}
 
 const WORKERS: usize = 2;
 const SLOTS: usize = 4;
@@ -29,21 +45,17 @@ fn task_for(i: u32) -> (String, Value) {
     }
 }
 
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress_bar(total: u32) -> ProgressBar {
-    let pb = ProgressBar::new(u64::from(total));
-    pb.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tasks  {per_sec}  {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    pb
-}
-
-/// Runs the demo: `tasks` tasks from `clients` clients with `window` each in flight.
-pub async fn run(tasks: u32, clients: u32, window: u32) -> Result<(), Failure> {
+/// `argon demo`: `tasks` tasks from `clients` clients with `window` each in flight.
+pub async fn demo(
+    DemoArgs {
+        tasks,
+        clients,
+        window,
+    }: DemoArgs,
+) -> Result<(), Failure> {
     let settings = ManagerSettings::default();
     let queue_factor = settings.queue_factor as usize;
-    let cluster = crate::cli::start_cluster(WORKERS, SLOTS, 0, settings).await?;
+    let cluster = start_cluster(WORKERS, SLOTS, 0, settings).await?;
     let capacity = WORKERS * SLOTS;
     outln!(
         "Embedded cluster on {}: {WORKERS} workers x {SLOTS} slots = capacity {capacity}, queue bound {}.",

@@ -1,0 +1,69 @@
+//! `argon cluster`: a manager and workers in one process on 127.0.0.1 with a
+//! fresh key, until a signal. [`start_cluster`] is also how `bench --cluster`
+//! and `demo` get theirs.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use argon::actors::ManagerSettings;
+use argon::launch::{Failure, EXIT_FAILED};
+use argon::runtime;
+
+/// `argon cluster`
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// Number of workers.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: u32,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub capacity: u32,
+    /// Port for the manager; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Queue bound = total capacity × this.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub queue_factor: u32,
+}
+
+/// Starts an embedded cluster on 127.0.0.1; a failure is exit 1 with one line.
+pub async fn start_cluster(
+    workers: usize,
+    capacity: usize,
+    port: u16,
+    settings: ManagerSettings,
+) -> Result<runtime::Cluster, Failure> {
+    runtime::Cluster::start(workers, capacity, port, settings)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                EXIT_FAILED,
+                format!("cannot start the embedded cluster: {e}"),
+            )
+        })
+}
+
+/// `argon cluster`: prints where the manager listens and its key file.
+pub async fn cluster(a: ClusterArgs) -> Result<(), Failure> {
+    let settings = ManagerSettings {
+        queue_factor: a.queue_factor,
+        ..ManagerSettings::default()
+    };
+    let c = start_cluster(a.workers as usize, a.capacity as usize, a.port, settings).await?;
+    outln!("argon manager listening on {}", c.manager.addr);
+    outln!("key file: {}", c.key_path.display());
+    outln!(
+        "{} workers x {} slots; try: argon submit --mgr {} --key {} echo '[\"hi\"]'",
+        a.workers,
+        a.capacity,
+        c.manager.addr,
+        c.key_path.display()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    runtime::shutdown_signal().await;
+    log::info!("shutting down the cluster");
+    c.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}

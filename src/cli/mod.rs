@@ -1,0 +1,102 @@
+//! The `argon` subcommands: the clap types of the whole command line, and
+//! [`run`], which hands each parsed command to its module. `main.rs` only
+//! parses, sets up logging and calls [`run`].
+//!
+//! Flag precedence: flag, then environment (`ARGON_KEY`, `ARGON_MGR`), then
+//! the `--config` file, then the built-in default.
+
+mod args;
+mod bench;
+mod cluster;
+mod demo;
+mod load;
+mod server;
+mod status;
+mod submit;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use argon::launch::{load_config, Failure};
+use argon::worker_main::WorkerArgs;
+
+use bench::BenchArgs;
+use cluster::ClusterArgs;
+use demo::DemoArgs;
+use server::ManagerArgs;
+use status::{PingArgs, StatusArgs};
+use submit::{EvalArgs, SubmitArgs};
+
+/// Argon: distributed task processing with a bounded queue.
+#[derive(Parser, Debug)]
+#[command(name = "argon", version, about, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q errors only, -qq nothing).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a new random key file (mode 0600); never overwrites.
+    Keygen {
+        /// Where to write it.
+        path: PathBuf,
+    },
+    /// Run the manager.
+    Manager(ManagerArgs),
+    /// Run a worker.
+    Worker(WorkerArgs),
+    /// Queue one task and print its result as JSON.
+    Submit(SubmitArgs),
+    /// Run a Rhai script on a worker that allows eval; print its result as JSON.
+    Eval(EvalArgs),
+    /// Show workers, capacity, tasks in flight and queue lengths.
+    Status(StatusArgs),
+    /// Measure the round trip to the manager.
+    Ping(PingArgs),
+    /// Run a manager and workers in one process on 127.0.0.1 with a fresh key.
+    Cluster(ClusterArgs),
+    /// Start an embedded cluster and overrun it with work, showing what Argon does when full.
+    Demo(DemoArgs),
+    /// Load generator: throughput and round-trip percentiles against a manager.
+    Bench(BenchArgs),
+}
+
+/// The default log level for a command: servers say what they do, client
+/// commands stay quiet unless something is wrong.
+pub fn default_log_level(cmd: &Command) -> log::LevelFilter {
+    match cmd {
+        Command::Manager(_) | Command::Worker(_) | Command::Cluster(_) => log::LevelFilter::Info,
+        _ => log::LevelFilter::Warn,
+    }
+}
+
+/// Runs a parsed command line. Returns the exit code's failure, if any.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let config = load_config(cli.config.as_deref())?;
+    let system = actix::System::new();
+    match cli.command {
+        Command::Keygen { path } => server::keygen(&path),
+        Command::Manager(a) => system.block_on(server::manager(a, &config)),
+        Command::Worker(a) => system.block_on(server::worker(a, &config)),
+        Command::Submit(a) => system.block_on(submit::submit(a, &config)),
+        Command::Eval(a) => system.block_on(submit::eval(a, &config)),
+        Command::Status(a) => system.block_on(status::status(a, &config)),
+        Command::Ping(a) => system.block_on(status::ping(a, &config)),
+        Command::Cluster(a) => system.block_on(cluster::cluster(a)),
+        Command::Demo(a) => system.block_on(demo::demo(a)),
+        Command::Bench(a) => system.block_on(bench::bench(a, &config)),
+    }
+}

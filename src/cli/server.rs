@@ -1,0 +1,78 @@
+//! The server commands: `keygen` writes the shared key, `manager` runs the
+//! manager until a signal, and `worker` runs the library's worker process
+//! with the built-in tasks.
+
+use std::path::Path;
+
+use clap::Args;
+
+use argon::actors::ManagerSettings;
+use argon::config::Config;
+use argon::launch::{handshake_settings, Failure, KeyArgs, EXIT_FAILED};
+use argon::runtime;
+use argon::task::TaskRegistry;
+use argon::worker_main::{run_worker, WorkerArgs};
+
+/// `argon manager`
+#[derive(Args, Debug)]
+pub struct ManagerArgs {
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 8000].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Key file.
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Queue bound = total capacity × this [default: 3].
+    #[arg(long, value_name = "N")]
+    pub queue_factor: Option<u32>,
+}
+
+/// `argon keygen`: writes a new random key file; never overwrites.
+pub fn keygen(path: &Path) -> Result<(), Failure> {
+    runtime::write_key_file(path)
+        .map(|_| outln!("wrote a new key to {}", path.display()))
+        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))
+}
+
+/// `argon manager`: listens until SIGINT or SIGTERM.
+pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
+    let hs = handshake_settings(&a.key, config)?;
+    let host = a
+        .host
+        .or_else(|| config.manager.host.clone())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = a.port.or(config.manager.port).unwrap_or(8000);
+    let defaults = ManagerSettings::default();
+    let settings = ManagerSettings {
+        queue_factor: a.queue_factor.or(config.manager.queue_factor).unwrap_or(3),
+        default_timeout: config.manager.default_timeout.map(|d| d.0),
+        default_attempts: config.manager.default_attempts.unwrap_or(1),
+        timeout_grace: config
+            .manager
+            .timeout_grace
+            .map_or(defaults.timeout_grace, |d| d.0),
+        ..defaults
+    };
+    let bind = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let handle = runtime::start_manager(&bind, settings, hs)
+        .await
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot listen on {bind}: {e}")))?;
+    outln!("argon manager listening on {}", handle.addr);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    runtime::shutdown_signal().await;
+    log::info!("manager shutting down");
+    Ok(())
+}
+
+/// `argon worker`: the stock worker, with the built-in tasks.
+pub async fn worker(a: WorkerArgs, config: &Config) -> Result<(), Failure> {
+    run_worker(a, config, TaskRegistry::with_builtins()).await
+}

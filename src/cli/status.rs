@@ -1,0 +1,96 @@
+//! `argon status` and `argon ping`: ask the manager how the cluster stands
+//! and how long a round trip takes.
+
+use clap::Args;
+
+use argon::client::Client;
+use argon::config::Config;
+use argon::launch::{Failure, EXIT_FAILED};
+
+use super::args::{client_config, ClientArgs};
+
+/// `argon status`
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Manager and key.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `argon ping`
+#[derive(Args, Debug)]
+pub struct PingArgs {
+    /// Manager and key.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Number of round trips.
+    #[arg(long, short = 'c', default_value_t = 1)]
+    pub count: u32,
+}
+
+/// `argon status`: a table, or one JSON object with `--json`.
+pub async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
+    let client = Client::connect(client_config(&a.client, config)?).await?;
+    let s = client.status().await?;
+    if a.json {
+        let text =
+            serde_json::to_string(&s).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+        outln!("{text}");
+        return Ok(());
+    }
+    outln!(
+        "workers {}  capacity {}  in flight {}  queued {}/{} (high {}, normal {}, low {})  avg task {:.3} ms",
+        s.workers,
+        s.capacity,
+        s.in_flight,
+        s.queued,
+        s.queue_limit,
+        s.queued_by_priority.high,
+        s.queued_by_priority.normal,
+        s.queued_by_priority.low,
+        s.avg_task_ms
+    );
+    outln!("completed {}  denied {}", s.completed, s.denied);
+    if !s.worker_list.is_empty() {
+        outln!(
+            "\n{:>4}  {:<22} {:>8} {:>9} {:>10}  {:<5} tasks",
+            "id",
+            "address",
+            "capacity",
+            "in flight",
+            "avg ms",
+            "eval"
+        );
+        for w in &s.worker_list {
+            outln!(
+                "{:>4}  {:<22} {:>8} {:>9} {:>10.3}  {:<5} {}{}",
+                w.id,
+                w.address,
+                w.capacity,
+                w.in_flight,
+                w.avg_ms,
+                if w.eval { "yes" } else { "no" },
+                w.tasks.join(","),
+                if w.draining { "  (draining)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `argon ping`: `count` round trips, one line each.
+pub async fn ping(a: PingArgs, config: &Config) -> Result<(), Failure> {
+    let client = Client::connect(client_config(&a.client, config)?).await?;
+    for _ in 0..a.count.max(1) {
+        let rtt = client.ping().await?;
+        outln!(
+            "pong from {} in {:.3} ms",
+            client.config().mgr,
+            rtt.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
