@@ -77,6 +77,7 @@ impl Handler<ExecuteTask> for WorkerSlot {
             name: name.clone(),
             // A timeout too far out to represent is no deadline at all.
             deadline: run.timeout.and_then(|t| since.checked_add(t)),
+            cancel: crate::task::CancellationToken::new(),
         };
         let timeout = run.timeout;
         let args = run.args;

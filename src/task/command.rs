@@ -11,12 +11,13 @@
 //! cwd = "/opt/tasks"
 //! ```
 //!
-//! Each run gets its own process group. On timeout, or when the task is
-//! abandoned, the whole group is killed and the child reaped; whatever the
-//! command left running in its group is killed when it exits. On Linux the
-//! worker makes itself a child subreaper, so the group's orphans become its
-//! children and are reaped too, leaving no zombies even where PID 1 does not
-//! reap.
+//! Each run gets its own process group. On timeout, on cancel (the task's
+//! [`TaskContext::cancel`]), or when the task is abandoned, the whole group
+//! is killed with SIGKILL and the child reaped; whatever the command left
+//! running in its group is killed when it exits. On Linux the worker makes
+//! itself a child subreaper, so the group's orphans become its children and
+//! are reaped too, leaving no zombies even where PID 1 does not reap. A
+//! cancelled run resolves with [`TaskError::cancelled`] once that is done.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::{TaskContext, TaskError};
 use crate::config::Dur;
@@ -118,6 +119,15 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Kills the group of `child` and reaps the child and the group's dead.
+async fn kill_and_reap(guard: &GroupGuard, child: &mut Child) {
+    guard.kill();
+    let _ = child.wait().await;
+    if let Some(pgid) = guard.0 {
+        reap_group(pgid).await;
+    }
+}
+
 async fn read_capped(
     mut r: impl AsyncRead + Unpin,
     cap: usize,
@@ -163,7 +173,9 @@ fn tail_text(bytes: &[u8]) -> String {
     }
 }
 
-/// Runs `spec` for one task.
+/// Runs `spec` for one task. Once `ctx.cancel` is cancelled, the command's
+/// process group is killed and reaped and the result is
+/// [`TaskError::cancelled`].
 pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<Value, TaskError> {
     let name = &ctx.name;
     become_subreaper();
@@ -210,22 +222,27 @@ pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<V
         );
         (out, err, status)
     };
-    let (out, err, status) = match limit {
-        Some(limit) => match tokio::time::timeout(limit, work).await {
-            Ok(done) => done,
-            Err(_) => {
-                guard.kill();
-                let _ = child.wait().await;
-                if let Some(pgid) = guard.0 {
-                    reap_group(pgid).await;
-                }
-                return Err(TaskError::new(format!(
-                    "command task {name} timed out after {}",
-                    humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
-                )));
-            }
-        },
-        None => work.await,
+    let time_limit = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let (out, err, status) = tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => {
+            kill_and_reap(&guard, &mut child).await;
+            return Err(TaskError::cancelled(name));
+        }
+        _ = time_limit => {
+            kill_and_reap(&guard, &mut child).await;
+            let limit = limit.unwrap_or_default();
+            return Err(TaskError::new(format!(
+                "command task {name} timed out after {}",
+                humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
+            )));
+        }
+        done = work => done,
     };
     // Whatever the command left behind in its group goes with it.
     let pgid = guard.0;
@@ -271,6 +288,7 @@ mod tests {
             task_id: 7,
             name: "t".into(),
             deadline: None,
+            cancel: Default::default(),
         }
     }
 
@@ -328,6 +346,70 @@ mod tests {
         assert!(e.0.contains("line1999"), "{e}");
         assert!(!e.0.contains("line5 "), "head was kept: {e}");
         assert!(e.0.len() < 2 * STDERR_TAIL, "{} bytes", e.0.len());
+    }
+
+    /// Whether process `pid` is gone: no such process (a zombie still
+    /// counts as there, since it was not reaped).
+    fn gone(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+
+    async fn read_pid(path: &std::path::Path) -> i32 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return pid;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never written",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_command_and_its_grandchild_and_resolves_cancelled() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("argon-cancel-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (child_file, main_file) = (dir.join("child"), dir.join("main"));
+        // Each pid is written to a temporary name, then renamed: a file that
+        // exists is complete.
+        let spec = sh(&format!(
+            "sleep 1000 & echo $! > '{c}.tmp'; mv '{c}.tmp' '{c}'; \
+             echo $$ > '{m}.tmp'; mv '{m}.tmp' '{m}'; sleep 1000",
+            c = child_file.display(),
+            m = main_file.display()
+        ));
+        let ctx = ctx();
+        let cancel = ctx.cancel.clone();
+        let task = tokio::spawn(async move { run(&spec, &ctx, Value::Nil).await });
+        let grandchild = read_pid(&child_file).await;
+        let main = read_pid(&main_file).await;
+        assert!(!gone(grandchild) && !gone(main), "started and running");
+
+        cancel.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a cancelled command task resolves")
+            .expect("no panic");
+        assert_eq!(r, Err(TaskError::cancelled("t")));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !(gone(main) && gone(grandchild)) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone(main), "command {main} left behind");
+        assert!(gone(grandchild), "its child {grandchild} left behind");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
