@@ -18,6 +18,28 @@
 //! itself a child subreaper, so the group's orphans become its children and
 //! are reaped too, leaving no zombies even where PID 1 does not reap. A
 //! cancelled run resolves with [`TaskError::cancelled`] once that is done.
+//!
+//! # When the worker itself dies
+//!
+//! None of the above runs if the worker is killed (SIGKILL, OOM killer). On
+//! Linux the command's own process is then killed by the kernel: it is
+//! spawned with `PR_SET_PDEATHSIG(SIGKILL)` (see `spawn` below). That
+//! covers the direct child only, which is the limit of the mechanism:
+//!
+//! - The kernel sends the signal when the *thread* that spawned the child
+//!   exits, not the process. The child is spawned synchronously from the
+//!   future of [`run`], that is on the thread that polls the slot's future:
+//!   in the `argon` binary the actix system's arbiter, the main thread,
+//!   which lives as long as the worker. Never call [`run`] from a
+//!   short-lived thread (a `spawn_blocking` thread exits after a while idle,
+//!   and would take the child with it).
+//! - The setting is not inherited across `fork`: processes the command
+//!   starts itself (its grandchildren, e.g. a `sleep &` in a shell script)
+//!   are not covered. After the worker's death they are reparented to init
+//!   (or the nearest subreaper) and live on until they exit by themselves.
+//!   Only the graceful paths above (timeout, cancel, exit) kill the group.
+//! - It is cleared when the child executes a set-user-ID or set-group-ID
+//!   program.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -128,6 +150,36 @@ async fn kill_and_reap(guard: &GroupGuard, child: &mut Child) {
     }
 }
 
+/// Spawns `cmd`; on Linux the child is killed (SIGKILL) when the calling
+/// thread dies, so call it only from a thread that lives as long as the
+/// worker (see the module docs for what this covers and what it does not).
+fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    #[cfg(target_os = "linux")]
+    {
+        // Read before the fork: the parent the child must outlive.
+        let parent = std::process::id();
+        // SAFETY: the hook runs in the child between fork and exec; it only
+        // makes async-signal-safe syscalls (prctl, getppid) and builds an
+        // io::Error from a raw code, which does not allocate.
+        unsafe {
+            cmd.pre_exec(move || {
+                // prctl is variadic: pass every argument at its full width.
+                let (sig, zero) = (libc::SIGKILL as libc::c_ulong, 0 as libc::c_ulong);
+                if libc::prctl(libc::PR_SET_PDEATHSIG, sig, zero, zero, zero) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // If the parent died before the prctl, no signal will come:
+                // the child now has another parent. Do not run the command.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn()
+}
+
 async fn read_capped(
     mut r: impl AsyncRead + Unpin,
     cap: usize,
@@ -176,6 +228,9 @@ fn tail_text(bytes: &[u8]) -> String {
 /// Runs `spec` for one task. Once `ctx.cancel` is cancelled, the command's
 /// process group is killed and reaped and the result is
 /// [`TaskError::cancelled`].
+///
+/// The command is spawned on the thread that polls this future; on Linux it
+/// dies with that thread (see the module docs).
 pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<Value, TaskError> {
     let name = &ctx.name;
     become_subreaper();
@@ -193,7 +248,7 @@ pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<V
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn().map_err(|e| {
+    let mut child = spawn(&mut cmd).map_err(|e| {
         TaskError::new(format!(
             "command task {name}: cannot start {:?}: {e}",
             spec.command[0]
