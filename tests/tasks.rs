@@ -292,3 +292,56 @@ fn bad_task_table_is_refused_at_start() {
     assert!(out.stderr.contains("shell"), "{out}");
     assert!(out.stderr.contains("worker.toml"), "{out}");
 }
+
+/// Whether process `pid` has died: no entry, or a zombie. A zombie counts
+/// here because its parent, the killed worker, cannot reap it any more; it
+/// waits for init (or the nearest subreaper), which may not reap.
+fn proc_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| matches!(r.trim_start().chars().next(), Some('Z' | 'X'))),
+    }
+}
+
+/// A command task's process dies with its worker: SIGKILL the worker while
+/// the command runs, and the kernel kills the command too (Linux,
+/// PR_SET_PDEATHSIG), though the worker had no chance to clean up.
+#[cfg(target_os = "linux")]
+#[test]
+fn command_task_dies_when_its_worker_is_killed() {
+    let dir = TempDir::new();
+    let pid_file = dir.join("pid");
+    // The shell writes its own pid and becomes `sleep` with the same pid,
+    // so the process in the file is the worker's direct child.
+    let script = format!(
+        "echo $$ > '{p}.tmp'; mv '{p}.tmp' '{p}'; exec sleep 1000",
+        p = pid_file.display()
+    );
+    let toml = format!("[tasks.hold]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n");
+    let mut s = setup(Some(&toml), false);
+    let _client = s.manager.submit(["hold"]).spawn();
+    let pid = read_pid(&pid_file, Duration::from_secs(10));
+    assert!(!proc_dead(pid), "command {pid} is not running");
+
+    s.worker.proc.signal(libc::SIGKILL);
+    assert!(
+        s.worker.proc.wait_within(Duration::from_secs(5)).is_some(),
+        "worker survived SIGKILL"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proc_dead(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !proc_dead(pid) {
+        // Leave nothing behind, then fail.
+        // SAFETY: plain syscall; the pid was alive a moment ago.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+        panic!("command {pid} outlived its killed worker");
+    }
+    drop(dir);
+}

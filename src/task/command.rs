@@ -11,12 +11,35 @@
 //! cwd = "/opt/tasks"
 //! ```
 //!
-//! Each run gets its own process group. On timeout, or when the task is
-//! abandoned, the whole group is killed and the child reaped; whatever the
-//! command left running in its group is killed when it exits. On Linux the
-//! worker makes itself a child subreaper, so the group's orphans become its
-//! children and are reaped too, leaving no zombies even where PID 1 does not
-//! reap.
+//! Each run gets its own process group. On timeout, on cancel (the task's
+//! [`TaskContext::cancel`]), or when the task is abandoned, the whole group
+//! is killed with SIGKILL and the child reaped; whatever the command left
+//! running in its group is killed when it exits. On Linux the worker makes
+//! itself a child subreaper, so the group's orphans become its children and
+//! are reaped too, leaving no zombies even where PID 1 does not reap. A
+//! cancelled run resolves with [`TaskError::cancelled`] once that is done.
+//!
+//! # When the worker itself dies
+//!
+//! None of the above runs if the worker is killed (SIGKILL, OOM killer). On
+//! Linux the command's own process is then killed by the kernel: it is
+//! spawned with `PR_SET_PDEATHSIG(SIGKILL)` (see `spawn` below). That
+//! covers the direct child only, which is the limit of the mechanism:
+//!
+//! - The kernel sends the signal when the *thread* that spawned the child
+//!   exits, not the process. The child is spawned synchronously from the
+//!   future of [`run`], that is on the thread that polls the slot's future:
+//!   in the `argon` binary the actix system's arbiter, the main thread,
+//!   which lives as long as the worker. Never call [`run`] from a
+//!   short-lived thread (a `spawn_blocking` thread exits after a while idle,
+//!   and would take the child with it).
+//! - The setting is not inherited across `fork`: processes the command
+//!   starts itself (its grandchildren, e.g. a `sleep &` in a shell script)
+//!   are not covered. After the worker's death they are reparented to init
+//!   (or the nearest subreaper) and live on until they exit by themselves.
+//!   Only the graceful paths above (timeout, cancel, exit) kill the group.
+//! - It is cleared when the child executes a set-user-ID or set-group-ID
+//!   program.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,7 +48,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::{TaskContext, TaskError};
 use crate::duration::Dur;
@@ -118,6 +141,45 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Kills the group of `child` and reaps the child and the group's dead.
+async fn kill_and_reap(guard: &GroupGuard, child: &mut Child) {
+    guard.kill();
+    let _ = child.wait().await;
+    if let Some(pgid) = guard.0 {
+        reap_group(pgid).await;
+    }
+}
+
+/// Spawns `cmd`; on Linux the child is killed (SIGKILL) when the calling
+/// thread dies, so call it only from a thread that lives as long as the
+/// worker (see the module docs for what this covers and what it does not).
+fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    #[cfg(target_os = "linux")]
+    {
+        // Read before the fork: the parent the child must outlive.
+        let parent = std::process::id();
+        // SAFETY: the hook runs in the child between fork and exec; it only
+        // makes async-signal-safe syscalls (prctl, getppid) and builds an
+        // io::Error from a raw code, which does not allocate.
+        unsafe {
+            cmd.pre_exec(move || {
+                // prctl is variadic: pass every argument at its full width.
+                let (sig, zero) = (libc::SIGKILL as libc::c_ulong, 0 as libc::c_ulong);
+                if libc::prctl(libc::PR_SET_PDEATHSIG, sig, zero, zero, zero) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // If the parent died before the prctl, no signal will come:
+                // the child now has another parent. Do not run the command.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn()
+}
+
 async fn read_capped(
     mut r: impl AsyncRead + Unpin,
     cap: usize,
@@ -163,7 +225,12 @@ fn tail_text(bytes: &[u8]) -> String {
     }
 }
 
-/// Runs `spec` for one task.
+/// Runs `spec` for one task. Once `ctx.cancel` is cancelled, the command's
+/// process group is killed and reaped and the result is
+/// [`TaskError::cancelled`].
+///
+/// The command is spawned on the thread that polls this future; on Linux it
+/// dies with that thread (see the module docs).
 pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<Value, TaskError> {
     let name = &ctx.name;
     become_subreaper();
@@ -181,7 +248,7 @@ pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<V
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn().map_err(|e| {
+    let mut child = spawn(&mut cmd).map_err(|e| {
         TaskError::new(format!(
             "command task {name}: cannot start {:?}: {e}",
             spec.command[0]
@@ -210,22 +277,27 @@ pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<V
         );
         (out, err, status)
     };
-    let (out, err, status) = match limit {
-        Some(limit) => match tokio::time::timeout(limit, work).await {
-            Ok(done) => done,
-            Err(_) => {
-                guard.kill();
-                let _ = child.wait().await;
-                if let Some(pgid) = guard.0 {
-                    reap_group(pgid).await;
-                }
-                return Err(TaskError::new(format!(
-                    "command task {name} timed out after {}",
-                    humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
-                )));
-            }
-        },
-        None => work.await,
+    let time_limit = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let (out, err, status) = tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => {
+            kill_and_reap(&guard, &mut child).await;
+            return Err(TaskError::cancelled(name));
+        }
+        _ = time_limit => {
+            kill_and_reap(&guard, &mut child).await;
+            let limit = limit.unwrap_or_default();
+            return Err(TaskError::new(format!(
+                "command task {name} timed out after {}",
+                humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
+            )));
+        }
+        done = work => done,
     };
     // Whatever the command left behind in its group goes with it.
     let pgid = guard.0;
@@ -329,6 +401,70 @@ mod tests {
         assert!(e.0.contains("line1999"), "{e}");
         assert!(!e.0.contains("line5 "), "head was kept: {e}");
         assert!(e.0.len() < 2 * STDERR_TAIL, "{} bytes", e.0.len());
+    }
+
+    /// Whether process `pid` is gone: no such process (a zombie still
+    /// counts as there, since it was not reaped).
+    fn gone(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+
+    async fn read_pid(path: &std::path::Path) -> i32 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return pid;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never written",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_command_and_its_grandchild_and_resolves_cancelled() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("argon-cancel-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (child_file, main_file) = (dir.join("child"), dir.join("main"));
+        // Each pid is written to a temporary name, then renamed: a file that
+        // exists is complete.
+        let spec = sh(&format!(
+            "sleep 1000 & echo $! > '{c}.tmp'; mv '{c}.tmp' '{c}'; \
+             echo $$ > '{m}.tmp'; mv '{m}.tmp' '{m}'; sleep 1000",
+            c = child_file.display(),
+            m = main_file.display()
+        ));
+        let ctx = ctx();
+        let cancel = ctx.cancel.clone();
+        let task = tokio::spawn(async move { run(&spec, &ctx, Value::Nil).await });
+        let grandchild = read_pid(&child_file).await;
+        let main = read_pid(&main_file).await;
+        assert!(!gone(grandchild) && !gone(main), "started and running");
+
+        cancel.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a cancelled command task resolves")
+            .expect("no panic");
+        assert_eq!(r, Err(TaskError::cancelled("t")));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !(gone(main) && gone(grandchild)) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone(main), "command {main} left behind");
+        assert!(gone(grandchild), "its child {grandchild} left behind");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

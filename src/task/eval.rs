@@ -4,7 +4,8 @@
 //! A script sees its arguments as `args`; its last value is the result. It
 //! runs on a blocking thread under limits on operations, call depth,
 //! expression depth, string, array and map sizes, and wall-clock time
-//! (checked from the engine's progress callback). Rhai has no file, process
+//! (checked from the engine's progress callback, which also stops the script
+//! once the task's [`CancellationToken`] is cancelled). Rhai has no file, process
 //! or network access, and this build has no module loading (`import`).
 //!
 //! On the wire an eval is a `submit` of task `@eval` whose arguments are a
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use rhai::{Dynamic, Engine, EvalAltResult, Scope};
 use serde::Deserialize;
 
-use super::{TaskContext, TaskError};
+use super::{CancellationToken, TaskContext, TaskError};
 use crate::duration::Dur;
 use crate::protocol::Value;
 
@@ -72,7 +73,9 @@ pub fn eval_args(script: &str, args: Value) -> Value {
     ])
 }
 
-/// Runs one eval task on a blocking thread.
+/// Runs one eval task on a blocking thread. A cancel of `ctx.cancel` stops
+/// the script at its next progress check; the result is then
+/// [`TaskError::cancelled`].
 pub async fn run(limits: &EvalLimits, ctx: &TaskContext, args: Value) -> Result<Value, TaskError> {
     let a: EvalArgs = rmpv::ext::from_value(args).map_err(|e| {
         TaskError::new(format!(
@@ -84,13 +87,30 @@ pub async fn run(limits: &EvalLimits, ctx: &TaskContext, args: Value) -> Result<
         None => limits.max_time.0,
     };
     let limits = limits.clone();
-    super::run_blocking("eval", move || {
-        run_script(&limits, &a.script, a.args.unwrap_or(Value::Nil), limit)
+    let cancel = ctx.cancel.clone();
+    let r = super::run_blocking_stoppable("eval", move || {
+        run_script_cancellable(
+            &limits,
+            &a.script,
+            a.args.unwrap_or(Value::Nil),
+            limit,
+            cancel,
+        )
     })
-    .await
+    .await;
+    if ctx.cancel.is_cancelled() {
+        return Err(TaskError::cancelled(&ctx.name));
+    }
+    r
 }
 
-fn engine(limits: &EvalLimits, deadline: Instant) -> Engine {
+/// What the progress callback stops a script with once it is cancelled.
+const CANCELLED: &str = "cancelled";
+/// How many operations pass between two looks at the cancellation token
+/// (each look takes a lock; the deadline is checked at every operation).
+const CANCEL_CHECK_EVERY: u64 = 1024;
+
+fn engine(limits: &EvalLimits, deadline: Instant, cancel: CancellationToken) -> Engine {
     let mut e = Engine::new();
     e.set_max_operations(limits.max_operations)
         .set_max_call_levels(limits.max_call_depth)
@@ -100,7 +120,13 @@ fn engine(limits: &EvalLimits, deadline: Instant) -> Engine {
         .set_max_map_size(limits.max_map_len)
         .on_print(|s| log::debug!("eval print: {s}"))
         .on_debug(|s, _, _| log::debug!("eval debug: {s}"))
-        .on_progress(move |_| (Instant::now() >= deadline).then(|| Dynamic::from("time limit")));
+        .on_progress(move |ops| {
+            if ops % CANCEL_CHECK_EVERY == 0 && cancel.is_cancelled() {
+                Some(Dynamic::from(CANCELLED))
+            } else {
+                (Instant::now() >= deadline).then(|| Dynamic::from("time limit"))
+            }
+        });
     e
 }
 
@@ -111,6 +137,17 @@ pub fn run_script(
     args: Value,
     limit: Duration,
 ) -> Result<Value, TaskError> {
+    run_script_cancellable(limits, script, args, limit, CancellationToken::new())
+}
+
+/// Like [`run_script`], and stopped early once `cancel` is cancelled.
+pub fn run_script_cancellable(
+    limits: &EvalLimits,
+    script: &str,
+    args: Value,
+    limit: Duration,
+    cancel: CancellationToken,
+) -> Result<Value, TaskError> {
     if script.len() > limits.max_script_bytes {
         return Err(TaskError::new(format!(
             "script of {} bytes exceeds the limit of {} bytes",
@@ -118,7 +155,7 @@ pub fn run_script(
             limits.max_script_bytes
         )));
     }
-    let engine = engine(limits, Instant::now() + limit);
+    let engine = engine(limits, Instant::now() + limit, cancel);
     let args = rhai::serde::to_dynamic(&args)
         .map_err(|e| TaskError::new(format!("eval arguments: {e}")))?;
     let mut scope = Scope::new();
@@ -144,6 +181,11 @@ fn describe(e: &EvalAltResult, limits: &EvalLimits, limit: Duration) -> String {
         format!(" at {pos}")
     };
     match e {
+        EvalAltResult::ErrorTerminated(why, _)
+            if why.clone().try_cast::<String>().as_deref() == Some(CANCELLED) =>
+        {
+            format!("script stopped{at}: it was cancelled")
+        }
         EvalAltResult::ErrorTerminated(..) => format!(
             "script stopped{at}: it ran past its time limit of {}",
             humantime::format_duration(limit)
@@ -248,6 +290,54 @@ mod tests {
         assert!(e.0.starts_with("script error: Function not found"), "{e}");
         assert!(!e.0.contains('\n'), "{e}");
         assert!(e.0.contains("line 1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_an_endless_script() {
+        let limits = EvalLimits {
+            max_operations: u64::MAX,
+            // Far beyond the wait below, yet a failing test ends.
+            max_time: Dur(Duration::from_secs(20)),
+            ..EvalLimits::default()
+        };
+        let ctx = TaskContext {
+            task_id: 1,
+            name: crate::task::EVAL_TASK.into(),
+            deadline: None,
+            cancel: CancellationToken::new(),
+        };
+        let mut fut = Box::pin(run(&limits, &ctx, eval_args("loop {}", Value::Nil)));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut fut)
+                .await
+                .is_err(),
+            "an endless script ended by itself"
+        );
+        ctx.cancel.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .expect("a cancelled script stops");
+        assert_eq!(r, Err(TaskError::cancelled("@eval")));
+    }
+
+    #[test]
+    fn a_cancelled_token_terminates_the_script_itself() {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let l = EvalLimits {
+            max_operations: u64::MAX,
+            ..EvalLimits::default()
+        };
+        let e = run_script_cancellable(
+            &l,
+            "loop {}",
+            Value::Nil,
+            // Long enough to tell, short enough that a failing test ends.
+            Duration::from_secs(20),
+            cancel,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("it was cancelled"), "{e}");
     }
 
     #[test]

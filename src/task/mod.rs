@@ -9,6 +9,9 @@
 //!   `sleep` are of this kind;
 //! - command tasks ([`command`]), declared by the worker's operator in TOML;
 //! - eval scripts ([`eval`]), only where the operator allows them.
+//!
+//! Every kind can be cancelled through [`TaskContext::cancel`]; see
+//! [`TaskContext`] for the contract a task's future keeps.
 
 pub mod command;
 pub mod eval;
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+pub use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Value;
 
@@ -37,9 +42,41 @@ impl TaskError {
     pub fn new(msg: impl Into<String>) -> TaskError {
         TaskError(msg.into())
     }
+
+    /// The error of a task that resolved because it was cancelled:
+    /// `task NAME was cancelled`.
+    pub fn cancelled(name: &str) -> TaskError {
+        TaskError(format!("task {name} was cancelled"))
+    }
 }
 
-/// What a running task may know about itself.
+/// What a running task may know about itself, and how it is told to stop.
+///
+/// # Cancellation contract
+///
+/// The worker's slot does not drop a task's future to stop it: on a cancel
+/// or a timeout it cancels [`cancel`](TaskContext::cancel) and keeps
+/// awaiting the future, and takes the future's completion to mean that the
+/// task's resources (its thread, its processes) are free again. So, once
+/// `cancel` is cancelled, a task's future must resolve promptly (well within
+/// one second) with an `Err(TaskError)` saying the task was cancelled:
+/// [`TaskError::cancelled`], whose text is `task NAME was cancelled`.
+///
+/// - Native async tasks ([`TaskRegistry::register_async`],
+///   [`TaskRegistry::register_fn`]): the registry drops the task's own
+///   future at once and resolves with that error.
+/// - Native blocking tasks ([`TaskRegistry::register`], [`run_blocking`]):
+///   the one exception. A thread cannot be stopped from outside, so the
+///   future resolves only when the task's thread returns (then with that
+///   error, whatever the thread returned); until then the slot stays busy,
+///   and one warning says so.
+/// - Eval scripts ([`eval`]): the script is terminated at its next
+///   progress check.
+/// - Command tasks ([`command`]): the whole process group is killed with
+///   SIGKILL and reaped.
+///
+/// A custom [`TaskFn`] keeps the same contract; [`cancellable`] does it for
+/// any future that can simply be dropped.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
     /// The manager's id for this task.
@@ -48,8 +85,10 @@ pub struct TaskContext {
     pub name: String,
     /// When the worker gives up on it, if it has a timeout.
     pub deadline: Option<Instant>,
-    /// Cancelled when the run is cancelled or times out.
-    pub cancel: tokio_util::sync::CancellationToken,
+    /// Cancelled when the task is to stop (a cancel or a timeout). Once it
+    /// is, the task's future must resolve promptly with
+    /// [`TaskError::cancelled`]; see the contract above.
+    pub cancel: CancellationToken,
 }
 
 impl TaskContext {
@@ -95,6 +134,13 @@ pub trait AsyncTask: DeserializeOwned + Send + 'static {
 }
 
 /// The function behind a registered task name.
+///
+/// Its future must keep the cancellation contract described on
+/// [`TaskContext`]: once `ctx.cancel` is cancelled it resolves promptly
+/// (well within one second) with `Err(`[`TaskError::cancelled`]`)` — except
+/// a blocking native task, which resolves only when its thread returns. The
+/// slot awaits the future to the end and takes its completion to mean the
+/// slot is free again.
 pub type TaskFn =
     Arc<dyn Fn(TaskContext, Value) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
 
@@ -148,18 +194,74 @@ pub fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Runs `f` on a blocking thread; a panic becomes a [`TaskError`].
-pub async fn run_blocking<R: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> Result<R, TaskError> + Send + 'static,
+/// Runs `fut` until it resolves or `ctx.cancel` is cancelled, whichever
+/// comes first. On cancel `fut` is dropped (it must hold nothing that
+/// outlives it) and the result is [`TaskError::cancelled`]. A token that is
+/// already cancelled wins without `fut` being polled.
+pub async fn cancellable<R>(
+    ctx: &TaskContext,
+    fut: impl Future<Output = Result<R, TaskError>>,
 ) -> Result<R, TaskError> {
-    match tokio::task::spawn_blocking(f).await {
+    tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => Err(TaskError::cancelled(&ctx.name)),
+        r = fut => r,
+    }
+}
+
+/// A blocking thread's result; a panic becomes a [`TaskError`].
+fn joined<R>(
+    name: &str,
+    r: Result<Result<R, TaskError>, tokio::task::JoinError>,
+) -> Result<R, TaskError> {
+    match r {
         Ok(r) => r,
         Err(e) if e.is_panic() => Err(TaskError::new(format!(
             "task {name} panicked: {}",
             panic_text(e.into_panic())
         ))),
-        Err(_) => Err(TaskError::new(format!("task {name} was cancelled"))),
+        Err(_) => Err(TaskError::cancelled(name)),
+    }
+}
+
+/// Runs `f`, which stops by itself on cancel, on a blocking thread; a panic
+/// becomes a [`TaskError`]. No warning on cancel: see [`run_blocking`].
+pub(crate) async fn run_blocking_stoppable<R: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<R, TaskError> + Send + 'static,
+) -> Result<R, TaskError> {
+    joined(name, tokio::task::spawn_blocking(f).await)
+}
+
+/// Runs `f` on a blocking thread for the task `ctx`; a panic becomes a
+/// [`TaskError`].
+///
+/// A thread cannot be stopped from outside, so a cancel of `ctx.cancel`
+/// does not end the wait: it logs one warning that the task's slot stays
+/// busy until the thread returns, keeps waiting for it, and then resolves
+/// with [`TaskError::cancelled`] whatever `f` returned. Code that can stop
+/// itself early checks a clone of `ctx.cancel` (`is_cancelled`) in `f`.
+pub async fn run_blocking<R: Send + 'static>(
+    ctx: &TaskContext,
+    f: impl FnOnce() -> Result<R, TaskError> + Send + 'static,
+) -> Result<R, TaskError> {
+    let mut handle = tokio::task::spawn_blocking(f);
+    tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => {
+            if !handle.is_finished() {
+                log::warn!(
+                    "task {} (id {}) was cancelled, but it runs on a blocking thread that cannot \
+                     be stopped: its slot stays busy until the thread returns",
+                    ctx.name,
+                    ctx.task_id
+                );
+            }
+            // The thread's result, even a panic, is of no use any more.
+            let _ = handle.await;
+            Err(TaskError::cancelled(&ctx.name))
+        }
+        r = &mut handle => joined(&ctx.name, r),
     }
 }
 
@@ -184,7 +286,9 @@ impl TaskRegistry {
         self.tasks.insert(name.to_string(), f);
     }
 
-    /// Registers (or replaces) the blocking task type `T` under `name`.
+    /// Registers (or replaces) the blocking task type `T` under `name`. It
+    /// runs on a blocking thread ([`run_blocking`]): a cancel cannot stop it,
+    /// only wait for it.
     ///
     /// # Panics
     /// If `name` is not a valid task name ([`check_task_name`]).
@@ -194,7 +298,7 @@ impl TaskRegistry {
             Arc::new(|ctx: TaskContext, args: Value| {
                 Box::pin(async move {
                     let task: T = args_of(&ctx.name, args)?;
-                    let out = run_blocking(&ctx.name, move || task.run()).await?;
+                    let out = run_blocking(&ctx, move || task.run()).await?;
                     value_of(&ctx.name, &out)
                 })
             }),
@@ -202,7 +306,8 @@ impl TaskRegistry {
         self
     }
 
-    /// Registers (or replaces) the async task type `T` under `name`.
+    /// Registers (or replaces) the async task type `T` under `name`. On
+    /// cancel its future is dropped ([`cancellable`]).
     ///
     /// # Panics
     /// If `name` is not a valid task name ([`check_task_name`]).
@@ -212,7 +317,7 @@ impl TaskRegistry {
             Arc::new(|ctx: TaskContext, args: Value| {
                 Box::pin(async move {
                     let task: T = args_of(&ctx.name, args)?;
-                    let out = task.run().await?;
+                    let out = cancellable(&ctx, task.run()).await?;
                     value_of(&ctx.name, &out)
                 })
             }),
@@ -220,7 +325,8 @@ impl TaskRegistry {
         self
     }
 
-    /// Registers (or replaces) `name`, run by the async function `f` on raw values.
+    /// Registers (or replaces) `name`, run by the async function `f` on raw
+    /// values. On cancel its future is dropped ([`cancellable`]).
     ///
     /// # Panics
     /// If `name` is not a valid task name ([`check_task_name`]).
@@ -229,7 +335,13 @@ impl TaskRegistry {
         F: Fn(Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, TaskError>> + Send + 'static,
     {
-        self.insert(name, Arc::new(move |_, args| Box::pin(f(args))));
+        self.insert(
+            name,
+            Arc::new(move |ctx: TaskContext, args| {
+                let fut = f(args);
+                Box::pin(async move { cancellable(&ctx, fut).await })
+            }),
+        );
         self
     }
 
@@ -335,7 +447,7 @@ mod tests {
             task_id: 1,
             name: name.into(),
             deadline: None,
-            cancel: Default::default(),
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -390,6 +502,81 @@ mod tests {
         assert!(bad.0.contains("invalid arguments for task add"), "{bad}");
         let boom = f(ctx("add"), args(13, 0)).await.unwrap_err();
         assert!(boom.0.contains("panicked: unlucky"), "{boom}");
+    }
+
+    /// A pending future stays pending for a short while: `timeout` elapses.
+    async fn still_pending<F: Future + Unpin>(fut: &mut F) -> bool {
+        tokio::time::timeout(Duration::from_millis(200), fut)
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn cancel_drops_an_async_task_and_resolves_cancelled() {
+        let mut r = TaskRegistry::with_builtins();
+        r.register_fn("forever", |_| std::future::pending());
+        for (name, args) in [
+            ("sleep", Value::from(u64::MAX / 4)),
+            ("forever", Value::Nil),
+        ] {
+            let c = ctx(name);
+            let mut fut = (r.get(name).unwrap())(c.clone(), args);
+            assert!(still_pending(&mut fut).await, "{name} ended by itself");
+            c.cancel.cancel();
+            let out = tokio::time::timeout(Duration::from_secs(5), fut)
+                .await
+                .unwrap_or_else(|_| panic!("cancelled {name} did not resolve"));
+            assert_eq!(out, Err(TaskError(format!("task {name} was cancelled"))));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_already_cancelled_async_task_does_not_run() {
+        let r = TaskRegistry::with_builtins();
+        let c = ctx("echo");
+        c.cancel.cancel();
+        let out = (r.get("echo").unwrap())(c, Value::from(1)).await;
+        assert_eq!(out, Err(TaskError::cancelled("echo")));
+    }
+
+    /// The release of the one running [`Held`] task, for the test below.
+    static HELD_GATE: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> =
+        std::sync::Mutex::new(None);
+
+    /// A blocking task that holds its thread until the test releases it.
+    #[derive(Deserialize)]
+    #[serde(transparent)]
+    struct Held(Value);
+
+    impl Task for Held {
+        type Output = Value;
+        fn run(self) -> Result<Value, TaskError> {
+            let gate = HELD_GATE.lock().unwrap().take().expect("gate set");
+            // Released by a send, or by the test's end dropping the sender.
+            let _ = gate.recv();
+            Ok(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_blocking_task_resolves_only_when_its_thread_returns() {
+        let (release, gate) = std::sync::mpsc::channel();
+        *HELD_GATE.lock().unwrap() = Some(gate);
+        let mut r = TaskRegistry::new();
+        r.register::<Held>("held");
+        let c = ctx("held");
+        let mut fut = (r.get("held").unwrap())(c.clone(), Value::from(1));
+        assert!(still_pending(&mut fut).await, "held task ended by itself");
+        c.cancel.cancel();
+        assert!(
+            still_pending(&mut fut).await,
+            "resolved on cancel while its thread was still held"
+        );
+        release.send(()).unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .expect("resolves once its thread returns");
+        assert_eq!(out, Err(TaskError::cancelled("held")));
     }
 
     #[test]
