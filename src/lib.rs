@@ -8,8 +8,9 @@
 //!
 //! - [`protocol`]: frames, crypto, the handshake and wire message types.
 //! - [`messages`]: typed messages between actors.
-//! - [`actors`]: `Manager`, `ClientSession`, `WorkerLink` (manager side),
-//!   `WorkerPool`, `WorkerSlot` (worker side), and the `Connection` codec actor.
+//! - [`actors`]: by process: `manager` (`Manager`, and the connection roles
+//!   `ClientSession`, `WorkerLink`), `worker` (`WorkerPool`, `WorkerSlot`,
+//!   and the role `ManagerLink`), and the `Connection` codec actor.
 //! - [`client`]: the async client library.
 //! - [`task`]: the task registry and the built-in tasks.
 //! - [`runtime`]: starting managers, workers and embedded clusters.

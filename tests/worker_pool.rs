@@ -357,3 +357,61 @@ async fn timed_out_task_is_an_error_and_the_slot_lives_on() {
         (1, 2, 0)
     );
 }
+
+/// A blocking task that ignores its cancel.
+#[derive(serde::Deserialize)]
+struct Stubborn(u64);
+
+impl argon::task::Task for Stubborn {
+    type Output = u64;
+    fn run(self) -> Result<u64, TaskError> {
+        std::thread::sleep(Duration::from_millis(self.0));
+        Ok(self.0)
+    }
+}
+
+/// A blocking native task cannot be stopped: after a cancel its slot stays
+/// busy (it refuses new work and says which run it holds) until the thread
+/// returns; only then is the run reported, as cancelled.
+#[actix::test]
+async fn a_cancelled_blocking_task_holds_its_slot_until_it_returns() {
+    let mut registry = TaskRegistry::with_builtins();
+    registry.register::<Stubborn>("stubborn");
+    let slot = WorkerSlot::new(0, Arc::new(registry)).start();
+    let mut reports = Stub::<SlotFinished>::start();
+    within(
+        "AttachSlot",
+        slot.send(AttachSlot {
+            reporter: reports.recipient(),
+        }),
+    )
+    .await
+    .unwrap();
+    let run = ExecuteTask {
+        run: 1,
+        name: "stubborn".into(),
+        args: Value::from(1_500),
+        timeout: None,
+    };
+    assert_eq!(exec(&slot, run).await, Ok(()));
+    slot.do_send(CancelRun(1));
+    assert_eq!(
+        exec(&slot, sleep_run(2, 1)).await,
+        Err(SlotBusy::Running(1))
+    );
+    let state = within("GetSlotState", slot.send(GetSlotState))
+        .await
+        .unwrap();
+    assert_eq!(state, Some(1), "busy while the thread runs");
+    reports
+        .assert_none("a report before the thread returned")
+        .await;
+
+    let done = reports.next().await;
+    assert_eq!(done.run, 1);
+    match &done.outcome {
+        TaskOutcome::Failed(e) => assert!(e.contains("cancelled"), "{e:?}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(exec(&slot, sleep_run(3, 1)).await, Ok(()));
+}
