@@ -24,7 +24,13 @@ fn registry(n: usize) -> Scheduler {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let tasks = vec!["echo".to_string(), "sleep".to_string()];
-        ids.push(s.add(format!("127.0.0.1:{}", 10_000 + i), 4, tasks, i % 2 == 0, &[]));
+        ids.push(s.add(
+            format!("127.0.0.1:{}", 10_000 + i),
+            4,
+            tasks,
+            i % 2 == 0,
+            &[],
+        ));
     }
     for (i, &id) in ids.iter().enumerate() {
         let slot = s.assign(id).expect("a free slot");

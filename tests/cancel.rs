@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use argon::protocol::HandshakeSettings;
 use argon::{Client, ClientConfig, ClientError, MasterKey, QueueOptions, Value};
-use common::{Manager, ManagerOpts, TempDir, COMMAND};
+use common::{Manager, TempDir, COMMAND};
 
 /// Ten minutes: far longer than any bound in these tests.
 const FOREVER_MS: u64 = 600_000;
@@ -82,22 +80,7 @@ fn a_run_left_over_from_before_a_manager_restart_is_cancelled() {
     first.wait_status("the sleep to run", |s| s.in_flight == 1);
     first.proc.kill();
 
-    // The same port again, once the old socket lets go of it.
-    let mut second = None;
-    for _ in 0..50 {
-        let opts = ManagerOpts {
-            port: Some(port),
-            ..Default::default()
-        };
-        match Manager::try_start_with(&key, opts) {
-            Ok(m) => {
-                second = Some(m);
-                break;
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    let second = second.expect("a manager on the same port");
+    let second = Manager::restart_on(&key, port);
     // The worker comes back holding the old run: the new manager cancels it
     // and counts the slot busy until the worker reports it stopped.
     all_slots_free(&second, "the old run to be cancelled");

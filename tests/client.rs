@@ -56,19 +56,7 @@ fn pending_calls_fail_on_disconnect_and_later_calls_reconnect() {
         "expected Disconnected, got {got:?}"
     );
 
-    let mut second = None;
-    for _ in 0..20 {
-        let opts = ManagerOpts {
-            port: Some(port),
-            ..Default::default()
-        };
-        if let Ok(m) = Manager::try_start_with(&key, opts) {
-            second = Some(m);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let second = second.expect("manager restarts on the same port");
+    let second = Manager::restart_on(&key, port);
     let _worker2 = second.add_worker(1, 1);
     let again = rt
         .block_on(async {

@@ -452,24 +452,7 @@ fn worker_reconnects_after_manager_restart() {
     first.wait_for_workers(1);
     drop(first); // SIGKILL
 
-    // Rebind the same port; retry briefly in case the port is still settling.
-    let mut second = None;
-    let mut last_err = String::new();
-    for _ in 0..20 {
-        let opts = ManagerOpts {
-            port: Some(port),
-            ..Default::default()
-        };
-        match Manager::try_start_with(&key, opts) {
-            Ok(m) => {
-                second = Some(m);
-                break;
-            }
-            Err(e) => last_err = e,
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let second = second.unwrap_or_else(|| panic!("cannot restart on port {port}: {last_err}"));
+    let second = Manager::restart_on(&key, port);
     second.wait_for_workers(1);
     let out = second.submit(["echo", "[\"again\"]"]).run();
     assert_eq!(out.code, Some(0), "{out}");

@@ -83,9 +83,14 @@ async fn exec(slot: &Addr<WorkerSlot>, task: ExecuteTask) -> Result<(), SlotBusy
         .expect("slot alive")
 }
 
-/// A slot with a stub as its reporter.
+/// Slot 3 with the built-in tasks and a stub as its reporter.
 async fn attached_slot() -> (Addr<WorkerSlot>, Stub<SlotFinished>) {
-    let slot = WorkerSlot::new(3, Arc::new(TaskRegistry::with_builtins())).start();
+    attached_slot_with(TaskRegistry::with_builtins()).await
+}
+
+/// Slot 3 running tasks from `registry`, with a stub as its reporter.
+async fn attached_slot_with(registry: TaskRegistry) -> (Addr<WorkerSlot>, Stub<SlotFinished>) {
+    let slot = WorkerSlot::new(3, Arc::new(registry)).start();
     let reports = Stub::<SlotFinished>::start();
     let busy = within(
         "AttachSlot",
@@ -377,16 +382,7 @@ impl argon::task::Task for Stubborn {
 async fn a_cancelled_blocking_task_holds_its_slot_until_it_returns() {
     let mut registry = TaskRegistry::with_builtins();
     registry.register::<Stubborn>("stubborn");
-    let slot = WorkerSlot::new(0, Arc::new(registry)).start();
-    let mut reports = Stub::<SlotFinished>::start();
-    within(
-        "AttachSlot",
-        slot.send(AttachSlot {
-            reporter: reports.recipient(),
-        }),
-    )
-    .await
-    .unwrap();
+    let (slot, mut reports) = attached_slot_with(registry).await;
     let run = ExecuteTask {
         run: 1,
         name: "stubborn".into(),

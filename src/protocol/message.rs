@@ -106,6 +106,15 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The failure that stands in for a result too large for a frame.
+    pub fn too_large(len: usize, max: usize) -> Outcome {
+        Outcome::Failed {
+            error: format!("result of {len} bytes exceeds the frame limit of {max} bytes"),
+        }
+    }
+}
+
 /// Per-worker line of a status report.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WorkerStatus {

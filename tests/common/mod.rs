@@ -433,6 +433,24 @@ impl Manager {
         Manager::try_start_with(key, opts).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A new manager on `port` (the port of one that was just killed),
+    /// retrying for a few seconds while the old socket lets go of it.
+    pub fn restart_on(key: &Path, port: u16) -> Manager {
+        let mut last_err = String::new();
+        for _ in 0..50 {
+            let opts = ManagerOpts {
+                port: Some(port),
+                ..Default::default()
+            };
+            match Manager::try_start_with(key, opts) {
+                Ok(m) => return m,
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cannot restart a manager on port {port}: {last_err}")
+    }
+
     /// Like [`Manager::start_with`], but a manager that exits or stays silent
     /// is an error (with what it printed) rather than a failed test.
     pub fn try_start_with(key: &Path, opts: ManagerOpts) -> Result<Manager, String> {

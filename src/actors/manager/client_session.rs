@@ -171,11 +171,7 @@ impl Peer for ClientSession {
             (ToClient::Reply { id, .. }, WireError::FrameTooLarge { len, max }) => {
                 Some(ToClient::Reply {
                     id: *id,
-                    outcome: Outcome::Failed {
-                        error: format!(
-                            "result of {len} bytes exceeds the frame limit of {max} bytes"
-                        ),
-                    },
+                    outcome: Outcome::too_large(*len, *max),
                 })
             }
             _ => None,

@@ -181,11 +181,7 @@ impl Peer for ManagerLink {
             (FromWorker::Finished { run_id, .. }, WireError::FrameTooLarge { len, max }) => {
                 Some(FromWorker::Finished {
                     run_id: *run_id,
-                    outcome: Outcome::Failed {
-                        error: format!(
-                            "result of {len} bytes exceeds the frame limit of {max} bytes"
-                        ),
-                    },
+                    outcome: Outcome::too_large(*len, *max),
                 })
             }
             _ => None,
