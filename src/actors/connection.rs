@@ -71,6 +71,8 @@ pub struct Connection<P: Peer> {
     scratch: BytesMut,
     failure: Option<String>,
     liveness: Liveness,
+    /// Set once this side decided to close: what is queued is still sent.
+    closing: bool,
 }
 
 impl<P: Peer> Connection<P> {
@@ -91,6 +93,7 @@ impl<P: Peer> Connection<P> {
             scratch: BytesMut::new(),
             failure: None,
             liveness: Liveness::new(rest.heartbeat),
+            closing: false,
         }
     }
 
@@ -149,7 +152,10 @@ impl<P: Peer> Connection<P> {
 
     /// Flushes what is queued, then stops.
     pub fn close(&mut self, ctx: &mut Context<Self>) {
-        // Nothing more is read once we decided to close.
+        // Nothing more is read once we decided to close, and the end of
+        // the peer's stream no longer stops the actor before the writer has
+        // flushed (see `finished`).
+        self.closing = true;
         if let Some(reading) = self.reading.take() {
             ctx.cancel_future(reading);
         }
@@ -226,6 +232,9 @@ impl<P: Peer> StreamHandler<Result<P::In, WireError>> for Connection<P> {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
         log::debug!("[{} {}] closed by peer", P::LABEL, self.peer);
         ctx.stop();
     }

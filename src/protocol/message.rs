@@ -496,6 +496,9 @@ pub const MAX_VALUE_DEPTH: usize = 120;
 /// Stops counting past `MAX_VALUE_DEPTH + 1`, and uses no recursion, so any
 /// value is safe to measure.
 pub fn value_depth(v: &Value) -> usize {
+    if !matches!(v, Value::Array(_) | Value::Map(_)) {
+        return 0;
+    }
     let mut deepest = 0;
     let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
     while let Some((v, d)) = stack.pop() {

@@ -9,6 +9,7 @@
 //! once and harm nothing else.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -17,11 +18,13 @@ use super::Manager;
 use crate::actors::connection::{Connection, Peer};
 use crate::messages::*;
 use crate::protocol::{
-    codec, value_depth, Assign, Established, FromClient, Outcome, Submit, ToClient, Value,
-    WireError, MAX_VALUE_DEPTH,
+    codec, value_depth, Assign, Established, FromClient, Outcome, Submit, ToClient, ToWorker,
+    Value, WireError, MAX_VALUE_DEPTH,
 };
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+static ASSIGN_OVERHEAD: LazyLock<usize> = LazyLock::new(assign_overhead);
 
 /// One connected client. See the module docs.
 pub struct ClientSession {
@@ -29,6 +32,20 @@ pub struct ClientSession {
     manager: Addr<Manager>,
     /// Largest `assign` plaintext a worker will accept from this manager.
     max_assign: usize,
+}
+
+/// Bytes an `assign` takes besides its task name's text and its arguments,
+/// at most: the envelope with the largest ids and timeout, an empty name
+/// and nil arguments, plus the longest string header.
+fn assign_overhead() -> usize {
+    let envelope = ToWorker::Assign(Assign {
+        run_id: u64::MAX,
+        slot: u32::MAX,
+        task: String::new(),
+        args: Value::Nil,
+        timeout_ms: Some(u64::MAX),
+    });
+    codec::encoded_len(&envelope) + 4
 }
 
 impl ClientSession {
@@ -55,15 +72,7 @@ impl ClientSession {
                 "arguments nested deeper than {MAX_VALUE_DEPTH} levels are not accepted"
             ));
         }
-        let envelope = Assign {
-            run_id: u64::MAX,
-            slot: u32::MAX,
-            task: s.task.clone(),
-            args: Value::Nil,
-            timeout_ms: Some(u64::MAX),
-        };
-        let len = codec::encoded_len(&crate::protocol::ToWorker::Assign(envelope))
-            + codec::encoded_len(&s.args);
+        let len = *ASSIGN_OVERHEAD + s.task.len() + codec::encoded_len(&s.args);
         (len > self.max_assign).then(|| {
             format!(
                 "task of {len} bytes would not fit in a frame to a worker (limit {} bytes)",
