@@ -83,6 +83,15 @@ async fn exec(slot: &Addr<WorkerSlot>, task: ExecuteTask) -> Result<(), SlotBusy
         .expect("slot alive")
 }
 
+/// Fails the test unless `done` reports run `run` failed as cancelled.
+fn assert_cancelled(done: &SlotFinished, run: RunId) {
+    assert_eq!(done.run, run);
+    match &done.outcome {
+        TaskOutcome::Failed(e) => assert!(e.contains("cancelled"), "{e:?}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
 /// Slot 3 with the built-in tasks and a stub as its reporter.
 async fn attached_slot() -> (Addr<WorkerSlot>, Stub<SlotFinished>) {
     attached_slot_with(TaskRegistry::with_builtins()).await
@@ -139,12 +148,7 @@ async fn a_cancelled_run_frees_its_slot() {
     assert_eq!(exec(&slot, sleep_run(1, u64::MAX)).await, Ok(()));
     slot.do_send(CancelRun(99));
     slot.do_send(CancelRun(1));
-    let done = reports.next().await;
-    assert_eq!(done.run, 1);
-    match &done.outcome {
-        TaskOutcome::Failed(e) => assert!(e.contains("cancelled"), "{e:?}"),
-        other => panic!("expected a failure, got {other:?}"),
-    }
+    assert_cancelled(&reports.next().await, 1);
     assert_eq!(exec(&slot, sleep_run(2, 1)).await, Ok(()));
     assert_eq!(
         reports.next().await.outcome,
@@ -403,11 +407,6 @@ async fn a_cancelled_blocking_task_holds_its_slot_until_it_returns() {
         .assert_none("a report before the thread returned")
         .await;
 
-    let done = reports.next().await;
-    assert_eq!(done.run, 1);
-    match &done.outcome {
-        TaskOutcome::Failed(e) => assert!(e.contains("cancelled"), "{e:?}"),
-        other => panic!("expected a failure, got {other:?}"),
-    }
+    assert_cancelled(&reports.next().await, 1);
     assert_eq!(exec(&slot, sleep_run(3, 1)).await, Ok(()));
 }
