@@ -83,6 +83,19 @@ async fn exec(slot: &Addr<WorkerSlot>, task: ExecuteTask) -> Result<(), SlotBusy
         .expect("slot alive")
 }
 
+/// Fails the test unless `slot` is busy with `run`: it says so, and refuses
+/// another run by the mailbox reply.
+async fn assert_busy_with(slot: &Addr<WorkerSlot>, run: RunId) {
+    let state = within("GetSlotState", slot.send(GetSlotState))
+        .await
+        .expect("slot alive");
+    assert_eq!(state, Some(run), "the slot says which run it holds");
+    assert_eq!(
+        exec(slot, sleep_run(run + 100, 1)).await,
+        Err(SlotBusy::Running(run))
+    );
+}
+
 /// Fails the test unless `done` reports run `run` failed as cancelled.
 fn assert_cancelled(done: &SlotFinished, run: RunId) {
     assert_eq!(done.run, run);
@@ -120,14 +133,7 @@ async fn attached_slot_with(registry: TaskRegistry) -> (Addr<WorkerSlot>, Stub<S
 async fn a_busy_slot_refuses_by_mailbox_reply_and_is_free_once_its_run_ends() {
     let (slot, mut reports) = attached_slot().await;
     assert_eq!(exec(&slot, sleep_run(1, 30)).await, Ok(()));
-    assert_eq!(
-        exec(&slot, sleep_run(2, 1)).await,
-        Err(SlotBusy::Running(1))
-    );
-    let state = within("GetSlotState", slot.send(GetSlotState))
-        .await
-        .unwrap();
-    assert_eq!(state, Some(1));
+    assert_busy_with(&slot, 1).await;
 
     let done = reports.next().await;
     assert_eq!((done.slot, done.run), (3, 1));
@@ -395,14 +401,7 @@ async fn a_cancelled_blocking_task_holds_its_slot_until_it_returns() {
     };
     assert_eq!(exec(&slot, run).await, Ok(()));
     slot.do_send(CancelRun(1));
-    assert_eq!(
-        exec(&slot, sleep_run(2, 1)).await,
-        Err(SlotBusy::Running(1))
-    );
-    let state = within("GetSlotState", slot.send(GetSlotState))
-        .await
-        .unwrap();
-    assert_eq!(state, Some(1), "busy while the thread runs");
+    assert_busy_with(&slot, 1).await;
     reports
         .assert_none("a report before the thread returned")
         .await;

@@ -502,16 +502,43 @@ pub fn value_depth(v: &Value) -> usize {
     let mut deepest = 0;
     let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
     while let Some((v, d)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Map(entries) => Box::new(entries.iter().flat_map(|(k, v)| [k, v])),
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|c| (c, d + 1))),
+            Value::Map(entries) => {
+                stack.extend(entries.iter().flat_map(|(k, v)| [(k, d + 1), (v, d + 1)]))
+            }
             _ => continue,
-        };
+        }
         deepest = deepest.max(d + 1);
         if deepest > MAX_VALUE_DEPTH {
             return deepest;
         }
-        stack.extend(children.map(|c| (c, d + 1)));
     }
     deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(Value::from(1), |inner, _| Value::Array(vec![inner]))
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_maps_and_stops_past_the_limit() {
+        assert_eq!(value_depth(&Value::from("scalar")), 0);
+        assert_eq!(value_depth(&Value::Array(vec![1.into(), 2.into()])), 1);
+        let map = Value::Map(vec![
+            (Value::from("flat"), Value::from(1)),
+            (nested(2), nested(3)),
+        ]);
+        assert_eq!(value_depth(&map), 4, "the deepest key or value counts");
+        assert_eq!(value_depth(&nested(MAX_VALUE_DEPTH)), MAX_VALUE_DEPTH);
+        assert_eq!(
+            value_depth(&nested(MAX_VALUE_DEPTH * 10)),
+            MAX_VALUE_DEPTH + 1,
+            "counting stops just past the limit"
+        );
+    }
 }

@@ -187,9 +187,10 @@ impl Manager {
 
     /// Starts `task` on `worker`, spending one of its credits.
     fn start(&mut self, mut task: Pending, worker: WorkerId, ctx: &mut Context<Self>) {
-        let credit = match self.links.contains_key(&worker) {
-            true => self.sched.assign(worker),
-            false => None,
+        let credit = if self.links.contains_key(&worker) {
+            self.sched.assign(worker)
+        } else {
+            None
         };
         let slot = match credit {
             Some(slot) => slot,

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use super::Manager;
 use crate::actors::connection::{Connection, Peer};
 use crate::messages::*;
-use crate::protocol::{Assign, Established, FromWorker, Outcome, ToWorker};
+use crate::protocol::{Assign, Established, FromWorker, Outcome, ToWorker, WireMessage};
 
 /// One connected worker. See the module docs.
 pub struct WorkerLink {
@@ -122,7 +122,7 @@ impl Peer for WorkerLink {
                 } else {
                     "before registering"
                 };
-                conn.close_with_error(format!("unexpected {} {when}", other_kind(&other)), ctx);
+                conn.close_with_error(format!("unexpected {} {when}", other.kind()), ctx);
             }
         }
     }
@@ -136,11 +136,6 @@ impl Peer for WorkerLink {
     fn error_message(message: String) -> Option<ToWorker> {
         Some(ToWorker::Error { message })
     }
-}
-
-fn other_kind(msg: &FromWorker) -> &'static str {
-    use crate::protocol::WireMessage;
-    msg.kind()
 }
 
 impl Handler<WorkerOrder> for Connection<WorkerLink> {
