@@ -566,7 +566,11 @@ impl Handler<RunFinished> for Manager {
                     Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
                     None => sample,
                 });
+                // The freed slot is refilled before the reply goes out, so
+                // the worker's next assign leaves first (see PERFORMANCE.md).
+                self.dispatch(ctx);
                 self.reply(task, msg.outcome);
+                return;
             }
             None => self.sched.release(msg.worker, run.slot, None),
         }
