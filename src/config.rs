@@ -8,6 +8,7 @@
 //! max_frame_bytes = 16777216       # largest frame accepted or sent (16 MiB)
 //! handshake_timeout = "5s"         # a peer must finish its handshake within this
 //! heartbeat_interval = "5s"        # quiet connections say so; 3 silent intervals = gone
+//! max_outgoing_bytes = 67108864    # bytes held for a peer that does not read (64 MiB)
 //!
 //! [manager]
 //! host = "127.0.0.1"               # address to listen on
@@ -57,6 +58,11 @@ pub struct SecuritySection {
     /// three intervals is disconnected (its tasks are then answered or
     /// requeued as for any lost worker). Default 5 s.
     pub heartbeat_interval: Option<Dur>,
+    /// Bound on the bytes one connection holds for a peer that is slow to
+    /// read them; past it (or with no byte taken for three heartbeat
+    /// intervals) the connection is closed. At least `max_frame_bytes`.
+    /// Default 64 MiB.
+    pub max_outgoing_bytes: Option<usize>,
 }
 
 /// `[manager]`.
@@ -181,6 +187,17 @@ impl Config {
         if let Some(n) = self.security.max_frame_bytes {
             check_max_frame(n)?;
         }
+        if let Some(n) = self.security.max_outgoing_bytes {
+            let frame = self
+                .security
+                .max_frame_bytes
+                .unwrap_or(crate::protocol::DEFAULT_MAX_FRAME);
+            if n < frame {
+                return Err(format!(
+                    "security.max_outgoing_bytes ({n}) must be at least max_frame_bytes ({frame})"
+                ));
+            }
+        }
         if let Some(Dur(d)) = self.security.handshake_timeout {
             if d.is_zero() {
                 return Err("security.handshake_timeout must be more than 0".into());
@@ -292,6 +309,11 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("capacity"));
         let c = Config::parse("[security]\nmax_frame_bytes = 10\n").unwrap();
         assert!(c.validate().unwrap_err().contains("max_frame_bytes"));
+        let c = Config::parse("[security]\nmax_outgoing_bytes = 4096\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("max_outgoing_bytes"));
+        let c = Config::parse("[security]\nmax_frame_bytes = 4096\nmax_outgoing_bytes = 4096\n")
+            .unwrap();
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

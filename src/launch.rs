@@ -91,6 +91,9 @@ pub fn handshake_settings(key: &KeyArgs, config: &Config) -> Result<HandshakeSet
     if let Some(Dur(d)) = config.security.heartbeat_interval {
         hs.heartbeat = d;
     }
+    if let Some(n) = config.security.max_outgoing_bytes {
+        hs.max_outgoing = n;
+    }
     Ok(hs)
 }
 

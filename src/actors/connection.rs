@@ -9,21 +9,34 @@
 //! and [`WorkerLink`](crate::actors::manager::WorkerLink) on the manager,
 //! and [`ManagerLink`](crate::actors::worker::ManagerLink) in a worker.
 //!
-//! Writes go through `actix::io::Writer`, which buffers and flushes when the
-//! socket is ready, so a burst of replies becomes few syscalls. A wire error
-//! is logged once, with the peer's address, and closes the connection; a
-//! message the role may not receive is answered with the protocol's `error`
-//! message first. Heartbeats follow [`Liveness`] and never reach the role.
+//! Frames to the peer are sealed straight into one outgoing buffer, which a
+//! flushing future empties into the socket after the actor has handled what
+//! its mailbox holds, so a burst of replies becomes few syscalls. The buffer
+//! is bounded (`max_outgoing`): a peer that stops reading while frames are
+//! due is closed once the bound is passed, or once it has taken no byte for
+//! the silence limit while bytes wait, with one log line; its role then
+//! handles the loss as any other (a client's tasks are cancelled, a
+//! worker's runs requeued). A wire error is logged once, with the peer's
+//! address, and closes the connection; a message the role may not receive
+//! is answered with the protocol's `error` message first. Heartbeats follow
+//! [`Liveness`] and never reach the role.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
-use actix::io::{WriteHandler, Writer};
 use actix::prelude::*;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
 use crate::messages::CloseConnection;
+
+/// Capacity of the outgoing buffer kept once it is empty; a larger one,
+/// grown by a burst, is let go.
+const KEEP_OUT_CAPACITY: usize = 64 * 1024;
 use crate::protocol::{
     Established, FrameReader, FrameWriter, Liveness, Tick, WireError, WireMessage,
 };
@@ -65,10 +78,15 @@ pub struct Connection<P: Peer> {
     peer: SocketAddr,
     reader: Option<FramedRead<OwnedReadHalf, FrameReader<P::In>>>,
     reading: Option<SpawnHandle>,
-    writer: Option<Writer<OwnedWriteHalf, WireError>>,
     write_half: Option<OwnedWriteHalf>,
     codec: FrameWriter,
-    scratch: BytesMut,
+    /// Sealed frames not yet taken by the socket.
+    out: BytesMut,
+    max_outgoing: usize,
+    /// Wakes the flusher when `out` gains bytes while it is idle.
+    flush_waker: Option<Waker>,
+    /// Last time the socket took bytes (or `out` was empty).
+    last_progress: Instant,
     failure: Option<String>,
     liveness: Liveness,
     /// Set once this side decided to close: what is queued is still sent.
@@ -85,12 +103,14 @@ impl<P: Peer> Connection<P> {
             peer: rest.peer_addr,
             reader: Some(reader),
             reading: None,
-            writer: None,
             write_half: Some(rest.write),
             codec: rest.writer,
-            // Grows to the largest frame sent, on first use: an idle
-            // connection holds no write buffer.
-            scratch: BytesMut::new(),
+            // Grows on first use and is let go once flushed after a burst:
+            // an idle connection holds little or no write buffer.
+            out: BytesMut::new(),
+            max_outgoing: rest.max_outgoing,
+            flush_waker: None,
+            last_progress: Instant::now(),
             failure: None,
             liveness: Liveness::new(rest.heartbeat),
             closing: false,
@@ -113,25 +133,40 @@ impl<P: Peer> Connection<P> {
     }
 
     /// Encodes `msg` and queues it for the peer. A message too large for a
-    /// frame is replaced by the role's substitute, or closes the connection.
+    /// frame is replaced by the role's substitute, or closes the connection;
+    /// so does passing the outgoing bound (see the module docs).
     pub fn send(&mut self, msg: P::Out, ctx: &mut Context<Self>) {
-        let Some(w) = self.writer.as_mut() else {
+        if self.write_half.is_none() {
             return;
-        };
+        }
         log::trace!("[{} {}] -> {}", P::LABEL, self.peer, msg.kind());
         self.liveness.spoke();
-        self.scratch.clear();
-        let encoded = match self.codec.write(&msg, &mut self.scratch) {
+        let encoded = match self.codec.write(&msg, &mut self.out) {
             Err(e @ WireError::FrameTooLarge { .. }) => match P::substitute(&msg, &e) {
-                Some(substitute) => self.codec.write(&substitute, &mut self.scratch),
+                Some(substitute) => self.codec.write(&substitute, &mut self.out),
                 None => Err(e),
             },
             other => other,
         };
-        match encoded {
-            Ok(()) => w.write(&self.scratch),
-            Err(e) => self.fail(&e, ctx),
+        if let Err(e) = encoded {
+            return self.fail(&e, ctx);
         }
+        if self.out.len() > self.max_outgoing {
+            let why = format!(
+                "peer is not reading: {} bytes waiting, over the bound of {}",
+                self.out.len(),
+                self.max_outgoing
+            );
+            return self.abandon(why, ctx);
+        }
+        if let Some(w) = self.flush_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Bytes queued for the peer and not yet taken by the socket.
+    pub fn unsent(&self) -> usize {
+        self.out.len()
     }
 
     /// Sends the protocol's `error` message (where the direction has one),
@@ -159,14 +194,70 @@ impl<P: Peer> Connection<P> {
         if let Some(reading) = self.reading.take() {
             ctx.cancel_future(reading);
         }
-        match self.writer.as_mut() {
-            // The writer stops the actor once the buffer is flushed.
-            Some(w) => w.close(),
-            None => ctx.stop(),
+        match self.flush_waker.take() {
+            Some(w) => w.wake(),
+            None if self.write_half.is_none() => ctx.stop(),
+            None => {}
         }
     }
 
+    /// Drops what is queued and stops at once: the peer will not take it.
+    fn abandon(&mut self, why: String, ctx: &mut Context<Self>) {
+        log::warn!("[{} {}] closing: {why}", P::LABEL, self.peer);
+        self.failure = Some(why);
+        self.out = BytesMut::new();
+        self.write_half = None;
+        ctx.stop();
+    }
+
+    /// Writes what `out` holds until the socket would block; see [`Flusher`].
+    fn flush(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
+        let Some(io) = self.write_half.as_mut() else {
+            return Poll::Ready(());
+        };
+        while !self.out.is_empty() {
+            match Pin::new(&mut *io).poll_write(task, &self.out) {
+                Poll::Ready(Ok(0)) => {
+                    let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "socket closed");
+                    self.fail(&WireError::Io(e), ctx);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.out.advance(n);
+                    self.last_progress = Instant::now();
+                }
+                Poll::Ready(Err(e)) => {
+                    self.fail(&WireError::Io(e), ctx);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.last_progress = Instant::now();
+        if self.out.capacity() > KEEP_OUT_CAPACITY {
+            self.out = BytesMut::new();
+        }
+        if self.closing {
+            ctx.stop();
+            return Poll::Ready(());
+        }
+        match &self.flush_waker {
+            Some(w) if w.will_wake(task.waker()) => {}
+            _ => self.flush_waker = Some(task.waker().clone()),
+        }
+        Poll::Pending
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        let stalled = self.last_progress.elapsed();
+        if !self.out.is_empty() && stalled >= self.liveness.silence_limit() {
+            let why = format!(
+                "peer is not reading: {} bytes waiting, none taken for {}",
+                self.out.len(),
+                humantime::format_duration(Duration::from_secs(stalled.as_secs()))
+            );
+            return self.abandon(why, ctx);
+        }
         match self.liveness.tick() {
             Tick::Quiet => {}
             Tick::Beat => self.send(P::Out::heartbeat(), ctx),
@@ -194,9 +285,7 @@ impl<P: Peer> Actor for Connection<P> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(half) = self.write_half.take() {
-            self.writer = Some(Writer::new(half, ctx));
-        }
+        ctx.spawn(Flusher);
         if let Some(reader) = self.reader.take() {
             self.reading = Some(ctx.add_stream(reader));
         }
@@ -240,10 +329,21 @@ impl<P: Peer> StreamHandler<Result<P::In, WireError>> for Connection<P> {
     }
 }
 
-impl<P: Peer> WriteHandler<WireError> for Connection<P> {
-    fn error(&mut self, err: WireError, ctx: &mut Self::Context) -> Running {
-        self.fail(&err, ctx);
-        Running::Stop
+/// Empties a connection's outgoing buffer into its socket; lives as long
+/// as the connection. Polled after the mailbox on every wake-up of the
+/// actor, and woken by [`Connection::send`] when it had nothing to do.
+struct Flusher;
+
+impl<P: Peer> ActorFuture<Connection<P>> for Flusher {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Connection<P>,
+        ctx: &mut Context<Connection<P>>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        act.flush(ctx, task)
     }
 }
 

@@ -44,6 +44,9 @@ pub struct HandshakeSettings {
     /// A quiet connection sends a heartbeat this often; a peer silent for
     /// three intervals is disconnected.
     pub heartbeat: Duration,
+    /// Bound on the bytes queued for a peer that does not read them; at
+    /// least `max_frame`.
+    pub max_outgoing: usize,
 }
 
 impl HandshakeSettings {
@@ -55,6 +58,7 @@ impl HandshakeSettings {
             max_frame: super::DEFAULT_MAX_FRAME,
             timeout: Duration::from_secs(5),
             heartbeat: DEFAULT_HEARTBEAT,
+            max_outgoing: super::DEFAULT_MAX_OUTGOING,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct Established {
     pub peer_addr: SocketAddr,
     /// Heartbeat interval (from the settings).
     pub heartbeat: Duration,
+    /// Bound on bytes queued for the peer (from the settings).
+    pub max_outgoing: usize,
 }
 
 impl Established {
@@ -87,6 +93,7 @@ impl Established {
             writer: self.writer,
             peer_addr: self.peer_addr,
             heartbeat: self.heartbeat,
+            max_outgoing: self.max_outgoing,
         };
         (reader, rest)
     }
@@ -103,6 +110,8 @@ pub struct Writing {
     pub peer_addr: SocketAddr,
     /// Heartbeat interval (from the settings).
     pub heartbeat: Duration,
+    /// Bound on bytes queued for the peer (from the settings).
+    pub max_outgoing: usize,
 }
 
 /// Connects as `role` (client or worker) over an already connected stream.
@@ -240,6 +249,7 @@ async fn run(
         peer_agent,
         peer_addr,
         heartbeat: settings.heartbeat,
+        max_outgoing: settings.max_outgoing,
     })
 }
 

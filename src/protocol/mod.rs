@@ -32,6 +32,11 @@ pub const SILENT_INTERVALS: u32 = 3;
 /// Default largest frame body accepted or sent: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
+/// Default bound on the bytes a connection holds for a peer that is slow to
+/// read them; past it the connection is closed (see `docs/PROTOCOL.md`,
+/// "Limits").
+pub const DEFAULT_MAX_OUTGOING: usize = 64 * 1024 * 1024;
+
 /// Everything that can go wrong between bytes on a socket and a typed message.
 ///
 /// Decryption errors never echo the input.

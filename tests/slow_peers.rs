@@ -1,0 +1,154 @@
+//! Peers that stop reading: the manager holds at most its configured
+//! outgoing bound for them, then closes the connection and handles the
+//! loss like any other. Runs the real binary on 127.0.0.1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use argon::protocol::{handshake, HandshakeSettings, MasterKey, Role, Submit, ToClient};
+use common::{Manager, ManagerOpts, TempDir};
+use tokio::io::AsyncWriteExt;
+
+/// Outgoing bound the manager runs with in these tests.
+const BOUND: usize = 2 << 20;
+/// Frame limit the manager runs with (the bound must hold one frame).
+const FRAME: usize = 1 << 20;
+/// Bytes of echo arguments per task: each result is about this large.
+const PAYLOAD: usize = 64 * 1024;
+/// Submits the flooding client writes: ~190 MiB of results if all were held.
+const SUBMITS: u64 = 3_000;
+
+/// Resident set of a process, in bytes, from /proc.
+fn rss(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line");
+    kb * 1024
+}
+
+/// A client that submits `SUBMITS` echo tasks of `PAYLOAD` bytes as fast as
+/// the manager takes them and never reads a reply. Returns once the manager
+/// stops taking its bytes (it closed the connection) or, all written, until
+/// the manager closes the connection (bounded).
+async fn flood_without_reading(addr: &str, key: &std::path::Path) -> u64 {
+    let hs = HandshakeSettings::new(MasterKey::load(key).expect("key"));
+    // A small receive buffer keeps the kernel from absorbing what the
+    // manager would otherwise have to hold.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket
+        .connect(addr.parse().expect("address"))
+        .await
+        .expect("connect");
+    let est = handshake::initiate(stream, Role::Client, &hs)
+        .await
+        .expect("handshake");
+    // The read half is kept (not dropped) and never polled.
+    let (_reader, mut rest) = est.reader::<ToClient>();
+    let args = rmpv::Value::Binary(vec![7u8; PAYLOAD]);
+    let mut buf = bytes::BytesMut::new();
+    for id in 0..SUBMITS {
+        let msg = argon::protocol::FromClient::Submit(Submit {
+            id,
+            task: "echo".into(),
+            args: args.clone(),
+            priority: Default::default(),
+            timeout_ms: None,
+            attempts: 0,
+        });
+        buf.clear();
+        rest.writer.write(&msg, &mut buf).expect("encode");
+        // A manager that stopped reading leaves the write blocked once the
+        // socket buffers are full: that, too, ends the flood.
+        match tokio::time::timeout(Duration::from_secs(5), rest.write.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            _ => return id,
+        }
+    }
+    // Hold the connection open, still not reading, until the manager gives
+    // up on it (a write then fails) or the bound passes.
+    let ping = argon::protocol::FromClient::Ping { id: 0 };
+    for _ in 0..200 {
+        buf.clear();
+        rest.writer.write(&ping, &mut buf).expect("encode");
+        if rest.write.write_all(&buf).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    SUBMITS
+}
+
+/// A client that stops reading cannot raise the manager's memory beyond
+/// the outgoing bound plus a small constant: the manager closes it with one
+/// log line, drops its tasks, and keeps serving everyone else.
+#[test]
+fn a_client_that_stops_reading_is_closed_at_the_bound() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let config = dir.write(
+        "argon.toml",
+        &format!("[security]\nmax_frame_bytes = {FRAME}\nmax_outgoing_bytes = {BOUND}\n"),
+    );
+    let mut m = Manager::start_with(
+        &key,
+        ManagerOpts {
+            config: Some(config),
+            ..Default::default()
+        },
+    );
+    let _w = m.add_worker(4, 1);
+    // Warm up allocator and buffers with a task of the same size.
+    let payload = format!("\"{}\"", "x".repeat(PAYLOAD));
+    let warm = m.submit([&"echo".to_string(), &payload]).run();
+    assert_eq!(warm.code, Some(0), "{}", warm.stderr);
+    let pid = m.proc.pid();
+    let baseline = rss(pid);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (written, peak) = rt.block_on(async {
+        let flood = flood_without_reading(&m.addr, &key);
+        tokio::pin!(flood);
+        let mut peak = 0;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            tokio::select! {
+                n = &mut flood => break (n, peak.max(rss(pid))),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                    peak = peak.max(rss(pid));
+                    assert!(Instant::now() < deadline, "the flood did not end within its bound");
+                }
+            }
+        }
+    });
+
+    let grown = peak.saturating_sub(baseline);
+    let allowed = BOUND + FRAME + (8 << 20);
+    assert!(
+        grown <= allowed,
+        "manager RSS grew by {grown} bytes (baseline {baseline}) after {written} submits; \
+         allowed {allowed}\n--- manager stderr\n{}",
+        m.proc.stderr()
+    );
+    assert!(
+        m.proc
+            .wait_stderr("over the bound of", Duration::from_secs(20)),
+        "the manager says why it closed the client\n--- manager stderr\n{}",
+        m.proc.stderr()
+    );
+    // Its tasks left with it: the cluster is idle and serves others.
+    m.wait_status("the closed client's tasks gone", |s| {
+        s.in_flight == 0 && s.queued == 0
+    });
+    let after = m.submit(["echo", "[1,2]"]).run();
+    assert_eq!(after.code, Some(0), "{}", after.stderr);
+    assert_eq!(after.stdout.trim(), "[1,2]");
+    m.assert_healthy();
+}
