@@ -23,6 +23,7 @@ use bytes::BytesMut;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
+use crate::admission::Permit;
 use crate::messages::CloseConnection;
 use crate::protocol::{
     Established, FrameReader, FrameWriter, Liveness, Tick, WireError, WireMessage,
@@ -73,6 +74,8 @@ pub struct Connection<P: Peer> {
     liveness: Liveness,
     /// Set once this side decided to close: what is queued is still sent.
     closing: bool,
+    /// The manager's count of this connection: released with the actor.
+    _permit: Option<Permit>,
 }
 
 impl<P: Peer> Connection<P> {
@@ -94,6 +97,7 @@ impl<P: Peer> Connection<P> {
             failure: None,
             liveness: Liveness::new(rest.heartbeat),
             closing: false,
+            _permit: rest.permit,
         }
     }
 
