@@ -58,12 +58,11 @@ pub async fn start_manager_with(
         descriptors.map_or_else(|| "unknown".to_string(), |n| n.to_string())
     );
     if let Some(soft) = descriptors {
-        if limits.max_connections as u64 > soft.saturating_sub(admission::DESCRIPTOR_RESERVE) {
+        if limits.max_connections > admission::max_connections_for(soft) {
             log::warn!(
-                "max_connections {} leaves fewer than {} of the {soft} descriptors this \
-                 process may open: expect failed accepts under load (raise `ulimit -n`)",
-                limits.max_connections,
-                admission::DESCRIPTOR_RESERVE
+                "max_connections {} leaves the process too few of the {soft} descriptors it \
+                 may open: expect failed accepts under load (raise `ulimit -n`)",
+                limits.max_connections
             );
         }
     }
