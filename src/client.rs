@@ -88,6 +88,16 @@ pub enum ClientError {
         /// Address tried.
         addr: String,
     },
+    /// The manager refused the connection before the handshake: it is at its
+    /// connection limit (`max_connections`, or too many handshakes at once).
+    /// Nothing was sent; try again later.
+    #[error("the manager at {addr} is at its connection limit ({reason}); try again later")]
+    AtLimit {
+        /// Address tried.
+        addr: String,
+        /// Which limit, as the manager said.
+        reason: String,
+    },
     /// The manager had no room (and retry was off).
     #[error("denied: {reason}; try again in {retry_after:?}")]
     Denied {
@@ -112,14 +122,15 @@ pub enum ClientError {
 
 impl ClientError {
     /// sysexits code for the CLI: 1 failed, 2 request too large,
-    /// 69 unreachable/disconnected, 75 denied, 76 protocol, 77 bad key.
+    /// 69 unreachable/disconnected, 75 denied, 76 protocol or the manager at
+    /// its connection limit, 77 bad key.
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::Failed(_) => 1,
             ClientError::TooLarge(_) => 2,
             ClientError::Unreachable { .. } | ClientError::Disconnected(_) => 69,
             ClientError::Denied { .. } => 75,
-            ClientError::Protocol(_) => 76,
+            ClientError::Protocol(_) | ClientError::AtLimit { .. } => 76,
             ClientError::Auth { .. } => 77,
         }
     }
@@ -430,6 +441,12 @@ async fn open(config: &ClientConfig) -> Result<mpsc::UnboundedSender<Request>, C
     let est = match handshake::initiate(stream, Role::Client, &config.handshake).await {
         Ok(est) => est,
         Err(WireError::BadKey) => return Err(ClientError::Auth { addr }),
+        Err(WireError::AtLimit(why)) => {
+            return Err(ClientError::AtLimit {
+                addr,
+                reason: why.to_string(),
+            })
+        }
         Err(e) => return Err(unreachable(e.to_string())),
     };
     let (tx, rx) = mpsc::unbounded_channel();

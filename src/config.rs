@@ -14,6 +14,8 @@
 //! host = "127.0.0.1"               # address to listen on
 //! port = 8000                      # 0 picks a free port
 //! queue_factor = 3                 # queue bound = capacity × this
+//! max_connections = 960            # default: descriptor limit minus 64
+//! max_handshakes = 256             # handshakes in progress at once
 //!
 //! [worker]
 //! mgr = "127.0.0.1:8000"           # manager address
@@ -82,6 +84,12 @@ pub struct ManagerSection {
     /// How long past a task's timeout the manager waits for the worker's
     /// answer before answering the client itself. Default 2 s.
     pub timeout_grace: Option<Dur>,
+    /// Connections held at once (clients, workers and handshakes); more are
+    /// refused. Default: the descriptor limit minus a reserve
+    /// ([`crate::admission::default_max_connections`]).
+    pub max_connections: Option<usize>,
+    /// Handshakes in progress at once; more are refused. Default 256.
+    pub max_handshakes: Option<usize>,
 }
 
 /// `[worker]`.
@@ -210,6 +218,12 @@ impl Config {
         {
             return Err("security.heartbeat_interval must be at least 10ms".into());
         }
+        if self.manager.max_connections == Some(0) {
+            return Err("manager.max_connections must be at least 1".into());
+        }
+        if self.manager.max_handshakes == Some(0) {
+            return Err("manager.max_handshakes must be at least 1".into());
+        }
         if self.manager.default_timeout.is_some_and(|d| d.0.is_zero()) {
             return Err("manager.default_timeout must be more than 0".into());
         }
@@ -249,6 +263,8 @@ mod tests {
             [manager]
             port = 0
             queue_factor = 5
+            max_connections = 100
+            max_handshakes = 10
             [worker]
             capacity = 2
             drain_timeout = "1m"
@@ -263,6 +279,8 @@ mod tests {
         );
         assert_eq!(c.worker.drain_timeout, Some(Dur(Duration::from_secs(60))));
         assert_eq!(c.manager.queue_factor, Some(5));
+        assert_eq!(c.manager.max_connections, Some(100));
+        assert_eq!(c.manager.max_handshakes, Some(10));
         assert_eq!(c.client.retry, Some(true));
         c.validate().unwrap();
     }
@@ -314,6 +332,10 @@ mod tests {
         let c = Config::parse("[security]\nmax_frame_bytes = 4096\nmax_outgoing_bytes = 4096\n")
             .unwrap();
         assert_eq!(c.validate(), Ok(()));
+        let c = Config::parse("[manager]\nmax_connections = 0\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("max_connections"));
+        let c = Config::parse("[manager]\nmax_handshakes = 0\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("max_handshakes"));
     }
 
     #[test]

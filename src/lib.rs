@@ -14,6 +14,7 @@
 //! - [`client`]: the async client library.
 //! - [`task`]: the task registry and the built-in tasks.
 //! - [`runtime`]: starting managers, workers and embedded clusters.
+//! - [`admission`]: the manager's limits on connections and handshakes.
 //! - [`worker_main`]: the worker process, for `argon worker` and worker
 //!   programs with tasks of their own.
 //! - [`launch`]: logging, config loading, key flags and exit codes shared by
@@ -27,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod actors;
+pub mod admission;
 pub mod client;
 pub mod config;
 pub mod duration;

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::net::TcpListener;
@@ -14,9 +14,10 @@ use tokio::net::TcpListener;
 use crate::actors::{
     ClientSession, Manager, ManagerSettings, WorkerLink, WorkerPool, WorkerSettings,
 };
+use crate::admission::{self, AcceptBackoff, ConnectionLimits, Gate, Throttle};
 use crate::messages::{Drain, GetStatus};
 use crate::protocol::crypto::generate_key_text;
-use crate::protocol::handshake::{self, HandshakeSettings};
+use crate::protocol::handshake::{self, HandshakeSettings, Refusal};
 use crate::protocol::{MasterKey, Role};
 use crate::task::eval::EvalLimits;
 use crate::task::TaskRegistry;
@@ -30,27 +31,114 @@ pub struct ManagerHandle {
     pub manager: Addr<Manager>,
 }
 
-/// Binds `bind` (`host:port`), starts the manager actor and its accept loop.
-/// Must run inside an actix system.
+/// Binds `bind` (`host:port`), starts the manager actor and its accept loop
+/// with the default [`ConnectionLimits`]. Must run inside an actix system.
 pub async fn start_manager(
     bind: &str,
     settings: ManagerSettings,
     hs: HandshakeSettings,
 ) -> io::Result<ManagerHandle> {
+    start_manager_with(bind, settings, hs, ConnectionLimits::default()).await
+}
+
+/// [`start_manager`] with explicit limits on connections and handshakes.
+pub async fn start_manager_with(
+    bind: &str,
+    settings: ManagerSettings,
+    hs: HandshakeSettings,
+    limits: ConnectionLimits,
+) -> io::Result<ManagerHandle> {
     let listener = TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
+    let descriptors = admission::descriptor_limit();
+    log::info!(
+        "accepting up to {} connections, {} of them in their handshake (descriptor limit {})",
+        limits.max_connections,
+        limits.max_handshakes,
+        descriptors.map_or_else(|| "unknown".to_string(), |n| n.to_string())
+    );
+    if let Some(soft) = descriptors {
+        if limits.max_connections > admission::max_connections_for(soft) {
+            log::warn!(
+                "max_connections {} leaves the process too few of the {soft} descriptors it \
+                 may open: expect failed accepts under load (raise `ulimit -n`)",
+                limits.max_connections
+            );
+        }
+    }
     let manager = Manager::new(settings).start();
-    actix_rt::spawn(accept_loop(listener, manager.clone(), Arc::new(hs)));
+    actix_rt::spawn(accept_loop(
+        listener,
+        manager.clone(),
+        Arc::new(hs),
+        Gate::new(limits),
+    ));
     Ok(ManagerHandle { addr, manager })
 }
 
-async fn accept_loop(listener: TcpListener, manager: Addr<Manager>, hs: Arc<HandshakeSettings>) {
+/// Whether an accept error concerns only the connection being accepted
+/// (it was reset before we took it), so the loop goes on at once.
+fn only_that_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    manager: Addr<Manager>,
+    hs: Arc<HandshakeSettings>,
+    gate: Gate,
+) {
+    let mut backoff = AcceptBackoff::default();
+    let mut failure_log = Throttle::new(Duration::from_secs(1));
+    let mut refusal_logs = [
+        Throttle::new(Duration::from_secs(1)),
+        Throttle::new(Duration::from_secs(1)),
+    ];
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff.succeeded();
+                x
+            }
+            Err(e) if only_that_connection(&e) => {
+                log::debug!("accept failed: {e}");
+                continue;
+            }
             Err(e) => {
-                log::error!("accept failed: {e}; pausing 100ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let pause = backoff.failed();
+                if let Some(held) = failure_log.pass(Instant::now()) {
+                    let held = match held {
+                        0 => String::new(),
+                        n => format!(" ({n} more failures since the last report)"),
+                    };
+                    log::error!(
+                        "accept failed: {e}; pausing {}{held}",
+                        humantime::format_duration(pause)
+                    );
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        let admitted = match gate.admit(hs.timeout) {
+            Ok(a) => a,
+            Err(why) => {
+                handshake::refuse(stream, why);
+                let (log, limit) = match why {
+                    Refusal::Handshakes => (&mut refusal_logs[1], gate.limits().max_handshakes),
+                    _ => (&mut refusal_logs[0], gate.limits().max_connections),
+                };
+                if log.pass(Instant::now()).is_some() {
+                    log::warn!(
+                        "refusing connections: {why} (limit {limit}); {} refused so far",
+                        gate.refused(why)
+                    );
+                }
                 continue;
             }
         };
@@ -58,15 +146,20 @@ async fn accept_loop(listener: TcpListener, manager: Addr<Manager>, hs: Arc<Hand
         let manager = manager.clone();
         let hs = hs.clone();
         actix_rt::spawn(async move {
-            match handshake::accept(stream, &hs).await {
-                Ok(est) => match est.peer_role {
-                    Role::Worker => {
-                        WorkerLink::start(est, manager);
+            let result = handshake::accept_within(stream, &hs, admitted.timeout).await;
+            drop(admitted.handshake);
+            match result {
+                Ok(mut est) => {
+                    est.permit = Some(admitted.connection);
+                    match est.peer_role {
+                        Role::Worker => {
+                            WorkerLink::start(est, manager);
+                        }
+                        _ => {
+                            ClientSession::start(est, manager);
+                        }
                     }
-                    _ => {
-                        ClientSession::start(est, manager);
-                    }
-                },
+                }
                 Err(e) => log::warn!("[{peer}] handshake failed: {e}"),
             }
         });

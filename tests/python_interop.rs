@@ -17,10 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use argon::admission::{DEFAULT_MAX_HANDSHAKES, DESCRIPTOR_RESERVE, PRESSURE_TIMEOUT};
 use argon::client::{Client, ClientConfig, ClientError};
 use argon::protocol::codec::{decode_message, encode_message};
 use argon::protocol::crypto::{COUNTER_LEN, NONCE_LEN, TAG_LEN};
-use argon::protocol::handshake::{HELLO_LEN, HELLO_MAGIC};
+use argon::protocol::handshake::{
+    Refusal, HANDSHAKE_MAX_FRAME, HELLO_LEN, HELLO_MAGIC, REFUSAL_LEN,
+};
 use argon::protocol::{
     AuthFrame, FrameWriter, FromClient, FromWorker, HandshakeSettings, MasterKey, Outcome,
     Priority, Role, Submit, ToClient, Value, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
@@ -299,6 +302,71 @@ fn python_client_and_worker_interoperate_with_the_real_binary() {
     assert!(py_log.contains("all checks passed"), "{}", logs(&dir.0));
 }
 
+/// A manager at its connection limit refuses the Python client in a way it
+/// recognises from PROTOCOL.md §3.5.
+#[test]
+fn python_client_recognises_a_full_manager() {
+    if !python_ready() {
+        return;
+    }
+    let dir = TempDir::new("pyrefusal");
+    let key = dir.0.join("key");
+    let out = Command::new(ARGON)
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .expect("run argon keygen");
+    assert!(out.status.success(), "argon keygen failed");
+    let mut children = Children::default();
+    let mut mgr = Command::new(ARGON);
+    mgr.args(["manager", "--host", "127.0.0.1", "--port", "0"])
+        .args(["--max-connections", "1", "--key"])
+        .arg(&key);
+    let mgr_lines = spawn(
+        &mut children,
+        "manager",
+        mgr,
+        &dir.0.join("manager.log"),
+        true,
+    )
+    .expect("stdout piped");
+    let prefix = "argon manager listening on ";
+    let addr = match wait_line(&mgr_lines, prefix, Duration::from_secs(20)) {
+        Some(line) => line[prefix.len()..].trim().to_string(),
+        None => panic!("the manager did not print its address{}", logs(&dir.0)),
+    };
+    // The one connection it takes: admitted once its hello arrives.
+    let mut held = std::net::TcpStream::connect(&addr).expect("connect");
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut hello = [0u8; 4 + HELLO_LEN];
+    std::io::Read::read_exact(&mut held, &mut hello).expect("the manager's hello");
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/argon_client.py");
+    let mut py = Command::new("python3");
+    py.arg(&script)
+        .args(["--mgr", &addr, "--key"])
+        .arg(&key)
+        .arg("--expect-refusal");
+    spawn(
+        &mut children,
+        "python",
+        py,
+        &dir.0.join("python.log"),
+        false,
+    );
+    match wait_exit(children.get("python"), Duration::from_secs(30)) {
+        Some(s) if s.success() => {}
+        other => panic!("the Python script failed ({other:?}){}", logs(&dir.0)),
+    }
+    let py_log = std::fs::read_to_string(dir.0.join("python.log")).unwrap_or_default();
+    assert!(
+        py_log.contains("at its connection limit (too many connections)"),
+        "{}",
+        logs(&dir.0)
+    );
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()
@@ -344,6 +412,23 @@ fn protocol_md_matches_the_code() {
     let hs = HandshakeSettings::new(MasterKey::from_material(b"k"));
     assert_eq!(hs.timeout, Duration::from_secs(5));
     has("the handshake timeout", "within 5 s by");
+    assert_eq!(HANDSHAKE_MAX_FRAME, 4096);
+    has("the auth frame limit", "may be at most\n**4096 bytes**");
+    assert_eq!(REFUSAL_LEN, 6);
+    has("the refusal length prefix", "`00 00 00 06` (6)");
+    has(
+        "the refusal for too many connections",
+        &hex(&Refusal::Connections.frame()),
+    );
+    has(
+        "the refusal for too many handshakes",
+        &hex(&Refusal::Handshakes.frame()),
+    );
+    assert_eq!(DEFAULT_MAX_HANDSHAKES, 256);
+    assert_eq!(
+        (PRESSURE_TIMEOUT, DESCRIPTOR_RESERVE),
+        (Duration::from_secs(1), 64)
+    );
 
     // 9.1: the worked submit.
     let submit = FromClient::Submit(Submit {

@@ -32,6 +32,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
+use crate::admission::Permit;
 use crate::messages::CloseConnection;
 
 /// Capacity of the outgoing buffer kept once it is empty; a larger one,
@@ -91,6 +92,8 @@ pub struct Connection<P: Peer> {
     liveness: Liveness,
     /// Set once this side decided to close: what is queued is still sent.
     closing: bool,
+    /// The manager's count of this connection: released with the actor.
+    _permit: Option<Permit>,
 }
 
 impl<P: Peer> Connection<P> {
@@ -114,6 +117,7 @@ impl<P: Peer> Connection<P> {
             failure: None,
             liveness: Liveness::new(rest.heartbeat),
             closing: false,
+            _permit: rest.permit,
         }
     }
 

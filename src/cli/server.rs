@@ -7,6 +7,7 @@ use std::path::Path;
 use clap::Args;
 
 use argon::actors::ManagerSettings;
+use argon::admission::ConnectionLimits;
 use argon::config::Config;
 use argon::launch::{handshake_settings, Failure, KeyArgs, EXIT_FAILED};
 use argon::runtime;
@@ -28,6 +29,10 @@ pub struct ManagerArgs {
     /// Queue bound = total capacity × this [default: 3].
     #[arg(long, value_name = "N")]
     pub queue_factor: Option<u32>,
+    /// Connections held at once, workers and handshakes included; more are
+    /// refused [default: the descriptor limit minus 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
 }
 
 /// `argon keygen`: writes a new random key file; never overwrites.
@@ -56,12 +61,24 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .map_or(defaults.timeout_grace, |d| d.0),
         ..defaults
     };
+    let defaults = ConnectionLimits::default();
+    let limits = ConnectionLimits {
+        max_connections: a
+            .max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .or(config.manager.max_connections)
+            .unwrap_or(defaults.max_connections),
+        max_handshakes: config
+            .manager
+            .max_handshakes
+            .unwrap_or(defaults.max_handshakes),
+    };
     let bind = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     };
-    let handle = runtime::start_manager(&bind, settings, hs)
+    let handle = runtime::start_manager_with(&bind, settings, hs, limits)
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot listen on {bind}: {e}")))?;
     outln!("argon manager listening on {}", handle.addr);

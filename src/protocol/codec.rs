@@ -175,6 +175,13 @@ impl<T> FrameReader<T> {
         }
     }
 
+    /// Changes the largest frame body it accepts: the handshake reads the
+    /// auth frame under a small limit, then lifts it.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.frames.set_max_frame_length(max_frame);
+        self.max_frame = max_frame;
+    }
+
     /// The same reader (keys, counter) decoding another message type: the
     /// handshake reads `auth` and hands the stream on for the role's messages.
     pub fn retype<U>(self) -> FrameReader<U> {

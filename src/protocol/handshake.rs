@@ -10,7 +10,13 @@
 //!    is [`WireError::BadKey`].
 //!
 //! The whole exchange is bounded by [`HandshakeSettings::timeout`], so a peer
-//! that stalls half-way is dropped.
+//! that stalls half-way is dropped, and the auth frames by
+//! [`HANDSHAKE_MAX_FRAME`], so a peer without the key cannot make the other
+//! side buffer more than that.
+//!
+//! A manager that takes no more connections sends a [`Refusal`] frame in
+//! place of its hello ([`refuse`]); the initiator reports it as
+//! [`WireError::AtLimit`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,11 +32,86 @@ use tokio_util::codec::FramedRead;
 use super::codec::{FrameReader, FrameWriter, IDLE_READ_BUFFER, LEN_PREFIX};
 use super::crypto::{fill_random, MasterKey, NONCE_LEN};
 use super::{AuthFrame, Role, WireError, WireMessage, DEFAULT_HEARTBEAT, PROTOCOL_VERSION};
+use crate::admission::Permit;
 
 /// Magic bytes that open a hello frame.
 pub const HELLO_MAGIC: &[u8; 4] = b"ARGN";
 /// Length of a hello frame's body: magic, version byte, nonce.
 pub const HELLO_LEN: usize = 4 + 1 + NONCE_LEN;
+/// Length of a refusal frame's body: magic, a zero byte, the reason code.
+pub const REFUSAL_LEN: usize = 4 + 1 + 1;
+/// Largest `auth` frame body either side reads, whatever its
+/// `max_frame`: the length prefix is checked before anything is buffered.
+pub const HANDSHAKE_MAX_FRAME: usize = 4096;
+
+/// Why a manager refused a connection, sent in place of its hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It already holds its `max_connections` connections (code 1).
+    Connections,
+    /// It already has its `max_handshakes` handshakes in progress (code 2).
+    Handshakes,
+    /// A reason code this build does not know.
+    Other(u8),
+}
+
+impl Refusal {
+    /// The reason's byte on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            Refusal::Connections => 1,
+            Refusal::Handshakes => 2,
+            Refusal::Other(c) => c,
+        }
+    }
+
+    /// The reason a code stands for.
+    pub fn from_code(code: u8) -> Refusal {
+        match code {
+            1 => Refusal::Connections,
+            2 => Refusal::Handshakes,
+            c => Refusal::Other(c),
+        }
+    }
+
+    /// The whole frame: length prefix 6, `ARGN`, `0x00`, the code.
+    pub fn frame(self) -> [u8; LEN_PREFIX + REFUSAL_LEN] {
+        let mut f = [0u8; LEN_PREFIX + REFUSAL_LEN];
+        f[..LEN_PREFIX].copy_from_slice(&(REFUSAL_LEN as u32).to_be_bytes());
+        f[LEN_PREFIX..LEN_PREFIX + 4].copy_from_slice(HELLO_MAGIC);
+        f[LEN_PREFIX + 5] = self.code();
+        f
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Connections => f.write_str("too many connections"),
+            Refusal::Handshakes => f.write_str("too many handshakes in progress"),
+            Refusal::Other(c) => write!(f, "reason code {c}"),
+        }
+    }
+}
+
+/// Refuses a freshly accepted connection: writes the refusal frame in place
+/// of the hello and closes. Never waits: a fresh socket's send buffer takes
+/// the 10 bytes at once.
+pub fn refuse(stream: TcpStream, why: Refusal) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = stream.into_std() else {
+        return;
+    };
+    let _ = stream.write(&why.frame());
+    // Consuming what the peer already sent (its hello) makes the close a
+    // FIN rather than a reset, which some stacks let overtake the refusal.
+    let mut sink = [0u8; 256];
+    for _ in 0..4 {
+        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
 
 /// What both sides of a handshake need.
 #[derive(Clone, Debug)]
@@ -81,6 +162,9 @@ pub struct Established {
     pub heartbeat: Duration,
     /// Bound on bytes queued for the peer (from the settings).
     pub max_outgoing: usize,
+    /// The manager's count of this connection, released when the
+    /// connection's actor is dropped; `None` on the initiator's side.
+    pub permit: Option<Permit>,
 }
 
 impl Established {
@@ -94,6 +178,7 @@ impl Established {
             peer_addr: self.peer_addr,
             heartbeat: self.heartbeat,
             max_outgoing: self.max_outgoing,
+            permit: self.permit,
         };
         (reader, rest)
     }
@@ -112,6 +197,8 @@ pub struct Writing {
     pub heartbeat: Duration,
     /// Bound on bytes queued for the peer (from the settings).
     pub max_outgoing: usize,
+    /// See [`Established::permit`].
+    pub permit: Option<Permit>,
 }
 
 /// Connects as `role` (client or worker) over an already connected stream.
@@ -128,11 +215,17 @@ pub async fn accept(
     stream: TcpStream,
     settings: &HandshakeSettings,
 ) -> Result<Established, WireError> {
-    bounded(
-        settings.timeout,
-        run(stream, Role::Manager, false, settings),
-    )
-    .await
+    accept_within(stream, settings, settings.timeout).await
+}
+
+/// [`accept`] bounded by `limit` instead of the settings' timeout (shorter
+/// while many handshakes are in progress).
+pub async fn accept_within(
+    stream: TcpStream,
+    settings: &HandshakeSettings,
+    limit: Duration,
+) -> Result<Established, WireError> {
+    bounded(limit, run(stream, Role::Manager, false, settings)).await
 }
 
 async fn bounded<T>(
@@ -166,11 +259,26 @@ async fn run(
     hello.extend_from_slice(HELLO_MAGIC);
     hello.push(PROTOCOL_VERSION as u8);
     hello.extend_from_slice(&mine);
-    stream.write_all(&hello).await?;
+    // A manager that refuses the connection may close it before our hello
+    // is out: its refusal, already on its way, still says why.
+    let sent = stream.write_all(&hello).await;
 
     let mut len = [0u8; LEN_PREFIX];
-    stream.read_exact(&mut len).await.map_err(eof_is_early)?;
-    if u32::from_be_bytes(len) as usize != HELLO_LEN {
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) => return Err(sent.err().map_or_else(|| eof_is_early(e), WireError::Io)),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if initiator && len == REFUSAL_LEN {
+        let mut body = [0u8; REFUSAL_LEN];
+        stream.read_exact(&mut body).await.map_err(eof_is_early)?;
+        if &body[..4] == HELLO_MAGIC && body[4] == 0 {
+            return Err(WireError::AtLimit(Refusal::from_code(body[5])));
+        }
+        return Err(WireError::BadHello);
+    }
+    sent?;
+    if len != HELLO_LEN {
         return Err(WireError::BadHello);
     }
     let mut theirs_hello = [0u8; HELLO_LEN];
@@ -210,7 +318,7 @@ async fn run(
 
     let mut reader = FramedRead::with_capacity(
         read,
-        FrameReader::<AuthFrame>::new(&recv_key, settings.max_frame),
+        FrameReader::<AuthFrame>::new(&recv_key, settings.max_frame.min(HANDSHAKE_MAX_FRAME)),
         IDLE_READ_BUFFER,
     );
     let (peer_role, peer_agent) = match reader.next().await {
@@ -241,6 +349,7 @@ async fn run(
             "a {role} does not talk to a {peer_role}"
         )));
     }
+    reader.decoder_mut().set_max_frame(settings.max_frame);
     Ok(Established {
         read: reader,
         write,
@@ -250,6 +359,7 @@ async fn run(
         peer_addr,
         heartbeat: settings.heartbeat,
         max_outgoing: settings.max_outgoing,
+        permit: None,
     })
 }
 
@@ -310,6 +420,90 @@ mod tests {
             accept(s, &st).await,
             Err(WireError::HandshakeTimeout)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_in_place_of_the_hello_says_why() {
+        for why in [Refusal::Connections, Refusal::Handshakes, Refusal::Other(9)] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (s, _) = listener.accept().await.unwrap();
+            refuse(s, why);
+            match initiate(stream, Role::Client, &settings(b"k")).await {
+                Err(WireError::AtLimit(got)) => assert_eq!(got, why),
+                other => panic!("expected a refusal, got {:?}", other.err()),
+            }
+        }
+        assert_eq!(
+            Refusal::Connections.frame(),
+            [0, 0, 0, 6, b'A', b'R', b'G', b'N', 0, 1]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_responder_takes_a_refusal_for_a_bad_hello() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut g = TcpStream::connect(addr).await.unwrap();
+        g.write_all(&Refusal::Connections.frame()).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        assert!(matches!(
+            accept(s, &settings(b"k")).await,
+            Err(WireError::BadHello)
+        ));
+    }
+
+    /// A hello, then the length prefix of an auth frame of `len` bytes and
+    /// `len` bytes of it, as a peer without the key might send.
+    async fn oversized_auth(len: usize) -> Result<Established, WireError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut g = TcpStream::connect(addr).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let server = tokio::spawn(async move { accept(s, &settings(b"k")).await });
+        let mut bytes = (HELLO_LEN as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(HELLO_MAGIC);
+        bytes.push(PROTOCOL_VERSION as u8);
+        bytes.extend_from_slice(&[3; NONCE_LEN]);
+        bytes.extend_from_slice(&(len as u32).to_be_bytes());
+        bytes.resize(bytes.len() + len, 0);
+        let _ = g.write_all(&bytes).await;
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_auth_frame_over_the_handshake_limit_is_refused_unread() {
+        match oversized_auth(HANDSHAKE_MAX_FRAME + 1).await {
+            Err(WireError::FrameTooLarge { len, max }) => {
+                assert_eq!((len, max), (HANDSHAKE_MAX_FRAME + 1, HANDSHAKE_MAX_FRAME));
+            }
+            other => panic!("expected FrameTooLarge, got {:?}", other.err()),
+        }
+        // At the limit, the frame is read, and fails as a frame of another key.
+        assert!(matches!(
+            oversized_auth(HANDSHAKE_MAX_FRAME).await,
+            Err(WireError::BadKey)
+        ));
+    }
+
+    #[tokio::test]
+    async fn frames_past_the_handshake_may_be_large_again() {
+        let (c, s) = pair(b"k", b"k").await;
+        let (mut c, s) = (c.unwrap(), s.unwrap());
+        let mut out = BytesMut::new();
+        let big = AuthFrame::Auth {
+            version: PROTOCOL_VERSION,
+            role: Role::Client,
+            agent: "x".repeat(64 * 1024),
+        };
+        c.writer.write(&big, &mut out).unwrap();
+        c.write.write_all(&out).await.unwrap();
+        let mut read = s.read;
+        match read.next().await {
+            Some(Ok(AuthFrame::Auth { agent, .. })) => assert_eq!(agent.len(), 64 * 1024),
+            other => panic!("expected the large frame, got {other:?}"),
+        }
     }
 
     #[tokio::test]

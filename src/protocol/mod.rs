@@ -106,4 +106,8 @@ pub enum WireError {
     /// The handshake finished but the peer's role or first message was wrong.
     #[error("handshake refused: {0}")]
     Refused(String),
+    /// The manager sent a refusal in place of its hello: it takes no more
+    /// connections now.
+    #[error("the manager is at its connection limit ({0})")]
+    AtLimit(handshake::Refusal),
 }

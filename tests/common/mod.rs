@@ -418,6 +418,11 @@ pub struct ManagerOpts {
     pub config: Option<PathBuf>,
     /// `--port P` instead of 0.
     pub port: Option<u16>,
+    /// `--max-connections N`.
+    pub max_connections: Option<u64>,
+    /// The soft `RLIMIT_NOFILE` the manager runs under (its hard limit
+    /// stays).
+    pub descriptor_limit: Option<u64>,
 }
 
 impl Manager {
@@ -466,6 +471,30 @@ impl Manager {
         }
         if let Some(c) = &opts.config {
             cmd.arg("--config").arg(c);
+        }
+        if let Some(n) = opts.max_connections {
+            cmd.arg("--max-connections").arg(n.to_string());
+        }
+        if let Some(soft) = opts.descriptor_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getrlimit and setrlimit are async-signal-safe and touch
+            // only the struct on this stack.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut r = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    r.rlim_cur = soft.min(r.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut proc = Proc::spawn(cmd);
         // The line arrives once it listens; if it exits first, the channel

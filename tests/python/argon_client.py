@@ -16,6 +16,9 @@ another language. Against a manager that has a worker providing `echo`, it:
      (py_upper upper-cases a string and fails on anything else), drains and
      leaves.
 
+With `--expect-refusal` it only connects, against a manager at its
+connection limit, and checks that the manager refuses it (section 3.5).
+
 Exit status 0 when everything matched; 1 with a message on stderr otherwise.
 
 Needs: pip install cryptography msgpack
@@ -44,6 +47,8 @@ MAGIC = b"ARGN"
 VERSION = 1
 NONCE_LEN = 32
 HELLO_LEN = 4 + 1 + NONCE_LEN  # 37
+REFUSAL_LEN = 4 + 1 + 1  # 6
+REFUSAL_REASONS = {1: "too many connections", 2: "too many handshakes in progress"}
 COUNTER_LEN = 8
 TAG_LEN = 16
 MAX_FRAME = 16 * 1024 * 1024
@@ -66,6 +71,10 @@ class WrongKey(Exception):
 
 class Closed(Exception):
     """The peer closed the connection."""
+
+
+class AtLimit(Exception):
+    """The manager sent a refusal in place of its hello."""
 
 
 def check(cond, what):
@@ -117,8 +126,21 @@ class Connection:
         self.send_counter = 0
         self.recv_counter = 0
         mine = os.urandom(NONCE_LEN)
-        self.sock.sendall(struct.pack(">I", HELLO_LEN) + MAGIC + bytes([VERSION]) + mine)
+        try:
+            self.sock.sendall(struct.pack(">I", HELLO_LEN) + MAGIC + bytes([VERSION]) + mine)
+            send_error = None
+        except OSError as e:
+            # A refusing manager may close before our hello is out; its
+            # refusal is still there to read.
+            send_error = e
         (length,) = struct.unpack(">I", self._read_exact(4))
+        if length == REFUSAL_LEN:
+            body = self._read_exact(REFUSAL_LEN)
+            check(body[:4] == MAGIC and body[4] == 0, f"bad refusal frame {body.hex()}")
+            reason = REFUSAL_REASONS.get(body[5], f"reason code {body[5]}")
+            raise AtLimit(f"the manager is at its connection limit ({reason})")
+        if send_error is not None:
+            raise send_error
         check(length == HELLO_LEN, f"hello length {length}, expected {HELLO_LEN}")
         hello = self._read_exact(HELLO_LEN)
         check(hello[:4] == MAGIC, f"hello magic {hello[:4]!r}")
@@ -424,6 +446,22 @@ def run_worker(addr, master, client, serve, serve_timeout):
     say(f"worker: served {served} task(s), drained and left")
 
 
+def run_expect_refusal(addr, key_path):
+    with open(key_path, "rb") as f:
+        master = master_key(f.read())
+    try:
+        Connection(addr, master, "client").close()
+    except AtLimit as e:
+        say(f"refused as expected: {e}")
+        say("argon_client.py: all checks passed")
+        return 0
+    except (Mismatch, WrongKey, Closed, InvalidTag, OSError, ValueError) as e:
+        say(f"argon_client.py: FAILED: expected a refusal, got {type(e).__name__}: {e}")
+        return 1
+    say("argon_client.py: FAILED: the manager accepted the connection")
+    return 1
+
+
 def say(text):
     print(text, file=sys.stderr, flush=True)
 
@@ -434,7 +472,10 @@ def main():
     p.add_argument("--key", required=True, help="path of the cluster's key file")
     p.add_argument("--serve", type=int, default=2, help="py_upper tasks to serve as a worker (0: none)")
     p.add_argument("--serve-timeout", type=float, default=30.0, help="seconds to wait for them")
+    p.add_argument("--expect-refusal", action="store_true", help="only check that a full manager refuses us")
     a = p.parse_args()
+    if a.expect_refusal:
+        return run_expect_refusal(a.mgr, a.key)
     try:
         self_test()
         say("self-test: PROTOCOL.md section 9 vectors match")
