@@ -14,10 +14,12 @@ use tokio::net::TcpListener;
 use crate::actors::{
     ClientSession, Manager, ManagerSettings, WorkerLink, WorkerPool, WorkerSettings,
 };
+use crate::log_limited;
+use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::{Drain, GetStatus};
 use crate::protocol::crypto::generate_key_text;
 use crate::protocol::handshake::{self, HandshakeSettings};
-use crate::protocol::{MasterKey, Role};
+use crate::protocol::{MasterKey, Role, WireError};
 use crate::task::eval::EvalLimits;
 use crate::task::TaskRegistry;
 
@@ -67,10 +69,27 @@ async fn accept_loop(listener: TcpListener, manager: Addr<Manager>, hs: Arc<Hand
                         ClientSession::start(est, manager);
                     }
                 },
-                Err(e) => log::warn!("[{peer}] handshake failed: {e}"),
+                Err(e) => log_handshake_failure(peer, &e),
             }
         });
     }
+}
+
+/// Wrong keys and other failed handshakes cost no key to cause: one line
+/// per kind per [`WARN_WINDOW`], the rest counted.
+fn log_handshake_failure(peer: SocketAddr, e: &WireError) {
+    static BAD_KEY: RateLimit = RateLimit::new(WARN_WINDOW);
+    static OTHER: RateLimit = RateLimit::new(WARN_WINDOW);
+    let limit = match e {
+        WireError::BadKey => &BAD_KEY,
+        _ => &OTHER,
+    };
+    log_limited!(
+        limit,
+        log::Level::Warn,
+        "[{peer}] handshake failed: {}",
+        escaped(e)
+    );
 }
 
 /// Starts a worker pool that connects to `settings.mgr`. Must run inside an

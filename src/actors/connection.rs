@@ -13,7 +13,9 @@
 //! socket is ready, so a burst of replies becomes few syscalls. A wire error
 //! is logged once, with the peer's address, and closes the connection; a
 //! message the role may not receive is answered with the protocol's `error`
-//! message first. Heartbeats follow [`Liveness`] and never reach the role.
+//! message first. Those lines are escaped and rate-limited per kind
+//! ([`crate::logsafe`]): any peer can cause them. Heartbeats follow
+//! [`Liveness`] and never reach the role.
 
 use std::net::SocketAddr;
 
@@ -23,6 +25,8 @@ use bytes::BytesMut;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
+use crate::log_limited;
+use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::CloseConnection;
 use crate::protocol::{
     Established, FrameReader, FrameWriter, Liveness, Tick, WireError, WireMessage,
@@ -137,11 +141,14 @@ impl<P: Peer> Connection<P> {
     /// Sends the protocol's `error` message (where the direction has one),
     /// then closes once it is flushed. Logged once.
     pub fn close_with_error(&mut self, message: String, ctx: &mut Context<Self>) {
-        log::warn!(
+        static VIOLATION: RateLimit = RateLimit::new(WARN_WINDOW);
+        log_limited!(
+            VIOLATION,
+            log::Level::Warn,
             "[{} {}] {}; closing",
             P::LABEL,
             self.peer,
-            message.escape_debug()
+            escaped(&message)
         );
         self.failure = Some(message.clone());
         if let Some(m) = P::error_message(message) {
@@ -171,7 +178,10 @@ impl<P: Peer> Connection<P> {
             Tick::Quiet => {}
             Tick::Beat => self.send(P::Out::heartbeat(), ctx),
             Tick::Silent => {
-                log::warn!(
+                static SILENT: RateLimit = RateLimit::new(WARN_WINDOW);
+                log_limited!(
+                    SILENT,
+                    log::Level::Warn,
                     "[{} {}] closing: silent for {}",
                     P::LABEL,
                     self.peer,
@@ -184,7 +194,15 @@ impl<P: Peer> Connection<P> {
     }
 
     fn fail(&mut self, err: &WireError, ctx: &mut Context<Self>) {
-        log::warn!("[{} {}] closing: {err}", P::LABEL, self.peer);
+        static FAILED: RateLimit = RateLimit::new(WARN_WINDOW);
+        log_limited!(
+            FAILED,
+            log::Level::Warn,
+            "[{} {}] closing: {}",
+            P::LABEL,
+            self.peer,
+            escaped(err)
+        );
         self.failure = Some(err.to_string());
         ctx.stop();
     }

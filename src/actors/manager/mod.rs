@@ -29,6 +29,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
+use crate::logsafe::{RateLimit, WARN_WINDOW};
 use crate::messages::*;
 use crate::protocol::{ClusterStatus, Priority, QueuedByPriority, WorkerStatus};
 use scheduler::{Scheduler, EVAL_TASK};
@@ -539,7 +540,10 @@ impl Handler<RunFinished> for Manager {
         let run = match self.runs.remove(&msg.run) {
             Some(r) if r.worker == msg.worker => r,
             Some(r) => {
-                log::warn!(
+                static FOREIGN_RUN: RateLimit = RateLimit::new(WARN_WINDOW);
+                crate::log_limited!(
+                    FOREIGN_RUN,
+                    log::Level::Warn,
                     "worker {} reported run {} of worker {}; ignored",
                     msg.worker,
                     msg.run,

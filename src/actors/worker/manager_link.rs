@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 
 use super::{WorkerPool, WorkerSlot};
 use crate::actors::connection::{Connection, Peer};
+use crate::logsafe::escaped;
 use crate::messages::*;
 use crate::protocol::{
     value_depth, Established, FromWorker, Outcome, Register, RunningRun, ToWorker, WireError,
@@ -162,7 +163,7 @@ impl Peer for ManagerLink {
                 }
             }
             ToWorker::Error { message } => {
-                log::error!("manager says: {}", message.escape_debug());
+                log::error!("manager says: {}", escaped(&message));
             }
             ToWorker::Heartbeat {} => {}
         }
@@ -199,7 +200,7 @@ impl Handler<SlotFinished> for Connection<ManagerLink> {
             },
             TaskOutcome::Done(value) => Outcome::Done { value },
             TaskOutcome::Failed(error) => {
-                log::debug!("run {} failed: {}", msg.run, error.escape_debug());
+                log::debug!("run {} failed: {}", msg.run, escaped(&error));
                 Outcome::Failed { error }
             }
         };
