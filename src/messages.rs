@@ -300,6 +300,25 @@ pub struct Drain {
 #[rtype(result = "PoolState")]
 pub struct GetPoolState;
 
+/// Owner → WorkerPool: resolves when the pool gives up connecting for good,
+/// saying why. Until then (and for a pool that never gives up) it stays
+/// pending.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "GaveUp")]
+pub struct WaitGaveUp;
+
+/// Why a worker pool stopped trying to reach its manager. It runs nothing
+/// more; its owner decides what follows (`argon worker` exits 77).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GaveUp {
+    /// The manager does not use the worker's key: retrying cannot help.
+    #[error("authentication failed: the manager at {mgr} does not use this key")]
+    BadKey {
+        /// The manager's address.
+        mgr: String,
+    },
+}
+
 /// A pool's state as its slots report it, for tests and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolState {
