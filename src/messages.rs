@@ -161,10 +161,23 @@ pub struct WorkerLost {
     pub worker: WorkerId,
 }
 
-/// Anyone → Manager: a status report.
+/// Anyone → Manager: a status report that fits a frame of the default
+/// size (exact counts, a cut worker list; see [`GetStatusWithin`]).
 #[derive(Message)]
 #[rtype(result = "ClusterStatus")]
 pub struct GetStatus;
+
+/// Client session → Manager: a status report whose encoding
+/// (`codec::encoded_len`) takes at most `max_bytes`, for a reply that must
+/// fit the connection's frames. The counts are always exact; the worker
+/// list is cut to the busiest workers and a few task names each, then to
+/// what fits.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "ClusterStatus")]
+pub struct GetStatusWithin {
+    /// Bound on the encoded report.
+    pub max_bytes: usize,
+}
 
 /// Anyone → Manager: each worker's free slots as the manager holds them,
 /// by worker id, sorted. For tests of the capacity invariant.
