@@ -318,6 +318,8 @@ STATUS_FIELDS = {
     "completed": int,
     "denied": int,
     "worker_list": list,
+    "worker_list_total": int,
+    "worker_list_truncated": bool,
 }
 WORKER_FIELDS = {
     "id": int,
@@ -328,6 +330,7 @@ WORKER_FIELDS = {
     "tasks": list,
     "eval": bool,
     "draining": bool,
+    "tasks_total": int,
 }
 
 
