@@ -75,15 +75,18 @@ async fn accept_loop(listener: TcpListener, manager: Addr<Manager>, hs: Arc<Hand
     }
 }
 
-/// Wrong keys and other failed handshakes cost no key to cause: one line
-/// per kind per [`WARN_WINDOW`], the rest counted.
+/// Failed handshakes cost no key to cause: one line per kind (wrong key,
+/// timeout, not Argon, closed early, the rest) per [`WARN_WINDOW`], the
+/// others counted.
 fn log_handshake_failure(peer: SocketAddr, e: &WireError) {
-    static BAD_KEY: RateLimit = RateLimit::new(WARN_WINDOW);
-    static OTHER: RateLimit = RateLimit::new(WARN_WINDOW);
-    let limit = match e {
-        WireError::BadKey => &BAD_KEY,
-        _ => &OTHER,
-    };
+    static KINDS: [RateLimit; 5] = [const { RateLimit::new(WARN_WINDOW) }; 5];
+    let limit = &KINDS[match e {
+        WireError::BadKey => 0,
+        WireError::HandshakeTimeout => 1,
+        WireError::BadHello | WireError::Version(_) => 2,
+        WireError::ClosedEarly => 3,
+        _ => 4,
+    }];
     log_limited!(
         limit,
         log::Level::Warn,

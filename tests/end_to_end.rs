@@ -304,8 +304,7 @@ fn hundred_concurrent_clients_each_get_their_own_result() {
     assert_eq!(s.completed, 100, "{s:?}");
 }
 
-/// 6. A wrong key is refused with exit 77, for a client and for a worker
-/// (which does not retry); the right one keeps working.
+/// 6. A wrong key is refused with exit 77, worker included; the right one keeps working.
 #[test]
 fn wrong_key_is_refused_and_manager_keeps_serving() {
     let mut sys = System::start(1, 1, ManagerOpts::default());

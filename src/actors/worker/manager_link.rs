@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 
 use super::{WorkerPool, WorkerSlot};
 use crate::actors::connection::{Connection, Peer};
-use crate::logsafe::escaped;
+use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::*;
 use crate::protocol::{
     value_depth, Established, FromWorker, Outcome, Register, RunningRun, ToWorker, WireError,
@@ -163,7 +163,14 @@ impl Peer for ManagerLink {
                 }
             }
             ToWorker::Error { message } => {
-                log::error!("manager says: {}", escaped(&message));
+                // A refused registration says the same on every try.
+                static SAYS: RateLimit = RateLimit::new(WARN_WINDOW);
+                crate::log_limited!(
+                    SAYS,
+                    log::Level::Error,
+                    "manager says: {}",
+                    escaped(&message)
+                );
             }
             ToWorker::Heartbeat {} => {}
         }

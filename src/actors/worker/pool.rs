@@ -55,6 +55,7 @@ pub struct WorkerPool {
     slots: Arc<[Addr<WorkerSlot>]>,
     conn: Option<Addr<Connection<ManagerLink>>>,
     worker_id: Option<WorkerId>,
+    /// Tries since the last registration the manager accepted.
     failures: u32,
     draining: bool,
     drained: Vec<oneshot::Sender<()>>,
@@ -113,7 +114,9 @@ impl WorkerPool {
         .into_actor(self)
         .map(|res, act, ctx| match res {
             Ok(est) => {
-                let failed = std::mem::take(&mut act.failures);
+                // Tries count until the manager accepts the registration:
+                // one that refuses it is retried on the same backoff.
+                let failed = act.failures;
                 if act.draining {
                     return;
                 }
@@ -190,6 +193,7 @@ impl Handler<Registered> for WorkerPool {
             self.registry.names().join(", ")
         );
         self.worker_id = Some(msg.0);
+        self.failures = 0;
     }
 }
 
