@@ -20,6 +20,8 @@
 //! - [`launch`]: logging, config loading, key flags and exit codes shared by
 //!   the `argon` binary and worker programs.
 //! - [`config`], [`duration`]: the TOML configuration file.
+//! - [`logsafe`]: escaping peer-supplied text for logs, and rate limits
+//!   for warnings that peers can repeat at will.
 //! - [`json`]: JSON to and from wire values, for the CLI and command tasks.
 //!
 //! The `argon` binary's subcommands are not part of the library; they live
@@ -34,6 +36,7 @@ pub mod config;
 pub mod duration;
 pub mod json;
 pub mod launch;
+pub mod logsafe;
 pub mod messages;
 pub mod protocol;
 pub mod runtime;

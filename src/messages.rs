@@ -161,10 +161,23 @@ pub struct WorkerLost {
     pub worker: WorkerId,
 }
 
-/// Anyone → Manager: a status report.
+/// Anyone → Manager: a status report that fits a frame of the default
+/// size (exact counts, a cut worker list; see [`GetStatusWithin`]).
 #[derive(Message)]
 #[rtype(result = "ClusterStatus")]
 pub struct GetStatus;
+
+/// Client session → Manager: a status report whose encoding
+/// (`codec::encoded_len`) takes at most `max_bytes`, for a reply that must
+/// fit the connection's frames. The counts are always exact; the worker
+/// list is cut to the busiest workers and a few task names each, then to
+/// what fits.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "ClusterStatus")]
+pub struct GetStatusWithin {
+    /// Bound on the encoded report.
+    pub max_bytes: usize,
+}
 
 /// Anyone → Manager: each worker's free slots as the manager holds them,
 /// by worker id, sorted. For tests of the capacity invariant.
@@ -299,6 +312,25 @@ pub struct Drain {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "PoolState")]
 pub struct GetPoolState;
+
+/// Owner → WorkerPool: resolves when the pool gives up connecting for good,
+/// saying why. Until then (and for a pool that never gives up) it stays
+/// pending.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "GaveUp")]
+pub struct WaitGaveUp;
+
+/// Why a worker pool stopped trying to reach its manager. It runs nothing
+/// more; its owner decides what follows (`argon worker` exits 77).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GaveUp {
+    /// The manager does not use the worker's key: retrying cannot help.
+    #[error("authentication failed: the manager at {mgr} does not use this key")]
+    BadKey {
+        /// The manager's address.
+        mgr: String,
+    },
+}
 
 /// A pool's state as its slots report it, for tests and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,10 +15,12 @@ use crate::actors::{
     ClientSession, Manager, ManagerSettings, WorkerLink, WorkerPool, WorkerSettings,
 };
 use crate::admission::{self, AcceptBackoff, ConnectionLimits, Gate, Throttle};
+use crate::log_limited;
+use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::{Drain, GetStatus};
 use crate::protocol::crypto::generate_key_text;
 use crate::protocol::handshake::{self, HandshakeSettings, Refusal};
-use crate::protocol::{MasterKey, Role};
+use crate::protocol::{MasterKey, Role, WireError};
 use crate::task::eval::EvalLimits;
 use crate::task::TaskRegistry;
 
@@ -160,10 +162,30 @@ async fn accept_loop(
                         }
                     }
                 }
-                Err(e) => log::warn!("[{peer}] handshake failed: {e}"),
+                Err(e) => log_handshake_failure(peer, &e),
             }
         });
     }
+}
+
+/// Failed handshakes cost no key to cause: one line per kind (wrong key,
+/// timeout, not Argon, closed early, the rest) per [`WARN_WINDOW`], the
+/// others counted.
+fn log_handshake_failure(peer: SocketAddr, e: &WireError) {
+    static KINDS: [RateLimit; 5] = [const { RateLimit::new(WARN_WINDOW) }; 5];
+    let limit = &KINDS[match e {
+        WireError::BadKey => 0,
+        WireError::HandshakeTimeout => 1,
+        WireError::BadHello | WireError::Version(_) => 2,
+        WireError::ClosedEarly => 3,
+        _ => 4,
+    }];
+    log_limited!(
+        limit,
+        log::Level::Warn,
+        "[{peer}] handshake failed: {}",
+        escaped(e)
+    );
 }
 
 /// Starts a worker pool that connects to `settings.mgr`. Must run inside an

@@ -9,11 +9,13 @@ use std::time::Duration;
 use clap::{Args, Parser};
 
 use crate::actors::WorkerSettings;
+use crate::client::ClientError;
 use crate::config::Config;
 use crate::launch::{
     check_mgr_addr, exit_code, handshake_settings, init_logging, install_panic_hook, load_config,
     Failure, KeyArgs, DEFAULT_MGR,
 };
+use crate::messages::{GaveUp, WaitGaveUp};
 use crate::runtime;
 use crate::task::TaskRegistry;
 
@@ -77,7 +79,12 @@ pub async fn run_worker(
     let pools: Vec<_> = (0..a.instances)
         .map(|_| runtime::start_worker(settings.clone(), registry.clone()))
         .collect();
-    runtime::shutdown_signal().await;
+    let gave_up =
+        futures_util::future::select_all(pools.iter().map(|p| Box::pin(p.send(WaitGaveUp))));
+    tokio::select! {
+        _ = runtime::shutdown_signal() => {}
+        (Ok(why), _, _) = gave_up => return Err(gave_up_failure(why)),
+    }
     log::info!(
         "signal received: draining (up to {})",
         humantime::format_duration(drain)
@@ -85,6 +92,14 @@ pub async fn run_worker(
     futures_util::future::join_all(pools.iter().map(|p| runtime::drain_worker(p, drain))).await;
     log::info!("worker stopped");
     Ok(())
+}
+
+/// The exit of a worker whose pool gave up: a refused key is the key
+/// error clients report (exit 77).
+fn gave_up_failure(why: GaveUp) -> Failure {
+    match why {
+        GaveUp::BadKey { mgr } => Failure::from(ClientError::Auth { addr: mgr }),
+    }
 }
 
 /// Command line of a worker program built with the library: the same

@@ -429,6 +429,19 @@ fn protocol_md_matches_the_code() {
         (PRESSURE_TIMEOUT, DESCRIPTOR_RESERVE),
         (Duration::from_secs(1), 64)
     );
+    assert_eq!(
+        (
+            argon::protocol::STATUS_MAX_WORKERS,
+            argon::protocol::STATUS_MAX_TASK_NAMES
+        ),
+        (100, 50)
+    );
+    has("the status list bound", "It holds at most 100 workers");
+    has("the task names bound", "at most 50 of its task names");
+    assert_eq!(argon::logsafe::MAX_LOGGED_CHARS, 200);
+    assert_eq!(argon::logsafe::WARN_WINDOW, Duration::from_secs(10));
+    has("the logged text bound", "| 200 characters |");
+    has("the warning rate", "| one line per kind per 10 s |");
 
     // 9.1: the worked submit.
     let submit = FromClient::Submit(Submit {

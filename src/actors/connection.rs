@@ -18,7 +18,9 @@
 //! handles the loss as any other (a client's tasks are cancelled, a
 //! worker's runs requeued). A wire error is logged once, with the peer's
 //! address, and closes the connection; a message the role may not receive
-//! is answered with the protocol's `error` message first. Heartbeats follow
+//! is answered with the protocol's `error` message first. Those lines are
+//! escaped and rate-limited per kind ([`crate::logsafe`]): any peer can
+//! cause them. Heartbeats follow
 //! [`Liveness`] and never reach the role.
 
 use std::net::SocketAddr;
@@ -33,6 +35,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
 use crate::admission::Permit;
+use crate::log_limited;
+use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::CloseConnection;
 
 /// Capacity of the outgoing buffer kept once it is empty; a larger one,
@@ -176,11 +180,14 @@ impl<P: Peer> Connection<P> {
     /// Sends the protocol's `error` message (where the direction has one),
     /// then closes once it is flushed. Logged once.
     pub fn close_with_error(&mut self, message: String, ctx: &mut Context<Self>) {
-        log::warn!(
+        static VIOLATION: RateLimit = RateLimit::new(WARN_WINDOW);
+        log_limited!(
+            VIOLATION,
+            log::Level::Warn,
             "[{} {}] {}; closing",
             P::LABEL,
             self.peer,
-            message.escape_debug()
+            escaped(&message)
         );
         self.failure = Some(message.clone());
         if let Some(m) = P::error_message(message) {
@@ -207,7 +214,14 @@ impl<P: Peer> Connection<P> {
 
     /// Drops what is queued and stops at once: the peer will not take it.
     fn abandon(&mut self, why: String, ctx: &mut Context<Self>) {
-        log::warn!("[{} {}] closing: {why}", P::LABEL, self.peer);
+        static SLOW: RateLimit = RateLimit::new(WARN_WINDOW);
+        log_limited!(
+            SLOW,
+            log::Level::Warn,
+            "[{} {}] closing: {why}",
+            P::LABEL,
+            self.peer
+        );
         self.failure = Some(why);
         self.out = BytesMut::new();
         self.write_half = None;
@@ -266,7 +280,10 @@ impl<P: Peer> Connection<P> {
             Tick::Quiet => {}
             Tick::Beat => self.send(P::Out::heartbeat(), ctx),
             Tick::Silent => {
-                log::warn!(
+                static SILENT: RateLimit = RateLimit::new(WARN_WINDOW);
+                log_limited!(
+                    SILENT,
+                    log::Level::Warn,
                     "[{} {}] closing: silent for {}",
                     P::LABEL,
                     self.peer,
@@ -279,7 +296,15 @@ impl<P: Peer> Connection<P> {
     }
 
     fn fail(&mut self, err: &WireError, ctx: &mut Context<Self>) {
-        log::warn!("[{} {}] closing: {err}", P::LABEL, self.peer);
+        static FAILED: RateLimit = RateLimit::new(WARN_WINDOW);
+        log_limited!(
+            FAILED,
+            log::Level::Warn,
+            "[{} {}] closing: {}",
+            P::LABEL,
+            self.peer,
+            escaped(err)
+        );
         self.failure = Some(err.to_string());
         ctx.stop();
     }

@@ -201,7 +201,11 @@ pub async fn measure(
         ));
     }
     if let Some(first) = r.failed.first() {
-        log::warn!("{} task(s) failed; first: {first}", r.failed.len());
+        log::warn!(
+            "{} task(s) failed; first: {}",
+            r.failed.len(),
+            argon::logsafe::escaped(first)
+        );
     }
     Ok(BenchReport {
         tasks: r.completed(),

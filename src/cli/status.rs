@@ -6,6 +6,7 @@ use clap::Args;
 use argon::client::Client;
 use argon::config::Config;
 use argon::launch::{Failure, EXIT_FAILED};
+use argon::logsafe::escaped;
 
 use super::args::{client_config, ClientArgs};
 
@@ -66,19 +67,44 @@ pub async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
         );
         for w in &s.worker_list {
             outln!(
-                "{:>4}  {:<22} {:>8} {:>9} {:>10.3}  {:<5} {}{}",
+                "{:>4}  {:<22} {:>8} {:>9} {:>10.3}  {:<5} {}{}{}",
                 w.id,
-                w.address,
+                escaped(&w.address),
                 w.capacity,
                 w.in_flight,
                 w.avg_ms,
                 if w.eval { "yes" } else { "no" },
-                w.tasks.join(","),
+                TaskNames(&w.tasks),
+                match w.tasks_total() - w.tasks.len() {
+                    0 => String::new(),
+                    n => format!(" … and {n} more"),
+                },
                 if w.draining { "  (draining)" } else { "" }
             );
         }
     }
+    match s.workers_not_listed() {
+        0 => {}
+        1 => outln!("… and 1 more worker (the busiest are listed)"),
+        n => outln!("… and {n} more workers (the busiest are listed)"),
+    }
     Ok(())
+}
+
+/// Task names as workers registered them, comma-separated, each escaped
+/// and cut: they are whatever a worker sent.
+struct TaskNames<'a>(&'a [String]);
+
+impl std::fmt::Display for TaskNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", escaped(name).max_chars(64))?;
+        }
+        Ok(())
+    }
 }
 
 /// `argon ping`: `count` round trips, one line each.

@@ -128,13 +128,33 @@ pub struct WorkerStatus {
     pub in_flight: u32,
     /// Its average task time (recent history), milliseconds.
     pub avg_ms: f64,
-    /// Task names it provides.
+    /// Task names it provides; at most [`STATUS_MAX_TASK_NAMES`] of them,
+    /// fewer if the reply would not fit a frame. See `tasks_total`.
     pub tasks: Vec<String>,
     /// Whether it accepts eval scripts.
     pub eval: bool,
     /// Whether it is draining (takes no new tasks).
     pub draining: bool,
+    /// How many task names it provides in all; more than `tasks.len()`
+    /// when the list was cut. 0 from a manager that predates the field
+    /// (its list is whole): [`WorkerStatus::tasks_total`] reads either.
+    #[serde(default)]
+    pub tasks_total: u32,
 }
+
+impl WorkerStatus {
+    /// Task names it provides in all, whichever manager sent the report.
+    pub fn tasks_total(&self) -> usize {
+        (self.tasks_total as usize).max(self.tasks.len())
+    }
+}
+
+/// Most workers listed in a status report: the busiest (most runs in
+/// flight), then the lowest ids. The counts cover every worker.
+pub const STATUS_MAX_WORKERS: usize = 100;
+
+/// Most task names listed per worker in a status report.
+pub const STATUS_MAX_TASK_NAMES: usize = 50;
 
 /// Queue length per priority.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
@@ -147,8 +167,10 @@ pub struct QueuedByPriority {
     pub low: u64,
 }
 
-/// The manager's view of the cluster (`argon status`).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+/// The manager's view of the cluster (`argon status`). Its counts are
+/// exact; `worker_list` is a bounded sample, so a report always fits in
+/// a frame however many workers the cluster holds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct ClusterStatus {
     /// Registered workers.
     pub workers: u64,
@@ -168,8 +190,36 @@ pub struct ClusterStatus {
     pub completed: u64,
     /// Tasks denied so far.
     pub denied: u64,
-    /// One entry per worker.
+    /// One entry per worker, busiest first, at most
+    /// [`STATUS_MAX_WORKERS`] (fewer if the reply would not fit a frame).
     pub worker_list: Vec<WorkerStatus>,
+    /// Workers the list was taken from (all registered ones); 0 from a
+    /// manager that predates the field.
+    #[serde(default)]
+    pub worker_list_total: u64,
+    /// Whether `worker_list` leaves workers out.
+    #[serde(default)]
+    pub worker_list_truncated: bool,
+}
+
+impl ClusterStatus {
+    /// Workers registered but not in `worker_list`.
+    pub fn workers_not_listed(&self) -> u64 {
+        self.worker_list_total
+            .max(self.workers)
+            .saturating_sub(self.worker_list.len() as u64)
+    }
+
+    /// The largest encoded report (`codec::encoded_len`) whose `status`
+    /// message fits in a frame body of `max_frame` bytes.
+    pub fn max_len_for_frame(max_frame: usize) -> usize {
+        let empty = ClusterStatus::default();
+        let envelope = super::codec::encoded_len(&ToClient::Status {
+            id: u64::MAX,
+            status: empty.clone(),
+        }) - super::codec::encoded_len(&empty);
+        super::codec::max_plaintext(max_frame).saturating_sub(envelope)
+    }
 }
 
 /// A task as a client submits it.

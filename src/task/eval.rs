@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::{CancellationToken, TaskContext, TaskError};
 use crate::duration::Dur;
+use crate::logsafe::escaped;
 use crate::protocol::Value;
 
 /// Limits on one script. All have safe defaults.
@@ -118,8 +119,8 @@ fn engine(limits: &EvalLimits, deadline: Instant, cancel: CancellationToken) -> 
         .set_max_string_size(limits.max_string_bytes)
         .set_max_array_size(limits.max_array_len)
         .set_max_map_size(limits.max_map_len)
-        .on_print(|s| log::debug!("eval print: {s}"))
-        .on_debug(|s, _, _| log::debug!("eval debug: {s}"))
+        .on_print(|s| log::debug!("eval print: {}", escaped(s)))
+        .on_debug(|s, _, _| log::debug!("eval debug: {}", escaped(s)))
         .on_progress(move |ops| {
             if ops % CANCEL_CHECK_EVERY == 0 && cancel.is_cancelled() {
                 Some(Dynamic::from(CANCELLED))

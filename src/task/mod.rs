@@ -253,7 +253,7 @@ pub async fn run_blocking<R: Send + 'static>(
                 log::warn!(
                     "task {} (id {}) was cancelled, but it runs on a blocking thread that cannot \
                      be stopped: its slot stays busy until the thread returns",
-                    ctx.name,
+                    crate::logsafe::escaped(&ctx.name),
                     ctx.task_id
                 );
             }

@@ -340,6 +340,8 @@ STATUS_FIELDS = {
     "completed": int,
     "denied": int,
     "worker_list": list,
+    "worker_list_total": int,
+    "worker_list_truncated": bool,
 }
 WORKER_FIELDS = {
     "id": int,
@@ -350,6 +352,7 @@ WORKER_FIELDS = {
     "tasks": list,
     "eval": bool,
     "draining": bool,
+    "tasks_total": int,
 }
 
 

@@ -18,8 +18,8 @@ use super::Manager;
 use crate::actors::connection::{Connection, Peer};
 use crate::messages::*;
 use crate::protocol::{
-    codec, value_depth, Assign, Established, FromClient, Outcome, Submit, ToClient, ToWorker,
-    Value, WireError, MAX_VALUE_DEPTH,
+    codec, value_depth, Assign, ClusterStatus, Established, FromClient, Outcome, Submit, ToClient,
+    ToWorker, Value, WireError, MAX_VALUE_DEPTH,
 };
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -151,9 +151,10 @@ impl Peer for ClientSession {
             }),
             FromClient::Ping { id } => conn.send(ToClient::Pong { id }, ctx),
             FromClient::StatusRequest { id } => {
+                let max_bytes = ClusterStatus::max_len_for_frame(conn.max_frame());
                 conn.role
                     .manager
-                    .send(GetStatus)
+                    .send(GetStatusWithin { max_bytes })
                     .into_actor(conn)
                     .map(move |res, conn, ctx| {
                         if let Ok(status) = res {

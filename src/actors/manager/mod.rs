@@ -22,6 +22,7 @@ pub mod worker_link;
 pub use client_session::ClientSession;
 pub use worker_link::WorkerLink;
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
@@ -29,8 +30,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
+use crate::logsafe::{RateLimit, WARN_WINDOW};
 use crate::messages::*;
-use crate::protocol::{ClusterStatus, Priority, QueuedByPriority, WorkerStatus};
+use crate::protocol::{
+    codec, ClusterStatus, Priority, QueuedByPriority, WorkerStatus, DEFAULT_MAX_FRAME,
+    STATUS_MAX_TASK_NAMES, STATUS_MAX_WORKERS,
+};
 use scheduler::{Scheduler, EVAL_TASK};
 
 /// Weight of the newest sample in the cluster-wide average task time.
@@ -355,6 +360,84 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// The cluster's status, encoded in at most `max_bytes` (when the
+    /// counts alone fit): exact counts, and a worker list cut to the
+    /// busiest [`STATUS_MAX_WORKERS`] with at most [`STATUS_MAX_TASK_NAMES`]
+    /// names each, then to what fits. Names are handed out one per worker
+    /// per round, so a worker with a long list does not crowd out the rest.
+    fn status(&self, max_bytes: usize) -> ClusterStatus {
+        let mut status = ClusterStatus {
+            workers: self.sched.len() as u64,
+            capacity: self.sched.capacity(),
+            in_flight: self.runs.len() as u64,
+            queued: self.queued() as u64,
+            queue_limit: self.queue_limit(),
+            queued_by_priority: QueuedByPriority {
+                high: self.queues[0].len() as u64,
+                normal: self.queues[1].len() as u64,
+                low: self.queues[2].len() as u64,
+            },
+            avg_task_ms: self.avg_us.unwrap_or(0.0) / 1000.0,
+            completed: self.completed,
+            denied: self.denied,
+            worker_list: Vec::new(),
+            worker_list_total: self.sched.len() as u64,
+            worker_list_truncated: false,
+        };
+        let mut workers = self.sched.workers();
+        workers.sort_by_key(|w| (Reverse(w.busy()), w.id));
+        // Array headers grow with their length (up to 3 bytes below 2^16
+        // entries): room for that is set aside up front.
+        let mut used = codec::encoded_len(&status) + 2;
+        let mut list = Vec::new();
+        for w in workers.iter().take(STATUS_MAX_WORKERS) {
+            let entry = WorkerStatus {
+                id: w.id,
+                address: w.address.clone(),
+                capacity: w.capacity,
+                in_flight: w.busy(),
+                avg_ms: w.avg_us.unwrap_or(0.0) / 1000.0,
+                tasks: Vec::new(),
+                eval: w.eval,
+                draining: w.draining,
+                tasks_total: u32::try_from(w.tasks.len()).unwrap_or(u32::MAX),
+            };
+            let cost = codec::encoded_len(&entry) + 2;
+            if used + cost > max_bytes {
+                break;
+            }
+            used += cost;
+            list.push(entry);
+        }
+        'names: for round in 0..STATUS_MAX_TASK_NAMES {
+            let mut more = false;
+            for (entry, w) in list.iter_mut().zip(&workers) {
+                let Some(name) = w.tasks.get(round) else {
+                    continue;
+                };
+                more = true;
+                let cost = codec::encoded_len(name);
+                if used + cost > max_bytes {
+                    break 'names;
+                }
+                used += cost;
+                entry.tasks.push(name.clone());
+            }
+            if !more {
+                break;
+            }
+        }
+        status.worker_list_truncated = list.len() < workers.len();
+        status.worker_list = list;
+        // The sums above bound the size; this only guards them.
+        while codec::encoded_len(&status) > max_bytes && status.worker_list.pop().is_some() {
+            status.worker_list_truncated = true;
+        }
+        status
+    }
+}
+
 /// Task and run ids start at a random point, so a worker that reconnects
 /// after a manager restart and reports a run from before cannot be mistaken
 /// for a run of the new manager's.
@@ -539,7 +622,10 @@ impl Handler<RunFinished> for Manager {
         let run = match self.runs.remove(&msg.run) {
             Some(r) if r.worker == msg.worker => r,
             Some(r) => {
-                log::warn!(
+                static FOREIGN_RUN: RateLimit = RateLimit::new(WARN_WINDOW);
+                crate::log_limited!(
+                    FOREIGN_RUN,
+                    log::Level::Warn,
                     "worker {} reported run {} of worker {}; ignored",
                     msg.worker,
                     msg.run,
@@ -661,36 +747,14 @@ impl Handler<GetStatus> for Manager {
     type Result = MessageResult<GetStatus>;
 
     fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
-        let worker_list = self
-            .sched
-            .workers()
-            .into_iter()
-            .map(|w| WorkerStatus {
-                id: w.id,
-                address: w.address.clone(),
-                capacity: w.capacity,
-                in_flight: w.busy(),
-                avg_ms: w.avg_us.unwrap_or(0.0) / 1000.0,
-                tasks: w.tasks.clone(),
-                eval: w.eval,
-                draining: w.draining,
-            })
-            .collect();
-        MessageResult(ClusterStatus {
-            workers: self.sched.len() as u64,
-            capacity: self.sched.capacity(),
-            in_flight: self.runs.len() as u64,
-            queued: self.queued() as u64,
-            queue_limit: self.queue_limit(),
-            queued_by_priority: QueuedByPriority {
-                high: self.queues[0].len() as u64,
-                normal: self.queues[1].len() as u64,
-                low: self.queues[2].len() as u64,
-            },
-            avg_task_ms: self.avg_us.unwrap_or(0.0) / 1000.0,
-            completed: self.completed,
-            denied: self.denied,
-            worker_list,
-        })
+        MessageResult(self.status(ClusterStatus::max_len_for_frame(DEFAULT_MAX_FRAME)))
+    }
+}
+
+impl Handler<GetStatusWithin> for Manager {
+    type Result = MessageResult<GetStatusWithin>;
+
+    fn handle(&mut self, msg: GetStatusWithin, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.status(msg.max_bytes))
     }
 }

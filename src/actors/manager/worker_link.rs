@@ -7,6 +7,8 @@ use actix::prelude::*;
 
 use super::Manager;
 use crate::actors::connection::{Connection, Peer};
+use crate::log_limited;
+use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::*;
 use crate::protocol::{Assign, Established, FromWorker, Outcome, ToWorker, WireMessage};
 
@@ -109,10 +111,13 @@ impl Peer for WorkerLink {
                 conn.role.manager.do_send(WorkerDraining { worker })
             }
             (_, FromWorker::Error { message }) => {
-                log::warn!(
+                static REPORTS: RateLimit = RateLimit::new(WARN_WINDOW);
+                log_limited!(
+                    REPORTS,
+                    log::Level::Warn,
                     "[worker {}] reports: {}",
                     conn.role.peer,
-                    message.escape_debug()
+                    escaped(&message)
                 );
             }
             (_, FromWorker::Heartbeat {}) => {}

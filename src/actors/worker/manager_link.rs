@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 
 use super::{WorkerPool, WorkerSlot};
 use crate::actors::connection::{Connection, Peer};
+use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::*;
 use crate::protocol::{
     value_depth, Established, FromWorker, Outcome, Register, RunningRun, ToWorker, WireError,
@@ -162,7 +163,14 @@ impl Peer for ManagerLink {
                 }
             }
             ToWorker::Error { message } => {
-                log::error!("manager says: {}", message.escape_debug());
+                // A refused registration says the same on every try.
+                static SAYS: RateLimit = RateLimit::new(WARN_WINDOW);
+                crate::log_limited!(
+                    SAYS,
+                    log::Level::Error,
+                    "manager says: {}",
+                    escaped(&message)
+                );
             }
             ToWorker::Heartbeat {} => {}
         }
@@ -199,7 +207,7 @@ impl Handler<SlotFinished> for Connection<ManagerLink> {
             },
             TaskOutcome::Done(value) => Outcome::Done { value },
             TaskOutcome::Failed(error) => {
-                log::debug!("run {} failed: {}", msg.run, error.escape_debug());
+                log::debug!("run {} failed: {}", msg.run, escaped(&error));
                 Outcome::Failed { error }
             }
         };

@@ -3,9 +3,11 @@
 //! own of which slots are busy (it asks them).
 //!
 //! It connects (the connection registers itself), reconnects on a
-//! logarithmic backoff when the manager goes away, and on [`Drain`] tells
-//! the manager, stops its slots taking work, lets them finish (up to a
-//! deadline), and then leaves.
+//! logarithmic backoff when the manager goes away (logging tries 1, 2, 4,
+//! 8, ... only), and on [`Drain`] tells the manager, stops its slots taking
+//! work, lets them finish (up to a deadline), and then leaves. A manager
+//! that refuses its key is not retried: the pool gives up and answers
+//! [`WaitGaveUp`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tokio::sync::oneshot;
 
 use super::{ManagerLink, WorkerSlot};
 use crate::actors::Connection;
+use crate::logsafe::escaped;
 use crate::messages::*;
 use crate::protocol::handshake::{self, HandshakeSettings};
 use crate::protocol::{Role, WireError};
@@ -52,9 +55,12 @@ pub struct WorkerPool {
     slots: Arc<[Addr<WorkerSlot>]>,
     conn: Option<Addr<Connection<ManagerLink>>>,
     worker_id: Option<WorkerId>,
+    /// Tries since the last registration the manager accepted.
     failures: u32,
     draining: bool,
     drained: Vec<oneshot::Sender<()>>,
+    gave_up: Option<GaveUp>,
+    gave_up_waiters: Vec<oneshot::Sender<GaveUp>>,
 }
 
 impl WorkerPool {
@@ -69,7 +75,18 @@ impl WorkerPool {
             failures: 0,
             draining: false,
             drained: Vec::new(),
+            gave_up: None,
+            gave_up_waiters: Vec::new(),
         }
+    }
+
+    /// Stops trying for good; whoever waits on [`WaitGaveUp`] learns why.
+    fn give_up(&mut self, why: GaveUp) {
+        log::debug!("giving up: {why}");
+        for w in self.gave_up_waiters.drain(..) {
+            let _ = w.send(why.clone());
+        }
+        self.gave_up = Some(why);
     }
 
     fn retry_later(&mut self, ctx: &mut Context<Self>) -> Duration {
@@ -84,7 +101,7 @@ impl WorkerPool {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        if self.draining {
+        if self.draining || self.gave_up.is_some() {
             return;
         }
         let mgr = self.settings.mgr.clone();
@@ -97,11 +114,21 @@ impl WorkerPool {
         .into_actor(self)
         .map(|res, act, ctx| match res {
             Ok(est) => {
-                act.failures = 0;
+                // Tries count until the manager accepts the registration:
+                // one that refuses it is retried on the same backoff.
+                let failed = act.failures;
                 if act.draining {
                     return;
                 }
-                log::info!("connected to manager at {}", act.settings.mgr);
+                if failed > 0 {
+                    log::info!(
+                        "connected to manager at {} after {failed} failed tr{}",
+                        act.settings.mgr,
+                        if failed == 1 { "y" } else { "ies" }
+                    );
+                } else {
+                    log::info!("connected to manager at {}", act.settings.mgr);
+                }
                 act.conn = Some(ManagerLink::start(
                     est,
                     ctx.address(),
@@ -110,19 +137,23 @@ impl WorkerPool {
                     act.settings.allow_eval,
                 ));
             }
+            Err(WireError::BadKey) => act.give_up(GaveUp::BadKey {
+                mgr: act.settings.mgr.clone(),
+            }),
             Err(e) => {
                 let delay = act.retry_later(ctx);
-                let shown =
-                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
-                if matches!(e, WireError::BadKey) {
-                    log::error!(
-                        "manager at {} refused our key ({e}); retrying in {shown}",
-                        act.settings.mgr
-                    );
-                } else {
+                // One line per doubling of the tries (1, 2, 4, 8, ...), not
+                // one per try, while the manager stays away.
+                let n = act.failures;
+                if n.is_power_of_two() {
+                    let shown =
+                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
                     log::warn!(
-                        "cannot reach manager at {}: {e}; retrying in {shown}",
-                        act.settings.mgr
+                        "cannot reach manager at {} (try {n}): {}; retrying in {shown}, \
+                         next line after try {}",
+                        act.settings.mgr,
+                        escaped(&e),
+                        n.saturating_mul(2)
                     );
                 }
             }
@@ -162,6 +193,7 @@ impl Handler<Registered> for WorkerPool {
             self.registry.names().join(", ")
         );
         self.worker_id = Some(msg.0);
+        self.failures = 0;
     }
 }
 
@@ -176,7 +208,7 @@ impl Handler<LinkClosed> for WorkerPool {
             return;
         }
         match msg.0 {
-            Some(e) => log::warn!("lost the manager: {e}"),
+            Some(e) => log::warn!("lost the manager: {}", escaped(&e)),
             None => log::warn!("the manager closed the connection"),
         }
         self.retry_later(ctx);
@@ -211,6 +243,26 @@ impl Handler<Drain> for WorkerPool {
         }
         Box::pin(async move {
             let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<WaitGaveUp> for WorkerPool {
+    type Result = ResponseFuture<GaveUp>;
+
+    fn handle(&mut self, _: WaitGaveUp, _: &mut Self::Context) -> Self::Result {
+        if let Some(why) = &self.gave_up {
+            let why = why.clone();
+            return Box::pin(async move { why });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.gave_up_waiters.push(tx);
+        Box::pin(async move {
+            match rx.await {
+                Ok(why) => why,
+                // The pool stopped without giving up: nothing to report, ever.
+                Err(_) => std::future::pending().await,
+            }
         })
     }
 }

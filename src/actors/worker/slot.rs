@@ -56,7 +56,11 @@ impl WorkerSlot {
             return;
         };
         if c.stopped.is_none() {
-            log::debug!("slot {}: stopping run {run}: {why}", self.index);
+            log::debug!(
+                "slot {}: stopping run {run}: {}",
+                self.index,
+                crate::logsafe::escaped(&why)
+            );
             c.stopped = Some(why);
             c.cancel.cancel();
         }
