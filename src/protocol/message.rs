@@ -19,6 +19,37 @@ fn nil() -> Value {
     Value::Nil
 }
 
+/// Deserializes a sequence without reserving room for the count it
+/// declares: serde's `Vec` reserves up to 1 MiB for a count the input need
+/// not hold, which a frame of a few bytes could ask for. Memory grows with
+/// the elements that actually arrive instead, each at least one byte of the
+/// frame.
+fn grown<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Grown<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Grown<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    d.deserialize_seq(Grown(std::marker::PhantomData))
+}
+
 /// The role a peer claims in its first sealed frame.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -129,6 +160,7 @@ pub struct WorkerStatus {
     /// Its average task time (recent history), milliseconds.
     pub avg_ms: f64,
     /// Task names it provides.
+    #[serde(deserialize_with = "grown")]
     pub tasks: Vec<String>,
     /// Whether it accepts eval scripts.
     pub eval: bool,
@@ -169,6 +201,7 @@ pub struct ClusterStatus {
     /// Tasks denied so far.
     pub denied: u64,
     /// One entry per worker.
+    #[serde(deserialize_with = "grown")]
     pub worker_list: Vec<WorkerStatus>,
 }
 
@@ -210,12 +243,13 @@ pub struct Register {
     /// Number of slots.
     pub capacity: u32,
     /// Task names it provides.
+    #[serde(deserialize_with = "grown")]
     pub tasks: Vec<String>,
     /// Whether it accepts eval scripts.
     #[serde(default)]
     pub eval: bool,
     /// Runs still going in its slots (from an earlier connection).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "grown")]
     pub running: Vec<RunningRun>,
     /// Largest frame body it accepts; 0 if unsaid. The manager refuses a
     /// worker whose limit is below its own.
