@@ -2,7 +2,8 @@
 //! a manager started in the test's own actix system: what a client may not
 //! send is answered with the protocol's `error` and the connection closes;
 //! anything undecodable likewise; heartbeats are accepted and never
-//! answered; and one client's bad frame harms no other client.
+//! answered; one client's bad frame harms no other client; and frames that
+//! arrive with the one that closed a connection are not acted on.
 
 mod support;
 
@@ -10,7 +11,10 @@ use std::time::Duration;
 
 use argon::actors::ManagerSettings;
 use argon::protocol::handshake::{self, HandshakeSettings};
-use argon::protocol::{FrameReader, FromClient, MasterKey, Role, ToClient, Value, Writing};
+use argon::protocol::{
+    FrameReader, FromClient, FromWorker, MasterKey, Role, ToClient, ToWorker, Value, WireError,
+    Writing,
+};
 use argon::runtime::{start_manager, ManagerHandle};
 use futures_util::StreamExt;
 use support::within;
@@ -136,5 +140,36 @@ async fn heartbeats_are_taken_and_never_answered() {
         c.recv().await,
         Some(ToClient::Pong { id: 1 }),
         "the first answer is the pong: heartbeats get none"
+    );
+}
+
+#[actix::test]
+async fn frames_read_with_the_one_that_closed_the_connection_are_dropped() {
+    let m = manager().await;
+    let stream = TcpStream::connect(m.addr).await.expect("connect");
+    let est = within(
+        "the handshake",
+        handshake::initiate(stream, Role::Worker, &handshake()),
+    )
+    .await
+    .expect("handshake");
+    let (mut reader, mut rest) = est.reader::<ToWorker>();
+    let mut buf = bytes::BytesMut::new();
+    for _ in 0..3 {
+        rest.writer
+            .write(&FromWorker::Drain {}, &mut buf)
+            .expect("encode");
+    }
+    rest.write.write_all(&buf).await.expect("send");
+    match within("the manager's error", reader.next()).await {
+        Some(Ok(ToWorker::Error { message })) => {
+            assert_eq!(message, "unexpected drain before registering")
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let after = within("the close", reader.next()).await;
+    assert!(
+        matches!(after, None | Some(Err(WireError::Io(_)))),
+        "one error, then the close: got {after:?}"
     );
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
+use argon::actors::manager::MAX_WORKER_CAPACITY;
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{ClusterStatus, Priority, Value};
@@ -1040,6 +1041,33 @@ async fn runs_a_worker_brings_to_registration_are_cancelled_and_hold_their_slots
         .unwrap();
         assert!(refused.is_err(), "{refused:?}");
     }
+}
+
+/// A worker may claim at most MAX_WORKER_CAPACITY slots: the manager keeps
+/// a credit for each.
+#[actix::test]
+async fn a_worker_claiming_more_slots_than_the_bound_is_refused() {
+    let mgr = paused_manager(3);
+    let refused = within(
+        "registration",
+        mgr.send(RegisterWorker {
+            address: "stub".into(),
+            capacity: MAX_WORKER_CAPACITY + 1,
+            tasks: vec!["t".into()],
+            eval: false,
+            running: vec![],
+            link: Link::start().recipient(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused.unwrap_err(),
+        format!("capacity must be at most {MAX_WORKER_CAPACITY}")
+    );
+    assert_eq!(status(&mgr).await.capacity, 0);
+    register(&mgr, MAX_WORKER_CAPACITY, &["t"]).await;
+    assert_eq!(status(&mgr).await.capacity, u64::from(MAX_WORKER_CAPACITY));
 }
 
 /// A task whose worker is lost is requeued and runs elsewhere under a fresh

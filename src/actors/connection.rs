@@ -333,6 +333,12 @@ impl<P: Peer> Actor for Connection<P> {
 
 impl<P: Peer> StreamHandler<Result<P::In, WireError>> for Connection<P> {
     fn handle(&mut self, item: Result<P::In, WireError>, ctx: &mut Self::Context) {
+        // Frames read in the same burst as the one that closed the
+        // connection are dropped: the peer gets one `error`, and nothing
+        // after it is acted on.
+        if self.closing || self.failure.is_some() {
+            return;
+        }
         match item {
             Ok(msg) => {
                 log::trace!("[{} {}] <- {}", P::LABEL, self.peer, msg.kind());

@@ -19,6 +19,37 @@ fn nil() -> Value {
     Value::Nil
 }
 
+/// Deserializes a sequence without reserving room for the count it
+/// declares: serde's `Vec` reserves up to 1 MiB for a count the input need
+/// not hold, which a frame of a few bytes could ask for. Memory grows with
+/// the elements that actually arrive instead, each at least one byte of the
+/// frame.
+fn grown<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Grown<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Grown<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    d.deserialize_seq(Grown(std::marker::PhantomData))
+}
+
 /// The role a peer claims in its first sealed frame.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -130,6 +161,7 @@ pub struct WorkerStatus {
     pub avg_ms: f64,
     /// Task names it provides; at most [`STATUS_MAX_TASK_NAMES`] of them,
     /// fewer if the reply would not fit a frame. See `tasks_total`.
+    #[serde(deserialize_with = "grown")]
     pub tasks: Vec<String>,
     /// Whether it accepts eval scripts.
     pub eval: bool,
@@ -192,6 +224,7 @@ pub struct ClusterStatus {
     pub denied: u64,
     /// One entry per worker, busiest first, at most
     /// [`STATUS_MAX_WORKERS`] (fewer if the reply would not fit a frame).
+    #[serde(deserialize_with = "grown")]
     pub worker_list: Vec<WorkerStatus>,
     /// Workers the list was taken from (all registered ones); 0 from a
     /// manager that predates the field.
@@ -260,12 +293,13 @@ pub struct Register {
     /// Number of slots.
     pub capacity: u32,
     /// Task names it provides.
+    #[serde(deserialize_with = "grown")]
     pub tasks: Vec<String>,
     /// Whether it accepts eval scripts.
     #[serde(default)]
     pub eval: bool,
     /// Runs still going in its slots (from an earlier connection).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "grown")]
     pub running: Vec<RunningRun>,
     /// Largest frame body it accepts; 0 if unsaid. The manager refuses a
     /// worker whose limit is below its own.

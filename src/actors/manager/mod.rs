@@ -41,6 +41,11 @@ use scheduler::{Scheduler, EVAL_TASK};
 /// Weight of the newest sample in the cluster-wide average task time.
 const EWMA_WEIGHT: f64 = 0.05;
 
+/// Most slots one worker may register. The manager keeps a credit per
+/// free slot, so a worker claiming billions would have it allocate
+/// gigabytes; a larger `register` is refused.
+pub const MAX_WORKER_CAPACITY: u32 = 65_536;
+
 /// Tunables of the manager.
 #[derive(Debug, Clone)]
 pub struct ManagerSettings {
@@ -563,6 +568,9 @@ impl Handler<RegisterWorker> for Manager {
     fn handle(&mut self, msg: RegisterWorker, ctx: &mut Self::Context) -> Self::Result {
         if msg.capacity == 0 {
             return Err("capacity must be at least 1".into());
+        }
+        if msg.capacity > MAX_WORKER_CAPACITY {
+            return Err(format!("capacity must be at most {MAX_WORKER_CAPACITY}"));
         }
         if msg.tasks.is_empty() && !msg.eval {
             return Err("a worker must provide at least one task".into());
