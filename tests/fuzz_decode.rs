@@ -1243,7 +1243,10 @@ fn valid_seeds(out: &mut Seeds) {
                     tasks: vec!["echo".into(), "sleep".into()],
                     eval: true,
                     draining: false,
+                    tasks_total: 2,
                 }],
+                worker_list_total: 1,
+                worker_list_truncated: false,
             },
         },
     );
