@@ -1126,3 +1126,43 @@ async fn the_old_run_of_a_requeued_task_is_cancelled_when_its_worker_returns() {
     );
     assert_eq!(credits(&mgr).await, vec![(b, vec![0]), (a2, vec![0])]);
 }
+
+/// A place freed in a full queue goes to the clients that were denied, in
+/// the order they were first denied, not to whoever asks first; a client
+/// that leaves gives up its turn.
+#[actix::test]
+async fn a_freed_place_goes_to_the_client_denied_first() {
+    let mgr = paused_manager(1);
+    let (mut a, mut b, c) = (Session::start(), Session::start(), Session::start());
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+
+    let first = accept(&mgr, 1, &a, 1, spec("t", Priority::Normal)).await;
+    assert_eq!(assigned(&mut link).await, vec![first]);
+    let second = accept(&mgr, 1, &a, 2, spec("t", Priority::Normal)).await;
+    let deny_reason = |r: Result<TaskId, Rejection>| match r {
+        Err(Rejection::Denied { reason, .. }) => reason,
+        other => panic!("expected a deny, got {other:?}"),
+    };
+    assert_eq!(
+        deny_reason(submit(&mgr, 2, &b, 1, spec("t", Priority::Normal)).await),
+        "queue full"
+    );
+
+    // A place frees: session 1 asks first, but session 2 was waiting.
+    finish(&mgr, w, first).await;
+    assert_eq!(replies(&mut a).await.len(), 1);
+    assert_eq!(assigned(&mut link).await, vec![second]);
+    let reason = deny_reason(submit(&mgr, 1, &a, 3, spec("t", Priority::Normal)).await);
+    assert!(reason.contains("in turn"), "{reason:?}");
+    let b_task = accept(&mgr, 2, &b, 2, spec("t", Priority::Normal)).await;
+
+    // Next place: session 1 is now first in line; a newcomer waits.
+    finish(&mgr, w, second).await;
+    assert_eq!(assigned(&mut link).await, vec![b_task]);
+    let reason = deny_reason(submit(&mgr, 3, &c, 1, spec("t", Priority::Normal)).await);
+    assert!(reason.contains("in turn"), "{reason:?}");
+    // Session 1 leaves: its turn passes to session 3.
+    mgr.do_send(ClientGone { session: 1 });
+    accept(&mgr, 3, &c, 2, spec("t", Priority::Normal)).await;
+    b.assert_none("session 2 before its task finished").await;
+}

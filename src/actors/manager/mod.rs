@@ -17,6 +17,7 @@
 
 pub mod client_session;
 pub mod scheduler;
+pub mod turns;
 pub mod worker_link;
 
 pub use client_session::ClientSession;
@@ -37,6 +38,7 @@ use crate::protocol::{
     STATUS_MAX_TASK_NAMES, STATUS_MAX_WORKERS,
 };
 use scheduler::{Scheduler, EVAL_TASK};
+use turns::Turns;
 
 /// Weight of the newest sample in the cluster-wide average task time.
 const EWMA_WEIGHT: f64 = 0.05;
@@ -132,6 +134,8 @@ pub struct Manager {
     avg_us: Option<f64>,
     completed: u64,
     denied: u64,
+    /// Clients denied for a full queue, in the order they get places.
+    turns: Turns,
 }
 
 /// Error text of a task cancelled at its client's request.
@@ -150,6 +154,7 @@ impl Manager {
             avg_us: None,
             completed: 0,
             denied: 0,
+            turns: Turns::default(),
         }
     }
 
@@ -169,14 +174,32 @@ impl Manager {
     /// When room is likely: one average task time per wave of the queue
     /// ahead, 100 ms per wave before any task has finished; at least 10 ms.
     fn retry_after(&self) -> Duration {
+        self.retry_after_behind(0)
+    }
+
+    /// [`Manager::retry_after`] for a client with `ahead` clients before it
+    /// in the line for places (see [`turns`]).
+    fn retry_after_behind(&self, ahead: usize) -> Duration {
         let cap = self.sched.capacity();
         if cap == 0 {
             return Duration::from_secs(1);
         }
         let avg = self.avg_us.unwrap_or(100_000.0);
-        let waves = self.queued() as f64 / cap as f64 + 1.0;
+        let waves = (self.queued() + ahead) as f64 / cap as f64 + 1.0;
         Duration::from_micros((avg * waves) as u64)
             .clamp(Duration::from_millis(10), Duration::from_secs(60))
+    }
+
+    /// Denies a submit of `session` for want of a place in the queue; the
+    /// session joins the line for places (see [`turns`]).
+    fn deny_place(&mut self, session: SessionId, reason: &str) -> Rejection {
+        let retry_after = self.retry_after_behind(self.turns.place(session));
+        self.turns.denied(session, retry_after, Instant::now());
+        self.denied += 1;
+        Rejection::Denied {
+            reason: reason.to_string(),
+            retry_after,
+        }
     }
 
     fn deny(&mut self, reason: &str) -> Rejection {
@@ -504,8 +527,15 @@ impl Handler<SubmitTask> for Manager {
             self.start(task, worker, ctx);
             return Ok(id);
         }
-        if self.queued() as u64 >= self.queue_limit() {
-            return Err(self.deny("queue full"));
+        let free = self.queue_limit().saturating_sub(self.queued() as u64) as usize;
+        if free == 0 {
+            return Err(self.deny_place(task.session, "queue full"));
+        }
+        if !self.turns.admit(task.session, free, Instant::now()) {
+            return Err(self.deny_place(
+                task.session,
+                "queue full for newcomers: places go to waiting clients in turn",
+            ));
         }
         self.queues[task.level.index()].push_back(task);
         self.dispatch(ctx);
@@ -535,6 +565,7 @@ impl Handler<ClientGone> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: ClientGone, _: &mut Self::Context) {
+        self.turns.gone(msg.session);
         let before = self.queued();
         for q in &mut self.queues {
             q.retain(|t| t.session != msg.session);
