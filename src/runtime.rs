@@ -152,7 +152,7 @@ async fn accept_loop(
             drop(admitted.handshake);
             match result {
                 Ok(mut est) => {
-                    est.permit = Some(admitted.connection);
+                    est.permit = Some(Box::new(admitted.connection));
                     match est.peer_role {
                         Role::Worker => {
                             WorkerLink::start(est, manager);

@@ -34,7 +34,6 @@ use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
-use crate::admission::Permit;
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::CloseConnection;
@@ -97,7 +96,7 @@ pub struct Connection<P: Peer> {
     /// Set once this side decided to close: what is queued is still sent.
     closing: bool,
     /// The manager's count of this connection: released with the actor.
-    _permit: Option<Permit>,
+    _permit: Option<crate::protocol::handshake::Guard>,
 }
 
 impl<P: Peer> Connection<P> {

@@ -32,7 +32,6 @@ use tokio_util::codec::FramedRead;
 use super::codec::{FrameReader, FrameWriter, IDLE_READ_BUFFER, LEN_PREFIX};
 use super::crypto::{fill_random, MasterKey, NONCE_LEN};
 use super::{AuthFrame, Role, WireError, WireMessage, DEFAULT_HEARTBEAT, PROTOCOL_VERSION};
-use crate::admission::Permit;
 
 /// Magic bytes that open a hello frame.
 pub const HELLO_MAGIC: &[u8; 4] = b"ARGN";
@@ -144,6 +143,10 @@ impl HandshakeSettings {
     }
 }
 
+/// Something held for as long as a connection lives and released when it
+/// is dropped (on the manager, its count of the connection).
+pub type Guard = Box<dyn Send>;
+
 /// An authenticated connection, ready for sealed traffic.
 pub struct Established {
     /// Frames from the peer, past its auth; [`Established::reader`] types them.
@@ -164,7 +167,7 @@ pub struct Established {
     pub max_outgoing: usize,
     /// The manager's count of this connection, released when the
     /// connection's actor is dropped; `None` on the initiator's side.
-    pub permit: Option<Permit>,
+    pub permit: Option<Guard>,
 }
 
 impl Established {
@@ -198,7 +201,7 @@ pub struct Writing {
     /// Bound on bytes queued for the peer (from the settings).
     pub max_outgoing: usize,
     /// See [`Established::permit`].
-    pub permit: Option<Permit>,
+    pub permit: Option<Guard>,
 }
 
 /// Connects as `role` (client or worker) over an already connected stream.
