@@ -43,11 +43,11 @@ async fn greedy(client: Arc<Client>, done: Arc<AtomicU64>, stop: Arc<AtomicBool>
 fn two_greedy_clients_and_a_polite_one_all_get_served() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
-    // One slot and one place in the queue: every freed place is contested.
+    // One slot and three places in the queue: every freed place is contested.
     let m = Manager::start_with(
         &key,
         ManagerOpts {
-            queue_factor: Some(1),
+            queue_factor: Some(3),
             ..Default::default()
         },
     );

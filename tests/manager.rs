@@ -1132,13 +1132,14 @@ async fn the_old_run_of_a_requeued_task_is_cancelled_when_its_worker_returns() {
 /// that leaves gives up its turn.
 #[actix::test]
 async fn a_freed_place_goes_to_the_client_denied_first() {
-    let mgr = paused_manager(1);
+    let mgr = paused_manager(2);
     let (mut a, mut b, c) = (Session::start(), Session::start(), Session::start());
     let (w, mut link) = register(&mgr, 1, &["t"]).await;
 
     let first = accept(&mgr, 1, &a, 1, spec("t", Priority::Normal)).await;
     assert_eq!(assigned(&mut link).await, vec![first]);
     let second = accept(&mgr, 1, &a, 2, spec("t", Priority::Normal)).await;
+    let third = accept(&mgr, 1, &a, 3, spec("t", Priority::Normal)).await;
     let deny_reason = |r: Result<TaskId, Rejection>| match r {
         Err(Rejection::Denied { reason, .. }) => reason,
         other => panic!("expected a deny, got {other:?}"),
@@ -1152,13 +1153,13 @@ async fn a_freed_place_goes_to_the_client_denied_first() {
     finish(&mgr, w, first).await;
     assert_eq!(replies(&mut a).await.len(), 1);
     assert_eq!(assigned(&mut link).await, vec![second]);
-    let reason = deny_reason(submit(&mgr, 1, &a, 3, spec("t", Priority::Normal)).await);
+    let reason = deny_reason(submit(&mgr, 1, &a, 4, spec("t", Priority::Normal)).await);
     assert!(reason.contains("in turn"), "{reason:?}");
-    let b_task = accept(&mgr, 2, &b, 2, spec("t", Priority::Normal)).await;
+    accept(&mgr, 2, &b, 2, spec("t", Priority::Normal)).await;
 
     // Next place: session 1 is now first in line; a newcomer waits.
     finish(&mgr, w, second).await;
-    assert_eq!(assigned(&mut link).await, vec![b_task]);
+    assert_eq!(assigned(&mut link).await, vec![third]);
     let reason = deny_reason(submit(&mgr, 3, &c, 1, spec("t", Priority::Normal)).await);
     assert!(reason.contains("in turn"), "{reason:?}");
     // Session 1 leaves: its turn passes to session 3.

@@ -531,7 +531,10 @@ impl Handler<SubmitTask> for Manager {
         if free == 0 {
             return Err(self.deny_place(task.session, "queue full"));
         }
-        if !self.turns.admit(task.session, free, Instant::now()) {
+        // Places are held for waiting clients only while the queue has a
+        // wave of work for every slot: a queue running dry takes anyone.
+        let running_dry = (self.queued() as u64) < self.sched.capacity();
+        if !self.turns.admit(task.session, free, Instant::now()) && !running_dry {
             return Err(self.deny_place(
                 task.session,
                 "queue full for newcomers: places go to waiting clients in turn",
