@@ -16,8 +16,9 @@ const BOUND: usize = 2 << 20;
 const FRAME: usize = 1 << 20;
 /// Bytes of echo arguments per task: each result is about this large.
 const PAYLOAD: usize = 64 * 1024;
-/// Submits the flooding client writes: ~190 MiB of results if all were held.
-const SUBMITS: u64 = 3_000;
+/// Most submits the flooding client writes (it stops once the manager
+/// closes it; the bound is passed after a few hundred).
+const SUBMITS: u64 = 20_000;
 
 /// Resident set of a process, in bytes, from /proc.
 fn rss(pid: u32) -> usize {
@@ -64,7 +65,7 @@ async fn flood_without_reading(addr: &str, key: &std::path::Path) -> u64 {
         rest.writer.write(&msg, &mut buf).expect("encode");
         // A manager that stopped reading leaves the write blocked once the
         // socket buffers are full: that, too, ends the flood.
-        match tokio::time::timeout(Duration::from_secs(5), rest.write.write_all(&buf)).await {
+        match tokio::time::timeout(Duration::from_secs(30), rest.write.write_all(&buf)).await {
             Ok(Ok(())) => {}
             _ => return id,
         }
