@@ -683,6 +683,7 @@ const WORDS: &[&str] = &[
     "queued_by_priority",
     "avg_task_ms",
     "completed",
+    "failed",
     "denied",
     "worker_list",
     "address",
@@ -868,6 +869,7 @@ const CLUSTER_STATUS: Ty = Ty::Fields(&[
     ),
     ("avg_task_ms", Ty::F64),
     ("completed", Ty::U64),
+    ("failed", Ty::U64),
     ("denied", Ty::U64),
     ("worker_list", Ty::List(&WORKER_STATUS)),
 ]);
@@ -1233,6 +1235,7 @@ fn valid_seeds(out: &mut Seeds) {
                 },
                 avg_task_ms: 12.5,
                 completed: 100,
+                failed: 2,
                 denied: 3,
                 worker_list: vec![WorkerStatus {
                     id: 1,

@@ -1167,3 +1167,34 @@ async fn a_freed_place_goes_to_the_client_denied_first() {
     accept(&mgr, 3, &c, 2, spec("t", Priority::Normal)).await;
     b.assert_none("session 2 before its task finished").await;
 }
+
+/// `status` counts failures apart from successes, and the average task
+/// time (like each worker's, which routing uses) is over successes only.
+#[actix::test]
+async fn failures_are_counted_apart_and_left_out_of_the_average() {
+    let mgr = paused_manager(3);
+    let mut s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+
+    let slow_failure = accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
+    assert_eq!(assigned(&mut link).await, vec![slow_failure]);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    report(&mgr, w, slow_failure, TaskOutcome::Failed("boom".into())).await;
+    assert_eq!(replies(&mut s).await.len(), 1);
+    let st = status(&mgr).await;
+    assert_eq!((st.completed, st.failed), (0, 1), "{st:?}");
+    assert_eq!(st.avg_task_ms, 0.0, "a failure is not a task time: {st:?}");
+    assert_eq!(st.worker_list[0].avg_ms, 0.0, "{st:?}");
+
+    let quick = accept(&mgr, 1, &s, 2, spec("t", Priority::Normal)).await;
+    assert_eq!(assigned(&mut link).await, vec![quick]);
+    tokio::time::advance(Duration::from_millis(20)).await;
+    finish(&mgr, w, quick).await;
+    assert_eq!(replies(&mut s).await.len(), 1);
+    let st = status(&mgr).await;
+    assert_eq!((st.completed, st.failed), (1, 1), "{st:?}");
+    assert!(
+        (st.avg_task_ms - 20.0).abs() < 1.0,
+        "average over the success only: {st:?}"
+    );
+}

@@ -54,7 +54,12 @@ pub async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
         s.queued_by_priority.low,
         s.avg_task_ms
     );
-    outln!("completed {}  denied {}", s.completed, s.denied);
+    outln!(
+        "completed {}  failed {}  denied {}",
+        s.completed,
+        s.failed,
+        s.denied
+    );
     if !s.worker_list.is_empty() {
         outln!(
             "\n{:>4}  {:<22} {:>8} {:>9} {:>10}  {:<5} tasks",

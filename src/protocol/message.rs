@@ -216,10 +216,15 @@ pub struct ClusterStatus {
     pub queue_limit: u64,
     /// Waiting tasks per priority.
     pub queued_by_priority: QueuedByPriority,
-    /// Average task time over recent history, milliseconds.
+    /// Average time of successful runs over recent history, milliseconds.
     pub avg_task_ms: f64,
-    /// Accepted tasks answered so far.
+    /// Accepted tasks answered with their result so far.
     pub completed: u64,
+    /// Accepted tasks answered with an error so far (the task's own error,
+    /// a timeout, a cancel, a lost worker, a shutdown); 0 from a manager
+    /// that predates the field.
+    #[serde(default)]
+    pub failed: u64,
     /// Tasks denied so far.
     pub denied: u64,
     /// One entry per worker, busiest first, at most

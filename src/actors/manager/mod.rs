@@ -133,6 +133,7 @@ pub struct Manager {
     next_id: u64,
     avg_us: Option<f64>,
     completed: u64,
+    failed: u64,
     denied: u64,
     /// Clients denied for a full queue, in the order they get places.
     turns: Turns,
@@ -153,6 +154,7 @@ impl Manager {
             next_id: random_id_base(),
             avg_us: None,
             completed: 0,
+            failed: 0,
             denied: 0,
             turns: Turns::default(),
         }
@@ -211,7 +213,10 @@ impl Manager {
     }
 
     fn reply(&mut self, task: Pending, outcome: TaskOutcome) {
-        self.completed += 1;
+        match outcome {
+            TaskOutcome::Done(_) => self.completed += 1,
+            TaskOutcome::Failed(_) => self.failed += 1,
+        }
         task.reply_to.do_send(TaskReply {
             request_id: task.request_id,
             outcome,
@@ -408,6 +413,7 @@ impl Manager {
             },
             avg_task_ms: self.avg_us.unwrap_or(0.0) / 1000.0,
             completed: self.completed,
+            failed: self.failed,
             denied: self.denied,
             worker_list: Vec::new(),
             worker_list_total: self.sched.len() as u64,
@@ -688,12 +694,17 @@ impl Handler<RunFinished> for Manager {
         let took = run.started.elapsed();
         match run.task {
             Some(task) => {
-                self.sched.release(msg.worker, run.slot, Some(took));
-                let sample = took.as_secs_f64() * 1e6;
-                self.avg_us = Some(match self.avg_us {
-                    Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
-                    None => sample,
-                });
+                // Averages are over successful runs: a failure's time says
+                // little about how long the next task will take.
+                let ok = matches!(msg.outcome, TaskOutcome::Done(_));
+                self.sched.release(msg.worker, run.slot, ok.then_some(took));
+                if ok {
+                    let sample = took.as_secs_f64() * 1e6;
+                    self.avg_us = Some(match self.avg_us {
+                        Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
+                        None => sample,
+                    });
+                }
                 // The freed slot is refilled before the reply goes out, so
                 // the worker's next assign leaves first (see PERFORMANCE.md).
                 self.dispatch(ctx);
