@@ -10,6 +10,7 @@ mod bench;
 mod cluster;
 mod demo;
 mod load;
+mod map;
 mod server;
 mod status;
 mod submit;
@@ -24,6 +25,7 @@ use argon::worker_main::WorkerArgs;
 use bench::BenchArgs;
 use cluster::ClusterArgs;
 use demo::DemoArgs;
+use map::MapArgs;
 use server::ManagerArgs;
 use status::{PingArgs, StatusArgs};
 use submit::{EvalArgs, SubmitArgs};
@@ -62,6 +64,8 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Run a Rhai script on a worker that allows eval; print its result as JSON.
     Eval(EvalArgs),
+    /// Run a task once per line of JSON Lines input; one result per line out.
+    Map(MapArgs),
     /// Show workers, capacity, tasks in flight and queue lengths.
     Status(StatusArgs),
     /// Measure the round trip to the manager.
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Worker(a) => system.block_on(server::worker(a, &config)),
         Command::Submit(a) => system.block_on(submit::submit(a, &config)),
         Command::Eval(a) => system.block_on(submit::eval(a, &config)),
+        Command::Map(a) => system.block_on(map::map(a, &config)),
         Command::Status(a) => system.block_on(status::status(a, &config)),
         Command::Ping(a) => system.block_on(status::ping(a, &config)),
         Command::Cluster(a) => system.block_on(cluster::cluster(a)),
