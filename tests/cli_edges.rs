@@ -51,7 +51,8 @@ fn bench_with_failed_tasks_exits_1() {
     assert_eq!(out.code, Some(0), "all echo tasks succeed: {out}");
 }
 
-/// `ping -c 0` is bad usage; `ping -c 3` prints three pongs and a summary.
+/// `ping -c 0` is bad usage; `ping -c 3` prints three pongs and a summary;
+/// a single ping needs none.
 #[test]
 fn ping_count_is_at_least_1_and_ends_with_a_summary() {
     let sys = System::start(0, 1, ManagerOpts::default());
@@ -88,6 +89,10 @@ fn ping_count_is_at_least_1_and_ends_with_a_summary() {
         ms[0] <= ms[1] && ms[1] <= ms[2],
         "min <= median <= max: {summary}"
     );
+
+    let out = m.client_cmd("ping", ["-c", "1"]).run();
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out}");
 }
 
 /// `--timeout 0s` (or under a millisecond) and `--attempts 0` are bad usage

@@ -30,7 +30,8 @@ pub struct PingArgs {
     /// Manager and key.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Number of round trips, 1 to 100000; a summary line follows them.
+    /// Number of round trips, 1 to 100000; with more than one, a summary
+    /// line (min, median, max) follows them.
     #[arg(long, short = 'c', default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=MAX_PINGS))]
     pub count: u32,
@@ -111,8 +112,8 @@ impl std::fmt::Display for TaskNames<'_> {
     }
 }
 
-/// `argon ping`: `count` round trips, one line each, then a summary line
-/// with the minimum, median and maximum.
+/// `argon ping`: `count` round trips, one line each, then (for more than
+/// one) a summary line with the minimum, median and maximum.
 pub async fn ping(a: PingArgs, config: &Config) -> Result<(), Failure> {
     let client = Client::connect(client_config(&a.client, config)?).await?;
     let mgr = &client.config().mgr;
@@ -122,8 +123,11 @@ pub async fn ping(a: PingArgs, config: &Config) -> Result<(), Failure> {
         outln!("pong from {mgr} in {rtt:.3} ms");
         rtts.push(rtt);
     }
-    rtts.sort_by(f64::total_cmp);
     let n = rtts.len();
+    if n < 2 {
+        return Ok(());
+    }
+    rtts.sort_by(f64::total_cmp);
     let median = if n % 2 == 1 {
         rtts[n / 2]
     } else {
