@@ -7,11 +7,13 @@
 //! A second test checks the document's worked example and test vectors
 //! against the Rust encoder, so the document cannot drift from the code.
 //!
-//! The Python test needs `python3` with `cryptography` and `msgpack`. Without
-//! them it prints a notice and passes, except in CI (`CI` set), where it fails.
+//! The Python tests need `python3` with `cryptography` and `msgpack`. Without
+//! them they print `SKIPPED: reason` on stderr and pass, or fail when
+//! `ARGON_REQUIRE_PYTHON=1` (set by `.ci/run`). A third test runs this test
+//! binary without python3 on its PATH to check both outcomes.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -149,7 +151,13 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
     }
 }
 
-/// Whether python3 with both modules is there. In CI their absence fails the test.
+/// Set to `1` (as `.ci/run` does) to make a missing python3 or module fail
+/// the Python tests instead of skipping them.
+const REQUIRE: &str = "ARGON_REQUIRE_PYTHON";
+
+/// Whether python3 with both modules is there. Without them the test fails
+/// when [`REQUIRE`] is `1`, and otherwise prints a loud `SKIPPED:` line
+/// (the harness still reports it "ok": it cannot tell a skip at run time).
 fn python_ready() -> bool {
     let probe = Command::new("python3")
         .args(["-c", "import cryptography, msgpack"])
@@ -162,14 +170,15 @@ fn python_ready() -> bool {
         Ok(_) => "python3 lacks the modules cryptography and/or msgpack",
         Err(_) => "python3 is not installed",
     };
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}; in CI the Python interop test must run: `{PIP}`");
+    if std::env::var_os(REQUIRE).is_some_and(|v| v == "1") {
+        panic!("{why}, and {REQUIRE}=1 requires the Python interop test to run: `{PIP}`");
     }
     // Straight to stderr, past the test harness's capture, so it shows.
     use std::io::Write;
     let _ = writeln!(
         std::io::stderr(),
-        "NOTICE: skipping the Python interop test: {why} (run `{PIP}` to enable it)"
+        "\n*** SKIPPED: the Python interop test did not run: {why} \
+         (run `{PIP}`, or set {REQUIRE}=1 to make this a failure) ***\n"
     );
     false
 }
@@ -364,6 +373,56 @@ fn python_client_recognises_a_full_manager() {
         py_log.contains("at its connection limit (too many connections)"),
         "{}",
         logs(&dir.0)
+    );
+}
+
+/// Without python3 the Python tests say SKIPPED loudly and pass, unless
+/// `ARGON_REQUIRE_PYTHON=1`, where they fail saying why. Runs this very test
+/// binary with an empty PATH, once each way.
+#[test]
+fn missing_python_is_a_loud_skip_or_a_required_failure() {
+    let empty = TempDir::new("nopython");
+    std::fs::create_dir_all(&empty.0).expect("create folder");
+    let me = std::env::current_exe().expect("the test binary's path");
+    let run = |require: Option<&str>| {
+        let mut cmd = Command::new(&me);
+        cmd.args(["--exact", "python_client_recognises_a_full_manager"])
+            .env("PATH", &empty.0)
+            .env_remove(REQUIRE)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(v) = require {
+            cmd.env(REQUIRE, v);
+        }
+        let mut child = cmd.spawn().expect("run the test binary");
+        let status = wait_exit(&mut child, Duration::from_secs(30))
+            .expect("the test binary finished within 30 s");
+        let mut text = String::new();
+        if let Some(mut p) = child.stdout.take() {
+            let _ = p.read_to_string(&mut text);
+        }
+        if let Some(mut p) = child.stderr.take() {
+            let _ = p.read_to_string(&mut text);
+        }
+        (status, text)
+    };
+
+    let (status, text) = run(None);
+    assert!(status.success(), "a skip still passes: {status}\n{text}");
+    assert!(
+        text.contains("SKIPPED: the Python interop test did not run: python3 is not installed"),
+        "no SKIPPED line:\n{text}"
+    );
+
+    let (status, text) = run(Some("1"));
+    assert!(
+        !status.success(),
+        "{REQUIRE}=1 must fail without python3:\n{text}"
+    );
+    assert!(
+        text.contains("python3 is not installed, and ARGON_REQUIRE_PYTHON=1 requires"),
+        "unclear failure:\n{text}"
     );
 }
 

@@ -73,7 +73,9 @@ pub struct BenchArgs {
     pub hold: Duration,
 }
 
-/// `argon bench`: a load run, or with `--idle-clients` a hold of idle connections.
+/// `argon bench`: a load run, or with `--idle-clients` a hold of idle
+/// connections. The report is printed either way; any failed task makes the
+/// run a failure (exit 1).
 pub async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
     if let Some(n) = a.idle_clients {
         let cc = client_config(&a.client, config)?;
@@ -111,7 +113,13 @@ pub async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
     } else {
         outln!("{}", describe(&report));
     }
-    Ok(())
+    match report.failed {
+        0 => Ok(()),
+        n => Err(Failure::new(
+            EXIT_FAILED,
+            format!("{n} of {} task(s) failed", report.tasks + n),
+        )),
+    }
 }
 
 /// What to run and how hard.

@@ -9,7 +9,7 @@ use clap::Args;
 use argon::actors::ManagerSettings;
 use argon::admission::ConnectionLimits;
 use argon::config::Config;
-use argon::launch::{handshake_settings, Failure, KeyArgs, EXIT_FAILED};
+use argon::launch::{handshake_settings, Failure, KeyArgs, EXIT_FAILED, EXIT_USAGE};
 use argon::runtime;
 use argon::task::TaskRegistry;
 use argon::worker_main::{run_worker, WorkerArgs};
@@ -35,11 +35,21 @@ pub struct ManagerArgs {
     pub max_connections: Option<u64>,
 }
 
-/// `argon keygen`: writes a new random key file; never overwrites.
+/// `argon keygen`: writes a new random key file; never overwrites. A path
+/// that cannot take a new file (it exists, its folder is missing or not
+/// writable) is bad input (exit 2); a failure while writing is exit 1.
 pub fn keygen(path: &Path) -> Result<(), Failure> {
+    use std::io::ErrorKind::*;
     runtime::write_key_file(path)
         .map(|_| outln!("wrote a new key to {}", path.display()))
-        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))
+        .map_err(|e| {
+            let code = match e.kind() {
+                AlreadyExists | NotFound | PermissionDenied | NotADirectory | IsADirectory
+                | ReadOnlyFilesystem => EXIT_USAGE,
+                _ => EXIT_FAILED,
+            };
+            Failure::new(code, e.to_string())
+        })
 }
 
 /// `argon manager`: listens until SIGINT or SIGTERM.

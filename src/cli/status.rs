@@ -21,14 +21,19 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// Most round trips one `argon ping` makes (each is kept for the median).
+const MAX_PINGS: i64 = 100_000;
+
 /// `argon ping`
 #[derive(Args, Debug)]
 pub struct PingArgs {
     /// Manager and key.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Number of round trips.
-    #[arg(long, short = 'c', default_value_t = 1)]
+    /// Number of round trips, 1 to 100000; with more than one, a summary
+    /// line (min, median, max) follows them.
+    #[arg(long, short = 'c', default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_PINGS))]
     pub count: u32,
 }
 
@@ -112,16 +117,31 @@ impl std::fmt::Display for TaskNames<'_> {
     }
 }
 
-/// `argon ping`: `count` round trips, one line each.
+/// `argon ping`: `count` round trips, one line each, then (for more than
+/// one) a summary line with the minimum, median and maximum.
 pub async fn ping(a: PingArgs, config: &Config) -> Result<(), Failure> {
     let client = Client::connect(client_config(&a.client, config)?).await?;
-    for _ in 0..a.count.max(1) {
-        let rtt = client.ping().await?;
-        outln!(
-            "pong from {} in {:.3} ms",
-            client.config().mgr,
-            rtt.as_secs_f64() * 1e3
-        );
+    let mgr = &client.config().mgr;
+    let mut rtts = Vec::with_capacity(a.count as usize);
+    for _ in 0..a.count {
+        let rtt = client.ping().await?.as_secs_f64() * 1e3;
+        outln!("pong from {mgr} in {rtt:.3} ms");
+        rtts.push(rtt);
     }
+    let n = rtts.len();
+    if n < 2 {
+        return Ok(());
+    }
+    rtts.sort_by(f64::total_cmp);
+    let median = if n % 2 == 1 {
+        rtts[n / 2]
+    } else {
+        (rtts[n / 2 - 1] + rtts[n / 2]) / 2.0
+    };
+    outln!(
+        "{n} pong(s) from {mgr}: round trip min {:.3} ms, median {median:.3} ms, max {:.3} ms",
+        rtts[0],
+        rtts[n - 1]
+    );
     Ok(())
 }

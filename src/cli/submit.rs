@@ -1,6 +1,8 @@
 //! `argon submit` and `argon eval`: queue one task (or one Rhai script) and
 //! print its result as JSON.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -8,7 +10,7 @@ use clap::Args;
 use argon::client::{Client, QueueOptions};
 use argon::config::Config;
 use argon::launch::{Failure, EXIT_USAGE};
-use argon::protocol::{Priority, Value};
+use argon::protocol::{Priority, Value, DEFAULT_MAX_FRAME};
 use argon::task::eval::eval_args;
 use argon::task::EVAL_TASK;
 
@@ -26,13 +28,17 @@ pub struct TaskOptArgs {
     /// high, normal or low.
     #[arg(long, default_value = "normal")]
     pub priority: Priority,
-    /// Deadline for the task, e.g. 500ms, 5s, 2m.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
+    /// Deadline for the task, e.g. 500ms, 5s, 2m; at least 1ms.
+    #[arg(long, value_parser = parse_timeout, value_name = "DUR")]
     pub timeout: Option<Duration>,
-    /// How many times the task may be started if its worker is lost
-    /// [default: the manager's, 1 unless configured].
-    #[arg(long, value_name = "N")]
+    /// How many times the task may be started if its worker is lost, at
+    /// least 1 [default: the manager's, 1 unless configured].
+    #[arg(long, value_name = "N", value_parser = parse_attempts)]
     pub attempts: Option<u32>,
+    /// Read the arguments as JSON from FILE, or from stdin with `-`, instead
+    /// of ARGS_JSON (for arguments too long for a command line).
+    #[arg(long, value_name = "FILE", conflicts_with = "args")]
+    pub args_file: Option<PathBuf>,
 }
 
 /// `argon submit`
@@ -78,13 +84,77 @@ async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Re
     Ok(())
 }
 
-fn json_args(text: Option<&str>) -> Result<Value, Failure> {
-    text.map_or(Ok(Value::Nil), |t| parse_json_arg("ARGS_JSON", t))
+/// `--timeout`: a duration of at least 1 ms (the wire carries milliseconds,
+/// and a zero deadline would fail every task).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err("a task's timeout must be at least 1ms (e.g. 500ms, 5s, 2m)".into());
+    }
+    Ok(d)
+}
+
+/// `--attempts`: at least 1 (1 means the task is never started again).
+fn parse_attempts(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) => Err("a task needs at least 1 attempt (1: never started again)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!(
+            "{e}: expected a whole number of attempts, at least 1"
+        )),
+    }
+}
+
+/// The arguments: ARGS_JSON, the `--args-file` (`-` for stdin), or null.
+fn json_args(text: Option<&str>, file: Option<&Path>, config: &Config) -> Result<Value, Failure> {
+    match (text, file) {
+        (Some(t), _) => parse_json_arg("ARGS_JSON", t),
+        (None, Some(f)) => {
+            let text = read_args_file(f, config)?;
+            parse_json_arg("--args-file", &text)
+        }
+        (None, None) => Ok(Value::Nil),
+    }
+}
+
+/// Reads an `--args-file` (`-`: stdin), refusing one larger than four
+/// frames: a task's arguments travel in one frame, and JSON text is larger
+/// than its MessagePack form.
+fn read_args_file(path: &Path, config: &Config) -> Result<String, Failure> {
+    let frame = config.security.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME);
+    let limit = frame.saturating_mul(4);
+    let stdin = path == Path::new("-");
+    let shown = if stdin {
+        "stdin".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let bad = |e: std::io::Error| Failure::new(EXIT_USAGE, format!("cannot read {shown}: {e}"));
+    let reader: Box<dyn Read> = if stdin {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(bad)?)
+    };
+    let mut text = String::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(bad)?;
+    if text.len() > limit {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!(
+                "{shown} holds more than {limit} bytes of arguments; a task's arguments \
+                 must fit in one frame of security.max_frame_bytes ({frame})"
+            ),
+        ));
+    }
+    Ok(text)
 }
 
 /// `argon submit`: queues `a.task` with its JSON arguments and prints the result.
 pub async fn submit(a: SubmitArgs, config: &Config) -> Result<(), Failure> {
-    let args = json_args(a.args.as_deref())?;
+    let args = json_args(a.args.as_deref(), a.opts.args_file.as_deref(), config)?;
     run_one(a.opts, config, &a.task, args).await
 }
 
@@ -95,6 +165,7 @@ pub async fn eval(a: EvalArgs, config: &Config) -> Result<(), Failure> {
             .map_err(|e| Failure::new(EXIT_USAGE, format!("cannot read script {path}: {e}")))?,
         None => a.script.clone(),
     };
-    let args = eval_args(&script, json_args(a.args.as_deref())?);
+    let args = json_args(a.args.as_deref(), a.opts.args_file.as_deref(), config)?;
+    let args = eval_args(&script, args);
     run_one(a.opts, config, EVAL_TASK, args).await
 }

@@ -1,4 +1,4 @@
-//! Key material and frame sealing. No I/O happens here.
+//! Key material and frame sealing. The only I/O is reading the key file.
 //!
 //! The key file's bytes (trailing whitespace trimmed) are stretched with
 //! HKDF-SHA256 into a 32-byte master key. Each connection derives two session
@@ -72,8 +72,8 @@ impl MasterKey {
         MasterKey(out)
     }
 
-    /// Reads a key file, trims trailing whitespace, warns when it is short,
-    /// and stretches it.
+    /// Reads a key file, trims trailing whitespace, warns when it is short or
+    /// other users may read it, and stretches it.
     pub fn load(path: &Path) -> Result<MasterKey, KeyError> {
         let shown = path.display().to_string();
         let raw = std::fs::read(path).map_err(|source| KeyError::Read {
@@ -91,6 +91,7 @@ impl MasterKey {
                 material.len()
             );
         }
+        warn_if_shared(path, &shown);
         Ok(MasterKey::from_material(material))
     }
 
@@ -115,6 +116,25 @@ impl MasterKey {
         (i2r, r2i)
     }
 }
+
+/// Warns when the key file's mode lets its group or other users at it.
+#[cfg(unix)]
+fn warn_if_shared(path: &Path, shown: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "key file {shown} is open to other users (mode {mode:03o}): anyone who reads it \
+             can join the cluster; run `chmod 600 {shown}`"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_shared(_path: &Path, _shown: &str) {}
 
 /// Generates the text of a new key file: 32 random bytes as base64.
 pub fn generate_key_text() -> std::io::Result<String> {

@@ -147,11 +147,21 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `cmd` with piped stdout and stderr and a closed stdin.
-    pub fn spawn(mut cmd: Command) -> Proc {
+    pub fn spawn(cmd: Command) -> Proc {
+        Proc::spawn_fed(cmd, None)
+    }
+
+    /// Like [`Proc::spawn`], but with `input` written to its stdin by a
+    /// thread (then closed) when given.
+    pub fn spawn_fed(mut cmd: Command, input: Option<Vec<u8>>) -> Proc {
         let what = format!("{cmd:?}");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt;
@@ -168,6 +178,13 @@ impl Proc {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
+        if let (Some(bytes), Some(mut pipe)) = (input, child.stdin.take()) {
+            // A child that exits without reading all of it only ends the write.
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&bytes);
+            });
+        }
         let (tx, stdout_lines) = mpsc::channel();
         let (stdout, h1) = collect(child.stdout.take().expect("piped stdout"), Some(tx));
         let (stderr, h2) = collect(child.stderr.take().expect("piped stderr"), None);
@@ -329,6 +346,7 @@ impl std::fmt::Display for Output {
 pub struct Run {
     cmd: Command,
     limit: Duration,
+    input: Option<Vec<u8>>,
 }
 
 /// `argon ARGS...` with `ARGON_KEY`/`ARGON_MGR` cleared from the inherited
@@ -345,6 +363,7 @@ where
     Run {
         cmd,
         limit: COMMAND,
+        input: None,
     }
 }
 
@@ -377,15 +396,21 @@ impl Run {
         self
     }
 
+    /// Feeds `input` to its stdin (closed right after) instead of no stdin.
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Run {
+        self.input = Some(input.into());
+        self
+    }
+
     /// Starts it in the background.
     pub fn spawn(self) -> Proc {
-        Proc::spawn(self.cmd)
+        Proc::spawn_fed(self.cmd, self.input)
     }
 
     /// Runs it to completion within its bound.
     pub fn run(self) -> Output {
         let limit = self.limit;
-        Proc::spawn(self.cmd).finish(limit)
+        Proc::spawn_fed(self.cmd, self.input).finish(limit)
     }
 }
 
