@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use common::{bin, parse_listening, Manager, Proc, TempDir, Worker, COMMAND, STARTUP};
 
-/// A manager started with `extra` flags, and the address of its HTTP side.
-fn start_manager(key: &Path, extra: &[&OsStr]) -> (Manager, String) {
+/// A manager started with `--http HTTP` and `extra` flags, and the address
+/// of its HTTP side.
+fn start_manager(key: &Path, http: &str, extra: &[&OsStr]) -> (Manager, String) {
     let mut cmd = Command::new(bin());
     cmd.args(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
         .arg(key)
-        .args(["--http", "127.0.0.1:0"])
+        .args(["--http", http])
         .args(extra)
         .env_remove("ARGON_KEY")
         .env_remove("ARGON_MGR");
@@ -94,7 +95,11 @@ fn metrics_count_what_clients_did() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
     // A queue of 0: a task that finds the one slot busy is denied.
-    let (mut mgr, http) = start_manager(&key, &[OsStr::new("--queue-factor"), OsStr::new("0")]);
+    let (mut mgr, http) = start_manager(
+        &key,
+        "127.0.0.1:0",
+        &[OsStr::new("--queue-factor"), OsStr::new("0")],
+    );
 
     assert_eq!(get(&http, "/healthz", None).0, 200);
     let (code, body) = get(&http, "/readyz", None);
@@ -184,6 +189,7 @@ fn a_token_guards_all_but_healthz() {
     let token_file = dir.write("token", "s3cret-token\n");
     let (mut mgr, http) = start_manager(
         &key,
+        "127.0.0.1:0",
         &[OsStr::new("--http-token-file"), token_file.as_os_str()],
     );
 
@@ -211,4 +217,32 @@ fn an_empty_token_file_is_bad_usage() {
         .limit(Duration::from_secs(10))
         .run();
     assert_eq!(out.code, Some(2), "{out:?}");
+}
+
+#[test]
+fn beyond_loopback_without_a_token_warns() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let (mgr, _) = start_manager(&key, "0.0.0.0:0", &[]);
+    assert!(
+        mgr.proc
+            .wait_stderr("beyond loopback, without a token", STARTUP),
+        "no warning:\n{}",
+        mgr.proc.stderr()
+    );
+    let token_file = dir.write("token", "t\n");
+    let (guarded, _) = start_manager(
+        &key,
+        "0.0.0.0:0",
+        &[OsStr::new("--http-token-file"), token_file.as_os_str()],
+    );
+    let (plain, _) = start_manager(&key, "127.0.0.1:0", &[]);
+    // The warning comes before the http line, so it would be there by now.
+    for m in [&guarded, &plain] {
+        assert!(
+            !m.proc.stderr().contains("beyond loopback"),
+            "{}",
+            m.proc.stderr()
+        );
+    }
 }
