@@ -90,6 +90,12 @@ pub struct ManagerSection {
     pub max_connections: Option<usize>,
     /// Handshakes in progress at once; more are refused. Default 256.
     pub max_handshakes: Option<usize>,
+    /// Address (`host:port`) of the read-only HTTP side (`/metrics`,
+    /// `/healthz`, `/readyz`). Default: off.
+    pub http: Option<String>,
+    /// File holding the bearer token the HTTP side requires (but on
+    /// `/healthz`). Default: none.
+    pub http_token_file: Option<std::path::PathBuf>,
 }
 
 /// `[worker]`.
@@ -283,6 +289,19 @@ mod tests {
         assert_eq!(c.manager.max_handshakes, Some(10));
         assert_eq!(c.client.retry, Some(true));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn http_keys_parse() {
+        let c = Config::parse(
+            "[manager]\nhttp = \"127.0.0.1:9100\"\nhttp_token_file = \"/etc/argon/t\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.manager.http.as_deref(), Some("127.0.0.1:9100"));
+        assert_eq!(
+            c.manager.http_token_file.as_deref(),
+            Some(std::path::Path::new("/etc/argon/t"))
+        );
     }
 
     #[test]

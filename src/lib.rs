@@ -15,6 +15,7 @@
 //! - [`task`]: the task registry and the built-in tasks.
 //! - [`runtime`]: starting managers, workers and embedded clusters.
 //! - [`admission`]: the manager's limits on connections and handshakes.
+//! - [`http`]: the manager's read-only HTTP side: metrics, health, readiness.
 //! - [`worker_main`]: the worker process, for `argon worker` and worker
 //!   programs with tasks of their own.
 //! - [`launch`]: logging, config loading, key flags and exit codes shared by
@@ -34,6 +35,7 @@ pub mod admission;
 pub mod client;
 pub mod config;
 pub mod duration;
+pub mod http;
 pub mod json;
 pub mod launch;
 pub mod logsafe;

@@ -33,6 +33,13 @@ pub struct ManagerArgs {
     /// refused [default: the descriptor limit minus 64].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address
+    /// [default: off].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http: Option<String>,
+    /// File with the bearer token the HTTP side requires (except /healthz).
+    #[arg(long, value_name = "FILE")]
+    pub http_token_file: Option<std::path::PathBuf>,
 }
 
 /// `argon keygen`: writes a new random key file; never overwrites. A path
@@ -55,6 +62,15 @@ pub fn keygen(path: &Path) -> Result<(), Failure> {
 /// `argon manager`: listens until SIGINT or SIGTERM.
 pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     let hs = handshake_settings(&a.key, config)?;
+    let http = a.http.clone().or_else(|| config.manager.http.clone());
+    let http_token = match a
+        .http_token_file
+        .as_deref()
+        .or(config.manager.http_token_file.as_deref())
+    {
+        Some(path) => Some(read_http_token(path)?),
+        None => None,
+    };
     let host = a
         .host
         .or_else(|| config.manager.host.clone())
@@ -92,11 +108,35 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot listen on {bind}: {e}")))?;
     outln!("argon manager listening on {}", handle.addr);
+    if let Some(http) = http {
+        let addr = argon::http::start(&http, handle.manager.clone(), http_token)
+            .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot serve HTTP on {http}: {e}")))?;
+        outln!("argon manager http on {addr}");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     runtime::shutdown_signal().await;
     log::info!("manager shutting down");
     Ok(())
+}
+
+/// The bearer token in `path`, without surrounding whitespace; an empty or
+/// unreadable file is bad usage.
+fn read_http_token(path: &Path) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            EXIT_USAGE,
+            format!("cannot read HTTP token file {}: {e}", path.display()),
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!("HTTP token file {} is empty", path.display()),
+        ));
+    }
+    Ok(token.to_string())
 }
 
 /// `argon worker`: the stock worker, with the built-in tasks.

@@ -54,6 +54,7 @@ impl ClientSession {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
         log::debug!("[client {}] session {id} opened", est.peer_addr);
         let max_assign = codec::max_plaintext(est.writer.max_frame());
+        manager.do_send(super::metrics::ClientOpened { session: id });
         Connection::new(
             est,
             ClientSession {

@@ -16,6 +16,7 @@
 //! the run finished.
 
 pub mod client_session;
+pub mod metrics;
 pub mod scheduler;
 pub mod turns;
 pub mod worker_link;
@@ -37,6 +38,7 @@ use crate::protocol::{
     codec, ClusterStatus, Priority, QueuedByPriority, WorkerStatus, DEFAULT_MAX_FRAME,
     STATUS_MAX_TASK_NAMES, STATUS_MAX_WORKERS,
 };
+use metrics::ManagerMetrics;
 use scheduler::{Scheduler, EVAL_TASK};
 use turns::Turns;
 
@@ -110,6 +112,8 @@ struct Pending {
     started_times: u32,
     level: Priority,
     waiting_since: Instant,
+    /// When it was accepted, for the queue wait metric.
+    accepted_at: Instant,
 }
 
 /// One run of a task in one worker slot.
@@ -137,6 +141,7 @@ pub struct Manager {
     denied: u64,
     /// Clients denied for a full queue, in the order they get places.
     turns: Turns,
+    metrics: ManagerMetrics,
 }
 
 /// Error text of a task cancelled at its client's request.
@@ -157,6 +162,7 @@ impl Manager {
             failed: 0,
             denied: 0,
             turns: Turns::default(),
+            metrics: ManagerMetrics::new(),
         }
     }
 
@@ -213,6 +219,10 @@ impl Manager {
     }
 
     fn reply(&mut self, task: Pending, outcome: TaskOutcome) {
+        let ok = matches!(outcome, TaskOutcome::Done(_));
+        let sched = &self.sched;
+        self.metrics
+            .completed(&task.spec.name, ok, |name| sched.provides(name));
         match outcome {
             TaskOutcome::Done(_) => self.completed += 1,
             TaskOutcome::Failed(_) => self.failed += 1,
@@ -241,6 +251,9 @@ impl Manager {
                 return;
             }
         };
+        if task.started_times == 0 {
+            self.metrics.queue_wait(task.accepted_at.elapsed());
+        }
         task.started_times += 1;
         // A task's first run goes by the task's id; a restart gets a fresh
         // one (ids share one counter), so a late report of an earlier run is
@@ -498,7 +511,19 @@ impl Actor for Manager {
 impl Handler<SubmitTask> for Manager {
     type Result = Result<TaskId, Rejection>;
 
-    fn handle(&mut self, mut msg: SubmitTask, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SubmitTask, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.submit(msg, ctx);
+        self.metrics.submitted(&result);
+        result
+    }
+}
+
+impl Manager {
+    fn submit(
+        &mut self,
+        mut msg: SubmitTask,
+        ctx: &mut Context<Self>,
+    ) -> Result<TaskId, Rejection> {
         if self.sched.capacity() == 0 {
             return Err(self.deny("no capacity"));
         }
@@ -524,6 +549,7 @@ impl Handler<SubmitTask> for Manager {
             reply_to: msg.reply_to,
             started_times: 0,
             waiting_since: Instant::now(),
+            accepted_at: Instant::now(),
         };
         let id = task.id;
         // Start it now if a free slot provides it, even when the queue is
@@ -574,6 +600,7 @@ impl Handler<ClientGone> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: ClientGone, _: &mut Self::Context) {
+        self.metrics.client(false);
         self.turns.gone(msg.session);
         let before = self.queued();
         for q in &mut self.queues {
@@ -694,6 +721,7 @@ impl Handler<RunFinished> for Manager {
         let took = run.started.elapsed();
         match run.task {
             Some(task) => {
+                self.metrics.run_time(took);
                 // Averages are over successful runs: a failure's time says
                 // little about how long the next task will take.
                 let ok = matches!(msg.outcome, TaskOutcome::Done(_));

@@ -1,0 +1,379 @@
+//! The manager's Prometheus metrics: counters and histograms it updates as
+//! tasks come and go, and gauges set from its state when [`GetMetrics`]
+//! asks for the encoded text. Every label set is bounded: deny reasons and
+//! priorities are fixed lists, and task names are labelled only when some
+//! registered worker provides them, [`MAX_TASK_LABELS`] at most; the rest
+//! count as `other`.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use actix::prelude::*;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::Manager;
+use crate::messages::{Rejection, SessionId, TaskId};
+
+/// Most task names given a series of their own in
+/// `argon_tasks_completed_total`; further names count as `other`.
+pub const MAX_TASK_LABELS: usize = 100;
+
+/// The `task` label of tasks past [`MAX_TASK_LABELS`].
+pub const OTHER_TASK: &str = "other";
+
+/// The `reason` label values of `argon_tasks_denied_total`.
+pub const DENY_REASONS: [&str; 6] = [
+    "no_capacity",
+    "queue_full",
+    "waiting_clients",
+    "shutting_down",
+    "invalid",
+    "other",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriorityLabel {
+    priority: String,
+}
+
+/// Counters `[ok, failed]` of one task label.
+type Outcomes = [Counter; 2];
+
+/// The manager's metrics registry and the handles it updates.
+pub struct ManagerMetrics {
+    registry: Registry,
+    submitted: Counter,
+    accepted: Counter,
+    denied: [Counter; DENY_REASONS.len()],
+    completed: Family<TaskLabels, Counter>,
+    by_task: HashMap<String, Outcomes>,
+    other: Outcomes,
+    queue_wait: Histogram,
+    run_time: Histogram,
+    queue_depth: [Gauge; 3],
+    queue_limit: Gauge,
+    capacity: Gauge,
+    slots_busy: Gauge,
+    workers: Gauge,
+    clients: Gauge,
+    predicted_wait: Gauge<f64, AtomicU64>,
+    open_clients: i64,
+}
+
+fn outcomes(family: &Family<TaskLabels, Counter>, task: &str) -> Outcomes {
+    ["ok", "failed"].map(|outcome| {
+        family
+            .get_or_create(&TaskLabels {
+                task: task.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .clone()
+    })
+}
+
+impl Default for ManagerMetrics {
+    fn default() -> Self {
+        ManagerMetrics::new()
+    }
+}
+
+impl ManagerMetrics {
+    /// Every metric registered, at zero.
+    pub fn new() -> ManagerMetrics {
+        let mut registry = Registry::default();
+        let submitted = Counter::default();
+        registry.register(
+            "argon_tasks_submitted",
+            "Tasks clients submitted, accepted or not",
+            submitted.clone(),
+        );
+        let accepted = Counter::default();
+        registry.register(
+            "argon_tasks_accepted",
+            "Tasks accepted: started at once or queued",
+            accepted.clone(),
+        );
+        let denied_family = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "argon_tasks_denied",
+            "Tasks not accepted, by reason (invalid: no worker provides the task)",
+            denied_family.clone(),
+        );
+        let denied = DENY_REASONS.map(|reason| {
+            denied_family
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_string(),
+                })
+                .clone()
+        });
+        let completed = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "argon_tasks_completed",
+            "Accepted tasks answered, by task and outcome (ok or failed; failed includes \
+             timeouts, cancels and lost workers)",
+            completed.clone(),
+        );
+        let other = outcomes(&completed, OTHER_TASK);
+        let queue_wait = Histogram::new(exponential_buckets(0.001, 4.0, 10));
+        registry.register(
+            "argon_task_queue_wait_seconds",
+            "Time from a task's acceptance to its first start on a worker",
+            queue_wait.clone(),
+        );
+        let run_time = Histogram::new(exponential_buckets(0.001, 4.0, 10));
+        registry.register(
+            "argon_task_run_seconds",
+            "Time a worker took for a run of a task, successful or not",
+            run_time.clone(),
+        );
+        let depth_family = Family::<PriorityLabel, Gauge>::default();
+        registry.register(
+            "argon_queue_depth",
+            "Tasks waiting in the queue, by priority",
+            depth_family.clone(),
+        );
+        let queue_depth = ["high", "normal", "low"].map(|p| {
+            depth_family
+                .get_or_create(&PriorityLabel {
+                    priority: p.to_string(),
+                })
+                .clone()
+        });
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let queue_limit = gauge(
+            "argon_queue_limit",
+            "Most tasks the queue holds: capacity x queue factor",
+        );
+        let capacity = gauge(
+            "argon_capacity_slots",
+            "Slots of the workers taking tasks (draining workers excluded)",
+        );
+        let slots_busy = gauge(
+            "argon_slots_busy",
+            "Slots running a task, or a run the manager is waiting on",
+        );
+        let workers = gauge("argon_workers", "Workers registered");
+        let clients = gauge("argon_clients", "Client sessions connected");
+        let predicted_wait = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "argon_predicted_wait_seconds",
+            "The retry_after a task denied now would be given",
+            predicted_wait.clone(),
+        );
+        ManagerMetrics {
+            registry,
+            submitted,
+            accepted,
+            denied,
+            completed,
+            by_task: HashMap::new(),
+            other,
+            queue_wait,
+            run_time,
+            queue_depth,
+            queue_limit,
+            capacity,
+            slots_busy,
+            workers,
+            clients,
+            predicted_wait,
+            open_clients: 0,
+        }
+    }
+
+    /// Counts a submit and how it was answered.
+    pub fn submitted(&self, result: &Result<TaskId, Rejection>) {
+        self.submitted.inc();
+        match result {
+            Ok(_) => {
+                self.accepted.inc();
+            }
+            Err(r) => {
+                self.denied[deny_reason_index(r)].inc();
+            }
+        }
+    }
+
+    /// Counts an answered task. `provided` tells whether some registered
+    /// worker provides `task`, which it needs to get a series of its own.
+    pub fn completed(&mut self, task: &str, ok: bool, provided: impl FnOnce(&str) -> bool) {
+        let i = usize::from(!ok);
+        if let Some(c) = self.by_task.get(task) {
+            c[i].inc();
+            return;
+        }
+        if self.by_task.len() < MAX_TASK_LABELS && provided(task) {
+            let c = outcomes(&self.completed, task);
+            c[i].inc();
+            self.by_task.insert(task.to_string(), c);
+            return;
+        }
+        self.other[i].inc();
+    }
+
+    /// Records how long a task waited before its first start.
+    pub fn queue_wait(&self, waited: Duration) {
+        self.queue_wait.observe(waited.as_secs_f64());
+    }
+
+    /// Records how long a run took.
+    pub fn run_time(&self, took: Duration) {
+        self.run_time.observe(took.as_secs_f64());
+    }
+
+    /// Counts a client session opened (`true`) or closed.
+    pub fn client(&mut self, opened: bool) {
+        self.open_clients = if opened {
+            self.open_clients + 1
+        } else {
+            (self.open_clients - 1).max(0)
+        };
+        self.clients.set(self.open_clients);
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Where a rejection counts in [`DENY_REASONS`].
+fn deny_reason_index(r: &Rejection) -> usize {
+    let reason = match r {
+        Rejection::Invalid(_) => "invalid",
+        Rejection::Denied { reason, .. } => {
+            let reason = reason.as_str();
+            if reason == "no capacity" {
+                "no_capacity"
+            } else if reason.starts_with("queue full for newcomers") {
+                "waiting_clients"
+            } else if reason.starts_with("queue full") {
+                "queue_full"
+            } else if reason.contains("shutting down") || reason.contains("shuts down") {
+                "shutting_down"
+            } else {
+                "other"
+            }
+        }
+    };
+    DENY_REASONS
+        .iter()
+        .position(|&r| r == reason)
+        .unwrap_or(DENY_REASONS.len() - 1)
+}
+
+/// Asks the manager for its metrics, encoded as Prometheus text.
+#[derive(Message, Debug)]
+#[rtype(result = "MetricsSnapshot")]
+pub struct GetMetrics;
+
+/// The answer to [`GetMetrics`].
+#[derive(Debug, Clone)]
+pub struct MetricsSnapshot {
+    /// The OpenMetrics text exposition (Prometheus scrapes it).
+    pub text: String,
+    /// Workers registered, for readiness.
+    pub workers: u64,
+}
+
+/// A client session opened; [`crate::messages::ClientGone`] closes it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ClientOpened {
+    /// The session.
+    pub session: SessionId,
+}
+
+impl Handler<ClientOpened> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, _: ClientOpened, _: &mut Self::Context) {
+        self.metrics.client(true);
+    }
+}
+
+impl Handler<GetMetrics> for Manager {
+    type Result = MessageResult<GetMetrics>;
+
+    fn handle(&mut self, _: GetMetrics, _: &mut Self::Context) -> Self::Result {
+        let m = &self.metrics;
+        for (gauge, q) in m.queue_depth.iter().zip(&self.queues) {
+            gauge.set(gauge_value(q.len() as u64));
+        }
+        m.queue_limit.set(gauge_value(self.queue_limit()));
+        m.capacity.set(gauge_value(self.sched.capacity()));
+        m.slots_busy.set(gauge_value(self.runs.len() as u64));
+        m.workers.set(gauge_value(self.sched.len() as u64));
+        m.predicted_wait.set(self.retry_after().as_secs_f64());
+        MessageResult(MetricsSnapshot {
+            text: m.encode(),
+            workers: self.sched.len() as u64,
+        })
+    }
+}
+
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_task_names_share_one_series() {
+        let mut m = ManagerMetrics::new();
+        m.completed("echo", true, |_| true);
+        m.completed("nobody-provides", false, |_| false);
+        for i in 0..MAX_TASK_LABELS + 5 {
+            m.completed(&format!("t{i}"), true, |_| true);
+        }
+        let text = m.encode();
+        assert!(text.contains(r#"argon_tasks_completed_total{task="echo",outcome="ok"} 1"#));
+        assert!(!text.contains("nobody-provides"));
+        assert!(text.contains(r#"argon_tasks_completed_total{task="other",outcome="failed"} 1"#));
+        assert!(text.contains(r#"argon_tasks_completed_total{task="other",outcome="ok"} 6"#));
+        assert!(!text.contains(&format!("t{}\"", MAX_TASK_LABELS)));
+    }
+
+    #[test]
+    fn rejections_count_by_reason() {
+        let m = ManagerMetrics::new();
+        m.submitted(&Ok(1));
+        m.submitted(&Err(Rejection::Invalid("no worker provides task x".into())));
+        m.submitted(&Err(Rejection::Denied {
+            reason: "queue full for newcomers: places go to waiting clients in turn".into(),
+            retry_after: Duration::from_secs(1),
+        }));
+        let text = m.encode();
+        assert!(text.contains("argon_tasks_submitted_total 3"));
+        assert!(text.contains("argon_tasks_accepted_total 1"));
+        assert!(text.contains(r#"argon_tasks_denied_total{reason="invalid"} 1"#));
+        assert!(text.contains(r#"argon_tasks_denied_total{reason="waiting_clients"} 1"#));
+        assert!(text.contains(r#"argon_tasks_denied_total{reason="queue_full"} 0"#));
+    }
+}

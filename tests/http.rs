@@ -1,0 +1,248 @@
+//! End-to-end tests of the manager's HTTP side (`argon manager --http`):
+//! `/metrics` counts what clients did, unknown task names make no series,
+//! `/readyz` follows the workers, and a token guards all but `/healthz`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, parse_listening, Manager, Proc, TempDir, Worker, COMMAND, STARTUP};
+
+/// A manager started with `--http HTTP` and `extra` flags, and the address
+/// of its HTTP side.
+fn start_manager(key: &Path, http: &str, extra: &[&OsStr]) -> (Manager, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
+        .arg(key)
+        .args(["--http", http])
+        .args(extra)
+        .env_remove("ARGON_KEY")
+        .env_remove("ARGON_MGR");
+    let mut proc = Proc::spawn(cmd);
+    let first = proc.next_line(STARTUP);
+    let Some(addr) = first.as_deref().and_then(parse_listening) else {
+        proc.kill();
+        panic!("no listening line: {first:?}\n{}", proc.stderr());
+    };
+    let second = proc.next_line(STARTUP);
+    let http = second
+        .as_deref()
+        .and_then(|l| l.strip_prefix("argon manager http on "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no http line: {second:?}\n{}", proc.stderr()));
+    let mgr = Manager {
+        proc,
+        addr,
+        key: key.to_path_buf(),
+    };
+    (mgr, http)
+}
+
+/// One `GET` over HTTP/1.1: the status code and the body.
+fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the HTTP side");
+    s.set_read_timeout(Some(COMMAND)).unwrap();
+    s.set_write_timeout(Some(COMMAND)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    (code, body.to_string())
+}
+
+/// The samples of a text exposition: `name{labels}` to value.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample line");
+        let value: f64 = value.parse().expect("a numeric value");
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "series {series} appears twice"
+        );
+    }
+    samples
+}
+
+fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no series {series} in {samples:?}"))
+}
+
+#[test]
+fn metrics_count_what_clients_did() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    // A queue of 0: a task that finds the one slot busy is denied.
+    let (mut mgr, http) = start_manager(
+        &key,
+        "127.0.0.1:0",
+        &[OsStr::new("--queue-factor"), OsStr::new("0")],
+    );
+
+    assert_eq!(get(&http, "/healthz", None).0, 200);
+    let (code, body) = get(&http, "/readyz", None);
+    assert_eq!(code, 503, "not ready without a worker: {body}");
+    assert!(body.contains("no worker"), "{body}");
+
+    let _worker = Worker::start(&mgr.addr, &key, 1);
+    mgr.wait_for_workers(1);
+    assert_eq!(get(&http, "/readyz", None).0, 200);
+
+    let out = mgr.submit(["echo", r#"{"a": 1}"#]).run();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = mgr.submit(["sleep", r#""not a number""#]).run();
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let out = mgr.submit(["no-such-task-xyz", "1"]).run();
+    assert_eq!(out.code, Some(1), "{out:?}");
+
+    let long = mgr.submit(["sleep", "2000"]).spawn();
+    mgr.wait_status("the sleep running", |s| s.in_flight == 1);
+    let out = mgr.submit(["echo", "2"]).run();
+    assert_eq!(out.code, Some(75), "denied while the slot is busy: {out:?}");
+    let out = long.finish(COMMAND);
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    let (code, text) = get(&http, "/metrics", None);
+    assert_eq!(code, 200, "{text}");
+    let m = parse_metrics(&text);
+    assert_eq!(sample(&m, "argon_tasks_submitted_total"), 5.0);
+    assert_eq!(sample(&m, "argon_tasks_accepted_total"), 3.0);
+    assert_eq!(
+        sample(&m, r#"argon_tasks_denied_total{reason="invalid"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, r#"argon_tasks_denied_total{reason="queue_full"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, r#"argon_tasks_denied_total{reason="no_capacity"}"#),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"argon_tasks_completed_total{task="echo",outcome="ok"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"argon_tasks_completed_total{task="sleep",outcome="ok"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"argon_tasks_completed_total{task="sleep",outcome="failed"}"#
+        ),
+        1.0
+    );
+    assert!(
+        !text.contains("no-such-task-xyz"),
+        "an unknown task name made a series:\n{text}"
+    );
+    assert_eq!(sample(&m, "argon_task_run_seconds_count"), 3.0);
+    assert_eq!(sample(&m, "argon_task_queue_wait_seconds_count"), 3.0);
+    assert_eq!(sample(&m, r#"argon_queue_depth{priority="normal"}"#), 0.0);
+    assert_eq!(sample(&m, "argon_queue_limit"), 0.0);
+    assert_eq!(sample(&m, "argon_capacity_slots"), 1.0);
+    assert_eq!(sample(&m, "argon_slots_busy"), 0.0);
+    assert_eq!(sample(&m, "argon_workers"), 1.0);
+    assert!(sample(&m, "argon_clients") >= 0.0);
+    assert!(sample(&m, "argon_predicted_wait_seconds") > 0.0);
+    assert!(
+        !text.contains(r#""a""#) && !text.contains("not a number"),
+        "task arguments or results leaked:\n{text}"
+    );
+    mgr.assert_healthy();
+}
+
+#[test]
+fn a_token_guards_all_but_healthz() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let token_file = dir.write("token", "s3cret-token\n");
+    let (mut mgr, http) = start_manager(
+        &key,
+        "127.0.0.1:0",
+        &[OsStr::new("--http-token-file"), token_file.as_os_str()],
+    );
+
+    assert_eq!(get(&http, "/healthz", None).0, 200);
+    assert_eq!(get(&http, "/metrics", None).0, 401);
+    assert_eq!(get(&http, "/readyz", None).0, 401);
+    assert_eq!(get(&http, "/metrics", Some("s3cret-tokeX")).0, 401);
+    assert_eq!(get(&http, "/metrics", Some("s3cret-token-longer")).0, 401);
+    let (code, text) = get(&http, "/metrics", Some("s3cret-token"));
+    assert_eq!(code, 200);
+    assert!(text.contains("argon_tasks_submitted_total 0"), "{text}");
+    assert_eq!(get(&http, "/readyz", Some("s3cret-token")).0, 503);
+    mgr.assert_healthy();
+}
+
+#[test]
+fn an_empty_token_file_is_bad_usage() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let token_file = dir.write("token", " \n");
+    let out = common::argon(["manager", "--port", "0", "--http", "127.0.0.1:0", "--key"])
+        .arg(&key)
+        .arg("--http-token-file")
+        .arg(&token_file)
+        .limit(Duration::from_secs(10))
+        .run();
+    assert_eq!(out.code, Some(2), "{out:?}");
+}
+
+#[test]
+fn beyond_loopback_without_a_token_warns() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let (mgr, _) = start_manager(&key, "0.0.0.0:0", &[]);
+    assert!(
+        mgr.proc
+            .wait_stderr("beyond loopback, without a token", STARTUP),
+        "no warning:\n{}",
+        mgr.proc.stderr()
+    );
+    let token_file = dir.write("token", "t\n");
+    let (guarded, _) = start_manager(
+        &key,
+        "0.0.0.0:0",
+        &[OsStr::new("--http-token-file"), token_file.as_os_str()],
+    );
+    let (plain, _) = start_manager(&key, "127.0.0.1:0", &[]);
+    // The warning comes before the http line, so it would be there by now.
+    for m in [&guarded, &plain] {
+        assert!(
+            !m.proc.stderr().contains("beyond loopback"),
+            "{}",
+            m.proc.stderr()
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! Actor-level test of the `Manager`'s metrics: what `GetMetrics` returns
+//! after submits, denies, runs and client sessions, with a paused clock.
+
+mod support;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use argon::actors::manager::metrics::{ClientOpened, GetMetrics};
+use argon::actors::{Manager, ManagerSettings};
+use argon::messages::*;
+use argon::protocol::Value;
+use support::{within, Stub};
+
+async fn submit(
+    mgr: &Addr<Manager>,
+    session: SessionId,
+    to: &Stub<TaskReply>,
+    request_id: u64,
+    name: &str,
+) -> Result<TaskId, Rejection> {
+    within(
+        "a submit",
+        mgr.send(SubmitTask {
+            session,
+            request_id,
+            spec: TaskSpec::new(name, Value::Nil),
+            reply_to: to.recipient(),
+        }),
+    )
+    .await
+    .expect("manager alive")
+}
+
+async fn report(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, outcome: TaskOutcome) {
+    within(
+        "a run reported",
+        mgr.send(RunFinished {
+            worker,
+            run,
+            outcome,
+        }),
+    )
+    .await
+    .expect("manager alive");
+}
+
+fn has(text: &str, line: &str) {
+    assert!(
+        text.lines().any(|l| l == line),
+        "no line {line:?} in:\n{text}"
+    );
+}
+
+#[actix::test]
+async fn metrics_follow_the_managers_work() {
+    tokio::time::pause();
+    let mgr = Manager::new(ManagerSettings {
+        queue_factor: 1,
+        ..ManagerSettings::default()
+    })
+    .start();
+    let empty = within("metrics", mgr.send(GetMetrics)).await.unwrap();
+    assert_eq!(empty.workers, 0);
+    has(&empty.text, "argon_workers 0");
+
+    let link = Stub::<WorkerOrder>::start();
+    let worker = within(
+        "registration",
+        mgr.send(RegisterWorker {
+            address: "stub".into(),
+            capacity: 1,
+            tasks: vec!["echo".into()],
+            eval: false,
+            running: vec![],
+            link: link.recipient(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let to = Stub::<TaskReply>::start();
+    mgr.do_send(ClientOpened { session: 1 });
+    mgr.do_send(ClientOpened { session: 2 });
+    mgr.do_send(ClientGone { session: 2 });
+
+    let first = submit(&mgr, 1, &to, 1, "echo").await.unwrap();
+    let second = submit(&mgr, 1, &to, 2, "echo").await.unwrap();
+    assert!(submit(&mgr, 1, &to, 3, "echo").await.is_err(), "queue full");
+    assert!(matches!(
+        submit(&mgr, 1, &to, 4, "made-up-name").await,
+        Err(Rejection::Invalid(_))
+    ));
+    let queued = within("metrics", mgr.send(GetMetrics)).await.unwrap();
+    has(&queued.text, r#"argon_queue_depth{priority="normal"} 1"#);
+    has(&queued.text, "argon_slots_busy 1");
+
+    tokio::time::advance(Duration::from_millis(250)).await;
+    report(&mgr, worker, first, TaskOutcome::Done(Value::Nil)).await;
+    tokio::time::advance(Duration::from_millis(250)).await;
+    report(&mgr, worker, second, TaskOutcome::Failed("no".into())).await;
+
+    let m = within("metrics", mgr.send(GetMetrics)).await.unwrap();
+    let t = &m.text;
+    assert_eq!(m.workers, 1);
+    has(t, "argon_tasks_submitted_total 4");
+    has(t, "argon_tasks_accepted_total 2");
+    has(t, r#"argon_tasks_denied_total{reason="queue_full"} 1"#);
+    has(t, r#"argon_tasks_denied_total{reason="invalid"} 1"#);
+    has(
+        t,
+        r#"argon_tasks_completed_total{task="echo",outcome="ok"} 1"#,
+    );
+    has(
+        t,
+        r#"argon_tasks_completed_total{task="echo",outcome="failed"} 1"#,
+    );
+    assert!(!t.contains("made-up-name"), "{t}");
+    has(t, "argon_task_run_seconds_count 2");
+    has(t, "argon_task_run_seconds_sum 0.5");
+    // The second task waited in the queue while the first ran.
+    has(t, "argon_task_queue_wait_seconds_count 2");
+    has(t, "argon_task_queue_wait_seconds_sum 0.25");
+    has(t, r#"argon_queue_depth{priority="normal"} 0"#);
+    has(t, "argon_queue_limit 1");
+    has(t, "argon_capacity_slots 1");
+    has(t, "argon_slots_busy 0");
+    has(t, "argon_workers 1");
+    has(t, "argon_clients 1");
+    assert!(t
+        .lines()
+        .any(|l| l.starts_with("argon_predicted_wait_seconds 0.")));
+}
