@@ -338,12 +338,9 @@ impl<P: Peer> Actor for Connection<P> {
         }
         if let Some(token) = self.close_token.take() {
             // Through the mailbox, behind what is already there.
-            ctx.spawn(
-                fut::wrap_future(token.cancelled_owned())
-                    .map(|_, _: &mut Self, ctx: &mut Context<Self>| {
-                        ctx.address().do_send(CloseConnection)
-                    }),
-            );
+            ctx.spawn(fut::wrap_future(token.cancelled_owned()).map(
+                |_, _: &mut Self, ctx: &mut Context<Self>| ctx.address().do_send(CloseConnection),
+            ));
         }
         P::started(self, ctx);
     }
