@@ -63,10 +63,11 @@ pub enum TaskOutcome {
 /// Why the manager did not accept a task.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
-    /// No room: queue full or no capacity. Try again after `retry_after`.
+    /// No room: queue full, no capacity, or the manager is shutting down.
+    /// Try again after `retry_after`.
     #[error("denied: {reason} (retry after {retry_after:?})")]
     Denied {
-        /// "queue full" or "no capacity".
+        /// "queue full", "no capacity" or "manager shutting down".
         reason: String,
         /// Estimate of when room is likely.
         retry_after: Duration,
