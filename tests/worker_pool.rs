@@ -334,7 +334,7 @@ async fn panicking_task_is_an_error_and_the_slot_lives_on() {
     let status = within("a status report", mgr.manager.send(GetStatus))
         .await
         .expect("manager alive");
-    assert_eq!((status.workers, status.completed), (1, 3));
+    assert_eq!((status.workers, status.completed, status.failed), (1, 2, 1));
 }
 
 /// A task that outlives its timeout yields a "timed out" error, and the same
@@ -368,8 +368,13 @@ async fn timed_out_task_is_an_error_and_the_slot_lives_on() {
         .await
         .expect("manager alive");
     assert_eq!(
-        (status.workers, status.completed, status.in_flight),
-        (1, 2, 0)
+        (
+            status.workers,
+            status.completed,
+            status.failed,
+            status.in_flight
+        ),
+        (1, 1, 1, 0)
     );
 }
 
