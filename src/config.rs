@@ -16,6 +16,7 @@
 //! queue_factor = 3                 # queue bound = capacity × this
 //! max_connections = 960            # default: descriptor limit minus 64
 //! max_handshakes = 256             # handshakes in progress at once
+//! drain_timeout = "30s"            # on SIGTERM, running tasks may finish within this
 //!
 //! [worker]
 //! mgr = "127.0.0.1:8000"           # manager address
@@ -96,6 +97,9 @@ pub struct ManagerSection {
     /// File holding the bearer token the HTTP side requires (but on
     /// `/healthz`). Default: none.
     pub http_token_file: Option<std::path::PathBuf>,
+    /// On SIGINT/SIGTERM, how long running tasks may take to finish before
+    /// they are cancelled and answered as such. Default 30 s.
+    pub drain_timeout: Option<Dur>,
 }
 
 /// `[worker]`.

@@ -63,10 +63,11 @@ pub enum TaskOutcome {
 /// Why the manager did not accept a task.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
-    /// No room: queue full or no capacity. Try again after `retry_after`.
+    /// No room: queue full, no capacity, or the manager is shutting down.
+    /// Try again after `retry_after`.
     #[error("denied: {reason} (retry after {retry_after:?})")]
     Denied {
-        /// "queue full" or "no capacity".
+        /// "queue full", "no capacity" or "manager shutting down".
         reason: String,
         /// Estimate of when room is likely.
         retry_after: Duration,
@@ -184,6 +185,36 @@ pub struct GetStatusWithin {
 #[derive(Message)]
 #[rtype(result = "Vec<(WorkerId, Vec<SlotIndex>)>")]
 pub struct GetCredits;
+
+/// Runtime → Manager: stop taking tasks and drain. New submits are denied
+/// ("manager shutting down"); queued tasks, which have not started, are
+/// answered at once; running tasks may finish until `deadline`, and those
+/// still running then are answered as cancelled and cancelled on their
+/// workers. Replies once every task is answered and the cancelled runs are
+/// reported stopped, or the manager's `timeout_grace` after the deadline has
+/// passed. A second `Shutdown` waits for the same drain; the first one's
+/// deadline counts.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "ShutdownReport")]
+pub struct Shutdown {
+    /// How long running tasks may take to finish.
+    pub deadline: Duration,
+}
+
+/// What a manager's drain did (see [`Shutdown`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Tasks running when the drain began; each was answered during it.
+    pub running: usize,
+    /// Queued tasks answered at once, as not started.
+    pub not_started: usize,
+    /// Of the running tasks, those still running at the deadline: answered
+    /// as cancelled, and cancelled on their workers.
+    pub cancelled: usize,
+    /// Of those, runs whose workers had not reported them stopped when the
+    /// manager stopped waiting (a blocking task cannot be stopped).
+    pub unconfirmed: usize,
+}
 
 // ---- from the Manager ----
 

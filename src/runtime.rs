@@ -1,6 +1,14 @@
 //! Starting the pieces inside an actix system: the manager's listener and
 //! accept loop, a worker pool, an embedded cluster of both, and the shutdown
-//! signal. The CLI and the tests both start Argon through these functions.
+//! signals. The CLI and the tests both start Argon through these functions.
+//!
+//! A manager stops in two steps ([`ManagerHandle::shutdown`]): it drains
+//! (the [`Shutdown`] message: new tasks denied, every task answered), then
+//! stops accepting and closes every connection once what is queued for it
+//! is sent, waiting at most [`CLOSE_LIMIT`]. It keeps accepting while it
+//! drains, so a client that connects then learns why its task is denied
+//! ("manager shutting down", a deny it backs off from) instead of being
+//! refused, and `status` and `ping` still work.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::actors::{
     ClientSession, Manager, ManagerSettings, WorkerLink, WorkerPool, WorkerSettings,
@@ -17,12 +26,16 @@ use crate::actors::{
 use crate::admission::{self, AcceptBackoff, ConnectionLimits, Gate, Throttle};
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
-use crate::messages::{Drain, GetStatus};
+use crate::messages::{Drain, GetStatus, Shutdown, ShutdownReport};
 use crate::protocol::crypto::generate_key_text;
 use crate::protocol::handshake::{self, HandshakeSettings, Refusal};
 use crate::protocol::{MasterKey, Role, WireError};
 use crate::task::eval::EvalLimits;
 use crate::task::TaskRegistry;
+
+/// Longest wait, once a manager has drained, for its connections to send
+/// what is queued for them and close.
+pub const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// A running manager.
 #[derive(Clone)]
@@ -31,6 +44,50 @@ pub struct ManagerHandle {
     pub addr: SocketAddr,
     /// The manager actor.
     pub manager: Addr<Manager>,
+    /// Cancelled to stop the accept loop and close every connection.
+    closing: CancellationToken,
+    gate: Arc<Gate>,
+}
+
+impl ManagerHandle {
+    /// Drains the manager (see [`Shutdown`]): new tasks are denied, running
+    /// ones may finish within `deadline`. Resolves once every task is
+    /// answered; connections stay open.
+    pub async fn drain(&self, deadline: Duration) -> ShutdownReport {
+        self.manager
+            .send(Shutdown { deadline })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Stops accepting, closes every connection once what is queued for it
+    /// is sent, and waits until they are gone, at most `limit`. Returns how
+    /// many were still open then.
+    pub async fn close(&self, limit: Duration) -> usize {
+        self.closing.cancel();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let open = self.gate.connections();
+            if open == 0 || tokio::time::Instant::now() >= deadline {
+                if open > 0 {
+                    log::warn!(
+                        "{open} connection(s) still sending after {}; closing them",
+                        humantime::format_duration(limit)
+                    );
+                }
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// [`ManagerHandle::drain`], then [`ManagerHandle::close`] within
+    /// [`CLOSE_LIMIT`].
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let report = self.drain(deadline).await;
+        self.close(CLOSE_LIMIT).await;
+        report
+    }
 }
 
 /// Binds `bind` (`host:port`), starts the manager actor and its accept loop
@@ -69,13 +126,21 @@ pub async fn start_manager_with(
         }
     }
     let manager = Manager::new(settings).start();
+    let closing = CancellationToken::new();
+    let gate = Arc::new(Gate::new(limits));
     actix_rt::spawn(accept_loop(
         listener,
         manager.clone(),
         Arc::new(hs),
-        Gate::new(limits),
+        gate.clone(),
+        closing.clone(),
     ));
-    Ok(ManagerHandle { addr, manager })
+    Ok(ManagerHandle {
+        addr,
+        manager,
+        closing,
+        gate,
+    })
 }
 
 /// Whether an accept error concerns only the connection being accepted
@@ -93,7 +158,8 @@ async fn accept_loop(
     listener: TcpListener,
     manager: Addr<Manager>,
     hs: Arc<HandshakeSettings>,
-    gate: Gate,
+    gate: Arc<Gate>,
+    closing: CancellationToken,
 ) {
     let mut backoff = AcceptBackoff::default();
     let mut failure_log = Throttle::new(Duration::from_secs(1));
@@ -102,7 +168,11 @@ async fn accept_loop(
         Throttle::new(Duration::from_secs(1)),
     ];
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = closing.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => {
                 backoff.succeeded();
                 x
@@ -147,6 +217,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let manager = manager.clone();
         let hs = hs.clone();
+        let closing = closing.clone();
         actix_rt::spawn(async move {
             let result = handshake::accept_within(stream, &hs, admitted.timeout).await;
             drop(admitted.handshake);
@@ -155,10 +226,14 @@ async fn accept_loop(
                     est.permit = Some(Box::new(admitted.connection));
                     match est.peer_role {
                         Role::Worker => {
-                            WorkerLink::start(est, manager);
+                            WorkerLink::connection(est, manager)
+                                .close_on(closing)
+                                .start();
                         }
                         _ => {
-                            ClientSession::start(est, manager);
+                            ClientSession::connection(est, manager)
+                                .close_on(closing)
+                                .start();
                         }
                     }
                 }
@@ -212,24 +287,73 @@ pub async fn drain_worker(pool: &Addr<WorkerPool>, deadline: Duration) {
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
+    Signals::new().next().await
+}
+
+/// SIGINT and SIGTERM, caught from creation on: each [`Signals::next`]
+/// resolves on the next one, so a second signal is seen however soon it
+/// follows the first. Create it inside a Tokio runtime.
+pub struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Starts catching both signals (where a handler cannot be installed,
+    /// [`Signals::next`] falls back to Ctrl-C alone).
+    pub fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next SIGINT or SIGTERM.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            let Signals { term, int } = self;
+            let term = async {
+                match term {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match int {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = int => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals::new()
     }
 }
 
@@ -343,11 +467,16 @@ impl Cluster {
         }
     }
 
-    /// Drains every worker (bounded by `deadline` each).
-    pub async fn shutdown(&self, deadline: Duration) {
-        for w in &self.workers {
-            drain_worker(w, deadline).await;
-        }
+    /// Stops the cluster the way `argon manager` stops: the manager drains
+    /// (running tasks may finish within `deadline`), then the workers, idle
+    /// by then, drain and leave (bounded by `deadline` too), then the
+    /// manager closes its connections (see [`ManagerHandle::shutdown`]).
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let report = self.manager.drain(deadline).await;
+        futures_util::future::join_all(self.workers.iter().map(|w| drain_worker(w, deadline)))
+            .await;
+        self.manager.close(CLOSE_LIMIT).await;
+        report
     }
 }
 

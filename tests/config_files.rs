@@ -13,12 +13,14 @@ fn load(name: &str) -> Config {
     Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-/// The manager example sets the listener, the queue factor and the key.
+/// The manager example sets the listener, the queue factor, the drain
+/// timeout and the key.
 #[test]
 fn manager_example_loads() {
     let c = load("manager.toml");
     assert_eq!(c.manager.port, Some(8000));
     assert_eq!(c.manager.queue_factor, Some(3));
+    assert_eq!(c.manager.drain_timeout, Some(Dur(Duration::from_secs(30))));
     assert_eq!(
         c.security.key_file.as_deref(),
         Some(Path::new("/etc/argon/key"))

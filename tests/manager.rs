@@ -1198,3 +1198,149 @@ async fn failures_are_counted_apart_and_left_out_of_the_average() {
         "average over the success only: {st:?}"
     );
 }
+
+/// Shutdown: a queued task is answered at once as not started, new tasks
+/// are denied "manager shutting down", nothing more is started, and the
+/// running task finishes with its result; the report then comes.
+#[actix::test]
+async fn shutdown_answers_the_queue_lets_running_tasks_finish_and_denies_new_ones() {
+    let mgr = paused_manager(3);
+    let mut s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let running = accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
+    accept(&mgr, 1, &s, 2, spec("t", Priority::Low)).await;
+    assert_eq!(assigned(&mut link).await, vec![running]);
+
+    let report = actix_rt::spawn(mgr.send(Shutdown {
+        deadline: Duration::from_secs(30),
+    }));
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].0, failure(&got[0].1)),
+        (2, "manager shutting down: task not started")
+    );
+    match submit(&mgr, 2, &s, 3, spec("t", Priority::High)).await {
+        Err(Rejection::Denied {
+            reason,
+            retry_after,
+        }) => {
+            assert_eq!(reason, "manager shutting down");
+            assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}");
+        }
+        other => panic!("expected a deny, got {other:?}"),
+    }
+    let st = status(&mgr).await;
+    assert_eq!((st.queued, st.in_flight), (0, 1), "{st:?}");
+    assert!(
+        !report.is_finished(),
+        "the drain waits for the running task"
+    );
+
+    finish(&mgr, w, running).await;
+    assert_eq!(
+        replies(&mut s).await,
+        vec![(1, TaskOutcome::Done(Value::from(running)))]
+    );
+    assert!(link.drain().await.is_empty(), "nothing started after");
+    let report = within("the drain report", report).await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        ShutdownReport {
+            running: 1,
+            not_started: 1,
+            cancelled: 0,
+            unconfirmed: 0,
+        }
+    );
+    // Asked again, it answers at once with the same report.
+    let again = within(
+        "a second shutdown",
+        mgr.send(Shutdown {
+            deadline: Duration::ZERO,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, report);
+}
+
+/// At the drain deadline a task still running is answered as cancelled and
+/// its run cancelled on the worker; the drain ends once the worker reports
+/// the run stopped, or after the grace if it never does. A task whose
+/// worker is lost during the drain is answered, not requeued.
+#[actix::test]
+async fn at_the_drain_deadline_running_tasks_are_cancelled_and_answered() {
+    let mgr = paused_manager(3);
+    let mut s = Session::start();
+    let (w1, mut link1) = register(&mgr, 1, &["t"]).await;
+    let (w2, mut link2) = register(&mgr, 1, &["t"]).await;
+    let (w3, mut link3) = register(&mgr, 1, &["t"]).await;
+    let retried = TaskSpec {
+        attempts: 3,
+        ..spec("t", Priority::Normal)
+    };
+    let mut runs = BTreeMap::new();
+    for request_id in 1..=3 {
+        let id = accept(&mgr, 1, &s, request_id, retried.clone()).await;
+        runs.insert(id, request_id);
+    }
+    let mut on = HashMap::new();
+    for (w, link) in [(w1, &mut link1), (w2, &mut link2), (w3, &mut link3)] {
+        for run in assigned(link).await {
+            on.insert(w, run);
+        }
+    }
+    assert_eq!(on.len(), 3, "one task per worker: {on:?}");
+
+    let report = actix_rt::spawn(mgr.send(Shutdown {
+        deadline: Duration::from_secs(1),
+    }));
+    within("WorkerLost", mgr.send(WorkerLost { worker: w3 }))
+        .await
+        .unwrap();
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, runs[&on[&w3]]);
+    assert!(
+        failure(&got[0].1).contains("not requeued: manager shutting down"),
+        "{got:?}"
+    );
+
+    tokio::time::advance(Duration::from_millis(900)).await;
+    assert!(
+        replies(&mut s).await.is_empty(),
+        "answered before the deadline"
+    );
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (_, outcome) in &got {
+        assert_eq!(
+            failure(outcome),
+            "manager shutting down: task cancelled at the drain deadline (1s)"
+        );
+    }
+    assert_eq!(cancels(&link1.drain().await), vec![(on[&w1], 0)]);
+    assert_eq!(cancels(&link2.drain().await), vec![(on[&w2], 0)]);
+    assert!(!report.is_finished(), "waits for the cancelled runs");
+
+    // One worker reports its run stopped; the other never does.
+    report_run(&mgr, w1, on[&w1]).await;
+    assert!(replies(&mut s).await.is_empty(), "no second reply");
+    tokio::time::advance(Duration::from_millis(2_100)).await;
+    let report = within("the drain report", report).await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        ShutdownReport {
+            running: 3,
+            not_started: 0,
+            cancelled: 2,
+            unconfirmed: 1,
+        }
+    );
+}
+
+async fn report_run(mgr: &Addr<Manager>, worker: WorkerId, run: RunId) {
+    report(mgr, worker, run, TaskOutcome::Failed("cancelled".into())).await;
+}

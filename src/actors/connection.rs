@@ -22,6 +22,10 @@
 //! escaped and rate-limited per kind ([`crate::logsafe`]): any peer can
 //! cause them. Heartbeats follow
 //! [`Liveness`] and never reach the role.
+//!
+//! A connection given a token ([`Connection::close_on`]) closes when the
+//! token is cancelled, after the messages already in its mailbox and the
+//! bytes they queue: the manager's shutdown closes every connection so.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,6 +37,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
@@ -95,6 +100,8 @@ pub struct Connection<P: Peer> {
     liveness: Liveness,
     /// Set once this side decided to close: what is queued is still sent.
     closing: bool,
+    /// Cancelled when the connection is to close (see the module docs).
+    close_token: Option<CancellationToken>,
     /// The manager's count of this connection: released with the actor.
     _permit: Option<crate::protocol::handshake::Guard>,
 }
@@ -120,8 +127,16 @@ impl<P: Peer> Connection<P> {
             failure: None,
             liveness: Liveness::new(rest.heartbeat),
             closing: false,
+            close_token: None,
             _permit: rest.permit,
         }
+    }
+
+    /// Closes the connection once `token` is cancelled (at once if it
+    /// already is): see the module docs.
+    pub fn close_on(mut self, token: CancellationToken) -> Connection<P> {
+        self.close_token = Some(token);
+        self
     }
 
     /// Address of the peer.
@@ -320,6 +335,12 @@ impl<P: Peer> Actor for Connection<P> {
         let every = self.liveness.interval();
         if !every.is_zero() {
             ctx.run_interval(every, |act, ctx| act.tick(ctx));
+        }
+        if let Some(token) = self.close_token.take() {
+            // Through the mailbox, behind what is already there.
+            ctx.spawn(fut::wrap_future(token.cancelled_owned()).map(
+                |_, _: &mut Self, ctx: &mut Context<Self>| ctx.address().do_send(CloseConnection),
+            ));
         }
         P::started(self, ctx);
     }

@@ -25,6 +25,10 @@ pub struct ClusterArgs {
     /// Queue bound = total capacity × this.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub queue_factor: u32,
+    /// On SIGINT/SIGTERM, how long running tasks may take to finish before
+    /// they are cancelled.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
 }
 
 /// Starts an embedded cluster on 127.0.0.1; a failure is exit 1 with one line.
@@ -44,8 +48,10 @@ pub async fn start_cluster(
         })
 }
 
-/// `argon cluster`: prints where the manager listens and its key file.
+/// `argon cluster`: prints where the manager listens and its key file;
+/// stops as `argon manager` does ([`super::server::until_stopped`]).
 pub async fn cluster(a: ClusterArgs) -> Result<(), Failure> {
+    let mut signals = runtime::Signals::new();
     let settings = ManagerSettings {
         queue_factor: a.queue_factor,
         ..ManagerSettings::default()
@@ -62,8 +68,6 @@ pub async fn cluster(a: ClusterArgs) -> Result<(), Failure> {
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    runtime::shutdown_signal().await;
-    log::info!("shutting down the cluster");
-    c.shutdown(Duration::from_secs(5)).await;
-    Ok(())
+    signals.next().await;
+    super::server::until_stopped(c.shutdown(a.drain_timeout), &mut signals).await
 }

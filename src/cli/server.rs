@@ -1,8 +1,9 @@
 //! The server commands: `keygen` writes the shared key, `manager` runs the
-//! manager until a signal, and `worker` runs the library's worker process
-//! with the built-in tasks.
+//! manager until a signal (then drains it; a second signal stops at once),
+//! and `worker` runs the library's worker process with the built-in tasks.
 
 use std::path::Path;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -40,7 +41,14 @@ pub struct ManagerArgs {
     /// File with the bearer token the HTTP side requires (except /healthz).
     #[arg(long, value_name = "FILE")]
     pub http_token_file: Option<std::path::PathBuf>,
+    /// On SIGINT/SIGTERM, how long running tasks may take to finish before
+    /// they are cancelled [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Option<Duration>,
 }
+
+/// How long a stopping manager lets running tasks finish, by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `argon keygen`: writes a new random key file; never overwrites. A path
 /// that cannot take a new file (it exists, its folder is missing or not
@@ -59,7 +67,8 @@ pub fn keygen(path: &Path) -> Result<(), Failure> {
         })
 }
 
-/// `argon manager`: listens until SIGINT or SIGTERM.
+/// `argon manager`: listens until SIGINT or SIGTERM, then drains (see
+/// [`until_stopped`]).
 pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     let hs = handshake_settings(&a.key, config)?;
     let http = a.http.clone().or_else(|| config.manager.http.clone());
@@ -99,11 +108,18 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .max_handshakes
             .unwrap_or(defaults.max_handshakes),
     };
+    let drain = a
+        .drain_timeout
+        .or(config.manager.drain_timeout.map(|d| d.0))
+        .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
     let bind = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     };
+    // Caught from before the startup line on, so that no signal after it
+    // finds the default action (exit at once) in place.
+    let mut signals = runtime::Signals::new();
     let handle = runtime::start_manager_with(&bind, settings, hs, limits)
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot listen on {bind}: {e}")))?;
@@ -115,9 +131,26 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    runtime::shutdown_signal().await;
-    log::info!("manager shutting down");
-    Ok(())
+    signals.next().await;
+    until_stopped(handle.shutdown(drain), &mut signals).await
+}
+
+/// Runs a graceful stop (`stop`) unless another signal comes first: then
+/// stops at once, leaving tasks unanswered, with exit code 1.
+pub async fn until_stopped<F: std::future::Future>(
+    stop: F,
+    signals: &mut runtime::Signals,
+) -> Result<(), Failure> {
+    tokio::select! {
+        _ = stop => Ok(()),
+        _ = signals.next() => {
+            log::warn!("second signal: stopping at once, without answering the tasks left");
+            Err(Failure::new(
+                EXIT_FAILED,
+                "stopped at once by a second signal; tasks still running were not answered",
+            ))
+        }
+    }
 }
 
 /// The bearer token in `path`, without surrounding whitespace; an empty or

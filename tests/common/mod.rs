@@ -445,6 +445,8 @@ pub struct ManagerOpts {
     pub port: Option<u16>,
     /// `--max-connections N`.
     pub max_connections: Option<u64>,
+    /// `--drain-timeout DUR` (e.g. `"200ms"`).
+    pub drain_timeout: Option<&'static str>,
     /// The soft `RLIMIT_NOFILE` the manager runs under (its hard limit
     /// stays).
     pub descriptor_limit: Option<u64>,
@@ -499,6 +501,9 @@ impl Manager {
         }
         if let Some(n) = opts.max_connections {
             cmd.arg("--max-connections").arg(n.to_string());
+        }
+        if let Some(d) = opts.drain_timeout {
+            cmd.arg("--drain-timeout").arg(d);
         }
         if let Some(soft) = opts.descriptor_limit {
             use std::os::unix::process::CommandExt;

@@ -51,6 +51,11 @@ fn assign_overhead() -> usize {
 impl ClientSession {
     /// Starts the connection actor for an established client.
     pub fn start(est: Established, manager: Addr<Manager>) -> Addr<Connection<ClientSession>> {
+        Self::connection(est, manager).start()
+    }
+
+    /// The connection actor for an established client, not yet started.
+    pub fn connection(est: Established, manager: Addr<Manager>) -> Connection<ClientSession> {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
         log::debug!("[client {}] session {id} opened", est.peer_addr);
         let max_assign = codec::max_plaintext(est.writer.max_frame());
@@ -63,7 +68,6 @@ impl ClientSession {
                 max_assign,
             },
         )
-        .start()
     }
 
     /// Why a submit cannot be forwarded to a worker, if it cannot.

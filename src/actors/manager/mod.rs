@@ -14,6 +14,12 @@
 //! answered early (timeout, cancel, client gone): the worker is told to
 //! cancel it, and its slot is a credit again only once the worker reports
 //! the run finished.
+//!
+//! Shutdown ([`Shutdown`]): new tasks are denied, queued ones answered as
+//! not started, running ones may finish until a deadline, and those still
+//! running then are answered as cancelled and cancelled on their workers.
+//! Without persistence nothing survives the manager; [`Manager::shed_queue`]
+//! is where tasks that could be kept for the next start are let go.
 
 pub mod client_session;
 pub mod metrics;
@@ -25,11 +31,12 @@ pub use client_session::ClientSession;
 pub use worker_link::WorkerLink;
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::logsafe::{RateLimit, WARN_WINDOW};
@@ -127,6 +134,23 @@ struct Run {
     task: Option<Pending>,
 }
 
+/// A shutdown in progress, or done (see [`Shutdown`]).
+struct Draining {
+    began: Instant,
+    deadline: Instant,
+    limit: Duration,
+    /// Whether the deadline has passed and the tasks still running then
+    /// were cancelled.
+    past_deadline: bool,
+    /// Runs cancelled at the deadline that their workers have not reported
+    /// finished yet.
+    cancelled: HashSet<RunId>,
+    report: ShutdownReport,
+    /// The final report, once the drain is over.
+    done: bool,
+    waiters: Vec<oneshot::Sender<ShutdownReport>>,
+}
+
 /// The manager actor. See the module docs.
 pub struct Manager {
     settings: ManagerSettings,
@@ -142,10 +166,17 @@ pub struct Manager {
     /// Clients denied for a full queue, in the order they get places.
     turns: Turns,
     metrics: ManagerMetrics,
+    shutdown: Option<Draining>,
 }
 
 /// Error text of a task cancelled at its client's request.
 pub const CANCELLED: &str = "cancelled by the client";
+
+/// Reason of the deny a submit gets while the manager shuts down.
+pub const SHUTTING_DOWN: &str = "manager shutting down";
+
+/// Error text of a queued task answered when the manager shuts down.
+pub const NOT_STARTED: &str = "manager shutting down: task not started";
 
 impl Manager {
     /// A manager with no workers.
@@ -163,6 +194,7 @@ impl Manager {
             denied: 0,
             turns: Turns::default(),
             metrics: ManagerMetrics::new(),
+            shutdown: None,
         }
     }
 
@@ -314,6 +346,7 @@ impl Manager {
         );
         self.reply(task, TaskOutcome::Failed(msg));
         self.cancel_run(run);
+        self.check_drained();
     }
 
     /// Moves queue heads that waited too long one level up.
@@ -338,7 +371,7 @@ impl Manager {
 
     /// Starts queued tasks while there are free slots that fit them.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        if self.sched.idle_slots() == 0 || self.queued() == 0 {
+        if self.sched.idle_slots() == 0 || self.queued() == 0 || self.shutdown.is_some() {
             return;
         }
         self.promote_aged(Instant::now());
@@ -403,6 +436,140 @@ impl Manager {
         let task = self.runs.get_mut(&run)?.task.take();
         self.cancel_run(run);
         task
+    }
+}
+
+/// Shutdown: see [`Shutdown`].
+impl Manager {
+    /// Answers every queued task as not started and empties the queue;
+    /// returns how many there were. Without persistence a task that has not
+    /// started cannot outlive the manager; with it, this is where queued
+    /// tasks would be kept for the next start instead.
+    fn shed_queue(&mut self) -> usize {
+        let shed: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        let n = shed.len();
+        for t in shed {
+            self.reply(t, TaskOutcome::Failed(NOT_STARTED.to_string()));
+        }
+        n
+    }
+
+    fn begin_shutdown(&mut self, limit: Duration, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let not_started = self.shed_queue();
+        let running = self.runs.values().filter(|r| r.task.is_some()).count();
+        log::info!(
+            "shutting down: new tasks are denied; {running} running task(s) may finish within {}, \
+             {not_started} queued task(s) answered as not started",
+            humantime::format_duration(limit)
+        );
+        self.shutdown = Some(Draining {
+            began: now,
+            deadline: now + limit,
+            limit,
+            past_deadline: false,
+            cancelled: HashSet::new(),
+            report: ShutdownReport {
+                running,
+                not_started,
+                ..ShutdownReport::default()
+            },
+            done: false,
+            waiters: Vec::new(),
+        });
+        ctx.run_later(limit, |act, ctx| act.drain_deadline(ctx));
+        self.check_drained();
+    }
+
+    /// The drain's deadline: answers the tasks still running as cancelled,
+    /// cancels their runs, and waits at most `timeout_grace` for the workers
+    /// to report them stopped.
+    fn drain_deadline(&mut self, ctx: &mut Context<Self>) {
+        let Some(d) = self.shutdown.as_ref().filter(|d| !d.done) else {
+            return;
+        };
+        let msg = format!(
+            "manager shutting down: task cancelled at the drain deadline ({})",
+            humantime::format_duration(d.limit)
+        );
+        let late: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.task.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for run in &late {
+            if let Some(task) = self.runs.get_mut(run).and_then(|r| r.task.take()) {
+                self.reply(task, TaskOutcome::Failed(msg.clone()));
+            }
+            self.cancel_run(*run);
+        }
+        if let Some(d) = self.shutdown.as_mut() {
+            d.past_deadline = true;
+            d.report.cancelled = late.len();
+            d.cancelled.extend(late);
+        }
+        ctx.run_later(self.settings.timeout_grace, |act, _| act.finish_drain());
+        self.check_drained();
+    }
+
+    /// Ends the drain once nothing is left to wait for: before the deadline,
+    /// no task running; after it, no cancelled run unreported.
+    fn check_drained(&mut self) {
+        let runs = &self.runs;
+        let Some(d) = self.shutdown.as_mut().filter(|d| !d.done) else {
+            return;
+        };
+        d.cancelled.retain(|r| runs.contains_key(r));
+        let waiting = if d.past_deadline {
+            !d.cancelled.is_empty()
+        } else {
+            runs.values().any(|r| r.task.is_some())
+        };
+        if !waiting {
+            self.finish_drain();
+        }
+    }
+
+    fn finish_drain(&mut self) {
+        let runs = &self.runs;
+        let Some(d) = self.shutdown.as_mut().filter(|d| !d.done) else {
+            return;
+        };
+        d.cancelled.retain(|r| runs.contains_key(r));
+        d.done = true;
+        d.report.unconfirmed = d.cancelled.len();
+        let r = d.report;
+        let took = Duration::from_millis(d.began.elapsed().as_millis() as u64);
+        let unconfirmed = match r.unconfirmed {
+            0 => String::new(),
+            n => format!(", {n} of them not reported stopped by their workers"),
+        };
+        log::info!(
+            "drained in {}: {} running task(s) answered, {} cancelled at the deadline{unconfirmed}; \
+             {} queued task(s) answered as not started",
+            humantime::format_duration(took),
+            r.running,
+            r.cancelled,
+            r.not_started
+        );
+        for w in d.waiters.drain(..) {
+            let _ = w.send(r);
+        }
+    }
+
+    /// The deny a submit gets while the manager shuts down: try again once
+    /// the drain is over (and a manager may be back), 1 s to 60 s.
+    fn deny_shutting_down(&mut self) -> Option<Rejection> {
+        let d = self.shutdown.as_ref()?;
+        let left = d.deadline.saturating_duration_since(Instant::now());
+        let retry_after = (left + self.settings.timeout_grace)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        self.denied += 1;
+        Some(Rejection::Denied {
+            reason: SHUTTING_DOWN.to_string(),
+            retry_after,
+        })
     }
 }
 
@@ -524,6 +691,9 @@ impl Manager {
         mut msg: SubmitTask,
         ctx: &mut Context<Self>,
     ) -> Result<TaskId, Rejection> {
+        if let Some(deny) = self.deny_shutting_down() {
+            return Err(deny);
+        }
         if self.sched.capacity() == 0 {
             return Err(self.deny("no capacity"));
         }
@@ -593,6 +763,7 @@ impl Handler<CancelTask> for Manager {
                 msg.request_id
             ),
         }
+        self.check_drained();
     }
 }
 
@@ -626,6 +797,7 @@ impl Handler<ClientGone> for Manager {
                 running.len()
             );
         }
+        self.check_drained();
     }
 }
 
@@ -737,11 +909,13 @@ impl Handler<RunFinished> for Manager {
                 // the worker's next assign leaves first (see PERFORMANCE.md).
                 self.dispatch(ctx);
                 self.reply(task, msg.outcome);
-                return;
             }
-            None => self.sched.release(msg.worker, run.slot, None),
+            None => {
+                self.sched.release(msg.worker, run.slot, None);
+                self.dispatch(ctx);
+            }
         }
-        self.dispatch(ctx);
+        self.check_drained();
     }
 }
 
@@ -781,7 +955,11 @@ impl Handler<WorkerLost> for Manager {
                 continue;
             };
             in_flight += 1;
-            if task.started_times < task.spec.attempts.max(1) {
+            if self.shutdown.is_some() {
+                // Requeued, it could not start: see `shed_queue`.
+                let msg = "worker lost before completion (not requeued: manager shutting down)";
+                self.reply(task, TaskOutcome::Failed(msg.to_string()));
+            } else if task.started_times < task.spec.attempts.max(1) {
                 requeued += 1;
                 self.requeue_front(task);
             } else {
@@ -803,6 +981,26 @@ impl Handler<WorkerLost> for Manager {
         );
         self.fail_orphaned();
         self.dispatch(ctx);
+        self.check_drained();
+    }
+}
+
+impl Handler<Shutdown> for Manager {
+    type Result = ResponseFuture<ShutdownReport>;
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        if self.shutdown.is_none() {
+            self.begin_shutdown(msg.deadline, ctx);
+        }
+        let (tx, rx) = oneshot::channel();
+        match self.shutdown.as_mut() {
+            Some(d) if !d.done => d.waiters.push(tx),
+            Some(d) => {
+                let _ = tx.send(d.report);
+            }
+            None => {}
+        }
+        Box::pin(async move { rx.await.unwrap_or_default() })
     }
 }
 

@@ -23,6 +23,11 @@ pub struct WorkerLink {
 impl WorkerLink {
     /// Starts the connection actor for an established worker.
     pub fn start(est: Established, manager: Addr<Manager>) -> Addr<Connection<WorkerLink>> {
+        Self::connection(est, manager).start()
+    }
+
+    /// The connection actor for an established worker, not yet started.
+    pub fn connection(est: Established, manager: Addr<Manager>) -> Connection<WorkerLink> {
         let peer = est.peer_addr.to_string();
         Connection::new(
             est,
@@ -33,7 +38,6 @@ impl WorkerLink {
                 registering: false,
             },
         )
-        .start()
     }
 
     fn register(
