@@ -31,11 +31,11 @@ fn rss(pid: u32) -> usize {
     kb * 1024
 }
 
-/// A client that submits `SUBMITS` echo tasks of `PAYLOAD` bytes as fast as
+/// A client that submits `submits` echo tasks of `PAYLOAD` bytes as fast as
 /// the manager takes them and never reads a reply. Returns once the manager
 /// stops taking its bytes (it closed the connection) or, all written, until
 /// the manager closes the connection (bounded).
-async fn flood_without_reading(addr: &str, key: &std::path::Path) -> u64 {
+async fn flood_without_reading(addr: &str, key: &std::path::Path, submits: u64) -> u64 {
     let hs = HandshakeSettings::new(MasterKey::load(key).expect("key"));
     // A small receive buffer keeps the kernel from absorbing what the
     // manager would otherwise have to hold.
@@ -52,7 +52,7 @@ async fn flood_without_reading(addr: &str, key: &std::path::Path) -> u64 {
     let (_reader, mut rest) = est.reader::<ToClient>();
     let args = rmpv::Value::Binary(vec![7u8; PAYLOAD]);
     let mut buf = bytes::BytesMut::new();
-    for id in 0..SUBMITS {
+    for id in 0..submits {
         let msg = argon::protocol::FromClient::Submit(Submit {
             id,
             task: "echo".into(),
@@ -81,7 +81,7 @@ async fn flood_without_reading(addr: &str, key: &std::path::Path) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    SUBMITS
+    submits
 }
 
 /// A client that stops reading cannot raise the manager's memory beyond
@@ -93,7 +93,12 @@ fn a_client_that_stops_reading_is_closed_at_the_bound() {
     let key = dir.keygen("key");
     let config = dir.write(
         "argon.toml",
-        &format!("[security]\nmax_frame_bytes = {FRAME}\nmax_outgoing_bytes = {BOUND}\n"),
+        // Heartbeats far apart: the stall limit (three of them) cannot
+        // close the client before the bound does, however slow the machine.
+        &format!(
+            "[security]\nmax_frame_bytes = {FRAME}\nmax_outgoing_bytes = {BOUND}\n\
+             heartbeat_interval = \"60s\"\n"
+        ),
     );
     let mut m = Manager::start_with(
         &key,
@@ -115,7 +120,7 @@ fn a_client_that_stops_reading_is_closed_at_the_bound() {
         .build()
         .expect("runtime");
     let (written, peak) = rt.block_on(async {
-        let flood = flood_without_reading(&m.addr, &key);
+        let flood = flood_without_reading(&m.addr, &key, SUBMITS);
         tokio::pin!(flood);
         let mut peak = 0;
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -151,5 +156,64 @@ fn a_client_that_stops_reading_is_closed_at_the_bound() {
     let after = m.submit(["echo", "[1,2]"]).run();
     assert_eq!(after.code, Some(0), "{}", after.stderr);
     assert_eq!(after.stdout.trim(), "[1,2]");
+    m.assert_healthy();
+}
+
+/// A client that stops reading while still talking (it keeps sending pings,
+/// so it is not silent) is closed once no byte has been taken for three
+/// heartbeat intervals, even with its outgoing bytes below the bound.
+#[test]
+fn a_client_that_stops_reading_is_closed_when_its_bytes_stall() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let config = dir.write(
+        "argon.toml",
+        &format!(
+            "[security]\nmax_frame_bytes = {FRAME}\nmax_outgoing_bytes = {}\n\
+             heartbeat_interval = \"1s\"\n",
+            256 << 20
+        ),
+    );
+    let mut m = Manager::start_with(
+        &key,
+        ManagerOpts {
+            config: Some(config.clone()),
+            ..Default::default()
+        },
+    );
+    // The worker beats as often as the manager expects.
+    let _w =
+        common::Worker::start_with(&m.addr, &key, 4, &["--config".as_ref(), config.as_os_str()]);
+    m.wait_for_workers(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // 400 submits hold at most 26 MB of results, far below the bound, and
+    // more than the socket buffers take.
+    rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            flood_without_reading(&m.addr, &key, 400),
+        )
+        .await
+    })
+    .expect("the manager closed the stalled client within the bound");
+    assert!(
+        m.proc
+            .wait_stderr("none taken for", Duration::from_secs(20)),
+        "the manager says why it closed the client\n--- manager stderr\n{}",
+        m.proc.stderr()
+    );
+    assert!(
+        !m.proc.stderr().contains("over the bound of"),
+        "closed by the bound, not by the stall\n--- manager stderr\n{}",
+        m.proc.stderr()
+    );
+    m.wait_status("the closed client's tasks gone", |s| {
+        s.in_flight == 0 && s.queued == 0
+    });
+    let after = m.submit(["echo", "[1,2]"]).run();
+    assert_eq!(after.code, Some(0), "{}", after.stderr);
     m.assert_healthy();
 }
