@@ -74,6 +74,10 @@ pub struct EvalArgs {
 /// `client.retry_for` says.
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(300);
 
+/// Base of the backoff after a failed connect, where no `retry_after` from
+/// the manager sets one: the first retries come at 0.2 s, 0.34 s, 0.42 s, ...
+const CONNECT_RETRY_BASE: Duration = Duration::from_millis(200);
+
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be more than 0".into()),
@@ -132,7 +136,7 @@ async fn retrying(
             ClientError::Denied { retry_after, .. } => *retry_after,
             ClientError::Unreachable { .. } | ClientError::AtLimit { .. } => {
                 client = None;
-                Duration::ZERO
+                CONNECT_RETRY_BASE
             }
             _ => return Err(err.into()),
         };
