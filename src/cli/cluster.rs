@@ -1,7 +1,7 @@
 //! `argon cluster`: a manager and workers in one process on 127.0.0.1 until
 //! a signal, with a fresh key or the config file's `security.key_file`, and
-//! the config's command tasks and `worker.allow_eval`. [`start_cluster`] is also how `bench --cluster`
-//! and `demo` get theirs.
+//! the config's command tasks and `worker.allow_eval`. [`start_cluster`] is
+//! also how `bench --cluster` and `demo` get theirs.
 
 use std::time::Duration;
 
