@@ -54,6 +54,17 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
         }
     }
+
+    /// Delay before retry `n` (from 1): base × (1 + ln n) plus up to 25 %
+    /// jitter, base = max(min_backoff, the manager's `retry_after`), capped
+    /// at max_backoff.
+    pub fn retry_delay(&self, n: u32, retry_after: Duration) -> Duration {
+        // The manager's estimate is capped first: it comes off the wire.
+        let base = self.min_backoff.max(retry_after.min(self.max_backoff));
+        let jitter = 1.0 + (getrandom::u64().unwrap_or(0) % 1000) as f64 / 4000.0;
+        base.mul_f64((1.0 + f64::from(n).ln()) * jitter)
+            .min(self.max_backoff)
+    }
 }
 
 /// Per-task options for [`Client::queue_with`].
@@ -363,22 +374,11 @@ impl Client {
                 Ok(value) => return Ok(Completed { value, denials }),
                 Err(ClientError::Denied { retry_after, .. }) if retry => {
                     denials += 1;
-                    tokio::time::sleep(self.retry_delay(denials, retry_after)).await;
+                    tokio::time::sleep(self.inner.config.retry_delay(denials, retry_after)).await;
                 }
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Delay before retry `n`: base × (1 + ln n) plus up to 25 % jitter,
-    /// base = max(min_backoff, the manager's retry_after), capped at max_backoff.
-    fn retry_delay(&self, n: u32, retry_after: Duration) -> Duration {
-        let c = &self.inner.config;
-        // The manager's estimate is capped first: it comes off the wire.
-        let base = c.min_backoff.max(retry_after.min(c.max_backoff));
-        let jitter = 1.0 + (getrandom::u64().unwrap_or(0) % 1000) as f64 / 4000.0;
-        base.mul_f64((1.0 + f64::from(n).ln()) * jitter)
-            .min(c.max_backoff)
     }
 
     /// Runs a Rhai script on a worker that allows eval; the script sees

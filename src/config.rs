@@ -27,6 +27,7 @@
 //! [client]
 //! mgr = "127.0.0.1:8000"
 //! retry = false                    # resend denied tasks on a logarithmic backoff
+//! retry_for = "5m"                 # with retry: give up after this long
 //!
 //! [tasks.wordcount]                # a command task (see `task::command`)
 //! command = ["python3", "/opt/tasks/wordcount.py"]
@@ -124,6 +125,9 @@ pub struct ClientSection {
     pub mgr: Option<String>,
     /// Resend denied tasks on a logarithmic backoff. Default false.
     pub retry: Option<bool>,
+    /// With retry, how long `submit` and `eval` keep trying (denied, or the
+    /// manager unreachable) before they give up. Default 5 min.
+    pub retry_for: Option<Dur>,
 }
 
 /// The whole file.
@@ -155,8 +159,9 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// Not valid TOML, or not our schema (unknown key, wrong type).
-    #[error("invalid config file {path}: {message}")]
+    /// Not valid TOML, or not our schema (unknown key, wrong type). The
+    /// message is toml's own, several lines with a caret under the fault.
+    #[error("invalid config file {path}:\n{message}")]
     Parse {
         /// The file.
         path: String,
@@ -174,17 +179,19 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and checks a file.
+    /// Reads and checks a file. Relative paths in it are taken from the
+    /// file's folder (see [`Config::resolve_paths`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: shown.clone(),
             source,
         })?;
-        let cfg = Config::parse(&text).map_err(|message| ConfigError::Parse {
+        let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Parse {
             path: shown.clone(),
             message,
         })?;
+        cfg.resolve_paths(&config_dir(path));
         cfg.validate().map_err(|message| ConfigError::Invalid {
             path: shown,
             message,
@@ -194,7 +201,32 @@ impl Config {
 
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// Makes the file's relative paths relative to `base` (the folder of
+    /// the file): `security.key_file`, each task's `cwd`, and each task's
+    /// program when it is a path with a slash (`./run.sh`, `bin/x`); a bare
+    /// program name is left for the `PATH` search.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(k) = self.security.key_file.as_mut() {
+            rebase(k);
+        }
+        for task in self.tasks.values_mut() {
+            if let Some(cwd) = task.cwd.as_mut() {
+                rebase(cwd);
+            }
+            if let Some(program) = task.command.first_mut() {
+                if program.contains('/') && Path::new(program.as_str()).is_relative() {
+                    *program = base.join(program.as_str()).to_string_lossy().into_owned();
+                }
+            }
+        }
     }
 
     /// Range checks that the types alone do not make.
@@ -237,6 +269,9 @@ impl Config {
         if self.manager.default_timeout.is_some_and(|d| d.0.is_zero()) {
             return Err("manager.default_timeout must be more than 0".into());
         }
+        if self.client.retry_for.is_some_and(|d| d.0.is_zero()) {
+            return Err("client.retry_for must be more than 0".into());
+        }
         for (name, task) in &self.tasks {
             task.validate(name)?;
         }
@@ -245,6 +280,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The folder relative paths of the file at `path` are taken from, made
+/// absolute with the working directory when `path` is relative.
+fn config_dir(path: &Path) -> PathBuf {
+    let parent = path.parent().unwrap_or(Path::new(""));
+    std::path::absolute(parent)
+        .or_else(|_| std::env::current_dir().map(|d| d.join(parent)))
+        .unwrap_or_else(|_| parent.to_path_buf())
 }
 
 /// Largest frame must hold a useful message and fit the 32-bit length prefix.
@@ -373,6 +417,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.toml"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn parse_errors_keep_the_caret_diagram() {
+        let e = Config::parse("[manager]\nport = \"x\"\n").unwrap_err();
+        let caret = e
+            .lines()
+            .find(|l| l.trim_start().starts_with('|') && l.contains('^'));
+        assert!(caret.is_some(), "no caret line in {e:?}");
+    }
+
+    #[test]
+    fn load_resolves_relative_paths_from_the_files_folder() {
+        let dir = std::env::temp_dir().join(format!("argon-cfg-rel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(
+            &p,
+            "[security]\nkey_file = \"keys/k\"\n\
+             [tasks.a]\ncommand = [\"./bin/run\", \"./arg\"]\ncwd = \"work\"\n\
+             [tasks.b]\ncommand = [\"cat\"]\ncwd = \"/abs\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        let base = std::path::absolute(&dir).unwrap();
+        assert_eq!(c.security.key_file, Some(base.join("keys/k")));
+        assert_eq!(c.tasks["a"].cwd, Some(base.join("work")));
+        assert_eq!(
+            c.tasks["a"].command,
+            vec![
+                base.join("./bin/run").to_string_lossy().into_owned(),
+                "./arg".into()
+            ]
+        );
+        assert_eq!(c.tasks["b"].command, vec!["cat"]);
+        assert_eq!(c.tasks["b"].cwd, Some(PathBuf::from("/abs")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

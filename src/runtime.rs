@@ -287,66 +287,59 @@ pub async fn drain_worker(pool: &Addr<WorkerPool>, deadline: Duration) {
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
-    Signals::new().next().await
+    Signals::new().next().await;
 }
 
-/// SIGINT and SIGTERM, caught from creation on: each [`Signals::next`]
-/// resolves on the next one, so a second signal is seen however soon it
-/// follows the first. Create it inside a Tokio runtime.
+/// SIGINT and SIGTERM as a repeating source, listening from the moment it is
+/// made: each [`Signals::next`] resolves on the next one, so a
+/// second Ctrl-C can be told from the first.
 pub struct Signals {
     #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
     int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    /// Starts catching both signals (where a handler cannot be installed,
-    /// [`Signals::next`] falls back to Ctrl-C alone).
+    /// Starts listening. Must run inside a tokio runtime.
     pub fn new() -> Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
             Signals {
-                term: signal(SignalKind::terminate()).ok(),
                 int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
             }
         }
         #[cfg(not(unix))]
         Signals {}
     }
 
-    /// The next SIGINT or SIGTERM.
-    pub async fn next(&mut self) {
+    /// Waits for the next SIGINT or SIGTERM and returns its number (2 or 15).
+    pub async fn next(&mut self) -> i32 {
         #[cfg(unix)]
         {
-            let Signals { term, int } = self;
-            let term = async {
-                match term {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
                     Some(s) => {
                         s.recv().await;
                     }
                     None => std::future::pending().await,
                 }
-            };
-            let int = async {
-                match int {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => {
-                        let _ = tokio::signal::ctrl_c().await;
-                    }
-                }
-            };
+            }
+            if self.int.is_none() && self.term.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return 2;
+            }
             tokio::select! {
-                _ = term => {}
-                _ = int => {}
+                _ = next(&mut self.int) => 2,
+                _ = next(&mut self.term) => 15,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            2
         }
     }
 }
@@ -384,8 +377,31 @@ pub fn write_key_file(path: &Path) -> io::Result<()> {
     f.sync_all()
 }
 
-/// A manager and workers in one process on 127.0.0.1, with a generated key
-/// in a private temporary folder that is removed on drop.
+/// What an embedded [`Cluster`] runs besides its defaults: the tasks and key
+/// a config file gives `argon cluster`.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    /// Tasks of every worker (eval is added or removed by `allow_eval`).
+    pub registry: TaskRegistry,
+    /// Whether the workers accept eval scripts.
+    pub allow_eval: bool,
+    /// An existing key with its settings; `None` generates a fresh key in a
+    /// private temporary folder.
+    pub handshake: Option<(PathBuf, HandshakeSettings)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            registry: TaskRegistry::with_builtins(),
+            allow_eval: false,
+            handshake: None,
+        }
+    }
+}
+
+/// A manager and workers in one process on 127.0.0.1, with a given key or a
+/// generated one in a private temporary folder that is removed on drop.
 pub struct Cluster {
     /// The manager.
     pub manager: ManagerHandle,
@@ -395,23 +411,44 @@ pub struct Cluster {
     pub key_path: PathBuf,
     /// Handshake settings holding the key, for clients.
     pub handshake: HandshakeSettings,
-    dir: PathBuf,
+    dir: Option<PathBuf>,
 }
 
 impl Cluster {
     /// Starts the manager on `port` (0 for any) and `workers` pools of
-    /// `capacity` slots each, and waits until all have registered.
+    /// `capacity` slots each with the built-in tasks and a fresh key, and
+    /// waits until all have registered.
     pub async fn start(
         workers: usize,
         capacity: usize,
         port: u16,
         settings: ManagerSettings,
     ) -> io::Result<Cluster> {
-        let dir = private_temp_dir()?;
-        let key_path = dir.join("key");
-        write_key_file(&key_path)?;
-        let key = MasterKey::load(&key_path).map_err(|e| io::Error::other(e.to_string()))?;
-        let hs = HandshakeSettings::new(key);
+        Cluster::start_with(workers, capacity, port, settings, ClusterOptions::default()).await
+    }
+
+    /// [`Cluster::start`] with the tasks, eval and key of `opts`.
+    pub async fn start_with(
+        workers: usize,
+        capacity: usize,
+        port: u16,
+        settings: ManagerSettings,
+        opts: ClusterOptions,
+    ) -> io::Result<Cluster> {
+        let (dir, key_path, hs) = match opts.handshake {
+            Some((path, hs)) => (None, path, hs),
+            None => {
+                let dir = private_temp_dir()?;
+                let key_path = dir.join("key");
+                if let Err(e) = write_key_file(&key_path) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+                let key =
+                    MasterKey::load(&key_path).map_err(|e| io::Error::other(e.to_string()))?;
+                (Some(dir), key_path, HandshakeSettings::new(key))
+            }
+        };
         let manager = start_manager(&format!("127.0.0.1:{port}"), settings, hs.clone()).await?;
         let pools = (0..workers)
             .map(|_| {
@@ -419,12 +456,12 @@ impl Cluster {
                     WorkerSettings {
                         mgr: manager.addr.to_string(),
                         capacity,
-                        allow_eval: false,
+                        allow_eval: opts.allow_eval,
                         handshake: hs.clone(),
                         backoff_base: Duration::from_millis(50),
                         backoff_max: Duration::from_secs(2),
                     },
-                    TaskRegistry::with_builtins(),
+                    opts.registry.clone(),
                 )
             })
             .collect();
@@ -482,7 +519,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -42,7 +42,8 @@ pub struct WorkerArgs {
 }
 
 /// Runs a worker with `registry`'s tasks plus the command tasks of the
-/// config file, until SIGINT/SIGTERM, then drains it.
+/// config file, until SIGINT/SIGTERM, then drains it; a second signal
+/// while draining stops it at once (exit 130 or 143).
 pub async fn run_worker(
     a: WorkerArgs,
     config: &Config,
@@ -55,6 +56,7 @@ pub async fn run_worker(
         .or(config.worker.capacity)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let allow_eval = a.allow_eval || config.worker.allow_eval.unwrap_or(false);
+    crate::task::command::warn_missing(&config.tasks);
     registry.register_commands(&config.tasks);
     if allow_eval {
         registry.enable_eval(config.eval.clone());
@@ -81,17 +83,33 @@ pub async fn run_worker(
         .collect();
     let gave_up =
         futures_util::future::select_all(pools.iter().map(|p| Box::pin(p.send(WaitGaveUp))));
+    let mut signals = runtime::Signals::new();
     tokio::select! {
-        _ = runtime::shutdown_signal() => {}
+        _ = signals.next() => {}
         (Ok(why), _, _) = gave_up => return Err(gave_up_failure(why)),
     }
     log::info!(
-        "signal received: draining (up to {})",
+        "signal received: draining (up to {}); a second signal stops at once",
         humantime::format_duration(drain)
     );
-    futures_util::future::join_all(pools.iter().map(|p| runtime::drain_worker(p, drain))).await;
+    let drained =
+        futures_util::future::join_all(pools.iter().map(|p| runtime::drain_worker(p, drain)));
+    tokio::select! {
+        _ = drained => {}
+        signo = signals.next() => return Err(stopped_at_once(signo)),
+    }
     log::info!("worker stopped");
     Ok(())
+}
+
+/// A second signal while draining: exit at once with 128 + its number (130
+/// for SIGINT, 143 for SIGTERM); the tasks in flight are killed with the
+/// worker, and the manager answers or requeues them as for any lost worker.
+fn stopped_at_once(signo: i32) -> Failure {
+    Failure::new(
+        128 + signo,
+        "second signal while draining: stopped without waiting for the tasks in flight",
+    )
 }
 
 /// The exit of a worker whose pool gave up: a refused key is the key

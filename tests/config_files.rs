@@ -46,10 +46,11 @@ fn worker_example_loads() {
     assert_eq!(c.eval.max_time, Dur(Duration::from_secs(5)));
 }
 
-/// The client example sets the manager and leaves retry off.
+/// The client example sets the manager, leaves retry off and bounds it.
 #[test]
 fn client_example_loads() {
     let c = load("client.toml");
     assert_eq!(c.client.mgr.as_deref(), Some("127.0.0.1:8000"));
     assert_eq!(c.client.retry, Some(false));
+    assert_eq!(c.client.retry_for, Some(Dur(Duration::from_secs(300))));
 }

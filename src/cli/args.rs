@@ -38,8 +38,28 @@ pub fn client_config(a: &ClientArgs, config: &Config) -> Result<ClientConfig, Fa
 }
 
 /// Parses `text`, the value of `what`, as JSON; invalid JSON is bad usage.
+/// Text that does not start like JSON (`echo hello`) gets a hint to quote it
+/// as a string.
 pub fn parse_json_arg(what: &str, text: &str) -> Result<Value, Failure> {
-    let j: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Failure::new(EXIT_USAGE, format!("{what} is not valid JSON: {e}")))?;
+    let j: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Failure::new(
+            EXIT_USAGE,
+            format!("{what} is not valid JSON: {e}{}", string_hint(text)),
+        )
+    })?;
     Ok(argon::json::to_value(j))
+}
+
+/// ` (to pass a string, quote it: '"hello"')` for a bare word; empty for
+/// text that starts like a JSON object, array, string or number.
+fn string_hint(text: &str) -> String {
+    let t = text.trim_start();
+    let looks_like_json =
+        t.starts_with(['{', '[', '"', '-']) || t.starts_with(|c: char| c.is_ascii_digit());
+    if looks_like_json || t.is_empty() {
+        return String::new();
+    }
+    let quoted = serde_json::Value::String(text.to_string()).to_string();
+    let shell = format!("'{}'", quoted.replace('\'', "'\\''"));
+    format!(" (to pass a string, quote it: {shell})")
 }

@@ -1,14 +1,18 @@
-//! `argon cluster`: a manager and workers in one process on 127.0.0.1 with a
-//! fresh key, until a signal. [`start_cluster`] is also how `bench --cluster`
-//! and `demo` get theirs.
+//! `argon cluster`: a manager and workers in one process on 127.0.0.1 until
+//! a signal, with a fresh key or the config file's `security.key_file`, and
+//! the config's command tasks and `worker.allow_eval`. [`start_cluster`] is
+//! also how `bench --cluster` and `demo` get theirs.
 
 use std::time::Duration;
 
 use clap::Args;
 
 use argon::actors::ManagerSettings;
-use argon::launch::{Failure, EXIT_FAILED};
-use argon::runtime;
+use argon::config::Config;
+use argon::launch::{handshake_settings, Failure, KeyArgs, EXIT_FAILED};
+use argon::runtime::{self, ClusterOptions};
+use argon::task::command::warn_missing;
+use argon::task::TaskRegistry;
 
 /// `argon cluster`
 #[derive(Args, Debug)]
@@ -29,6 +33,9 @@ pub struct ClusterArgs {
     /// they are cancelled.
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
+    /// Workers accept eval scripts (also `worker.allow_eval` in the config).
+    #[arg(long)]
+    pub allow_eval: bool,
 }
 
 /// Starts an embedded cluster on 127.0.0.1; a failure is exit 1 with one line.
@@ -38,7 +45,18 @@ pub async fn start_cluster(
     port: u16,
     settings: ManagerSettings,
 ) -> Result<runtime::Cluster, Failure> {
-    runtime::Cluster::start(workers, capacity, port, settings)
+    start_cluster_with(workers, capacity, port, settings, ClusterOptions::default()).await
+}
+
+/// [`start_cluster`] with tasks, eval and key of `opts`.
+pub async fn start_cluster_with(
+    workers: usize,
+    capacity: usize,
+    port: u16,
+    settings: ManagerSettings,
+    opts: ClusterOptions,
+) -> Result<runtime::Cluster, Failure> {
+    runtime::Cluster::start_with(workers, capacity, port, settings, opts)
         .await
         .map_err(|e| {
             Failure::new(
@@ -48,15 +66,47 @@ pub async fn start_cluster(
         })
 }
 
+/// The config's part in a cluster: its command tasks, eval (with its
+/// limits) and key file with its transport settings.
+fn cluster_options(allow_eval: bool, config: &Config) -> Result<ClusterOptions, Failure> {
+    let allow_eval = allow_eval || config.worker.allow_eval.unwrap_or(false);
+    let mut registry = TaskRegistry::with_builtins();
+    warn_missing(&config.tasks);
+    registry.register_commands(&config.tasks);
+    if allow_eval {
+        registry.enable_eval(config.eval.clone());
+    }
+    let handshake = match &config.security.key_file {
+        Some(path) => Some((
+            path.clone(),
+            handshake_settings(&KeyArgs { key: None }, config)?,
+        )),
+        None => None,
+    };
+    Ok(ClusterOptions {
+        registry,
+        allow_eval,
+        handshake,
+    })
+}
+
 /// `argon cluster`: prints where the manager listens and its key file;
 /// stops as `argon manager` does ([`super::server::until_stopped`]).
-pub async fn cluster(a: ClusterArgs) -> Result<(), Failure> {
+pub async fn cluster(a: ClusterArgs, config: &Config) -> Result<(), Failure> {
     let mut signals = runtime::Signals::new();
     let settings = ManagerSettings {
         queue_factor: a.queue_factor,
         ..ManagerSettings::default()
     };
-    let c = start_cluster(a.workers as usize, a.capacity as usize, a.port, settings).await?;
+    let opts = cluster_options(a.allow_eval, config)?;
+    let c = start_cluster_with(
+        a.workers as usize,
+        a.capacity as usize,
+        a.port,
+        settings,
+        opts,
+    )
+    .await?;
     outln!("argon manager listening on {}", c.manager.addr);
     outln!("key file: {}", c.key_path.display());
     outln!(

@@ -70,7 +70,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Measure the round trip to the manager.
     Ping(PingArgs),
-    /// Run a manager and workers in one process on 127.0.0.1 with a fresh key.
+    /// Run a manager and workers in one process on 127.0.0.1 (a fresh key
+    /// unless the config file names one; its command tasks too).
     Cluster(ClusterArgs),
     /// Start an embedded cluster and overrun it with work, showing what Argon does when full.
     Demo(DemoArgs),
@@ -100,7 +101,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Map(a) => system.block_on(map::map(a, &config)),
         Command::Status(a) => system.block_on(status::status(a, &config)),
         Command::Ping(a) => system.block_on(status::ping(a, &config)),
-        Command::Cluster(a) => system.block_on(cluster::cluster(a)),
+        Command::Cluster(a) => system.block_on(cluster::cluster(a, &config)),
         Command::Demo(a) => system.block_on(demo::demo(a)),
         Command::Bench(a) => system.block_on(bench::bench(a, &config)),
     }

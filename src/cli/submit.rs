@@ -1,15 +1,17 @@
 //! `argon submit` and `argon eval`: queue one task (or one Rhai script) and
-//! print its result as JSON.
+//! print its result as JSON. With `--retry`, denies and an unreachable
+//! manager are retried on a backoff for at most `--retry-for`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use argon::client::{Client, QueueOptions};
+use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
 use argon::config::Config;
 use argon::launch::{Failure, EXIT_USAGE};
+use argon::logsafe::escaped;
 use argon::protocol::{Priority, Value, DEFAULT_MAX_FRAME};
 use argon::task::eval::eval_args;
 use argon::task::EVAL_TASK;
@@ -22,9 +24,15 @@ pub struct TaskOptArgs {
     /// Manager and key.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// When denied, retry on a logarithmic backoff instead of exiting 75.
+    /// When denied or the manager is unreachable, retry on a logarithmic
+    /// backoff instead of exiting 75 or 69 (for at most --retry-for).
     #[arg(long)]
     pub retry: bool,
+    /// Give up retrying after this long: exit 75 if still denied, 69 if the
+    /// manager is still unreachable. Implies --retry
+    /// [default: client.retry_for, else 5m].
+    #[arg(long, value_parser = positive_duration, value_name = "DUR")]
+    pub retry_for: Option<Duration>,
     /// high, normal or low.
     #[arg(long, default_value = "normal")]
     pub priority: Priority,
@@ -68,18 +76,45 @@ pub struct EvalArgs {
     pub args: Option<String>,
 }
 
+/// How long `--retry` keeps trying when neither `--retry-for` nor
+/// `client.retry_for` says.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(300);
+
+/// Base of the backoff after a failed connect, where no `retry_after` from
+/// the manager sets one: the first retries come at 0.2 s, 0.34 s, 0.42 s, ...
+const CONNECT_RETRY_BASE: Duration = Duration::from_millis(200);
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Runs one task and prints its result as JSON.
 async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Result<(), Failure> {
     let mut cc = client_config(&o.client, config)?;
-    cc.retry = cc.retry || o.retry;
-    let client = Client::connect(cc).await?;
+    let retry = cc.retry || o.retry || o.retry_for.is_some();
+    cc.retry = false;
     let opts = QueueOptions {
         priority: o.priority,
         timeout: o.timeout,
         attempts: o.attempts.unwrap_or(0),
-        retry: None,
+        retry: Some(false),
     };
-    let value = client.queue_with(task, args, &opts).await?;
+    let value = if retry {
+        let limit = o
+            .retry_for
+            .or(config.client.retry_for.map(|d| d.0))
+            .unwrap_or(DEFAULT_RETRY_FOR);
+        retrying(&cc, task, args, &opts, limit).await?
+    } else {
+        Client::connect(cc)
+            .await?
+            .queue_with(task, args, &opts)
+            .await?
+    };
     outln!("{}", argon::json::to_json(&value));
     Ok(())
 }
@@ -150,6 +185,90 @@ fn read_args_file(path: &Path, config: &Config) -> Result<String, Failure> {
         ));
     }
     Ok(text)
+}
+
+/// Sends the task until it is accepted and answered, backing off after each
+/// deny and each failure to reach the manager, for at most `limit`; at `-v`
+/// each wait is logged with its reason. A task that was accepted is never
+/// resent.
+async fn retrying(
+    cc: &ClientConfig,
+    task: &str,
+    args: Value,
+    opts: &QueueOptions,
+    limit: Duration,
+) -> Result<Value, Failure> {
+    let deadline = Instant::now() + limit;
+    let mut client: Option<Client> = None;
+    let mut tries = 0u32;
+    loop {
+        let err = match attempt(&mut client, cc, task, args.clone(), opts, deadline).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let retry_after = match &err {
+            ClientError::Denied { retry_after, .. } => *retry_after,
+            ClientError::Unreachable { .. } | ClientError::AtLimit { .. } => {
+                client = None;
+                CONNECT_RETRY_BASE
+            }
+            _ => return Err(err.into()),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Failure::new(
+                err.exit_code(),
+                format!(
+                    "gave up after retrying for {} (--retry-for): {}",
+                    humantime::format_duration(limit),
+                    escaped(&err)
+                ),
+            ));
+        }
+        tries += 1;
+        let delay = cc.retry_delay(tries, retry_after).min(deadline - now);
+        log::info!(
+            "{}; retry {tries} in {} ({} left)",
+            escaped(&err),
+            whole_ms(delay),
+            whole_ms(deadline - now)
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// One try: connects if there is no connection (bounded by the time left),
+/// then sends the task and waits for its answer.
+async fn attempt(
+    client: &mut Option<Client>,
+    cc: &ClientConfig,
+    task: &str,
+    args: Value,
+    opts: &QueueOptions,
+    deadline: Instant,
+) -> Result<Value, ClientError> {
+    let c = match client {
+        Some(c) => c.clone(),
+        None => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let c = tokio::time::timeout(
+                left.max(Duration::from_millis(1)),
+                Client::connect(cc.clone()),
+            )
+            .await
+            .map_err(|_| ClientError::Unreachable {
+                addr: cc.mgr.clone(),
+                reason: "connect timed out".into(),
+            })??;
+            *client = Some(c.clone());
+            c
+        }
+    };
+    c.queue_with(task, args, opts).await
+}
+
+fn whole_ms(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
 }
 
 /// `argon submit`: queues `a.task` with its JSON arguments and prints the result.

@@ -42,7 +42,7 @@
 //!   program.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -52,6 +52,7 @@ use tokio::process::{Child, Command};
 
 use super::{TaskContext, TaskError};
 use crate::duration::Dur;
+use crate::logsafe::escaped;
 use crate::protocol::Value;
 
 /// Bytes of stderr kept for the error message.
@@ -87,6 +88,52 @@ impl CommandTask {
             return Err(format!("tasks.{name}.timeout must be more than 0"));
         }
         Ok(())
+    }
+
+    /// What is missing for this task to run, checked now: its program (a
+    /// path with a slash must exist; a bare name must be found on the
+    /// task's `PATH`, else the worker's) and its `cwd` (must be a folder).
+    /// Empty when nothing is found wrong; a later change on disk is not seen.
+    pub fn missing(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(program) = self.command.first() {
+            let found = if program.contains('/') {
+                let p = Path::new(program.as_str());
+                match (&self.cwd, p.is_relative()) {
+                    (Some(cwd), true) => cwd.join(p).is_file(),
+                    _ => p.is_file(),
+                }
+            } else {
+                let path = self
+                    .env
+                    .get("PATH")
+                    .map(std::ffi::OsString::from)
+                    .or_else(|| std::env::var_os("PATH"))
+                    .unwrap_or_default();
+                std::env::split_paths(&path).any(|d| d.join(program).is_file())
+            };
+            if !found {
+                out.push(format!("program {} not found", escaped(program)));
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            if !cwd.is_dir() {
+                out.push(format!("cwd {} is not a folder", escaped(cwd.display())));
+            }
+        }
+        out
+    }
+}
+
+/// Logs one warning per task in `tasks` whose program or `cwd` is missing
+/// now; the worker still starts (the file may appear later), and a run of
+/// such a task fails with the spawn error.
+pub fn warn_missing(tasks: &BTreeMap<String, CommandTask>) {
+    for (name, task) in tasks {
+        let missing = task.missing();
+        if !missing.is_empty() {
+            log::warn!("command task {}: {}", escaped(name), missing.join("; "));
+        }
     }
 }
 

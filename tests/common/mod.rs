@@ -390,6 +390,12 @@ impl Run {
         self
     }
 
+    /// Runs it in `dir` instead of the test's working directory.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Run {
+        self.cmd.current_dir(dir);
+        self
+    }
+
     /// Bounds the wait in [`Run::run`] (default [`COMMAND`]).
     pub fn limit(mut self, limit: Duration) -> Run {
         self.limit = limit;
