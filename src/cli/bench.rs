@@ -208,10 +208,10 @@ pub async fn measure(
             format!("{} echo result(s) differed from their arguments", r.wrong),
         ));
     }
-    if let Some(first) = r.failed.first() {
+    if let Some(first) = r.errors.first() {
         log::warn!(
             "{} task(s) failed; first: {}",
-            r.failed.len(),
+            r.failed,
             argon::logsafe::escaped(first)
         );
     }
@@ -223,7 +223,7 @@ pub async fn measure(
         p99_us: r.percentile_us(99.0),
         max_us: r.percentile_us(100.0),
         denied: r.denials,
-        failed: r.failed.len(),
+        failed: r.failed as usize,
         elapsed_s: r.elapsed.as_secs_f64(),
         concurrency: plan.concurrency,
         clients,
