@@ -370,9 +370,11 @@ impl Client {
         }
     }
 
-    /// Delay before retry `n`: base × (1 + ln n) plus up to 25 % jitter,
-    /// base = max(min_backoff, the manager's retry_after), capped at max_backoff.
-    fn retry_delay(&self, n: u32, retry_after: Duration) -> Duration {
+    /// How long this client waits before its retry `n` (from 1) of a task
+    /// denied with `retry_after`: base × (1 + ln n) plus up to 25 % jitter,
+    /// base = max(min_backoff, retry_after), capped at max_backoff. For
+    /// callers that drive their own retries the way [`Client::queue`] does.
+    pub fn retry_delay(&self, n: u32, retry_after: Duration) -> Duration {
         let c = &self.inner.config;
         // The manager's estimate is capped first: it comes off the wire.
         let base = c.min_backoff.max(retry_after.min(c.max_backoff));
