@@ -764,6 +764,7 @@ pub fn svg(r: &SweepReport) -> Result<String, String> {
 mod plot {
     //! The four panels of [`super::svg`].
 
+    use plotters::coord::combinators::WithKeyPoints;
     use plotters::coord::types::RangedCoordf64;
     use plotters::prelude::*;
 
@@ -771,7 +772,7 @@ mod plot {
 
     type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
     type Chart<'a, 'b> =
-        ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, RangedCoordf64>>;
+        ChartContext<'a, SVGBackend<'b>, Cartesian2d<WithKeyPoints<LogCoord<f64>>, RangedCoordf64>>;
     type Res = Result<(), Box<dyn std::error::Error>>;
 
     const FONT: &str = "sans-serif";
@@ -798,12 +799,13 @@ mod plot {
         y: std::ops::Range<f64>,
     ) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
         let (lo, hi) = loads(r);
+        let ticks = r.steps.iter().map(|s| s.load).collect();
         let c = ChartBuilder::on(area)
             .caption(title, (FONT, 18))
             .margin(12)
             .x_label_area_size(42)
             .y_label_area_size(58)
-            .build_cartesian_2d((lo..hi).log_scale(), y)?;
+            .build_cartesian_2d((lo..hi).log_scale().with_key_points(ticks), y)?;
         Ok(c)
     }
 
@@ -841,7 +843,7 @@ mod plot {
             .x_label_formatter(&load_label)
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 14))
-            .light_line_style(BLACK.mix(0.05))
+            .light_line_style(TRANSPARENT)
             .draw()?;
         Ok(())
     }
