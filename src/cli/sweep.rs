@@ -374,10 +374,9 @@ async fn run_step(
     });
     let (_, samples) = tokio::join!(join_all(loops), sample_status(observer, clock));
     drop(conns);
-    let stats = std::mem::replace(
-        &mut *stats.lock().expect("stats lock"),
-        StepStats::new(clock),
-    );
+    let stats = Arc::into_inner(stats)
+        .and_then(|m| m.into_inner().ok())
+        .ok_or_else(|| Failure::new(EXIT_FAILED, "a client outlived its step of the sweep"))?;
     Ok(stats.report(load, n, plan.step, &samples))
 }
 
