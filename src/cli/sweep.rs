@@ -1040,8 +1040,9 @@ mod tests {
         assert_eq!((r.tried, r.accepted, r.completed), (1, 1, 2));
         assert_eq!(r.deny_rate, 1.0);
         assert_eq!(r.denials_per_denied_task, 2.0);
-        // Probes stay out of the latencies.
-        assert_eq!((r.accept_p50_ms, r.first_p50_ms), (500.0, 1000.0));
+        // Probes stay out of the latencies (kept to 0.1 %).
+        assert!((r.accept_p50_ms - 500.0).abs() <= 0.5, "{r:?}");
+        assert!((r.first_p50_ms - 1000.0).abs() <= 1.0, "{r:?}");
         let taken = r.retry_after_taken.expect("one sample");
         assert_eq!(taken.samples, 1);
         assert!((taken.ratio_p50 - 0.8).abs() < 0.01, "{taken:?}");
