@@ -1168,6 +1168,74 @@ async fn a_freed_place_goes_to_the_client_denied_first() {
     b.assert_none("session 2 before its task finished").await;
 }
 
+/// A denied client is told to come back when a place is likely to be
+/// there for it: one place for each client ahead of it in line and one for
+/// itself, less the places free now, each freeing in an average task time
+/// ÷ capacity. The time the queue ahead takes to drain does not count (it
+/// did once, and told clients to stay away several times too long).
+#[actix::test]
+async fn retry_after_counts_the_places_a_denied_client_waits_for() {
+    let mgr = paused_manager(2);
+    let (w, mut link) = register(&mgr, 2, &["t"]).await;
+    let mut s = Session::start();
+    let t = || spec("t", Priority::Normal);
+
+    // Two runs of 100 ms each: the average task time is 100 ms.
+    accept(&mgr, 1, &s, 1, t()).await;
+    accept(&mgr, 1, &s, 2, t()).await;
+    let warm = assigned(&mut link).await;
+    assert_eq!(warm.len(), 2);
+    tokio::time::advance(Duration::from_millis(100)).await;
+    for run in warm {
+        finish(&mgr, w, run).await;
+    }
+    assert_eq!(replies(&mut s).await.len(), 2);
+
+    // Both slots busy and the queue full (capacity 2 × factor 2).
+    for req in 3..=8 {
+        accept(&mgr, 1, &s, req, t()).await;
+    }
+    let running = assigned(&mut link).await;
+    assert_eq!(running.len(), 2);
+
+    let others: Vec<Session> = (0..4).map(|_| Session::start()).collect();
+    let denied = |r: Result<TaskId, Rejection>| match r {
+        Err(Rejection::Denied {
+            reason,
+            retry_after,
+        }) => (reason, retry_after),
+        other => panic!("expected a deny, got {other:?}"),
+    };
+    let near = |got: Duration, ms: u64| {
+        let want = Duration::from_millis(ms);
+        assert!(
+            got.abs_diff(want) <= Duration::from_millis(2),
+            "retry_after {got:?}, expected about {want:?}"
+        );
+    };
+    // Newcomers 10, 11, 12 line up: 1, 2, 3 places at 50 ms each.
+    for (i, ms) in [50, 100, 150].into_iter().enumerate() {
+        let session = 10 + i as SessionId;
+        let (reason, after) = denied(submit(&mgr, session, &others[i], 1, t()).await);
+        assert_eq!(reason, "queue full");
+        near(after, ms);
+    }
+    // The first in line asking again is still one place away.
+    near(denied(submit(&mgr, 10, &others[0], 2, t()).await).1, 50);
+
+    // A run ends after 100 ms, a queued task starts: one place is free,
+    // held for 10.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    finish(&mgr, w, running[0]).await;
+    assert_eq!(assigned(&mut link).await.len(), 1);
+    let (reason, after) = denied(submit(&mgr, 11, &others[1], 2, t()).await);
+    assert!(reason.contains("in turn"), "{reason:?}");
+    near(after, 50);
+    // A newcomer behind three, with one place free: three more to free.
+    near(denied(submit(&mgr, 13, &others[3], 1, t()).await).1, 150);
+    accept(&mgr, 10, &others[0], 3, t()).await;
+}
+
 /// `status` counts failures apart from successes, and the average task
 /// time (like each worker's, which routing uses) is over successes only.
 #[actix::test]

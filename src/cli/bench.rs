@@ -3,7 +3,8 @@
 //! `clients` connections until `tasks` are done, retries denials (and counts
 //! them), and reports throughput and round-trip percentiles. With
 //! `--idle-clients` it only opens connections and holds them, to measure what
-//! idle clients cost the manager.
+//! idle clients cost the manager. With `--sweep` it measures the degradation
+//! curve instead (see [`super::sweep`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use argon::runtime;
 use super::args::{client_config, parse_json_arg, ClientArgs};
 use super::cluster::start_cluster;
 use super::load::{self, spread, LoadSpec};
+use super::sweep::{self, SweepPlan, TaskMs};
 
 /// `argon bench`
 #[derive(Args, Debug)]
@@ -71,6 +73,35 @@ pub struct BenchArgs {
     /// SIGTERM ends the hold early.
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "10s")]
     pub hold: Duration,
+    /// Instead of a load run: offer load at several multiples of the
+    /// cluster's capacity (--loads), one client connection per task in
+    /// flight, each backing off on a deny as the protocol recommends; report
+    /// throughput, deny rate, latency and how retry_after compares with the
+    /// wait denied clients needed, per load.
+    #[arg(long, conflicts_with_all = ["idle_clients", "tasks", "concurrency", "clients", "task", "payload", "args"])]
+    pub sweep: bool,
+    /// With --sweep: offered loads, as multiples of the capacity.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,5,10", value_name = "K,K,...",
+          value_parser = sweep::parse_load, requires = "sweep")]
+    pub loads: Vec<f64>,
+    /// With --sweep: each task sleeps MS, or a duration drawn evenly from MIN-MAX.
+    #[arg(long, default_value = "200-500", value_name = "MS|MIN-MAX",
+          value_parser = sweep::parse_task_ms, requires = "sweep")]
+    pub task_ms: TaskMs,
+    /// With --sweep: seconds each load is measured for.
+    #[arg(long, default_value = "12", value_name = "SECS", value_parser = sweep::parse_secs,
+          requires = "sweep")]
+    pub step_secs: f64,
+    /// With --sweep: seconds each load runs before it is measured.
+    #[arg(long, default_value = "3", value_name = "SECS", value_parser = sweep::parse_secs,
+          requires = "sweep")]
+    pub warmup_secs: f64,
+    /// With --sweep: write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE", requires = "sweep")]
+    pub out: Option<std::path::PathBuf>,
+    /// With --sweep: draw the curve as SVG into FILE.
+    #[arg(long, value_name = "FILE", requires = "sweep")]
+    pub svg: Option<std::path::PathBuf>,
 }
 
 /// `argon bench`: a load run, or with `--idle-clients` a hold of idle
@@ -80,6 +111,9 @@ pub async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
     if let Some(n) = a.idle_clients {
         let cc = client_config(&a.client, config)?;
         return hold_idle(cc, n, a.hold, runtime::shutdown_signal()).await;
+    }
+    if a.sweep {
+        return run_sweep(&a, config).await;
     }
     let plan = BenchPlan {
         tasks: a.tasks,
@@ -118,6 +152,58 @@ pub async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
         n => Err(Failure::new(
             EXIT_FAILED,
             format!("{n} of {} task(s) failed", report.tasks + n),
+        )),
+    }
+}
+
+/// `argon bench --sweep`: runs the sweep, writes `--out` and `--svg`, and
+/// prints the table (or the JSON with `--json`). Any failed, lost or
+/// unfinished task makes it a failure (exit 1), after the report is out.
+async fn run_sweep(a: &BenchArgs, config: &Config) -> Result<(), Failure> {
+    let plan = SweepPlan {
+        loads: a.loads.clone(),
+        task_ms: a.task_ms,
+        warmup: Duration::from_secs_f64(a.warmup_secs),
+        step: Duration::from_secs_f64(a.step_secs),
+    };
+    let report = if a.cluster {
+        let settings = ManagerSettings {
+            queue_factor: a.queue_factor,
+            ..ManagerSettings::default()
+        };
+        let cluster = start_cluster(a.workers as usize, a.capacity as usize, 0, settings).await?;
+        let cc = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
+        let report = sweep::sweep(cc, &plan).await;
+        cluster.shutdown(Duration::from_secs(2)).await;
+        report?
+    } else {
+        sweep::sweep(client_config(&a.client, config)?, &plan).await?
+    };
+    let failed = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        Failure::new(
+            EXIT_FAILED,
+            format!("cannot write {what} {}: {e}", path.display()),
+        )
+    };
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+    if let Some(path) = &a.out {
+        std::fs::write(path, format!("{json}\n")).map_err(|e| failed("the report", path, &e))?;
+    }
+    if let Some(path) = &a.svg {
+        let text = sweep::svg(&report).map_err(|e| Failure::new(EXIT_FAILED, e))?;
+        std::fs::write(path, text).map_err(|e| failed("the plot", path, &e))?;
+    }
+    if a.json {
+        outln!("{json}");
+    } else {
+        outln!("{}", sweep::describe(&report));
+    }
+    match report.troubles() {
+        0 => Ok(()),
+        n => Err(Failure::new(
+            EXIT_FAILED,
+            format!("{n} task(s) failed, were lost or left unfinished"),
         )),
     }
 }
@@ -208,10 +294,10 @@ pub async fn measure(
             format!("{} echo result(s) differed from their arguments", r.wrong),
         ));
     }
-    if let Some(first) = r.failed.first() {
+    if let Some(first) = r.errors.first() {
         log::warn!(
             "{} task(s) failed; first: {}",
-            r.failed.len(),
+            r.failed,
             argon::logsafe::escaped(first)
         );
     }
@@ -223,7 +309,7 @@ pub async fn measure(
         p99_us: r.percentile_us(99.0),
         max_us: r.percentile_us(100.0),
         denied: r.denials,
-        failed: r.failed.len(),
+        failed: r.failed as usize,
         elapsed_s: r.elapsed.as_secs_f64(),
         concurrency: plan.concurrency,
         clients,

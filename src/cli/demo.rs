@@ -108,15 +108,16 @@ pub async fn demo(
         ms(report.percentile_us(99.0)),
         ms(report.percentile_us(100.0))
     );
-    outln!("failed     {}", report.failed.len());
-    if report.wrong > 0 || !report.failed.is_empty() {
-        let first = report.failed.first().cloned().unwrap_or_default();
+    outln!("failed     {}", report.failed);
+    if report.wrong > 0 || report.failed > 0 {
+        let first = report.errors.first().cloned().unwrap_or_default();
         return Err(Failure::new(
             EXIT_FAILED,
             format!(
-                "{} task(s) failed and {} returned a wrong result; first error: {first}",
-                report.failed.len(),
-                report.wrong
+                "{} task(s) failed and {} returned a wrong result; first error: {}",
+                report.failed,
+                report.wrong,
+                argon::logsafe::escaped(first)
             ),
         ));
     }

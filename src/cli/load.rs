@@ -1,13 +1,15 @@
 //! A closed-loop load generator shared by `argon demo` and `argon bench`:
 //! several clients keep a fixed number of tasks in flight until a total is
 //! reached, retrying denials, and every round trip is measured. Both show
-//! its progress with [`progress_bar`].
+//! its progress with [`progress_bar`]. Round trips go into one HDR
+//! histogram, so memory stays the same however many tasks a run has.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
@@ -16,40 +18,72 @@ use argon::protocol::Value;
 /// Makes the task (name, arguments) for index `i`.
 pub type TaskMaker = Arc<dyn Fn(u32) -> (String, Value) + Send + Sync>;
 
+/// Largest latency a histogram of [`latency_histogram`] tells apart: an
+/// hour, in microseconds. Longer samples count as an hour.
+pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// Error texts of failed tasks a [`LoadReport`] keeps; the rest are counted.
+pub const KEPT_ERRORS: usize = 10;
+
+/// An empty histogram of microseconds from 1 us to [`MAX_LATENCY_US`], to 3
+/// significant digits (a sample is off by at most 0.1 %). It takes about
+/// 190 KiB whatever it holds.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant bounds are valid")
+}
+
+/// Percentile `p` (0–100) of `h`: the smallest recorded value that `p` % of
+/// the samples are at or below (to the histogram's precision); 0 if empty.
+pub fn percentile(h: &Histogram<u64>, p: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else if p >= 100.0 {
+        h.max()
+    } else {
+        h.value_at_percentile(p)
+    }
+}
+
 /// What a load run measured.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct LoadReport {
-    /// Round trips of completed tasks, microseconds, sorted.
-    pub latencies_us: Vec<u64>,
+    /// Round trips of completed tasks, microseconds.
+    pub latency: Histogram<u64>,
     /// Completed tasks per task name.
     pub per_task: std::collections::BTreeMap<String, u32>,
     /// Denials that were retried.
     pub denials: u64,
     /// Tasks denied at least once.
     pub denied_tasks: u32,
-    /// Errors of failed tasks.
-    pub failed: Vec<String>,
+    /// Tasks that failed.
+    pub failed: u64,
+    /// Errors of the first [`KEPT_ERRORS`] failed tasks.
+    pub errors: Vec<String>,
     /// Tasks whose result differed from their arguments, when checked.
     pub wrong: u32,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
 
-impl LoadReport {
-    fn merge(&mut self, o: LoadReport) {
-        self.latencies_us.extend(o.latencies_us);
-        for (k, v) in o.per_task {
-            *self.per_task.entry(k).or_default() += v;
+impl Default for LoadReport {
+    fn default() -> Self {
+        LoadReport {
+            latency: latency_histogram(),
+            per_task: Default::default(),
+            denials: 0,
+            denied_tasks: 0,
+            failed: 0,
+            errors: Vec::new(),
+            wrong: 0,
+            elapsed: Duration::ZERO,
         }
-        self.denials += o.denials;
-        self.denied_tasks += o.denied_tasks;
-        self.failed.extend(o.failed);
-        self.wrong += o.wrong;
     }
+}
 
+impl LoadReport {
     /// Completed tasks.
     pub fn completed(&self) -> usize {
-        self.latencies_us.len()
+        self.latency.len() as usize
     }
 
     /// Completed tasks per second.
@@ -59,17 +93,15 @@ impl LoadReport {
 
     /// Latency percentile `p` (0–100), microseconds.
     pub fn percentile_us(&self, p: f64) -> u64 {
-        percentile(&self.latencies_us, p)
+        percentile(&self.latency, p)
     }
-}
 
-/// Percentile `p` (0–100) of sorted samples, nearest rank.
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
+    fn fail(&mut self, error: String) {
+        self.failed += 1;
+        if self.errors.len() < KEPT_ERRORS {
+            self.errors.push(error);
+        }
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// The shape of a load run.
@@ -123,6 +155,9 @@ pub fn progress_bar(total: u32) -> ProgressBar {
 /// Runs `spec` over `clients` (one per window entry), denials retried.
 pub async fn run(clients: &[Client], spec: LoadSpec, pb: &ProgressBar) -> LoadReport {
     let next = Arc::new(AtomicU32::new(0));
+    // One report for every loop: a histogram per loop would cost its size
+    // once per task in flight. The lock is never held across an await.
+    let report = Arc::new(Mutex::new(LoadReport::default()));
     let mut loops = Vec::new();
     for (client, &window) in clients.iter().zip(&spec.windows) {
         for _ in 0..window {
@@ -132,17 +167,15 @@ pub async fn run(clients: &[Client], spec: LoadSpec, pb: &ProgressBar) -> LoadRe
                 spec.tasks,
                 spec.make.clone(),
                 spec.check_echo,
+                report.clone(),
                 pb.clone(),
             ));
         }
     }
     let started = Instant::now();
-    let mut report = LoadReport::default();
-    for r in join_all(loops).await {
-        report.merge(r);
-    }
+    join_all(loops).await;
+    let mut report = std::mem::take(&mut *report.lock().expect("report lock"));
     report.elapsed = started.elapsed();
-    report.latencies_us.sort_unstable();
     report
 }
 
@@ -152,9 +185,9 @@ async fn one_loop(
     total: u32,
     make: TaskMaker,
     check: bool,
+    report: Arc<Mutex<LoadReport>>,
     pb: ProgressBar,
-) -> LoadReport {
-    let mut r = LoadReport::default();
+) {
     let opts = QueueOptions {
         retry: Some(true),
         ..QueueOptions::default()
@@ -162,14 +195,17 @@ async fn one_loop(
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= total {
-            return r;
+            return;
         }
         let (name, args) = make(i);
         let expected = check.then(|| args.clone());
         let start = Instant::now();
-        match client.queue_detailed(&name, args, &opts).await {
+        let result = client.queue_detailed(&name, args, &opts).await;
+        let took = start.elapsed().as_micros() as u64;
+        let mut r = report.lock().expect("report lock");
+        match result {
             Ok(done) => {
-                r.latencies_us.push(start.elapsed().as_micros() as u64);
+                r.latency.saturating_record(took.max(1));
                 if done.denials > 0 {
                     r.denied_tasks += 1;
                     r.denials += u64::from(done.denials);
@@ -179,8 +215,9 @@ async fn one_loop(
                 }
                 *r.per_task.entry(name).or_default() += 1;
             }
-            Err(e) => r.failed.push(e.to_string()),
+            Err(e) => r.fail(e.to_string()),
         }
+        drop(r);
         pb.inc(1);
     }
 }
@@ -190,12 +227,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_pick_by_rank() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50.0), 51);
-        assert_eq!(percentile(&v, 99.0), 99);
-        assert_eq!(percentile(&v, 100.0), 100);
-        assert_eq!(percentile(&[], 50.0), 0);
+    fn percentiles_are_the_value_at_or_below_which_p_percent_lie() {
+        let mut h = latency_histogram();
+        for v in 1..=100 {
+            h.record(v).unwrap();
+        }
+        assert_eq!(percentile(&h, 50.0), 50);
+        assert_eq!(percentile(&h, 99.0), 99);
+        assert_eq!(percentile(&h, 100.0), 100);
+        assert_eq!(percentile(&latency_histogram(), 50.0), 0);
+    }
+
+    #[test]
+    fn large_samples_keep_three_significant_digits() {
+        let mut h = latency_histogram();
+        h.saturating_record(1_234_567);
+        h.saturating_record(MAX_LATENCY_US * 10);
+        let p50 = percentile(&h, 50.0);
+        assert!(p50.abs_diff(1_234_567) <= 1_235, "{p50}");
+        let max = percentile(&h, 100.0);
+        let top = MAX_LATENCY_US..=MAX_LATENCY_US + MAX_LATENCY_US / 1000;
+        assert!(top.contains(&max), "{max}");
+    }
+
+    #[test]
+    fn failures_beyond_the_kept_ones_are_only_counted() {
+        let mut r = LoadReport::default();
+        for i in 0..KEPT_ERRORS + 5 {
+            r.fail(format!("e{i}"));
+        }
+        assert_eq!(r.failed, (KEPT_ERRORS + 5) as u64);
+        assert_eq!(r.errors.len(), KEPT_ERRORS);
+        assert_eq!(r.errors[0], "e0");
     }
 
     #[test]

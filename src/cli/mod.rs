@@ -14,6 +14,7 @@ mod map;
 mod server;
 mod status;
 mod submit;
+mod sweep;
 
 use std::path::PathBuf;
 

@@ -211,29 +211,43 @@ impl Manager {
         self.sched.capacity() * u64::from(self.settings.queue_factor)
     }
 
-    /// When room is likely: one average task time per wave of the queue
-    /// ahead, 100 ms per wave before any task has finished; at least 10 ms.
+    /// The `retry_after` a client new to the line for places would be given
+    /// now (see [`Manager::retry_after_for`]).
     fn retry_after(&self) -> Duration {
-        self.retry_after_behind(0)
+        self.retry_after_for(self.places_needed(self.turns.len()))
     }
 
-    /// [`Manager::retry_after`] for a client with `ahead` clients before it
-    /// in the line for places (see [`turns`]).
-    fn retry_after_behind(&self, ahead: usize) -> Duration {
+    /// Places that must free before a client with `ahead` clients before it
+    /// in the line for places (see [`turns`]) can take one: one for each of
+    /// them and one for itself, less the places free now.
+    fn places_needed(&self, ahead: usize) -> usize {
+        let free = self.queue_limit().saturating_sub(self.queued() as u64);
+        let free = usize::try_from(free).unwrap_or(usize::MAX);
+        (ahead + 1).saturating_sub(free).max(1)
+    }
+
+    /// When a place is likely for a client that needs `needed` places to
+    /// free. A place frees each time a queued task starts: with every slot
+    /// busy, `capacity` times per average task time (100 ms assumed before
+    /// any task has finished). Between 10 ms and 60 s.
+    ///
+    /// How long the queue ahead takes to drain does not matter here: the
+    /// client waits for a place in the queue, not for its task to start.
+    fn retry_after_for(&self, needed: usize) -> Duration {
         let cap = self.sched.capacity();
         if cap == 0 {
             return Duration::from_secs(1);
         }
         let avg = self.avg_us.unwrap_or(100_000.0);
-        let waves = (self.queued() + ahead) as f64 / cap as f64 + 1.0;
-        Duration::from_micros((avg * waves) as u64)
+        Duration::from_micros((avg * needed as f64 / cap as f64) as u64)
             .clamp(Duration::from_millis(10), Duration::from_secs(60))
     }
 
     /// Denies a submit of `session` for want of a place in the queue; the
     /// session joins the line for places (see [`turns`]).
     fn deny_place(&mut self, session: SessionId, reason: &str) -> Rejection {
-        let retry_after = self.retry_after_behind(self.turns.place(session));
+        let needed = self.places_needed(self.turns.place(session));
+        let retry_after = self.retry_after_for(needed);
         self.turns.denied(session, retry_after, Instant::now());
         self.denied += 1;
         Rejection::Denied {
