@@ -370,14 +370,19 @@ class Core:
         """Ends ``call`` with ``value`` or ``error`` (once)."""
         if call.done:
             return
-        call.done = True
         call.value = value
         call.error = error
+        call.done = True
         call.link = None
         if call.timer is not None:
             call.timer.cancel()
             call.timer = None
         call.on_done(call)
+
+    def cancel_many(self, calls: "list[Call]") -> None:
+        """:meth:`cancel` for each of ``calls``."""
+        for c in calls:
+            self.cancel(c)
 
     def drop(self, call: Call) -> None:
         """Forgets ``call``, whose caller stopped waiting for its answer."""

@@ -28,6 +28,31 @@ log = logging.getLogger("argon_tasks")
 _CLOSE_WAIT = 5.0
 
 
+class _Room:
+    """Counts the calls a Client may still start; takers block while none
+    is left."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._cond = threading.Condition(threading.Lock())
+
+    def take_up_to(self, n: int) -> int:
+        """Takes between 1 and ``n`` places, waiting for the first."""
+        with self._cond:
+            while self._free <= 0:
+                self._cond.wait()
+            got = min(n, self._free)
+            self._free -= got
+            return got
+
+    def give(self, n: int = 1) -> None:
+        """Returns ``n`` places."""
+        if n:
+            with self._cond:
+                self._free += n
+                self._cond.notify(n)
+
+
 class TaskFuture:
     """A task submitted by :meth:`Client.submit`.
 
@@ -67,7 +92,7 @@ class TaskFuture:
     def cancel(self) -> None:
         """Asks the manager to cancel the task; its outcome then is usually
         TaskFailed ``cancelled by the client``."""
-        self._client._threadsafe(self._client._core.cancel, self._call)
+        self._client._post_cancel(self._client._core.cancel, self._call)
 
     def add_done_callback(self, fn: Callable[["TaskFuture"], None]) -> None:
         """Calls ``fn(self)`` once the outcome is known, on the client's
@@ -136,7 +161,7 @@ class Client:
             connect_timeout=connect_timeout,
             agent=agent,
         )
-        self._room = threading.BoundedSemaphore(max_in_flight)
+        self._room = _Room(max_in_flight)
         self._loop = asyncio.new_event_loop()
         self._core = Core(self._settings, self._loop)
         self._thread = threading.Thread(target=self._loop.run_forever, name="argon-client", daemon=True)
@@ -149,13 +174,24 @@ class Client:
         """The manager's address."""
         return self._settings.mgr
 
-    def _threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self._closed:
-            return
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Runs ``fn(*args)`` on the client's thread; ClientClosed if the
+        client is closed."""
+        if not self._closed:
+            try:
+                self._loop.call_soon_threadsafe(fn, *args)
+                return
+            except RuntimeError:
+                pass
+        raise ClientClosed("the client is closed")
+
+    def _post_cancel(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Like :meth:`_post` for a cancel, which a closed client has done
+        already."""
         try:
-            self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:
-            pass
+            self._post(fn, *args)
+        except ClientClosed:
+            return
 
     def _wait(self, coro: Any, timeout: Optional[float]) -> Any:
         if self._closed:
@@ -171,12 +207,12 @@ class Client:
     def _new_call(self, kind: str, task: str, body: bytes, retry: bool) -> Tuple[Call, "concurrent.futures.Future[Any]"]:
         if self._closed:
             raise ClientClosed("the client is closed")
-        self._room.acquire()
+        self._room.take_up_to(1)
         cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
         room = self._room
 
         def on_done(call: Call) -> None:
-            room.release()
+            room.give()
             _settle(cf, call)
 
         return Call(kind, task, body, retry, on_done), cf
@@ -208,7 +244,7 @@ class Client:
         blocks only while ``max_in_flight`` calls are pending). Options as
         in :meth:`AsyncClient.submit`."""
         h = self._prepare(task, args, priority, timeout, attempts, retry)
-        self._threadsafe(self._core.start, h._call)
+        self._post(self._core.start, h._call)
         return h
 
     def run(
@@ -245,42 +281,62 @@ class Client:
         ``return_exceptions`` is set, which yields the ArgonError instead."""
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a positive integer")
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        retry_ = self._settings.retry if retry is None else retry
+        max_frame = self._settings.max_frame
+        room = self._room
         step = max(1, concurrency // 8)
         items = iter(iterable)
         exhausted = False
-        window: Deque[TaskFuture] = deque()
+        window: Deque[Call] = deque()
+        ready = threading.Event()
+        awaited: List[Optional[Call]] = [None]
+
+        def on_done(call: Call) -> None:
+            room.give()
+            if call is awaited[0]:
+                ready.set()
+
         try:
             while True:
-                head_ready = bool(window) and window[0].done()
-                if not exhausted and concurrency - len(window) >= (step if head_ready else 1):
-                    batch: List[TaskFuture] = []
-                    while len(window) + len(batch) < concurrency:
-                        try:
-                            item = next(items)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        batch.append(self._prepare(task, item, priority, timeout, attempts, retry))
-                    if batch:
-                        window.extend(batch)
-                        self._threadsafe(self._core.start_many, [h._call for h in batch])
+                free = concurrency - len(window)
+                if not exhausted and free >= (step if window and window[0].done else 1):
+                    granted = room.take_up_to(free)
+                    batch: List[Call] = []
+                    try:
+                        while len(batch) < granted:
+                            try:
+                                item = next(items)
+                            except StopIteration:
+                                exhausted = True
+                                break
+                            body = encode_submit(task, item, priority, timeout, attempts, max_frame)
+                            batch.append(Call("submit", task, body, retry_, on_done))
+                    finally:
+                        room.give(granted - len(batch))
+                        if batch:
+                            window.extend(batch)
+                            self._post(self._core.start_many, batch)
                 if not window:
                     return
                 head = window[0]
-                try:
-                    value = head.result()
-                except ArgonError as e:
-                    if not return_exceptions:
-                        raise
-                    window.popleft()
-                    yield e
-                    continue
+                if not head.done:
+                    ready.clear()
+                    awaited[0] = head
+                    if not head.done:
+                        ready.wait()
+                    awaited[0] = None
                 window.popleft()
-                yield value
+                if head.error is None:
+                    yield head.value
+                elif return_exceptions and isinstance(head.error, ArgonError):
+                    yield head.error
+                else:
+                    raise head.error
         finally:
-            for h in window:
-                if not h.done():
-                    h.cancel()
+            if window:
+                self._post_cancel(self._core.cancel_many, list(window))
 
     def ping(self, timeout: float = 10.0) -> float:
         """Round-trip time to the manager in seconds; TimeoutError after
@@ -295,12 +351,12 @@ class Client:
 
     def _request(self, kind: str, timeout: float) -> Any:
         call, cf = self._new_call(kind, "", b"", False)
-        self._threadsafe(self._core.start, call)
+        self._post(self._core.start, call)
         try:
             return cf.result(timeout)
         finally:
             if not cf.done():
-                self._threadsafe(self._core.drop, call)
+                self._post_cancel(self._core.drop, call)
 
     def close(self) -> None:
         """Closes the connection and stops the client's thread; pending
