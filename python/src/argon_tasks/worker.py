@@ -246,6 +246,7 @@ class Worker:
         self._hurry: Optional[asyncio.Event] = None
         self._fatal: Optional[BaseException] = None
         self._pool: Optional[_Pool] = None
+        self._held: List[Tuple[int, str, Any, str]] = []
 
     # --- declaring tasks -----------------------------------------------------
 
@@ -416,6 +417,7 @@ class Worker:
         stops; returns why the link ended (None after a stop)."""
         assert self._loop is not None and self._stop_event is not None
         self._link = link
+        self._held = []
         self._link_closed = self._loop.create_future()
         closed = self._link_closed
         running = []
@@ -503,6 +505,9 @@ class Worker:
             self._registered = True
             self._registrations += 1
             self._ready.notify_all()
+        held, self._held = self._held, []
+        for run_id, kind, value, task in held:
+            self._send_finished(link, run_id, kind, value, task)
         log.info(
             "registered with the manager at %s as worker %d: %d slot(s), tasks %s",
             link.addr,
@@ -636,6 +641,10 @@ class Worker:
         link = run.link
         if link is None or link is not self._link or not link.is_open:
             log.debug("run %d ended while disconnected: its result is dropped", run.info.run_id)
+            return
+        if not self._registered:
+            # A run carried over in `register`: its `finished` must follow `registered`.
+            self._held.append((run.info.run_id, kind, value, run.info.task))
             return
         self._send_finished(link, run.info.run_id, kind, value, run.info.task)
 
