@@ -39,6 +39,9 @@ _HEARTBEAT = _wire.pack({"heartbeat": {}})
 _HELLO, _AUTH, _OPEN, _CLOSED = range(4)
 _SILENT_TICKS = 3
 _CLOSE_GRACE = 5.0
+MAX_OUTGOING = 64 * 1024 * 1024
+"""Bytes that may wait in the socket's send buffer before the link gives
+up on a peer that does not read (at least two frames' worth)."""
 
 
 def split_addr(addr: str) -> Tuple[str, int]:
@@ -72,6 +75,7 @@ class Link(asyncio.Protocol):
         self._agent = agent
         self.max_frame = max_frame
         self.send_limit = max_frame
+        self.max_outgoing = max(MAX_OUTGOING, 2 * max_frame)
         self._heartbeat = heartbeat
         self._on_message = on_message
         self._on_closed = on_closed
@@ -356,6 +360,9 @@ class Link(asyncio.Protocol):
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
             self._out.clear()
             self._transport.write(data)
+            waiting = self._transport.get_write_buffer_size()
+            if waiting > self.max_outgoing:
+                self.close(f"{self._peer_name()} does not read: {waiting} bytes wait to be sent")
 
     @property
     def is_open(self) -> bool:
@@ -413,8 +420,10 @@ class Link(asyncio.Protocol):
         self._set_reason(reason)
         if self._state == _CLOSED:
             return
-        self._flush()
         self._state = _CLOSED
+        if self._out and self._transport is not None:
+            self._transport.write(b"".join(self._out))
+        self._out.clear()
         if self._timer is not None:
             self._timer.cancel()
         if self._transport is not None:
