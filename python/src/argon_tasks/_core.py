@@ -299,6 +299,17 @@ class Core:
 
     def _on_message(self, name: str, fields: Dict[Any, Any]) -> None:
         if name == "reply":
+            rid = fields.get("id")
+            outcome = fields.get("outcome")
+            if type(rid) is int and type(outcome) is dict and len(outcome) == 1:
+                done = outcome.get("done")
+                if type(done) is dict and "value" in done:
+                    call = self._pending.get(rid)
+                    if call is not None and call.kind == "submit":
+                        del self._pending[rid]
+                        call.rid = None
+                        self.finish(call, value=done["value"])
+                        return
             rid = _wire.get_int(fields, "id")
             kind, value, text, retry_ms = _wire.get_outcome(fields)
             call = self._pending.pop(rid, None)

@@ -264,7 +264,13 @@ class Link(asyncio.Protocol):
             if plain == _HEARTBEAT:
                 return
             try:
-                name, fields = _wire.one_entry(_wire.unpack(plain), "message")
+                msg = _wire.unpack(plain)
+                if type(msg) is dict and len(msg) == 1:
+                    ((name, fields),) = msg.items()
+                    if type(name) is str and type(fields) is dict:
+                        self._on_message(name, fields)
+                        return
+                name, fields = _wire.one_entry(msg, "message")
                 self._on_message(name, fields)
             except ProtocolError as e:
                 self.violation(str(e))

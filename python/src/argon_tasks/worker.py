@@ -49,6 +49,9 @@ _TASK_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
 _MAX_CAPACITY = 65536
 _MAX_ERROR_BYTES = 4000
 _RETRYABLE_REFUSAL = "is already known to this manager"
+# {"finished": {"run_id": ID, "outcome": {"done": {"value": VALUE}}}} around ID and VALUE.
+_FINISHED_HEAD = b"\x81\xa8finished\x82\xa6run_id"
+_DONE_VALUE = b"\xa7outcome\x81\xa4done\x81\xa5value"
 
 
 class RunInfo:
@@ -58,13 +61,34 @@ class RunInfo:
     :class:`threading.Event` set when the run times out, is cancelled or the
     worker stops."""
 
-    __slots__ = ("run_id", "task", "deadline", "cancelled")
+    __slots__ = ("run_id", "task", "deadline", "_event", "_stopped")
 
     def __init__(self, run_id: int, task: str, deadline: Optional[float]) -> None:
         self.run_id = run_id
         self.task = task
         self.deadline = deadline
-        self.cancelled = threading.Event()
+        self._event: Optional[threading.Event] = None
+        self._stopped = False
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set once the run should stop (made on first use: most runs never
+        look)."""
+        with _EVENT_LOCK:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._stopped:
+                    self._event.set()
+            return self._event
+
+    def _stop(self) -> None:
+        with _EVENT_LOCK:
+            self._stopped = True
+            if self._event is not None:
+                self._event.set()
+
+
+_EVENT_LOCK = threading.Lock()
 
 
 _current: "contextvars.ContextVar[Optional[RunInfo]]" = contextvars.ContextVar("argon_run", default=None)
@@ -537,10 +561,22 @@ class Worker:
             self._link_closed.set_result(f"lost the manager ({reason})")
 
     def _assign(self, link: Link, fields: Dict[Any, Any]) -> None:
-        run_id = _wire.get_int(fields, "run_id")
-        slot = _wire.get_int(fields, "slot", _wire.U32_MAX)
-        name = _wire.get_str(fields, "task")
-        timeout_ms = _wire.get_opt_int(fields, "timeout_ms")
+        run_id = fields.get("run_id")
+        slot = fields.get("slot")
+        name = fields.get("task")
+        timeout_ms = fields.get("timeout_ms")
+        if not (
+            type(run_id) is int
+            and 0 <= run_id <= _wire.U64_MAX
+            and type(slot) is int
+            and 0 <= slot <= _wire.U32_MAX
+            and type(name) is str
+            and (timeout_ms is None or (type(timeout_ms) is int and 0 <= timeout_ms <= _wire.U64_MAX))
+        ):
+            run_id = _wire.get_int(fields, "run_id")
+            slot = _wire.get_int(fields, "slot", _wire.U32_MAX)
+            name = _wire.get_str(fields, "task")
+            timeout_ms = _wire.get_opt_int(fields, "timeout_ms")
         if "args" not in fields:
             raise ProtocolError("assign without args")
         args = fields["args"]
@@ -610,7 +646,7 @@ class Worker:
         if run.done or run.stop_reason is not None:
             return
         run.stop_reason = reason
-        run.info.cancelled.set()
+        run.info._stop()
         if run.atask is not None:
             run.atask.cancel()
         elif not run.warned:
@@ -655,7 +691,7 @@ class Worker:
                 kind, value = "failed", f"result nested deeper than {_wire.MAX_VALUE_DEPTH} levels"
             else:
                 try:
-                    plain = _wire.pack({"finished": {"run_id": run_id, "outcome": {"done": {"value": value}}}})
+                    plain = b"".join((_FINISHED_HEAD, _wire.pack(run_id), _DONE_VALUE, _wire.pack(value)))
                 except (TypeError, ValueError, OverflowError) as e:
                     kind, value = "failed", clip(f"task {task} returned a result that cannot be sent: {e}", _MAX_ERROR_BYTES)
                 else:
