@@ -90,7 +90,8 @@ def test_an_oversized_auth_frame_is_refused_unread() -> None:
 def test_a_silent_manager_is_taken_for_gone() -> None:
     async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await handshake(r, w)
-        await asyncio.sleep(WAIT)
+        while await r.read(4096):
+            pass
 
     async def body(addr: str) -> None:
         async with AsyncClient(addr, key=KEY, heartbeat=0.1) as c:
