@@ -2,8 +2,11 @@
 //! and the client library): on each tick of the heartbeat interval, send a
 //! heartbeat if nothing was sent since the last tick, and take the peer for
 //! gone once nothing has been heard for [`SILENT_INTERVALS`] ticks in a row.
+//! Ticks that come in a burst after the process itself was stalled (closer
+//! together than half an interval) count as one, so a starved process does
+//! not blame its peers before it has read what they sent meanwhile.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::SILENT_INTERVALS;
 
@@ -25,6 +28,7 @@ pub struct Liveness {
     heard: bool,
     spoke: bool,
     silent_ticks: u32,
+    last_tick: Option<Instant>,
 }
 
 impl Liveness {
@@ -35,6 +39,7 @@ impl Liveness {
             heard: false,
             spoke: false,
             silent_ticks: 0,
+            last_tick: None,
         }
     }
 
@@ -60,6 +65,17 @@ impl Liveness {
 
     /// Called once per interval: what to do now.
     pub fn tick(&mut self) -> Tick {
+        self.tick_at(Instant::now())
+    }
+
+    /// [`Liveness::tick`] at `now`.
+    pub fn tick_at(&mut self, now: Instant) -> Tick {
+        if let Some(last) = self.last_tick {
+            if now.saturating_duration_since(last) < self.interval / 2 {
+                return Tick::Quiet;
+            }
+        }
+        self.last_tick = Some(now);
         if std::mem::take(&mut self.heard) {
             self.silent_ticks = 0;
         } else {
@@ -80,26 +96,60 @@ impl Liveness {
 mod tests {
     use super::*;
 
+    /// Ticks one interval apart, from a fixed start.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn next(&mut self) -> Instant {
+            self.0 += Duration::from_secs(1);
+            self.0
+        }
+    }
+
     #[test]
     fn beats_when_quiet_and_gives_up_after_three_silent_ticks() {
+        let mut t = Clock(Instant::now());
         let mut l = Liveness::new(Duration::from_secs(1));
         l.heard();
         l.spoke();
-        assert_eq!(l.tick(), Tick::Quiet);
-        assert_eq!(l.tick(), Tick::Beat, "nothing said or heard for one tick");
+        assert_eq!(l.tick_at(t.next()), Tick::Quiet);
+        assert_eq!(
+            l.tick_at(t.next()),
+            Tick::Beat,
+            "nothing said or heard for one tick"
+        );
         l.spoke();
-        assert_eq!(l.tick(), Tick::Quiet, "silent twice, but spoke");
-        assert_eq!(l.tick(), Tick::Silent, "third silent tick");
+        assert_eq!(l.tick_at(t.next()), Tick::Quiet, "silent twice, but spoke");
+        assert_eq!(l.tick_at(t.next()), Tick::Silent, "third silent tick");
     }
 
     #[test]
     fn hearing_anything_resets_the_silence() {
+        let mut t = Clock(Instant::now());
         let mut l = Liveness::new(Duration::from_secs(1));
         for _ in 0..10 {
-            assert_ne!(l.tick(), Tick::Silent);
-            assert_ne!(l.tick(), Tick::Silent);
+            assert_ne!(l.tick_at(t.next()), Tick::Silent);
+            assert_ne!(l.tick_at(t.next()), Tick::Silent);
             l.heard();
         }
         assert_eq!(l.silence_limit(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_burst_of_late_ticks_counts_as_one() {
+        let mut t = Clock(Instant::now());
+        let mut l = Liveness::new(Duration::from_secs(1));
+        l.heard();
+        assert_ne!(l.tick_at(t.next()), Tick::Silent);
+        // The process was stalled for several intervals; the timer then
+        // fires its missed ticks back to back.
+        let late = t.next() + Duration::from_secs(5);
+        for i in 0..5 {
+            let at = late + Duration::from_millis(i);
+            assert_ne!(l.tick_at(at), Tick::Silent, "burst tick {i}");
+        }
+        l.heard();
+        t.0 = late;
+        assert_ne!(l.tick_at(t.next()), Tick::Silent, "heard after the stall");
     }
 }
