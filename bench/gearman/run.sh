@@ -18,12 +18,12 @@
 #            of REPS runs after a warm-up.
 # Output: one "# " header line, then "gearman ...: ..." result lines.
 #
-# Knobs (environment): MODE (default|durable), WORKDIR (a new temporary folder,
-# removed afterwards unless KEEP=1), N_TPUT (20000), WINDOW (1000), REPS (3),
-# N_LAT (2000), WORKERS (4), N_BG (2000), GM_THREADS (2), TIME_LIMIT (600 s for
-# the whole script). Installs gearman-job-server, libgearman-dev and gcc with
-# apt-get when missing (as root only). Every process it starts is stopped by
-# PID on exit.
+# Knobs (environment): MODE (default|durable), WORKDIR (else a new temporary
+# folder, removed afterwards unless KEEP=1 or a step failed), N_TPUT (20000),
+# WINDOW (1000), REPS (3), N_LAT (2000), WORKERS (4), N_BG (2000), GM_THREADS
+# (2), TIME_LIMIT (600 s for the whole script). Installs gearman-job-server,
+# gearman-tools, libgearman-dev and gcc with apt-get when missing (as root
+# only). Every process it starts is stopped by PID on exit.
 set -uo pipefail
 
 if [ -z "${GMBASE_BOUNDED:-}" ]; then
@@ -39,9 +39,6 @@ N_LAT=${N_LAT:-2000}
 WORKERS=${WORKERS:-4}
 N_BG=${N_BG:-2000}
 GM_THREADS=${GM_THREADS:-2}
-OWN_WORKDIR=0
-if [ -z "${WORKDIR:-}" ]; then WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/gearman-base.XXXXXX"); OWN_WORKDIR=1; fi
-mkdir -p "$WORKDIR" && WORKDIR=$(cd "$WORKDIR" && pwd)
 
 say() { printf 'gearman/run.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -50,6 +47,9 @@ case "$MODE" in default|durable) ;; *) die "MODE must be default or durable" ;; 
 for v in N_TPUT WINDOW REPS N_LAT WORKERS N_BG GM_THREADS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+OWN_WORKDIR=0
+if [ -z "${WORKDIR:-}" ]; then WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/gearman-base.XXXXXX"); OWN_WORKDIR=1; fi
+mkdir -p "$WORKDIR" && WORKDIR=$(cd "$WORKDIR" && pwd) || die "cannot use $WORKDIR as work folder"
 
 # ---- processes: started here, stopped by PID --------------------------------
 PIDS=()
