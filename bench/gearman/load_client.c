@@ -2,16 +2,21 @@
  * Every job goes to the function "echo" (bench/gearman/echo_worker.c) with a
  * short payload "job-<i>"; every foreground answer is checked against it.
  *
- *   load_client HOST PORT tput N WINDOW  foreground jobs, a sliding window of
+ *   load_client HOST PORT tput N WINDOW [batch]
+ *                                        foreground jobs, a sliding window of
  *                                        WINDOW in flight; one line with jobs/s
  *   load_client HOST PORT lat N          N jobs one after the other; one line
  *                                        with p50, p90, p99 and mean in us
- *   load_client HOST PORT bg N WINDOW    background jobs, WINDOW unacknowledged
+ *   load_client HOST PORT bg N WINDOW [batch]
+ *                                        background jobs, WINDOW unacknowledged
  *                                        at most; accept rate (until each got
  *                                        JOB_CREATED) and complete rate (first
  *                                        submission until gearmand reports no
  *                                        "echo" job queued or running)
  *   load_client HOST PORT workers K      waits until K workers can do "echo"
+ *
+ * With "batch", tput and bg send WINDOW jobs, then none until all of those
+ * are answered (tput) or acknowledged (bg), instead of refilling the window.
  *
  * Exits non-zero on any error, wrong answer, or after 120 s of waiting. */
 #include <libgearman/gearman.h>
@@ -87,11 +92,13 @@ static gearman_return_t on_created(gearman_task_st *t) {
 }
 
 /* Keeps up to `window` jobs outstanding until `*finished` reaches n; a job is
- * outstanding from its submission until `*finished` counts it. */
-static void pump(gearman_client_st *c, long n, long window, int background, const long *finished) {
+ * outstanding from its submission until `*finished` counts it. With `batches`
+ * it submits again only once nothing is outstanding. */
+static void pump(gearman_client_st *c, long n, long window, int background, int batches,
+                 const long *finished) {
   long next = 0;
   while (*finished < n) {
-    while (next < n && next - *finished < window) {
+    while (next < n && next - *finished < window && (!batches || next % window || next == *finished)) {
       gearman_return_t rc;
       gearman_task_st *t = background
           ? gearman_client_add_task_background(c, NULL, payloads[next], FUNC, NULL,
@@ -181,7 +188,7 @@ static double percentile(const double *sorted, long n, double p) {
 
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: %s HOST PORT tput|bg N WINDOW | lat N | workers K\n", argv[0]);
+    fprintf(stderr, "usage: %s HOST PORT tput|bg N WINDOW [batch] | lat N | workers K\n", argv[0]);
     return 2;
   }
   host = argv[1];
@@ -197,22 +204,23 @@ int main(int argc, char **argv) {
   }
   make_payloads(n);
 
+  int batches = argc > 6 && !strcmp(argv[6], "batch");
   if (!strcmp(mode, "tput")) {
     gearman_client_st *c = connect_client(1);
     gearman_client_set_complete_fn(c, on_complete);
     gearman_client_set_fail_fn(c, on_fail);
     double t0 = seconds();
-    pump(c, n, window, 0, &answered);
+    pump(c, n, window, 0, batches, &answered);
     double dt = seconds() - t0;
-    printf("tput: %ld jobs in %.3f s = %.0f jobs/s (window %ld, wrong %ld)\n",
-           answered, dt, (double)answered / dt, window, wrong);
+    printf("tput: %ld jobs in %.3f s = %.0f jobs/s (window %ld%s, wrong %ld)\n",
+           answered, dt, (double)answered / dt, window, batches ? " in batches" : "", wrong);
     return wrong ? 1 : 0;
   }
   if (!strcmp(mode, "bg")) {
     gearman_client_st *c = connect_client(1);
     gearman_client_set_created_fn(c, on_created);
     double t0 = seconds();
-    pump(c, n, window, 1, &acknowledged);
+    pump(c, n, window, 1, batches, &acknowledged);
     double accepted = seconds() - t0;
     wait_admin(queue_empty, 0, "the background jobs");
     double completed = seconds() - t0;

@@ -8,20 +8,22 @@
 # Starts gearmand on 127.0.0.1 (a free port, GM_THREADS I/O threads) and
 # WORKERS processes of echo_worker.c, builds the C programs with gcc -O2 into
 # WORKDIR, then measures with load_client.c:
-#   default  throughput: N_TPUT echo jobs, WINDOW in flight (sliding window),
-#            median of REPS runs after a warm-up; then N_LAT jobs one at a time,
-#            p50/p90/p99 in microseconds.
+#   default  throughput: N_TPUT echo jobs, WINDOW in flight (a sliding window
+#            like `argon bench`'s; FILL=batch waits for each WINDOW jobs to be
+#            answered before sending more), median of REPS runs after a
+#            warm-up; then N_LAT jobs one at a time, p50/p90/p99 in microseconds.
 #   durable  gearmand with its sqlite queue (a fresh db in WORKDIR); per run
-#            N_BG background jobs, WINDOW unacknowledged at most: accept rate
-#            (until every submission is acknowledged, so stored) and complete
-#            rate (first submission until gearmand holds none of them), medians
-#            of REPS runs after a warm-up.
+#            N_BG background jobs, WINDOW unacknowledged at most (FILL as
+#            above, counting acknowledgements): accept rate (until every
+#            submission is acknowledged, so stored) and complete rate (first
+#            submission until gearmand holds none of them), medians of REPS
+#            runs after a warm-up.
 # Output: one "# " header line, then "gearman ...: ..." result lines.
 #
-# Knobs (environment): MODE (default|durable), WORKDIR (else a new temporary
-# folder, removed afterwards unless KEEP=1 or a step failed), N_TPUT (20000),
-# WINDOW (1000), REPS (3), N_LAT (2000), WORKERS (4), N_BG (2000), GM_THREADS
-# (2), TIME_LIMIT (600 s for the whole script). Installs gearman-job-server,
+# Knobs (environment): MODE (default|durable), FILL (sliding|batch), WORKDIR
+# (else a new temporary folder, removed afterwards unless KEEP=1 or a step
+# failed), N_TPUT (20000), WINDOW (1000), REPS (3), N_LAT (2000), WORKERS (4),
+# N_BG (2000), GM_THREADS (2), TIME_LIMIT (600 s for the whole script). Installs gearman-job-server,
 # gearman-tools, libgearman-dev and gcc with apt-get when missing (as root
 # only). Every process it starts is stopped by PID on exit.
 set -uo pipefail
@@ -32,6 +34,7 @@ fi
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MODE=${MODE:-default}
+FILL=${FILL:-sliding}
 N_TPUT=${N_TPUT:-20000}
 WINDOW=${WINDOW:-1000}
 REPS=${REPS:-3}
@@ -44,6 +47,7 @@ say() { printf 'gearman/run.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 case "$MODE" in default|durable) ;; *) die "MODE must be default or durable" ;; esac
+case "$FILL" in sliding) FILL_ARG= ;; batch) FILL_ARG=batch ;; *) die "FILL must be sliding or batch" ;; esac
 for v in N_TPUT WINDOW REPS N_LAT WORKERS N_BG GM_THREADS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
@@ -135,23 +139,23 @@ client() {
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 
 if [ "$MODE" = default ]; then
-  client tput 1000 "$WINDOW" >/dev/null || die "warm-up failed (see $WORKDIR/client.err)"
+  client tput 1000 "$WINDOW" $FILL_ARG >/dev/null || die "warm-up failed (see $WORKDIR/client.err)"
   RATES=()
   for r in $(seq "$REPS"); do
-    line=$(client tput "$N_TPUT" "$WINDOW") || die "throughput run $r failed (see $WORKDIR/client.err)"
+    line=$(client tput "$N_TPUT" "$WINDOW" $FILL_ARG) || die "throughput run $r failed (see $WORKDIR/client.err)"
     RATES+=("$(sed -n 's/.* = \([0-9]*\) jobs\/s.*/\1/p' <<<"$line")")
   done
-  echo "gearman throughput: median $(median "${RATES[@]}") jobs/s over $REPS runs [${RATES[*]}] of $N_TPUT echo jobs, $WINDOW in flight, $WORKERS workers"
+  echo "gearman throughput: median $(median "${RATES[@]}") jobs/s over $REPS runs [${RATES[*]}] of $N_TPUT echo jobs, $WINDOW in flight ($FILL), $WORKERS workers"
   client lat "$N_LAT" || die "latency run failed (see $WORKDIR/client.err)"
 else
-  client bg 200 "$WINDOW" >/dev/null || die "warm-up failed (see $WORKDIR/client.err)"
+  client bg 200 "$WINDOW" $FILL_ARG >/dev/null || die "warm-up failed (see $WORKDIR/client.err)"
   ACCEPT=() COMPLETE=()
   for r in $(seq "$REPS"); do
-    line=$(client bg "$N_BG" "$WINDOW") || die "background run $r failed (see $WORKDIR/client.err)"
+    line=$(client bg "$N_BG" "$WINDOW" $FILL_ARG) || die "background run $r failed (see $WORKDIR/client.err)"
     ACCEPT+=("$(sed -n 's/.*accept \([0-9]*\) jobs\/s.*/\1/p' <<<"$line")")
     COMPLETE+=("$(sed -n 's/.*complete \([0-9]*\) jobs\/s.*/\1/p' <<<"$line")")
   done
-  echo "gearman durable accept: median $(median "${ACCEPT[@]}") jobs/s over $REPS runs [${ACCEPT[*]}] of $N_BG background jobs, $WINDOW unacknowledged at most, $WORKERS workers, sqlite queue"
+  echo "gearman durable accept: median $(median "${ACCEPT[@]}") jobs/s over $REPS runs [${ACCEPT[*]}] of $N_BG background jobs, $WINDOW unacknowledged at most ($FILL), $WORKERS workers, sqlite queue"
   echo "gearman durable complete: median $(median "${COMPLETE[@]}") jobs/s over $REPS runs [${COMPLETE[*]}] (first submission until gearmand holds none of the $N_BG)"
 fi
 STATUS=0
