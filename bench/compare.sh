@@ -4,8 +4,9 @@
 #   bench/compare.sh            # from the repository root (or anywhere)
 #
 # 1. builds `argon` (release);
-# 2. runs the gearmand baseline through ../shared/peers/gearman/run.sh, which
-#    installs gearmand and its client library if they are missing;
+# 2. runs the gearmand baseline, bench/gearman/run.sh (gearmand, 4 C echo
+#    workers and a C client on libgearman; it installs gearmand and its client
+#    library if they are missing);
 # 3. measures Argon on 127.0.0.1 (every process started here is stopped by
 #    PID on exit):
 #    - throughput: manager + 1 worker x 4 slots + `argon bench`, TASKS echo
@@ -23,7 +24,8 @@
 #
 # Knobs (environment): TASKS (20000), INFLIGHT (1000), REPS (3), N_LAT (2000),
 # IDLE (1000), SCALE ("1 10 100 1000"), PAYLOAD (8: bytes per task, about
-# gearman's "job-N" strings), GEARMAN_RUN (path of the baseline script),
+# the baseline's "job-N" strings), GEARMAN_RUN (the baseline script,
+# bench/gearman/run.sh by default),
 # SKIP_GEARMAN=1, SKIP_ONE_CPU=1, KEEP=1 (keep the logs folder). Exits non-zero if anything
 # failed to start or a measurement failed.
 set -uo pipefail
@@ -36,7 +38,7 @@ IDLE=${IDLE:-1000}
 SCALE=${SCALE:-"1 10 100 1000"}
 PAYLOAD=${PAYLOAD:-8}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-GEARMAN_RUN=${GEARMAN_RUN:-$ROOT/../shared/peers/gearman/run.sh}
+GEARMAN_RUN=${GEARMAN_RUN:-$ROOT/bench/gearman/run.sh}
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/argon-compare.XXXXXX")
 FAILED=0
 
