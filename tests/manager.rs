@@ -1168,6 +1168,34 @@ async fn a_freed_place_goes_to_the_client_denied_first() {
     b.assert_none("session 2 before its task finished").await;
 }
 
+/// With a queue factor of 1 (queue bound = capacity) places are held for
+/// waiting clients too, once the queue is half full: otherwise the client
+/// that was just served would take every freed place.
+#[actix::test]
+async fn with_queue_factor_one_a_freed_place_still_goes_to_the_waiting_client() {
+    let mgr = paused_manager(1);
+    let (mut a, b) = (Session::start(), Session::start());
+    let (w, mut link) = register(&mgr, 2, &["t"]).await;
+    let t1 = accept(&mgr, 1, &a, 1, spec("t", Priority::Normal)).await;
+    let t2 = accept(&mgr, 1, &a, 2, spec("t", Priority::Normal)).await;
+    assert_eq!(assigned(&mut link).await, vec![t1, t2]);
+    let t3 = accept(&mgr, 1, &a, 3, spec("t", Priority::Normal)).await;
+    accept(&mgr, 1, &a, 4, spec("t", Priority::Normal)).await;
+    assert!(matches!(
+        submit(&mgr, 2, &b, 1, spec("t", Priority::Normal)).await,
+        Err(Rejection::Denied { .. })
+    ));
+
+    finish(&mgr, w, t1).await;
+    assert_eq!(replies(&mut a).await.len(), 1);
+    assert_eq!(assigned(&mut link).await, vec![t3]);
+    match submit(&mgr, 1, &a, 5, spec("t", Priority::Normal)).await {
+        Err(Rejection::Denied { reason, .. }) => assert!(reason.contains("in turn"), "{reason:?}"),
+        other => panic!("the served client took the waiting one's place: {other:?}"),
+    }
+    accept(&mgr, 2, &b, 2, spec("t", Priority::Normal)).await;
+}
+
 /// A denied client is told to come back when a place is likely to be
 /// there for it: one place for each client ahead of it in line and one for
 /// itself, less the places free now, each freeing in an average task time

@@ -747,9 +747,12 @@ impl Manager {
         if free == 0 {
             return Err(self.deny_place(task.session, "queue full"));
         }
-        // Places are held for waiting clients only while the queue has a
-        // wave of work for every slot: a queue running dry takes anyone.
-        let running_dry = (self.queued() as u64) < self.sched.capacity();
+        // Places are held for waiting clients only while the queue has work
+        // for every slot, or half its bound where that is less (with a
+        // queue factor of 1 it would otherwise never hold one): a queue
+        // running dry takes anyone.
+        let dry_below = self.sched.capacity().min((self.queue_limit() / 2).max(1));
+        let running_dry = (self.queued() as u64) < dry_below;
         if !self.turns.admit(task.session, free, Instant::now()) && !running_dry {
             return Err(self.deny_place(
                 task.session,

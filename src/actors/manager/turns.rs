@@ -8,8 +8,9 @@
 //! first `free` of the line, or if there are more free places than clients
 //! in line. A client admitted from the line leaves it (it joins again at the
 //! back if a later submit is denied). The manager applies the line only
-//! while the queue holds at least one task per slot, so holding a place
-//! never leaves a slot without work. A client that stops trying, having not
+//! while the queue holds at least one task per slot (or half its bound,
+//! where that is less), so holding a place never leaves a slot without
+//! work. A client that stops trying, having not
 //! been denied for its hold time (four times the `retry_after` it was last
 //! given, plus a second), or that disconnects, leaves the line, so a place is never
 //! held for nobody for long. The line holds at most one entry per connected
