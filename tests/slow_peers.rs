@@ -169,7 +169,8 @@ fn a_client_that_stops_reading_is_closed_when_its_bytes_stall() {
     let config = dir.write(
         "argon.toml",
         &format!(
-            "[security]\nmax_frame_bytes = {FRAME}\nmax_outgoing_bytes = {}\n\
+            "[manager]\nqueue_factor = 200\n\
+             [security]\nmax_frame_bytes = {FRAME}\nmax_outgoing_bytes = {}\n\
              heartbeat_interval = \"1s\"\n",
             256 << 20
         ),
@@ -189,8 +190,8 @@ fn a_client_that_stops_reading_is_closed_when_its_bytes_stall() {
         .enable_all()
         .build()
         .expect("runtime");
-    // 400 submits hold at most 26 MB of results, far below the bound, and
-    // more than the socket buffers take.
+    // 400 submits, all accepted (the queue holds 800), make 26 MB of
+    // results: far below the bound, and more than the socket buffers take.
     rt.block_on(async {
         tokio::time::timeout(
             Duration::from_secs(60),
