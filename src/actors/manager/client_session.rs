@@ -110,6 +110,7 @@ impl ClientSession {
             request_id,
             spec,
             reply_to: ctx.address().recipient(),
+            detach: false,
         };
         conn.role
             .manager
