@@ -418,6 +418,21 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("max_connections"));
         let c = Config::parse("[manager]\nmax_handshakes = 0\n").unwrap();
         assert!(c.validate().unwrap_err().contains("max_handshakes"));
+        let c = Config::parse("[manager]\nresult_ttl = \"0s\"\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("result_ttl"));
+        let c = Config::parse(
+            "[manager]\nresult_ttl = \"10m\"\nresult_max = 5\nresult_max_bytes = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            c.manager.result_ttl.map(|d| d.0),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            (c.manager.result_max, c.manager.result_max_bytes),
+            (Some(5), Some(4096))
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
-use argon::actors::manager::MAX_WORKER_CAPACITY;
+use argon::actors::manager::{MAX_RESULT_WAITERS, MAX_WORKER_CAPACITY};
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{ClusterStatus, Priority, Value};
@@ -1601,4 +1601,30 @@ async fn cancel_by_id_stops_queued_and_running_tasks() {
     report(&mgr, w, running, TaskOutcome::Failed("cancelled".into())).await;
     assert_eq!(state(&mgr, running).await, cancelled, "outcome unchanged");
     assert_eq!(credits(&mgr).await, vec![(w, vec![0])]);
+}
+
+/// Past `MAX_RESULT_WAITERS` waits held, a wait on a running task is
+/// answered at once with its state; the waits held are all answered when
+/// it finishes.
+#[actix::test]
+async fn waits_past_the_bound_are_answered_at_once() {
+    let mgr = paused_manager(3);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let id = detach(&mgr, 1, &s, 1).await;
+    assert_eq!(assigned(&mut link).await, vec![id]);
+    let ask = || GetResult {
+        task: id,
+        wait: true,
+        session: 2,
+    };
+    let held: Vec<_> = (0..MAX_RESULT_WAITERS).map(|_| mgr.send(ask())).collect();
+    let over = within("a wait past the bound", mgr.send(ask()))
+        .await
+        .unwrap();
+    assert_eq!(over, TaskState::Running);
+    finish(&mgr, w, id).await;
+    let answers = within("the held waits", futures_util::future::join_all(held)).await;
+    assert_eq!(answers.len(), MAX_RESULT_WAITERS);
+    assert!(answers.into_iter().all(|a| a.unwrap() == done(id)));
 }
