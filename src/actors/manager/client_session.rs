@@ -1,7 +1,9 @@
 //! `ClientSession`: the role of a manager-side connection to one client.
 //! The actor is `Connection<ClientSession>`: it decodes the client's
 //! requests and sends them straight to the [`Manager`], and encodes the
-//! manager's answers ([`TaskReply`]) for the client.
+//! manager's answers ([`TaskReply`]) for the client. Requests by task id
+//! (`result_request`, `cancel_task`) become [`GetResult`] and
+//! [`CancelById`], answered on this connection when the manager replies.
 //!
 //! A submit is checked here, where the wire is known, before the manager
 //! sees it: arguments nested too deep for the decoders, or too large for the

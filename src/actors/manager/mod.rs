@@ -3,7 +3,9 @@
 //! connections, [`ClientSession`] and [`WorkerLink`].
 //!
 //! Invariant: every accepted task gets exactly one [`TaskReply`], done or
-//! failed, unless its client left first. A task is accepted only if a worker
+//! failed, unless its client left first; a detached task's one outcome goes
+//! to the result store ([`results`]) instead, where [`GetResult`] reads it
+//! by task id. A task is accepted only if a worker
 //! credit lets it start now or the queue has room (queue bound = capacity ×
 //! queue factor); otherwise the reply to its [`SubmitTask`] is the deny, with
 //! an estimate of when room is likely.
@@ -213,8 +215,13 @@ pub const NOT_STARTED: &str = "manager shutting down: task not started";
 impl Manager {
     /// A manager with no workers.
     pub fn new(settings: ManagerSettings) -> Manager {
+        let results = ResultStore::new(
+            settings.result_ttl,
+            settings.result_max,
+            settings.result_max_bytes,
+        );
         Manager {
-            settings: settings.clone(),
+            settings,
             sched: Scheduler::new(),
             links: IdMap::default(),
             queues: Default::default(),
@@ -227,11 +234,7 @@ impl Manager {
             turns: Turns::default(),
             metrics: ManagerMetrics::new(),
             shutdown: None,
-            results: ResultStore::new(
-                settings.result_ttl,
-                settings.result_max,
-                settings.result_max_bytes,
-            ),
+            results,
             waiters: IdMap::default(),
             waiting: 0,
         }
