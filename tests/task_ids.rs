@@ -93,3 +93,14 @@ fn unknown_and_malformed_ids_are_errors() {
         assert!(out.stderr.contains("whole number"), "{out}");
     }
 }
+
+#[test]
+fn a_denied_detached_submit_exits_75_and_prints_no_id() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let m = Manager::start(&key);
+    let out = m.submit(["--detach", "echo", "1"]).run();
+    assert_eq!(out.code, Some(75), "no worker: no capacity: {out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert!(out.stderr.contains("no capacity"), "{out}");
+}
