@@ -6,6 +6,11 @@
 //! drops, every pending call fails with [`ClientError::Disconnected`] and the
 //! next call reconnects. [`Client::submit`] hands out a [`Submitted`] task
 //! that can be cancelled while it waits or runs.
+//!
+//! Tasks by id: [`Client::submit_detached`] returns the manager-wide id of
+//! a task that outlives the connection; [`Client::result`] and
+//! [`Client::cancel_task`] name it later, from this or any other client
+//! holding the key.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedWrite;
 
 use crate::protocol::handshake::{self, HandshakeSettings};
+pub use crate::protocol::CancelState;
 use crate::protocol::{
-    value_depth, ClusterStatus, FromClient, Liveness, Outcome, Priority, Role, Submit, Tick,
-    ToClient, Value, WireError, MAX_VALUE_DEPTH,
+    value_depth, ClusterStatus, FromClient, Liveness, Outcome, Priority, Role, Submit, TaskState,
+    Tick, ToClient, Value, WireError, MAX_VALUE_DEPTH,
 };
 
 /// How a client reaches its manager.
@@ -129,15 +135,30 @@ pub enum ClientError {
     /// The manager answered with something that does not fit the call.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A task asked for by id has not finished yet.
+    #[error("task {task} is {state}: not finished yet; try again later")]
+    NotReady {
+        /// The task's id.
+        task: u64,
+        /// "queued" or "running".
+        state: &'static str,
+    },
+    /// No task by this id is queued, running or kept by the manager.
+    #[error(
+        "unknown task id {0}: never accepted by this manager, not detached, \
+         or its result expired or was evicted"
+    )]
+    UnknownTask(u64),
 }
 
 impl ClientError {
-    /// sysexits code for the CLI: 1 failed, 2 request too large,
-    /// 69 unreachable/disconnected, 75 denied, 76 protocol or the manager at
-    /// its connection limit, 77 bad key.
+    /// sysexits code for the CLI: 1 failed or unknown task id, 2 request
+    /// too large, 69 unreachable/disconnected, 75 denied or not finished
+    /// yet, 76 protocol or the manager at its connection limit, 77 bad key.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ClientError::Failed(_) => 1,
+            ClientError::Failed(_) | ClientError::UnknownTask(_) => 1,
+            ClientError::NotReady { .. } => 75,
             ClientError::TooLarge(_) => 2,
             ClientError::Unreachable { .. } | ClientError::Disconnected(_) => 69,
             ClientError::Denied { .. } => 75,
@@ -331,6 +352,112 @@ impl Client {
             .map_err(|_| ClientError::Disconnected("connection closed".into()))
     }
 
+    /// Sends `task` detached and returns its manager-wide id once the
+    /// manager accepted it. The task runs on when this client goes; read
+    /// its result with [`Client::result`]. A deny is
+    /// [`ClientError::Denied`], retried as for [`Client::queue_with`] when
+    /// retry is on.
+    pub async fn submit_detached(
+        &self,
+        task: &str,
+        args: Value,
+        opts: &QueueOptions,
+    ) -> Result<u64, ClientError> {
+        if value_depth(&args) > MAX_VALUE_DEPTH {
+            return Err(ClientError::TooLarge(format!(
+                "arguments nested deeper than {MAX_VALUE_DEPTH} levels"
+            )));
+        }
+        let retry = opts.retry.unwrap_or(self.inner.config.retry);
+        let mut denials = 0u32;
+        loop {
+            let answer = self
+                .call(|id| {
+                    let mut msg = submit_message(id, task, args.clone(), opts);
+                    if let FromClient::Submit(s) = &mut msg {
+                        s.detach = true;
+                    }
+                    msg
+                })
+                .await?;
+            let err = match answer {
+                ToClient::Accepted { task_id, .. } => return Ok(task_id),
+                ToClient::Reply {
+                    outcome: Outcome::Failed { error },
+                    ..
+                } => ClientError::Failed(error),
+                ToClient::Reply {
+                    outcome:
+                        Outcome::Denied {
+                            reason,
+                            retry_after_ms,
+                        },
+                    ..
+                } => ClientError::Denied {
+                    reason,
+                    retry_after: Duration::from_millis(retry_after_ms),
+                },
+                // A manager that predates detached tasks runs it attached.
+                other => return Err(unexpected("accepted", &other)),
+            };
+            match err {
+                ClientError::Denied { retry_after, .. } if retry => {
+                    denials += 1;
+                    tokio::time::sleep(self.inner.config.retry_delay(denials, retry_after)).await;
+                }
+                e => return Err(e),
+            }
+        }
+    }
+
+    /// The result of task `task_id` (from [`Client::submit_detached`]).
+    /// Without `wait`, a task not finished yet is
+    /// [`ClientError::NotReady`]; with it, the call returns once the task
+    /// finished. A failed task is [`ClientError::Failed`]; an id the
+    /// manager does not know (or no longer keeps) is
+    /// [`ClientError::UnknownTask`]. Results stay readable until they
+    /// expire on the manager.
+    pub async fn result(&self, task_id: u64, wait: bool) -> Result<Value, ClientError> {
+        loop {
+            let answer = self
+                .call(|id| FromClient::ResultRequest { id, task_id, wait })
+                .await?;
+            let state = match answer {
+                ToClient::Result { state, .. } => state,
+                other => return Err(unexpected("result", &other)),
+            };
+            let pending = match state {
+                TaskState::Done { value } => return Ok(value),
+                TaskState::Failed { error } => return Err(ClientError::Failed(error)),
+                TaskState::Unknown {} => return Err(ClientError::UnknownTask(task_id)),
+                TaskState::Queued {} => "queued",
+                TaskState::Running {} => "running",
+            };
+            if !wait {
+                return Err(ClientError::NotReady {
+                    task: task_id,
+                    state: pending,
+                });
+            }
+            // The manager holds a bounded number of waits; past it, it
+            // answers at once, and the client asks again.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Cancels task `task_id`, whoever submitted it: a queued task is
+    /// removed, a running one stopped on its worker; either is then
+    /// answered failed "cancelled by the client".
+    pub async fn cancel_task(&self, task_id: u64) -> Result<CancelState, ClientError> {
+        match self
+            .call(|id| FromClient::CancelTask { id, task_id })
+            .await?
+        {
+            ToClient::CancelResult { result, .. } => Ok(result),
+            other => Err(unexpected("cancel_result", &other)),
+        }
+    }
+
     /// Runs `task` with `args` at normal priority and returns its result.
     pub async fn queue(&self, task: &str, args: Value) -> Result<Value, ClientError> {
         self.queue_with(task, args, &QueueOptions::default()).await
@@ -424,6 +551,7 @@ fn submit_message(id: u64, task: &str, args: Value, opts: &QueueOptions) -> From
         priority: opts.priority,
         timeout_ms: opts.timeout.map(|d| d.as_millis() as u64),
         attempts: opts.attempts,
+        detach: false,
     })
 }
 

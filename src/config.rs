@@ -17,6 +17,9 @@
 //! max_connections = 960            # default: descriptor limit minus 64
 //! max_handshakes = 256             # handshakes in progress at once
 //! drain_timeout = "30s"            # on SIGTERM, running tasks may finish within this
+//! result_ttl = "1h"                # outcomes of detached tasks are kept this long
+//! result_max = 100000              # most outcomes kept; the oldest go first
+//! result_max_bytes = 268435456     # most bytes of kept outcomes (256 MiB)
 //!
 //! [worker]
 //! mgr = "127.0.0.1:8000"           # manager address
@@ -101,6 +104,15 @@ pub struct ManagerSection {
     /// On SIGINT/SIGTERM, how long running tasks may take to finish before
     /// they are cancelled and answered as such. Default 30 s.
     pub drain_timeout: Option<Dur>,
+    /// How long the outcome of a detached task is kept after it finished.
+    /// Default 1 h.
+    pub result_ttl: Option<Dur>,
+    /// Most outcomes of detached tasks kept; past it the oldest is evicted.
+    /// Default 100,000.
+    pub result_max: Option<usize>,
+    /// Most bytes of kept outcomes; past it the oldest are evicted. Default
+    /// 256 MiB.
+    pub result_max_bytes: Option<usize>,
 }
 
 /// `[worker]`.
@@ -247,6 +259,9 @@ impl Config {
                     "security.max_outgoing_bytes ({n}) must be at least max_frame_bytes ({frame})"
                 ));
             }
+        }
+        if self.manager.result_ttl.is_some_and(|d| d.0.is_zero()) {
+            return Err("manager.result_ttl must be more than 0".into());
         }
         if let Some(Dur(d)) = self.security.handshake_timeout {
             if d.is_zero() {
@@ -403,6 +418,21 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("max_connections"));
         let c = Config::parse("[manager]\nmax_handshakes = 0\n").unwrap();
         assert!(c.validate().unwrap_err().contains("max_handshakes"));
+        let c = Config::parse("[manager]\nresult_ttl = \"0s\"\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("result_ttl"));
+        let c = Config::parse(
+            "[manager]\nresult_ttl = \"10m\"\nresult_max = 5\nresult_max_bytes = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            c.manager.result_ttl.map(|d| d.0),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            (c.manager.result_max, c.manager.result_max_bytes),
+            (Some(5), Some(4096))
+        );
     }
 
     #[test]

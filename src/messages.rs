@@ -91,8 +91,11 @@ pub struct SubmitTask {
     pub request_id: u64,
     /// The task.
     pub spec: TaskSpec,
-    /// Where the outcome goes.
+    /// Where the outcome goes, unless `detach`.
     pub reply_to: Recipient<TaskReply>,
+    /// Keep the task when its session leaves, and keep its outcome for
+    /// [`GetResult`] instead of sending a [`TaskReply`].
+    pub detach: bool,
 }
 
 /// Client connection → Manager: cancel the task a session submitted under
@@ -106,8 +109,58 @@ pub struct CancelTask {
     pub request_id: u64,
 }
 
+/// Anyone → Manager: where task `task` is, by its manager-wide id. With
+/// `wait`, the reply comes once the task has an outcome (or is let go
+/// without one: then [`TaskState::Unknown`]); a queued or running task is
+/// answered at once when the manager already holds its most waiters.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "TaskState")]
+pub struct GetResult {
+    /// The task's id.
+    pub task: TaskId,
+    /// Answer only once the task has an outcome.
+    pub wait: bool,
+    /// The asking session: its waits end when it leaves.
+    pub session: SessionId,
+}
+
+/// Where a task is (see [`GetResult`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskState {
+    /// Accepted, waiting for a slot.
+    Queued,
+    /// Running on a worker.
+    Running,
+    /// Answered: for a detached task, its kept outcome.
+    Finished(TaskOutcome),
+    /// Never accepted here, or its outcome is not kept (an attached task,
+    /// or a detached one whose outcome expired or was evicted).
+    Unknown,
+}
+
+/// Anyone → Manager: cancel task `task`, whoever submitted it. A queued
+/// task is removed, a running one cancelled on its worker; either is
+/// answered failed [`CANCELLED`](crate::actors::manager::CANCELLED).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "CancelResult")]
+pub struct CancelById {
+    /// The task's id.
+    pub task: TaskId,
+}
+
+/// What a [`CancelById`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelResult {
+    /// It was queued or running, and is now answered as cancelled.
+    Cancelled,
+    /// It had already finished (its outcome is kept, and unchanged).
+    Finished,
+    /// No task by that id is queued, running or kept.
+    Unknown,
+}
+
 /// Client connection → Manager: the client is gone; drop its queued tasks
-/// and cancel its running ones.
+/// and cancel its running ones, but for detached ones.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ClientGone {

@@ -316,3 +316,50 @@ fn tasks_that_would_break_a_workers_frame_fail_alone() {
         .expect("the next task runs");
     assert_eq!(small, Value::from("still fine"));
 }
+
+/// A detached task's id outlives the client that submitted it: a second
+/// client (a new connection) waits on it and gets its result, and another
+/// one's `cancel_task` stops a running task by id.
+#[test]
+fn a_new_client_waits_on_and_cancels_tasks_by_id() {
+    use argon::client::{CancelState, QueueOptions};
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let m = Manager::start(&key);
+    let _worker = m.add_worker(1, 1);
+    let rt = runtime();
+    let opts = QueueOptions::default();
+    let (short, long) = rt.block_on(async {
+        let first = Client::connect(config(&m, 1 << 20)).await.expect("connect");
+        let short = first
+            .submit_detached("sleep", Value::from(300), &opts)
+            .await
+            .expect("accepted");
+        let long = first
+            .submit_detached("sleep", Value::from(600_000), &opts)
+            .await
+            .expect("accepted");
+        (short, long)
+    });
+    assert_ne!(short, long);
+
+    let second = rt
+        .block_on(Client::connect(config(&m, 1 << 20)))
+        .expect("connect");
+    let got = rt
+        .block_on(async { tokio::time::timeout(LIMIT, second.result(short, true)).await })
+        .expect("the wait ends within the bound");
+    assert_eq!(got.expect("done"), Value::from(300));
+
+    m.wait_status("the long sleep to run", |s| s.in_flight == 1);
+    let cancel = rt.block_on(second.cancel_task(long)).expect("answered");
+    assert_eq!(cancel, CancelState::Cancelled);
+    match rt.block_on(second.result(long, false)) {
+        Err(ClientError::Failed(e)) => assert_eq!(e, "cancelled by the client"),
+        other => panic!("expected the cancel, got {other:?}"),
+    }
+    match rt.block_on(second.result(long ^ (1 << 62), false)) {
+        Err(ClientError::UnknownTask(id)) => assert_eq!(id, long ^ (1 << 62)),
+        other => panic!("expected an unknown id, got {other:?}"),
+    }
+}

@@ -40,9 +40,10 @@ use argon::protocol::codec::{decode_message, encode_message, LEN_PREFIX};
 use argon::protocol::crypto::{Opener, Sealer};
 use argon::protocol::handshake::{HandshakeSettings, HELLO_LEN, HELLO_MAGIC};
 use argon::protocol::{
-    Assign, AuthFrame, ClusterStatus, FrameReader, FrameWriter, FromClient, FromWorker, MasterKey,
-    Outcome, Priority, QueuedByPriority, Register, Role, RunningRun, Submit, ToClient, ToWorker,
-    Value, WireError, WireMessage, WorkerStatus, ALL_NAMES, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Assign, AuthFrame, CancelState, ClusterStatus, FrameReader, FrameWriter, FromClient,
+    FromWorker, MasterKey, Outcome, Priority, QueuedByPriority, Register, Role, RunningRun, Submit,
+    TaskState, ToClient, ToWorker, Value, WireError, WireMessage, WorkerStatus, ALL_NAMES,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use argon::runtime::{start_manager, ManagerHandle};
 use bytes::{BufMut, BytesMut};
@@ -846,6 +847,14 @@ const OUTCOME: Ty = Ty::Variants(&[
     ),
 ]);
 
+const TASK_STATE: Ty = Ty::Variants(&[
+    ("queued", &[]),
+    ("running", &[]),
+    ("done", &[("value", Ty::Any)]),
+    ("failed", &[("error", Ty::Str)]),
+    ("unknown", &[]),
+]);
+
 const WORKER_STATUS: Ty = Ty::Fields(&[
     ("id", Ty::U64),
     ("address", Ty::Str),
@@ -893,9 +902,28 @@ const MESSAGES: Ty = Ty::Variants(&[
             ("priority", Ty::Words(&["high", "normal", "low"])),
             ("timeout_ms", Ty::OptU64),
             ("attempts", Ty::U32),
+            ("detach", Ty::Bool),
         ],
     ),
     ("cancel", &[("id", Ty::U64)]),
+    (
+        "result_request",
+        &[("id", Ty::U64), ("task_id", Ty::U64), ("wait", Ty::Bool)],
+    ),
+    ("cancel_task", &[("id", Ty::U64), ("task_id", Ty::U64)]),
+    ("accepted", &[("id", Ty::U64), ("task_id", Ty::U64)]),
+    (
+        "result",
+        &[("id", Ty::U64), ("task_id", Ty::U64), ("state", TASK_STATE)],
+    ),
+    (
+        "cancel_result",
+        &[
+            ("id", Ty::U64),
+            ("task_id", Ty::U64),
+            ("result", Ty::Words(&["cancelled", "finished", "unknown"])),
+        ],
+    ),
     ("cancel", &[("run_id", Ty::U64), ("slot", Ty::U32)]),
     ("ping", &[("id", Ty::U64)]),
     ("status_request", &[("id", Ty::U64)]),
@@ -1163,6 +1191,7 @@ fn valid_seeds(out: &mut Seeds) {
             priority: Priority::High,
             timeout_ms: Some(5000),
             attempts: 3,
+            detach: false,
         }),
     );
     add(
@@ -1178,11 +1207,29 @@ fn valid_seeds(out: &mut Seeds) {
             priority: Priority::Low,
             timeout_ms: None,
             attempts: 0,
+            detach: false,
         }),
     );
     add(out, "cancel", FromClient::Cancel { id: 7 });
     add(out, "ping", FromClient::Ping { id: 1 << 60 });
     add(out, "status_request", FromClient::StatusRequest { id: 3 });
+    add(
+        out,
+        "result_request",
+        FromClient::ResultRequest {
+            id: 4,
+            task_id: 1 << 61,
+            wait: true,
+        },
+    );
+    add(
+        out,
+        "cancel_task",
+        FromClient::CancelTask {
+            id: 5,
+            task_id: 1 << 61,
+        },
+    );
     add(out, "heartbeat", FromClient::Heartbeat {});
 
     add(
@@ -1217,6 +1264,43 @@ fn valid_seeds(out: &mut Seeds) {
         },
     );
     add(out, "pong", ToClient::Pong { id: 1 << 60 });
+    add(
+        out,
+        "accepted",
+        ToClient::Accepted {
+            id: 8,
+            task_id: 1 << 61,
+        },
+    );
+    add(
+        out,
+        "result",
+        ToClient::Result {
+            id: 4,
+            task_id: 1 << 61,
+            state: TaskState::Done {
+                value: args.clone(),
+            },
+        },
+    );
+    add(
+        out,
+        "result-running",
+        ToClient::Result {
+            id: 4,
+            task_id: 1 << 61,
+            state: TaskState::Running {},
+        },
+    );
+    add(
+        out,
+        "cancel_result",
+        ToClient::CancelResult {
+            id: 5,
+            task_id: 1 << 61,
+            result: CancelState::Cancelled,
+        },
+    );
     add(
         out,
         "status",

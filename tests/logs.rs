@@ -107,6 +107,7 @@ fn peer_text_with_newlines_stays_on_its_line() {
             priority: Default::default(),
             timeout_ms: None,
             attempts: 0,
+            detach: false,
         });
         rest.writer.write(&submit, &mut buf).expect("encode");
         let bad = one_entry("evil\nINJECTED-name", vec![]);

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
-use argon::actors::manager::MAX_WORKER_CAPACITY;
+use argon::actors::manager::{MAX_RESULT_WAITERS, MAX_WORKER_CAPACITY};
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{ClusterStatus, Priority, Value};
@@ -71,6 +71,7 @@ async fn submit(
             request_id,
             spec,
             reply_to: to.recipient(),
+            detach: false,
         }),
     )
     .await
@@ -1439,4 +1440,287 @@ async fn at_the_drain_deadline_running_tasks_are_cancelled_and_answered() {
 
 async fn report_run(mgr: &Addr<Manager>, worker: WorkerId, run: RunId) {
     report(mgr, worker, run, TaskOutcome::Failed("cancelled".into())).await;
+}
+
+// ---- tasks by id ----
+
+/// Starts a paused manager that keeps outcomes within these bounds.
+fn keeping_manager(ttl: Duration, max: usize, max_bytes: usize) -> Addr<Manager> {
+    tokio::time::pause();
+    Manager::new(ManagerSettings {
+        result_ttl: ttl,
+        result_max: max,
+        result_max_bytes: max_bytes,
+        ..ManagerSettings::default()
+    })
+    .start()
+}
+
+async fn detach(mgr: &Addr<Manager>, session: SessionId, to: &Session, request_id: u64) -> TaskId {
+    within(
+        "a detached submit to be answered",
+        mgr.send(SubmitTask {
+            session,
+            request_id,
+            spec: spec("t", Priority::Normal),
+            reply_to: to.recipient(),
+            detach: true,
+        }),
+    )
+    .await
+    .expect("manager alive")
+    .expect("detached task accepted")
+}
+
+async fn state(mgr: &Addr<Manager>, task: TaskId) -> TaskState {
+    within(
+        "a result request",
+        mgr.send(GetResult {
+            task,
+            wait: false,
+            session: 99,
+        }),
+    )
+    .await
+    .expect("manager alive")
+}
+
+async fn cancel_id(mgr: &Addr<Manager>, task: TaskId) -> CancelResult {
+    within("a cancel by id", mgr.send(CancelById { task }))
+        .await
+        .expect("manager alive")
+}
+
+fn done(v: impl Into<Value>) -> TaskState {
+    TaskState::Finished(TaskOutcome::Done(v.into()))
+}
+
+/// A detached task is neither dropped nor cancelled when its client
+/// leaves; its outcome goes to no session but is kept, and read again and
+/// again by id. An attached task's outcome is not kept.
+#[actix::test]
+async fn a_detached_task_outlives_its_client_and_its_outcome_is_kept() {
+    let mgr = paused_manager(3);
+    let mut s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let id = detach(&mgr, 1, &s, 1).await;
+    let queued = detach(&mgr, 1, &s, 2).await;
+    assert_eq!(assigned(&mut link).await, vec![id]);
+    assert_eq!(state(&mgr, id).await, TaskState::Running);
+    assert_eq!(state(&mgr, queued).await, TaskState::Queued);
+
+    within("ClientGone", mgr.send(ClientGone { session: 1 }))
+        .await
+        .unwrap();
+    assert!(cancels(&link.drain().await).is_empty(), "not cancelled");
+    assert_eq!(status(&mgr).await.queued, 1, "not dropped");
+
+    finish(&mgr, w, id).await;
+    assert_eq!(assigned(&mut link).await, vec![queued]);
+    finish(&mgr, w, queued).await;
+    assert!(replies(&mut s).await.is_empty(), "no reply to a session");
+    assert_eq!(state(&mgr, id).await, done(id));
+    assert_eq!(state(&mgr, id).await, done(id), "read twice");
+    assert_eq!(state(&mgr, queued).await, done(queued));
+
+    let attached = accept(&mgr, 2, &s, 1, spec("t", Priority::Normal)).await;
+    assert_eq!(state(&mgr, attached).await, TaskState::Running);
+    finish(&mgr, w, attached).await;
+    assert_eq!(replies(&mut s).await.len(), 1);
+    assert_eq!(state(&mgr, attached).await, TaskState::Unknown);
+    assert_eq!(
+        state(&mgr, id.wrapping_add(1_000_000)).await,
+        TaskState::Unknown
+    );
+}
+
+/// A waiting request is answered once the task finishes, not before; a
+/// wait on an unknown id is answered at once.
+#[actix::test]
+async fn a_wait_is_answered_when_the_task_finishes() {
+    let mgr = paused_manager(3);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let id = detach(&mgr, 1, &s, 1).await;
+    assert_eq!(assigned(&mut link).await, vec![id]);
+    let mut wait = Box::pin(mgr.send(GetResult {
+        task: id,
+        wait: true,
+        session: 2,
+    }));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut wait)
+            .await
+            .is_err(),
+        "answered before the task finished"
+    );
+    report(&mgr, w, id, TaskOutcome::Failed("boom".into())).await;
+    let got = within("the wait to end", wait).await.unwrap();
+    assert_eq!(got, TaskState::Finished(TaskOutcome::Failed("boom".into())));
+    let unknown = within(
+        "a wait on an unknown id",
+        mgr.send(GetResult {
+            task: id.wrapping_add(77),
+            wait: true,
+            session: 2,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unknown, TaskState::Unknown);
+}
+
+/// A wait of a session that leaves is let go; the task's outcome is still
+/// kept for others.
+#[actix::test]
+async fn a_wait_ends_with_its_session() {
+    let mgr = paused_manager(3);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let id = detach(&mgr, 1, &s, 1).await;
+    assert_eq!(assigned(&mut link).await, vec![id]);
+    let wait = mgr.send(GetResult {
+        task: id,
+        wait: true,
+        session: 5,
+    });
+    within("ClientGone", mgr.send(ClientGone { session: 5 }))
+        .await
+        .unwrap();
+    assert_eq!(within("the wait", wait).await.unwrap(), TaskState::Unknown);
+    finish(&mgr, w, id).await;
+    assert_eq!(state(&mgr, id).await, done(id));
+}
+
+/// Past `result_max` outcomes the oldest is evicted first.
+#[actix::test]
+async fn outcomes_past_the_count_bound_evict_the_oldest() {
+    let mgr = keeping_manager(Duration::from_secs(3600), 2, 1 << 20);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let mut ids = Vec::new();
+    for request in 1..=3 {
+        let id = detach(&mgr, 1, &s, request).await;
+        assert_eq!(assigned(&mut link).await, vec![id]);
+        finish(&mgr, w, id).await;
+        ids.push(id);
+    }
+    assert_eq!(state(&mgr, ids[0]).await, TaskState::Unknown, "evicted");
+    assert_eq!(state(&mgr, ids[1]).await, done(ids[1]));
+    assert_eq!(state(&mgr, ids[2]).await, done(ids[2]));
+}
+
+/// Past `result_max_bytes` the oldest outcomes are evicted first; one
+/// larger than the bound alone is kept as a failure that says so.
+#[actix::test]
+async fn outcomes_past_the_byte_bound_evict_the_oldest() {
+    let mgr = keeping_manager(Duration::from_secs(3600), 100, 500);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let big = Value::from("x".repeat(150));
+    let mut ids = Vec::new();
+    for request in 1..=3 {
+        let id = detach(&mgr, 1, &s, request).await;
+        assert_eq!(assigned(&mut link).await, vec![id]);
+        report(&mgr, w, id, TaskOutcome::Done(big.clone())).await;
+        ids.push(id);
+    }
+    assert_eq!(state(&mgr, ids[0]).await, TaskState::Unknown, "evicted");
+    assert_eq!(state(&mgr, ids[1]).await, done(big.clone()));
+    assert_eq!(state(&mgr, ids[2]).await, done(big));
+
+    let huge = detach(&mgr, 1, &s, 4).await;
+    assert_eq!(assigned(&mut link).await, vec![huge]);
+    report(
+        &mgr,
+        w,
+        huge,
+        TaskOutcome::Done(Value::from("y".repeat(1000))),
+    )
+    .await;
+    match state(&mgr, huge).await {
+        TaskState::Finished(TaskOutcome::Failed(e)) => {
+            assert!(e.contains("result_max_bytes"), "{e}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// An outcome expires `result_ttl` after its task finished.
+#[actix::test]
+async fn outcomes_expire_after_the_ttl() {
+    let mgr = keeping_manager(Duration::from_secs(10), 100, 1 << 20);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let id = detach(&mgr, 1, &s, 1).await;
+    assert_eq!(assigned(&mut link).await, vec![id]);
+    finish(&mgr, w, id).await;
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert_eq!(state(&mgr, id).await, done(id));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(state(&mgr, id).await, TaskState::Unknown, "expired");
+}
+
+/// Cancel by id, from any session: a queued task is removed, a running
+/// one cancelled on its worker, both answered (kept, for detached ones) as
+/// cancelled; a second cancel finds it finished; an unknown id is said so.
+/// An attached task cancelled by id is answered to its own session.
+#[actix::test]
+async fn cancel_by_id_stops_queued_and_running_tasks() {
+    let mgr = paused_manager(3);
+    let mut s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let running = detach(&mgr, 1, &s, 1).await;
+    let queued = detach(&mgr, 1, &s, 2).await;
+    let attached = accept(&mgr, 1, &s, 3, spec("t", Priority::Normal)).await;
+    assert_eq!(assigned(&mut link).await, vec![running]);
+
+    let cancelled = TaskState::Finished(TaskOutcome::Failed("cancelled by the client".into()));
+    assert_eq!(cancel_id(&mgr, queued).await, CancelResult::Cancelled);
+    assert_eq!(state(&mgr, queued).await, cancelled);
+    assert_eq!(cancel_id(&mgr, running).await, CancelResult::Cancelled);
+    assert_eq!(state(&mgr, running).await, cancelled);
+    assert_eq!(cancels(&link.drain().await), vec![(running, 0)]);
+    assert_eq!(cancel_id(&mgr, running).await, CancelResult::Finished);
+    assert_eq!(
+        cancel_id(&mgr, running.wrapping_add(1_000_000)).await,
+        CancelResult::Unknown
+    );
+
+    assert_eq!(cancel_id(&mgr, attached).await, CancelResult::Cancelled);
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].0, failure(&got[0].1)),
+        (3, "cancelled by the client")
+    );
+    report(&mgr, w, running, TaskOutcome::Failed("cancelled".into())).await;
+    assert_eq!(state(&mgr, running).await, cancelled, "outcome unchanged");
+    assert_eq!(credits(&mgr).await, vec![(w, vec![0])]);
+}
+
+/// Past `MAX_RESULT_WAITERS` waits held, a wait on a running task is
+/// answered at once with its state; the waits held are all answered when
+/// it finishes.
+#[actix::test]
+async fn waits_past_the_bound_are_answered_at_once() {
+    let mgr = paused_manager(3);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let id = detach(&mgr, 1, &s, 1).await;
+    assert_eq!(assigned(&mut link).await, vec![id]);
+    let ask = || GetResult {
+        task: id,
+        wait: true,
+        session: 2,
+    };
+    let held: Vec<_> = (0..MAX_RESULT_WAITERS).map(|_| mgr.send(ask())).collect();
+    let over = within("a wait past the bound", mgr.send(ask()))
+        .await
+        .unwrap();
+    assert_eq!(over, TaskState::Running);
+    finish(&mgr, w, id).await;
+    let answers = within("the held waits", futures_util::future::join_all(held)).await;
+    assert_eq!(answers.len(), MAX_RESULT_WAITERS);
+    assert!(answers.into_iter().all(|a| a.unwrap() == done(id)));
 }

@@ -26,6 +26,7 @@ async fn submit(
             request_id,
             spec: TaskSpec::new(name, Value::Nil),
             reply_to: to.recipient(),
+            detach: false,
         }),
     )
     .await

@@ -510,6 +510,7 @@ fn protocol_md_matches_the_code() {
         priority: Priority::High,
         timeout_ms: Some(5000),
         attempts: 1,
+        detach: false,
     });
     let bytes = encoded(&submit);
     assert_eq!(bytes.len(), 74);
@@ -557,6 +558,7 @@ fn protocol_md_matches_the_code() {
             priority: Priority::Normal,
             timeout_ms: None,
             attempts: 0,
+            detach: false,
         })
     );
     // {"ping": {"id": 3, "extra": [1, 2]}}: unknown fields are ignored.

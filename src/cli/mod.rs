@@ -15,6 +15,7 @@ mod server;
 mod status;
 mod submit;
 mod sweep;
+mod tasks;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,7 @@ use map::MapArgs;
 use server::ManagerArgs;
 use status::{PingArgs, StatusArgs};
 use submit::{EvalArgs, SubmitArgs};
+use tasks::{CancelArgs, ResultArgs};
 
 /// Argon: distributed task processing with a bounded queue.
 #[derive(Parser, Debug)]
@@ -63,6 +65,10 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Queue one task and print its result as JSON.
     Submit(SubmitArgs),
+    /// Print the result of a task by its id (from `submit --detach`).
+    Result(ResultArgs),
+    /// Cancel a queued or running task by its id.
+    Cancel(CancelArgs),
     /// Run a Rhai script on a worker that allows eval; print its result as JSON.
     Eval(EvalArgs),
     /// Run a task once per line of JSON Lines input; one result per line out.
@@ -98,6 +104,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Manager(a) => system.block_on(server::manager(a, &config)),
         Command::Worker(a) => system.block_on(server::worker(a, &config)),
         Command::Submit(a) => system.block_on(submit::submit(a, &config)),
+        Command::Result(a) => system.block_on(tasks::result(a, &config)),
+        Command::Cancel(a) => system.block_on(tasks::cancel(a, &config)),
         Command::Eval(a) => system.block_on(submit::eval(a, &config)),
         Command::Map(a) => system.block_on(map::map(a, &config)),
         Command::Status(a) => system.block_on(status::status(a, &config)),

@@ -94,6 +94,15 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .manager
             .timeout_grace
             .map_or(defaults.timeout_grace, |d| d.0),
+        result_ttl: config
+            .manager
+            .result_ttl
+            .map_or(defaults.result_ttl, |d| d.0),
+        result_max: config.manager.result_max.unwrap_or(defaults.result_max),
+        result_max_bytes: config
+            .manager
+            .result_max_bytes
+            .unwrap_or(defaults.result_max_bytes),
         ..defaults
     };
     let defaults = ConnectionLimits::default();

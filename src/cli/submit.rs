@@ -1,6 +1,8 @@
 //! `argon submit` and `argon eval`: queue one task (or one Rhai script) and
 //! print its result as JSON. With `--retry`, denies and an unreachable
-//! manager are retried on a backoff for at most `--retry-for`.
+//! manager are retried on a backoff for at most `--retry-for`. With
+//! `--detach`, print the task's id once it is accepted instead, and leave it
+//! running (see `argon result` and `argon cancel`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,10 @@ pub struct TaskOptArgs {
     /// of ARGS_JSON (for arguments too long for a command line).
     #[arg(long, value_name = "FILE", conflicts_with = "args")]
     pub args_file: Option<PathBuf>,
+    /// Print the task's id once it is accepted and exit 0; the task runs on
+    /// after this client exits. Read its result with `argon result ID`.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 /// `argon submit`
@@ -103,17 +109,26 @@ async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Re
         attempts: o.attempts.unwrap_or(0),
         retry: Some(false),
     };
+    let limit = o
+        .retry_for
+        .or(config.client.retry_for.map(|d| d.0))
+        .unwrap_or(DEFAULT_RETRY_FOR);
+    let (args, opts) = (&args, &opts);
+    if o.detach {
+        let send = |c: Client| async move { c.submit_detached(task, args.clone(), opts).await };
+        let id = if retry {
+            retrying(&cc, limit, send).await?
+        } else {
+            send(Client::connect(cc).await?).await?
+        };
+        outln!("{id}");
+        return Ok(());
+    }
+    let send = |c: Client| async move { c.queue_with(task, args.clone(), opts).await };
     let value = if retry {
-        let limit = o
-            .retry_for
-            .or(config.client.retry_for.map(|d| d.0))
-            .unwrap_or(DEFAULT_RETRY_FOR);
-        retrying(&cc, task, args, &opts, limit).await?
+        retrying(&cc, limit, send).await?
     } else {
-        Client::connect(cc)
-            .await?
-            .queue_with(task, args, &opts)
-            .await?
+        send(Client::connect(cc).await?).await?
     };
     outln!("{}", argon::json::to_json(&value));
     Ok(())
@@ -187,22 +202,20 @@ fn read_args_file(path: &Path, config: &Config) -> Result<String, Failure> {
     Ok(text)
 }
 
-/// Sends the task until it is accepted and answered, backing off after each
-/// deny and each failure to reach the manager, for at most `limit`; at `-v`
-/// each wait is logged with its reason. A task that was accepted is never
-/// resent.
-async fn retrying(
-    cc: &ClientConfig,
-    task: &str,
-    args: Value,
-    opts: &QueueOptions,
-    limit: Duration,
-) -> Result<Value, Failure> {
+/// Runs `send` (the task's submit) until it is accepted and answered (a
+/// detached one: accepted), backing off after each deny and each failure to
+/// reach the manager, for at most `limit`; at `-v` each wait is logged with
+/// its reason. A task that was accepted is never resent.
+async fn retrying<T, F, Fut>(cc: &ClientConfig, limit: Duration, send: F) -> Result<T, Failure>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
     let deadline = Instant::now() + limit;
     let mut client: Option<Client> = None;
     let mut tries = 0u32;
     loop {
-        let err = match attempt(&mut client, cc, task, args.clone(), opts, deadline).await {
+        let err = match attempt(&mut client, cc, &send, deadline).await {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
@@ -239,14 +252,16 @@ async fn retrying(
 
 /// One try: connects if there is no connection (bounded by the time left),
 /// then sends the task and waits for its answer.
-async fn attempt(
+async fn attempt<T, F, Fut>(
     client: &mut Option<Client>,
     cc: &ClientConfig,
-    task: &str,
-    args: Value,
-    opts: &QueueOptions,
+    send: &F,
     deadline: Instant,
-) -> Result<Value, ClientError> {
+) -> Result<T, ClientError>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
     let c = match client {
         Some(c) => c.clone(),
         None => {
@@ -264,7 +279,7 @@ async fn attempt(
             c
         }
     };
-    c.queue_with(task, args, opts).await
+    send(c).await
 }
 
 fn whole_ms(d: Duration) -> humantime::FormattedDuration {

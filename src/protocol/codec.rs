@@ -281,6 +281,7 @@ mod tests {
             priority: Default::default(),
             timeout_ms: Some(5),
             attempts: 2,
+            detach: false,
         })
     }
 

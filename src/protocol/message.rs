@@ -280,6 +280,48 @@ pub struct Submit {
     /// 0 means the manager's default (once, unless configured).
     #[serde(default)]
     pub attempts: u32,
+    /// Detached: the manager answers `accepted` with the task's id instead
+    /// of a `reply` with its outcome, keeps the task when this connection
+    /// closes, and keeps its outcome for `result_request`. False if absent;
+    /// not sent when false, so an attached submit encodes as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detach: bool,
+}
+
+/// Where a task named by its id is, in a `result` message.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Accepted, waiting for a slot.
+    Queued {},
+    /// Running on a worker.
+    Running {},
+    /// Finished with a result.
+    Done {
+        /// The result.
+        value: Value,
+    },
+    /// Finished with a failure (including "cancelled by the client").
+    Failed {
+        /// One line for a person.
+        error: String,
+    },
+    /// Not queued, running or kept: never accepted by this manager, not
+    /// detached, or its outcome expired or was evicted.
+    Unknown {},
+}
+
+/// What a `cancel_task` did.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelState {
+    /// It was queued or running; it is now answered failed "cancelled by
+    /// the client".
+    Cancelled,
+    /// It had finished already; its kept outcome is unchanged.
+    Finished,
+    /// No task by that id is queued, running or kept.
+    Unknown,
 }
 
 /// A run a worker still has in a slot when it registers.
@@ -362,6 +404,25 @@ pub enum FromClient {
         /// Request id.
         id: u64,
     },
+    /// Ask where a task is, by its manager-wide id (from `accepted`).
+    /// Answered by `result`.
+    ResultRequest {
+        /// Request id, echoed in the `result`.
+        id: u64,
+        /// The task's id.
+        task_id: u64,
+        /// Answer only once the task has finished (or is unknown).
+        #[serde(default)]
+        wait: bool,
+    },
+    /// Cancel a task by its manager-wide id, whoever submitted it.
+    /// Answered by `cancel_result`.
+    CancelTask {
+        /// Request id, echoed in the `cancel_result`.
+        id: u64,
+        /// The task's id.
+        task_id: u64,
+    },
     /// Ask for a status report.
     StatusRequest {
         /// Request id.
@@ -386,6 +447,31 @@ pub enum ToClient {
     Pong {
         /// The ping's id.
         id: u64,
+    },
+    /// A detached `submit` was accepted (instead of its `reply`).
+    Accepted {
+        /// The submit's request id.
+        id: u64,
+        /// The manager-wide id of the task.
+        task_id: u64,
+    },
+    /// Answer to `result_request`.
+    Result {
+        /// The request's id.
+        id: u64,
+        /// The task's id.
+        task_id: u64,
+        /// Where the task is.
+        state: TaskState,
+    },
+    /// Answer to `cancel_task`.
+    CancelResult {
+        /// The request's id.
+        id: u64,
+        /// The task's id.
+        task_id: u64,
+        /// What the cancel did.
+        result: CancelState,
     },
     /// The status report.
     Status {
@@ -477,8 +563,13 @@ pub const ALL_NAMES: &[&str] = &[
     "cancel",
     "ping",
     "status_request",
+    "result_request",
+    "cancel_task",
     "reply",
     "pong",
+    "accepted",
+    "result",
+    "cancel_result",
     "status",
     "register",
     "registered",
@@ -515,6 +606,8 @@ wire_message!(FromClient {
     Submit(_) => "submit",
     Cancel { .. } => "cancel",
     Ping { .. } => "ping",
+    ResultRequest { .. } => "result_request",
+    CancelTask { .. } => "cancel_task",
     StatusRequest { .. } => "status_request",
     Heartbeat {} => "heartbeat",
 });
@@ -522,6 +615,9 @@ wire_message!(FromClient {
 wire_message!(ToClient {
     Reply { .. } => "reply",
     Pong { .. } => "pong",
+    Accepted { .. } => "accepted",
+    Result { .. } => "result",
+    CancelResult { .. } => "cancel_result",
     Status { .. } => "status",
     Heartbeat {} => "heartbeat",
     Error { .. } => "error",
@@ -563,9 +659,12 @@ impl ToClient {
     /// The request id this message answers, if any.
     pub fn reply_id(&self) -> Option<u64> {
         match self {
-            ToClient::Reply { id, .. } | ToClient::Pong { id } | ToClient::Status { id, .. } => {
-                Some(*id)
-            }
+            ToClient::Reply { id, .. }
+            | ToClient::Pong { id }
+            | ToClient::Status { id, .. }
+            | ToClient::Accepted { id, .. }
+            | ToClient::Result { id, .. }
+            | ToClient::CancelResult { id, .. } => Some(*id),
             _ => None,
         }
     }

@@ -1,7 +1,9 @@
 //! `ClientSession`: the role of a manager-side connection to one client.
 //! The actor is `Connection<ClientSession>`: it decodes the client's
 //! requests and sends them straight to the [`Manager`], and encodes the
-//! manager's answers ([`TaskReply`]) for the client.
+//! manager's answers ([`TaskReply`]) for the client. Requests by task id
+//! (`result_request`, `cancel_task`) become [`GetResult`] and
+//! [`CancelById`], answered on this connection when the manager replies.
 //!
 //! A submit is checked here, where the wire is known, before the manager
 //! sees it: arguments nested too deep for the decoders, or too large for the
@@ -18,8 +20,8 @@ use super::Manager;
 use crate::actors::connection::{Connection, Peer};
 use crate::messages::*;
 use crate::protocol::{
-    codec, value_depth, Assign, ClusterStatus, Established, FromClient, Outcome, Submit, ToClient,
-    ToWorker, Value, WireError, MAX_VALUE_DEPTH,
+    codec, value_depth, Assign, CancelState, ClusterStatus, Established, FromClient, Outcome,
+    Submit, ToClient, ToWorker, Value, WireError, MAX_VALUE_DEPTH,
 };
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -88,6 +90,7 @@ impl ClientSession {
 
     fn submit(conn: &mut Connection<Self>, s: Submit, ctx: &mut Context<Connection<Self>>) {
         let request_id = s.id;
+        let detach = s.detach;
         if let Some(error) = conn.role.unfit(&s) {
             conn.send(
                 ToClient::Reply {
@@ -110,6 +113,7 @@ impl ClientSession {
             request_id,
             spec,
             reply_to: ctx.address().recipient(),
+            detach,
         };
         conn.role
             .manager
@@ -117,6 +121,16 @@ impl ClientSession {
             .into_actor(conn)
             .map(move |res, conn, ctx| {
                 let outcome = match res {
+                    Ok(Ok(task_id)) if detach => {
+                        conn.send(
+                            ToClient::Accepted {
+                                id: request_id,
+                                task_id,
+                            },
+                            ctx,
+                        );
+                        return;
+                    }
                     Ok(Ok(_)) => return,
                     Ok(Err(Rejection::Denied {
                         reason,
@@ -155,6 +169,49 @@ impl Peer for ClientSession {
                 request_id: id,
             }),
             FromClient::Ping { id } => conn.send(ToClient::Pong { id }, ctx),
+            FromClient::ResultRequest { id, task_id, wait } => {
+                let ask = GetResult {
+                    task: task_id,
+                    wait,
+                    session: conn.role.id,
+                };
+                conn.role
+                    .manager
+                    .send(ask)
+                    .into_actor(conn)
+                    .map(move |res, conn, ctx| {
+                        let state = match res {
+                            Ok(state) => wire_state(state),
+                            Err(_) => crate::protocol::TaskState::Failed {
+                                error: "manager unavailable".into(),
+                            },
+                        };
+                        conn.send(ToClient::Result { id, task_id, state }, ctx);
+                    })
+                    .spawn(ctx);
+            }
+            FromClient::CancelTask { id, task_id } => {
+                conn.role
+                    .manager
+                    .send(CancelById { task: task_id })
+                    .into_actor(conn)
+                    .map(move |res, conn, ctx| {
+                        let result = match res {
+                            Ok(CancelResult::Cancelled) => CancelState::Cancelled,
+                            Ok(CancelResult::Finished) => CancelState::Finished,
+                            Ok(CancelResult::Unknown) | Err(_) => CancelState::Unknown,
+                        };
+                        conn.send(
+                            ToClient::CancelResult {
+                                id,
+                                task_id,
+                                result,
+                            },
+                            ctx,
+                        );
+                    })
+                    .spawn(ctx);
+            }
             FromClient::StatusRequest { id } => {
                 let max_bytes = ClusterStatus::max_len_for_frame(conn.max_frame());
                 conn.role
@@ -189,8 +246,33 @@ impl Peer for ClientSession {
                     outcome: Outcome::too_large(*len, *max),
                 })
             }
+            (
+                ToClient::Result {
+                    id,
+                    task_id,
+                    state: crate::protocol::TaskState::Done { .. },
+                },
+                WireError::FrameTooLarge { len, max },
+            ) => Some(ToClient::Result {
+                id: *id,
+                task_id: *task_id,
+                state: crate::protocol::TaskState::Failed {
+                    error: format!("result of {len} bytes exceeds the frame limit of {max} bytes"),
+                },
+            }),
             _ => None,
         }
+    }
+}
+
+fn wire_state(state: TaskState) -> crate::protocol::TaskState {
+    use crate::protocol::TaskState as Wire;
+    match state {
+        TaskState::Queued => Wire::Queued {},
+        TaskState::Running => Wire::Running {},
+        TaskState::Finished(TaskOutcome::Done(value)) => Wire::Done { value },
+        TaskState::Finished(TaskOutcome::Failed(error)) => Wire::Failed { error },
+        TaskState::Unknown => Wire::Unknown {},
     }
 }
 

@@ -3,7 +3,9 @@
 //! connections, [`ClientSession`] and [`WorkerLink`].
 //!
 //! Invariant: every accepted task gets exactly one [`TaskReply`], done or
-//! failed, unless its client left first. A task is accepted only if a worker
+//! failed, unless its client left first; a detached task's one outcome goes
+//! to the result store ([`results`]) instead, where [`GetResult`] reads it
+//! by task id. A task is accepted only if a worker
 //! credit lets it start now or the queue has room (queue bound = capacity ×
 //! queue factor); otherwise the reply to its [`SubmitTask`] is the deny, with
 //! an estimate of when room is likely.
@@ -23,6 +25,7 @@
 
 pub mod client_session;
 pub mod metrics;
+pub mod results;
 pub mod scheduler;
 pub mod turns;
 pub mod worker_link;
@@ -46,6 +49,7 @@ use crate::protocol::{
     STATUS_MAX_TASK_NAMES, STATUS_MAX_WORKERS,
 };
 use metrics::ManagerMetrics;
+use results::ResultStore;
 use scheduler::{Scheduler, EVAL_TASK};
 use turns::Turns;
 
@@ -72,6 +76,15 @@ pub struct ManagerSettings {
     /// How long past a task's timeout the manager waits for the worker's
     /// answer before answering the client itself. Default 2 s.
     pub timeout_grace: Duration,
+    /// How long the outcome of a detached task is kept after it finished.
+    /// Default 1 h.
+    pub result_ttl: Duration,
+    /// Most outcomes of detached tasks kept; the oldest go first. Default
+    /// 100,000.
+    pub result_max: usize,
+    /// Most bytes of kept outcomes (values as encoded, error texts, plus
+    /// 64 each); the oldest go first. Default 256 MiB.
+    pub result_max_bytes: usize,
 }
 
 impl Default for ManagerSettings {
@@ -82,6 +95,9 @@ impl Default for ManagerSettings {
             default_timeout: None,
             default_attempts: 1,
             timeout_grace: Duration::from_secs(2),
+            result_ttl: Duration::from_secs(3600),
+            result_max: 100_000,
+            result_max_bytes: 256 << 20,
         }
     }
 }
@@ -116,6 +132,8 @@ struct Pending {
     request_id: u64,
     spec: TaskSpec,
     reply_to: Recipient<TaskReply>,
+    /// Outlives its session; its outcome goes to `results`.
+    detached: bool,
     started_times: u32,
     level: Priority,
     waiting_since: Instant,
@@ -167,7 +185,23 @@ pub struct Manager {
     turns: Turns,
     metrics: ManagerMetrics,
     shutdown: Option<Draining>,
+    /// Outcomes of finished detached tasks.
+    results: ResultStore,
+    /// `GetResult` requests waiting for a task's outcome, by task id; at
+    /// most [`MAX_RESULT_WAITERS`] in all.
+    waiters: IdMap<Vec<Waiter>>,
+    waiting: usize,
 }
+
+/// One `GetResult` with `wait`.
+struct Waiter {
+    session: SessionId,
+    tx: oneshot::Sender<TaskOutcome>,
+}
+
+/// Most `GetResult` requests waiting at once, over all sessions; past it a
+/// request for a queued or running task is answered at once with its state.
+pub const MAX_RESULT_WAITERS: usize = 10_000;
 
 /// Error text of a task cancelled at its client's request.
 pub const CANCELLED: &str = "cancelled by the client";
@@ -181,6 +215,11 @@ pub const NOT_STARTED: &str = "manager shutting down: task not started";
 impl Manager {
     /// A manager with no workers.
     pub fn new(settings: ManagerSettings) -> Manager {
+        let results = ResultStore::new(
+            settings.result_ttl,
+            settings.result_max,
+            settings.result_max_bytes,
+        );
         Manager {
             settings,
             sched: Scheduler::new(),
@@ -195,6 +234,9 @@ impl Manager {
             turns: Turns::default(),
             metrics: ManagerMetrics::new(),
             shutdown: None,
+            results,
+            waiters: IdMap::default(),
+            waiting: 0,
         }
     }
 
@@ -273,10 +315,47 @@ impl Manager {
             TaskOutcome::Done(_) => self.completed += 1,
             TaskOutcome::Failed(_) => self.failed += 1,
         }
-        task.reply_to.do_send(TaskReply {
-            request_id: task.request_id,
-            outcome,
-        });
+        if let Some(waiters) = self.waiters.remove(&task.id) {
+            self.waiting -= waiters.len();
+            for w in waiters {
+                let _ = w.tx.send(outcome.clone());
+            }
+        }
+        if task.detached {
+            self.results.insert(task.id, outcome, Instant::now());
+        } else {
+            task.reply_to.do_send(TaskReply {
+                request_id: task.request_id,
+                outcome,
+            });
+        }
+    }
+
+    /// Lets go of the waits on tasks that will have no outcome.
+    fn forget_waiters(&mut self, tasks: &[TaskId]) {
+        for id in tasks {
+            if let Some(w) = self.waiters.remove(id) {
+                self.waiting -= w.len();
+            }
+        }
+    }
+
+    /// Where task `id` is, if it is queued, running or kept.
+    fn state_of(&mut self, id: TaskId) -> TaskState {
+        if self.queues.iter().flatten().any(|t| t.id == id) {
+            return TaskState::Queued;
+        }
+        if self
+            .runs
+            .values()
+            .any(|r| r.task.as_ref().is_some_and(|t| t.id == id))
+        {
+            return TaskState::Running;
+        }
+        match self.results.get(id, Instant::now()) {
+            Some(outcome) => TaskState::Finished(outcome.clone()),
+            None => TaskState::Unknown,
+        }
     }
 
     /// Starts `task` on `worker`, spending one of its credits.
@@ -430,23 +509,18 @@ impl Manager {
         self.queues[task.level.index()].push_front(task);
     }
 
-    /// Takes a session's task out of the queue, or out of its run (which is
-    /// then cancelled).
-    fn take_task(&mut self, session: SessionId, request_id: u64) -> Option<Pending> {
+    /// Takes the first task `which` picks out of the queue, or out of its
+    /// run (which is then cancelled).
+    fn take_task(&mut self, which: impl Fn(&Pending) -> bool) -> Option<Pending> {
         for q in &mut self.queues {
-            if let Some(i) = q
-                .iter()
-                .position(|t| t.session == session && t.request_id == request_id)
-            {
+            if let Some(i) = q.iter().position(&which) {
                 return q.remove(i);
             }
         }
-        let run = self.runs.iter().find_map(|(id, r)| {
-            r.task
-                .as_ref()
-                .filter(|t| t.session == session && t.request_id == request_id)
-                .map(|_| *id)
-        })?;
+        let run = self
+            .runs
+            .iter()
+            .find_map(|(id, r)| r.task.as_ref().filter(|t| which(t)).map(|_| *id))?;
         let task = self.runs.get_mut(&run)?.task.take();
         self.cancel_run(run);
         task
@@ -686,6 +760,11 @@ impl Actor for Manager {
         // and its later `CancelTask` or `ClientGone` (`do_send`) must arrive
         // in the order they were sent, which a full mailbox would not keep.
         ctx.set_mailbox_capacity(0);
+        // Lookups and inserts expire outcomes too; this lets memory go on a
+        // quiet manager.
+        let sweep =
+            (self.settings.result_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        ctx.run_interval(sweep, |act, _| act.results.expire(Instant::now()));
     }
 }
 
@@ -731,6 +810,7 @@ impl Manager {
             level: msg.spec.priority,
             spec: msg.spec,
             reply_to: msg.reply_to,
+            detached: msg.detach,
             started_times: 0,
             waiting_since: Instant::now(),
             accepted_at: Instant::now(),
@@ -769,7 +849,7 @@ impl Handler<CancelTask> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: CancelTask, _: &mut Self::Context) {
-        match self.take_task(msg.session, msg.request_id) {
+        match self.take_task(|t| t.session == msg.session && t.request_id == msg.request_id) {
             Some(task) => {
                 log::debug!("task {} cancelled by its client", task.id);
                 self.reply(task, TaskOutcome::Failed(CANCELLED.to_string()));
@@ -784,29 +864,90 @@ impl Handler<CancelTask> for Manager {
     }
 }
 
+impl Handler<GetResult> for Manager {
+    type Result = ResponseFuture<TaskState>;
+
+    fn handle(&mut self, msg: GetResult, _: &mut Self::Context) -> Self::Result {
+        let state = self.state_of(msg.task);
+        let pending = matches!(state, TaskState::Queued | TaskState::Running);
+        if !msg.wait || !pending {
+            return Box::pin(async move { state });
+        }
+        if self.waiting >= MAX_RESULT_WAITERS {
+            log::debug!(
+                "session {}: wait on task {} answered at once: {MAX_RESULT_WAITERS} waits held already",
+                msg.session,
+                msg.task
+            );
+            return Box::pin(async move { state });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.entry(msg.task).or_default().push(Waiter {
+            session: msg.session,
+            tx,
+        });
+        self.waiting += 1;
+        Box::pin(async move {
+            match rx.await {
+                Ok(outcome) => TaskState::Finished(outcome),
+                Err(_) => TaskState::Unknown,
+            }
+        })
+    }
+}
+
+impl Handler<CancelById> for Manager {
+    type Result = MessageResult<CancelById>;
+
+    fn handle(&mut self, msg: CancelById, _: &mut Self::Context) -> Self::Result {
+        let result = match self.take_task(|t| t.id == msg.task) {
+            Some(task) => {
+                log::debug!("task {} cancelled by id", task.id);
+                self.reply(task, TaskOutcome::Failed(CANCELLED.to_string()));
+                CancelResult::Cancelled
+            }
+            None if self.results.get(msg.task, Instant::now()).is_some() => CancelResult::Finished,
+            None => CancelResult::Unknown,
+        };
+        self.check_drained();
+        MessageResult(result)
+    }
+}
+
 impl Handler<ClientGone> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: ClientGone, _: &mut Self::Context) {
         self.metrics.client(false);
         self.turns.gone(msg.session);
-        let before = self.queued();
+        let attached = |t: &Pending| t.session == msg.session && !t.detached;
+        let mut let_go: Vec<TaskId> = Vec::new();
         for q in &mut self.queues {
-            q.retain(|t| t.session != msg.session);
+            let_go.extend(q.iter().filter(|t| attached(t)).map(|t| t.id));
+            q.retain(|t| !attached(t));
         }
-        let dropped = before - self.queued();
+        let dropped = let_go.len();
         let running: Vec<RunId> = self
             .runs
             .iter()
-            .filter(|(_, r)| r.task.as_ref().is_some_and(|t| t.session == msg.session))
+            .filter(|(_, r)| r.task.as_ref().is_some_and(attached))
             .map(|(id, _)| *id)
             .collect();
         for run in &running {
-            if let Some(r) = self.runs.get_mut(run) {
-                r.task = None;
+            if let Some(t) = self.runs.get_mut(run).and_then(|r| r.task.take()) {
+                let_go.push(t.id);
             }
             self.cancel_run(*run);
         }
+        self.forget_waiters(&let_go);
+        let mut ended = 0;
+        for list in self.waiters.values_mut() {
+            let before = list.len();
+            list.retain(|w| w.session != msg.session && !w.tx.is_closed());
+            ended += before - list.len();
+        }
+        self.waiters.retain(|_, list| !list.is_empty());
+        self.waiting -= ended;
         if dropped + running.len() > 0 {
             log::debug!(
                 "session {} left: dropped {dropped} queued task(s), cancelled {} running",

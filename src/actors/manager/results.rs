@@ -1,0 +1,112 @@
+//! The outcomes of finished detached tasks, kept in memory for `result`
+//! requests by task id. Three bounds, each checked as an outcome is added
+//! or looked up: an outcome expires `ttl` after its task finished; past
+//! `max` outcomes, or past `max_bytes` of result values and error texts,
+//! the oldest are evicted first. Expiry and eviction are logged at debug;
+//! afterwards the id is unknown, as if never accepted.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::IdMap;
+use crate::messages::{TaskId, TaskOutcome};
+use crate::protocol::codec;
+
+/// Bytes counted for a kept outcome besides its value or error text.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Outcomes by task id, oldest first. See the module docs.
+pub struct ResultStore {
+    ttl: Duration,
+    max: usize,
+    max_bytes: usize,
+    order: VecDeque<(TaskId, Instant)>,
+    kept: IdMap<(TaskOutcome, usize)>,
+    bytes: usize,
+}
+
+impl ResultStore {
+    /// An empty store with these bounds (`max` of 0 keeps nothing).
+    pub fn new(ttl: Duration, max: usize, max_bytes: usize) -> ResultStore {
+        ResultStore {
+            ttl,
+            max,
+            max_bytes,
+            order: VecDeque::new(),
+            kept: IdMap::default(),
+            bytes: 0,
+        }
+    }
+
+    /// Keeps `outcome` of task `id`, finished at `now`, then evicts the
+    /// oldest outcomes past the bounds. An outcome larger than `max_bytes`
+    /// on its own is kept as a failure that says so.
+    pub fn insert(&mut self, id: TaskId, outcome: TaskOutcome, now: Instant) {
+        self.expire(now);
+        let mut size = outcome_size(&outcome);
+        let outcome = if size > self.max_bytes {
+            let error = format!(
+                "result of {size} bytes not kept: larger than manager.result_max_bytes ({})",
+                self.max_bytes
+            );
+            size = error.len() + ENTRY_OVERHEAD;
+            TaskOutcome::Failed(error)
+        } else {
+            outcome
+        };
+        if let Some((_, old)) = self.kept.insert(id, (outcome, size)) {
+            self.bytes -= old;
+            self.order.retain(|(t, _)| *t != id);
+        }
+        self.bytes += size;
+        self.order.push_back((id, now));
+        while self.kept.len() > self.max || self.bytes > self.max_bytes {
+            let Some(id) = self.pop_oldest() else {
+                break;
+            };
+            log::debug!(
+                "result of task {id} evicted: over manager.result_max ({}) or result_max_bytes ({})",
+                self.max,
+                self.max_bytes
+            );
+        }
+    }
+
+    /// The outcome of task `id`, unless it expired by `now` or was evicted.
+    pub fn get(&mut self, id: TaskId, now: Instant) -> Option<&TaskOutcome> {
+        self.expire(now);
+        self.kept.get(&id).map(|(o, _)| o)
+    }
+
+    /// Drops the outcomes older than the ttl.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(id, at)) = self.order.front() {
+            if now.saturating_duration_since(at) < self.ttl {
+                break;
+            }
+            self.pop_oldest();
+            log::debug!(
+                "result of task {id} expired: kept for manager.result_ttl ({})",
+                humantime::format_duration(self.ttl)
+            );
+        }
+    }
+
+    fn pop_oldest(&mut self) -> Option<TaskId> {
+        let (id, _) = self.order.pop_front()?;
+        if let Some((_, size)) = self.kept.remove(&id) {
+            self.bytes -= size;
+        }
+        Some(id)
+    }
+}
+
+fn outcome_size(outcome: &TaskOutcome) -> usize {
+    ENTRY_OVERHEAD
+        + match outcome {
+            TaskOutcome::Done(v) => codec::encoded_len(v),
+            TaskOutcome::Failed(e) => e.len(),
+        }
+}
