@@ -335,7 +335,7 @@ fn screenshot_under_load() {
                 "--args",
                 "[40]",
                 "--tasks",
-                "12000",
+                "40000",
                 "--concurrency",
                 "120",
                 "--clients",
@@ -344,18 +344,19 @@ fn screenshot_under_load() {
         )
         .limit(Duration::from_secs(120))
         .spawn();
-    // A failing task every 2.5 s while the charts fill: a timeout, a bad
-    // argument, and once a task whose name and error are markup.
+    // A failing task every 2.5 s while the charts fill (retried while the
+    // queue is full): a timeout, a bad argument, once the command whose
+    // error is markup.
     let start = Instant::now();
     for i in 0.. {
-        if start.elapsed() > Duration::from_secs(25) {
+        if start.elapsed() > Duration::from_secs(40) {
             break;
         }
         let args: &[&str] = match i % 3 {
-            0 => &["--timeout", "50ms", "sleep", "400"],
-            1 => &["sleep", "\"soon\""],
-            _ if i == 2 => &[EVIL_NAME],
-            _ => &["sleep", "[-1]"],
+            0 => &["--retry", "--timeout", "50ms", "sleep", "400"],
+            1 => &["--retry", "sleep", "\"soon\""],
+            _ if i == 2 => &["--retry", EVIL_NAME],
+            _ => &["--retry", "sleep", "[-1]"],
         };
         let _ = mgr.submit(args).run();
         std::thread::sleep(Duration::from_millis(2500));
