@@ -95,8 +95,8 @@ pub struct ManagerSection {
     pub max_connections: Option<usize>,
     /// Handshakes in progress at once; more are refused. Default 256.
     pub max_handshakes: Option<usize>,
-    /// Address (`host:port`) of the read-only HTTP side (`/metrics`,
-    /// `/healthz`, `/readyz`). Default: off.
+    /// Address (`host:port`) of the read-only HTTP side (the dashboard `/`,
+    /// `/api/overview`, `/metrics`, `/healthz`, `/readyz`). Default: off.
     pub http: Option<String>,
     /// File holding the bearer token the HTTP side requires (but on
     /// `/healthz`). Default: none.

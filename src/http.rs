@@ -1,11 +1,14 @@
-//! The manager's read-only HTTP side (`argon manager --http ADDR`):
-//! `/metrics` (Prometheus), `/healthz` and `/readyz`. It runs in the
-//! manager's actix system and asks the [`Manager`] actor for every answer;
-//! it holds no state of its own and never shows task arguments or results.
-//! With a token, every path but `/healthz` needs `Authorization: Bearer`.
+//! The manager's read-only HTTP side (`argon manager --http ADDR`): the
+//! dashboard page `/` and its data `/api/overview`, `/metrics`
+//! (Prometheus), `/healthz` and `/readyz`. It runs in the manager's actix
+//! system and asks the [`Manager`] actor for every answer; it holds no
+//! state of its own and never shows task arguments or results. With a
+//! token, every path but `/healthz` needs `Authorization: Bearer`; no
+//! query parameter stands in for it (see [`authorized`]).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use actix::Addr;
@@ -13,6 +16,7 @@ use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use crate::actors::manager::metrics::GetMetrics;
+use crate::actors::manager::overview::GetOverview;
 use crate::actors::Manager;
 
 /// Most HTTP connections held at once; more wait in the listen backlog.
@@ -26,6 +30,10 @@ pub const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Content type of `/metrics`: the text format `prometheus-client` writes.
 const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The dashboard: one page with its style and script inline, polling
+/// `api/overview` once a second.
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
 struct State {
     manager: Addr<Manager>,
@@ -44,6 +52,8 @@ pub fn start(bind: &str, manager: Addr<Manager>, token: Option<String>) -> io::R
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .route("/", web::get().to(dashboard))
+            .route("/api/overview", web::get().to(overview))
             .route("/metrics", web::get().to(metrics))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -75,6 +85,10 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `req` carries the token, if one is set, as
+/// `Authorization: Bearer`. Only the header counts: a token in the URL would
+/// end up in browser history, proxy logs and shell history, so a browser
+/// reaches a guarded dashboard through a proxy that adds the header.
 fn authorized(req: &HttpRequest, state: &State) -> bool {
     let Some(token) = &state.token else {
         return true;
@@ -107,6 +121,66 @@ async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     }
 }
 
+/// The page's Content-Security-Policy: nothing loads from elsewhere, and
+/// only the page's own inline script and style (by hash) run, so text that
+/// slipped into the markup could not execute.
+fn dashboard_csp() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+             img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            inline_hash(DASHBOARD_HTML, "<script>", "</script>"),
+            inline_hash(DASHBOARD_HTML, "<style>", "</style>"),
+        )
+    })
+}
+
+/// The CSP source `'sha256-…'` of the text between `open` and `close` in
+/// `page` (or `'none'` without one).
+fn inline_hash(page: &str, open: &str, close: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let Some(body) = page
+        .split_once(open)
+        .and_then(|(_, rest)| rest.split_once(close))
+        .map(|(body, _)| body)
+    else {
+        return "'none'".into();
+    };
+    let digest = sha2::Sha256::digest(body.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+async fn dashboard(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if !authorized(&req, &state) {
+        return unauthorized();
+    }
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, dashboard_csp()))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(DASHBOARD_HTML)
+}
+
+async fn overview(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if !authorized(&req, &state) {
+        return unauthorized();
+    }
+    match state.manager.send(GetOverview).await {
+        Ok(o) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .json(o),
+        Err(_) => manager_gone(),
+    }
+}
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok\n")
 }
@@ -124,7 +198,23 @@ async fn readyz(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::same_bytes;
+    use super::{dashboard_csp, inline_hash, same_bytes, DASHBOARD_HTML};
+
+    #[test]
+    fn the_csp_allows_exactly_the_inline_script_and_style() {
+        assert_eq!(
+            inline_hash("a<b>hi</b>c", "<b>", "</b>"),
+            // sha256("hi")
+            "'sha256-j0NDRmSPa5bfid2pAcUXaxCm2Dlh3TwayItZstwyeqQ='"
+        );
+        assert_eq!(inline_hash("none here", "<b>", "</b>"), "'none'");
+        let csp = dashboard_csp();
+        assert!(csp.contains("script-src 'sha256-"), "{csp}");
+        assert!(csp.contains("style-src 'sha256-"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(DASHBOARD_HTML.matches("<script>").count(), 1);
+        assert_eq!(DASHBOARD_HTML.matches("<style>").count(), 1);
+    }
 
     #[test]
     fn compares_whole_tokens() {

@@ -1,6 +1,9 @@
 //! End-to-end tests of the manager's HTTP side (`argon manager --http`):
 //! `/metrics` counts what clients did, unknown task names make no series,
-//! `/readyz` follows the workers, and a token guards all but `/healthz`.
+//! `/readyz` follows the workers, `argon status`, `/metrics` and the
+//! dashboard's `/api/overview` give the same counts, the page goes out with
+//! a strict Content-Security-Policy, and a token guards all but `/healthz`.
+//! (tests/dashboard.rs loads the page in a browser.)
 
 mod common;
 
@@ -46,6 +49,12 @@ fn start_manager(key: &Path, http: &str, extra: &[&OsStr]) -> (Manager, String) 
 
 /// One `GET` over HTTP/1.1: the status code and the body.
 fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let (code, _, body) = fetch(addr, path, token);
+    (code, body)
+}
+
+/// One `GET` over HTTP/1.1: the status code, the head and the body.
+fn fetch(addr: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the HTTP side");
     s.set_read_timeout(Some(COMMAND)).unwrap();
     s.set_write_timeout(Some(COMMAND)).unwrap();
@@ -64,7 +73,7 @@ fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    (code, body.to_string())
+    (code, head.to_string(), body.to_string())
 }
 
 /// The samples of a text exposition: `name{labels}` to value.
@@ -194,14 +203,23 @@ fn a_token_guards_all_but_healthz() {
     );
 
     assert_eq!(get(&http, "/healthz", None).0, 200);
-    assert_eq!(get(&http, "/metrics", None).0, 401);
-    assert_eq!(get(&http, "/readyz", None).0, 401);
+    for path in ["/metrics", "/readyz", "/", "/api/overview"] {
+        assert_eq!(get(&http, path, None).0, 401, "{path}");
+        assert_eq!(
+            get(&http, &format!("{path}?token=s3cret-token"), None).0,
+            401
+        );
+    }
     assert_eq!(get(&http, "/metrics", Some("s3cret-tokeX")).0, 401);
     assert_eq!(get(&http, "/metrics", Some("s3cret-token-longer")).0, 401);
     let (code, text) = get(&http, "/metrics", Some("s3cret-token"));
     assert_eq!(code, 200);
     assert!(text.contains("argon_tasks_submitted_total 0"), "{text}");
     assert_eq!(get(&http, "/readyz", Some("s3cret-token")).0, 503);
+    assert_eq!(get(&http, "/", Some("s3cret-token")).0, 200);
+    let (code, body) = get(&http, "/api/overview", Some("s3cret-token"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(get(&http, "/api/overview", Some("wrong")).0, 401);
     mgr.assert_healthy();
 }
 
@@ -245,4 +263,138 @@ fn beyond_loopback_without_a_token_warns() {
             m.proc.stderr()
         );
     }
+}
+
+/// The sum of every series of `family` whose labels contain `filter`.
+fn sum(samples: &HashMap<String, f64>, family: &str, filter: impl Fn(&str) -> bool) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{family}{{")) && filter(k))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn status_metrics_and_overview_agree() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let (mut mgr, http) = start_manager(
+        &key,
+        "127.0.0.1:0",
+        &[OsStr::new("--queue-factor"), OsStr::new("0")],
+    );
+    let _worker = Worker::start(&mgr.addr, &key, 1);
+    mgr.wait_for_workers(1);
+
+    for (args, code) in [
+        (&["echo", r#"{"secret-arg": 1}"#][..], 0),
+        (&["echo", "2"], 0),
+        (&["sleep", r#""not a number""#], 1),
+        (&["no-such-task-xyz", "1"], 1),
+    ] {
+        let out = mgr.submit(args).run();
+        assert_eq!(out.code, Some(code), "{out}");
+    }
+    let long = mgr.submit(["sleep", "2000"]).spawn();
+    mgr.wait_status("the sleep running", |s| s.in_flight == 1);
+    let out = mgr.submit(["echo", "3"]).run();
+    assert_eq!(out.code, Some(75), "denied while the slot is busy: {out}");
+    let out = mgr.submit(["--timeout", "50ms", "sleep", "[5000]"]).run();
+    assert_eq!(out.code, Some(75), "{out}");
+    let out = long.finish(COMMAND);
+    assert_eq!(out.code, Some(0), "{out}");
+    mgr.wait_status("the slot free", |s| s.in_flight == 0);
+
+    let out = mgr.client_cmd("status", ["--json"]).run();
+    assert_eq!(out.code, Some(0), "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).expect("status JSON");
+    let (code, text) = get(&http, "/metrics", None);
+    assert_eq!(code, 200);
+    let m = parse_metrics(&text);
+    let (code, body) = get(&http, "/api/overview", None);
+    assert_eq!(code, 200, "{body}");
+    let o: serde_json::Value = serde_json::from_str(&body).expect("overview JSON");
+    let n = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+
+    let ok = sum(&m, "argon_tasks_completed_total", |k| {
+        k.contains(r#"outcome="ok""#)
+    });
+    let failed = sum(&m, "argon_tasks_completed_total", |k| {
+        k.contains(r#"outcome="failed""#)
+    });
+    let denied = sum(&m, "argon_tasks_denied_total", |k| {
+        !k.contains(r#"reason="invalid""#)
+    });
+    let invalid = sample(&m, r#"argon_tasks_denied_total{reason="invalid"}"#);
+    assert_eq!((ok, failed, denied, invalid), (3.0, 1.0, 2.0, 1.0));
+    assert_eq!(n(&status["completed"]), ok);
+    assert_eq!(n(&status["failed"]), failed);
+    assert_eq!(n(&status["denied"]), denied);
+    let c = &o["counts"];
+    assert_eq!(n(&c["completed"]), ok);
+    assert_eq!(n(&c["failed"]), failed);
+    assert_eq!(n(&c["denied"]), denied);
+    assert_eq!(n(&c["invalid"]), invalid);
+    assert_eq!(
+        n(&c["submitted"]),
+        sample(&m, "argon_tasks_submitted_total")
+    );
+    assert_eq!(n(&c["accepted"]), sample(&m, "argon_tasks_accepted_total"));
+    assert_eq!(n(&o["workers"]), n(&status["workers"]));
+    assert_eq!(n(&o["capacity"]), sample(&m, "argon_capacity_slots"));
+    assert_eq!(n(&o["queue"]["limit"]), sample(&m, "argon_queue_limit"));
+    assert_eq!(n(&o["busy"]), 0.0);
+
+    let workers = o["worker_list"].as_array().expect("a worker list");
+    assert_eq!(workers.len(), 1, "{o}");
+    assert_eq!(
+        (n(&workers[0]["capacity"]), n(&workers[0]["busy"])),
+        (1.0, 0.0)
+    );
+    let lat = &o["latency"];
+    assert_eq!(n(&lat["run_time"]["samples"]), 4.0, "{lat}");
+    assert_eq!(n(&lat["queue_wait"]["samples"]), 4.0, "{lat}");
+    let p50 = n(&lat["run_time"]["p50_ms"]);
+    let max = n(&lat["run_time"]["max_ms"]);
+    assert!(p50 <= max && max >= 1000.0, "{lat}");
+    let failures = o["failures"].as_array().expect("a failure list");
+    assert_eq!(failures.len(), 1, "{o}");
+    assert_eq!(failures[0]["task"], "sleep");
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("milliseconds")),
+        "{o}"
+    );
+    assert_eq!(n(&failures[0]["worker"]), n(&workers[0]["id"]));
+    for leak in ["secret-arg", "not a number"] {
+        assert!(!body.contains(leak), "arguments leaked: {body}");
+    }
+    mgr.assert_healthy();
+}
+
+#[test]
+fn the_dashboard_page_is_self_contained() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let (mut mgr, http) = start_manager(&key, "127.0.0.1:0", &[]);
+    let (code, head, page) = fetch(&http, "/", None);
+    assert_eq!(code, 200, "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'sha256-"),
+        "{head}"
+    );
+    assert!(head.contains("referrer-policy: no-referrer"), "{head}");
+    assert!(page.contains("api/overview"), "the page does not poll");
+    for external in ["http://", "https://", "//cdn", "src=\"", "innerHTML"] {
+        assert!(
+            !page
+                .replace("http://www.w3.org/2000/svg", "")
+                .contains(external),
+            "the page loads or parses something it should not: {external}"
+        );
+    }
+    mgr.assert_healthy();
 }

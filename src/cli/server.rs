@@ -34,7 +34,8 @@ pub struct ManagerArgs {
     /// refused [default: the descriptor limit minus 64].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
-    /// Serve /metrics, /healthz and /readyz over HTTP on this address
+    /// Serve the dashboard (/), /api/overview, /metrics, /healthz and
+    /// /readyz over HTTP on this address
     /// [default: off].
     #[arg(long, value_name = "HOST:PORT")]
     pub http: Option<String>,

@@ -1,5 +1,9 @@
 //! `argon status` and `argon ping`: ask the manager how the cluster stands
-//! and how long a round trip takes.
+//! (once, or again and again with `--watch`) and how long a round trip takes.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
+use std::time::Duration;
 
 use clap::Args;
 
@@ -7,6 +11,7 @@ use argon::client::Client;
 use argon::config::Config;
 use argon::launch::{Failure, EXIT_FAILED};
 use argon::logsafe::escaped;
+use argon::protocol::ClusterStatus;
 
 use super::args::{client_config, ClientArgs};
 
@@ -19,6 +24,29 @@ pub struct StatusArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Ask again every interval until Ctrl-C: redrawn in place on a
+    /// terminal, else one snapshot after another, each ended by a blank line.
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between two snapshots with --watch, e.g. 500ms, 2s; at least 100ms.
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_interval,
+          requires = "watch")]
+    pub interval: Duration,
+}
+
+/// Shortest `--interval`: a status request costs the manager a walk over
+/// its workers.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "the interval must be at least {}",
+            humantime::format_duration(MIN_INTERVAL)
+        ));
+    }
+    Ok(d)
 }
 
 /// Most round trips one `argon ping` makes (each is kept for the median).
@@ -37,17 +65,92 @@ pub struct PingArgs {
     pub count: u32,
 }
 
-/// `argon status`: a table, or one JSON object with `--json`.
+/// `argon status`: a table, or one JSON object with `--json`; with
+/// `--watch`, again every `--interval` until SIGINT or SIGTERM (exit 0).
 pub async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
     let client = Client::connect(client_config(&a.client, config)?).await?;
-    let s = client.status().await?;
-    if a.json {
-        let text =
-            serde_json::to_string(&s).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
-        outln!("{text}");
-        return Ok(());
+    if a.watch {
+        return watch(&client, &a).await;
     }
-    outln!(
+    let s = client.status().await?;
+    let text = render(&s, a.json)?;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(())
+}
+
+/// Snapshots every `a.interval` on one connection. On a terminal each one
+/// overwrites the last (cursor home, each line cleared to its end, the rest
+/// of the screen cleared); elsewhere each is followed by a blank line and
+/// has none inside (the table's blank line is left out). Ends
+/// with exit 0 on a signal or when stdout is closed.
+async fn watch(client: &Client, a: &StatusArgs) -> Result<(), Failure> {
+    let tty = std::io::stdout().is_terminal();
+    let mut ticks = tokio::time::interval(a.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = argon::runtime::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        // `biased`: the signal future is polled first, so its handlers are
+        // in place before the first snapshot is printed.
+        tokio::select! {
+            biased;
+            _ = &mut stop => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        let s = tokio::select! {
+            biased;
+            _ = &mut stop => return Ok(()),
+            s = client.status() => s?,
+        };
+        let text = render(&s, a.json)?;
+        let frame = if tty {
+            let mut f = format!(
+                "\x1b[Hargon status every {} (Ctrl-C stops)\x1b[K\n\x1b[K\n",
+                humantime::format_duration(a.interval)
+            );
+            for line in text.lines() {
+                let _ = writeln!(f, "{line}\x1b[K");
+            }
+            f.push_str("\x1b[J");
+            f
+        } else {
+            // Blank lines end snapshots, so none inside one.
+            let mut f: String = text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| format!("{l}\n"))
+                .collect();
+            f.push('\n');
+            f
+        };
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(frame.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            // Whoever read the snapshots has gone (a closed pipe).
+            return Ok(());
+        }
+    }
+}
+
+/// The status as `argon status` prints it: a table, or one line of JSON.
+fn render(s: &ClusterStatus, json: bool) -> Result<String, Failure> {
+    if json {
+        let text =
+            serde_json::to_string(s).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+        return Ok(text + "\n");
+    }
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = table(&mut out, s);
+    Ok(out)
+}
+
+fn table(out: &mut String, s: &ClusterStatus) -> std::fmt::Result {
+    writeln!(
+        out,
         "workers {}  capacity {}  in flight {}  queued {}/{} (high {}, normal {}, low {})  avg task {:.3} ms",
         s.workers,
         s.capacity,
@@ -58,25 +161,21 @@ pub async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
         s.queued_by_priority.normal,
         s.queued_by_priority.low,
         s.avg_task_ms
-    );
-    outln!(
+    )?;
+    writeln!(
+        out,
         "completed {}  failed {}  denied {}",
-        s.completed,
-        s.failed,
-        s.denied
-    );
+        s.completed, s.failed, s.denied
+    )?;
     if !s.worker_list.is_empty() {
-        outln!(
+        writeln!(
+            out,
             "\n{:>4}  {:<22} {:>8} {:>9} {:>10}  {:<5} tasks",
-            "id",
-            "address",
-            "capacity",
-            "in flight",
-            "avg ms",
-            "eval"
-        );
+            "id", "address", "capacity", "in flight", "avg ms", "eval"
+        )?;
         for w in &s.worker_list {
-            outln!(
+            writeln!(
+                out,
                 "{:>4}  {:<22} {:>8} {:>9} {:>10.3}  {:<5} {}{}{}",
                 w.id,
                 escaped(&w.address),
@@ -90,13 +189,13 @@ pub async fn status(a: StatusArgs, config: &Config) -> Result<(), Failure> {
                     n => format!(" … and {n} more"),
                 },
                 if w.draining { "  (draining)" } else { "" }
-            );
+            )?;
         }
     }
     match s.workers_not_listed() {
         0 => {}
-        1 => outln!("… and 1 more worker (the busiest are listed)"),
-        n => outln!("… and {n} more workers (the busiest are listed)"),
+        1 => writeln!(out, "… and 1 more worker (the busiest are listed)")?,
+        n => writeln!(out, "… and {n} more workers (the busiest are listed)")?,
     }
     Ok(())
 }

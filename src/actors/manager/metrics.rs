@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::overview::{FailureLog, SampleWindow};
 use super::Manager;
 use crate::messages::{Rejection, SessionId, TaskId};
 
@@ -75,6 +76,12 @@ pub struct ManagerMetrics {
     clients: Gauge,
     predicted_wait: Gauge<f64, AtomicU64>,
     open_clients: i64,
+    /// Recent queue waits, for the dashboard's percentiles.
+    pub(super) recent_queue_wait: SampleWindow,
+    /// Recent run times, for the dashboard's percentiles.
+    pub(super) recent_run_time: SampleWindow,
+    /// The last failed tasks, for the dashboard.
+    pub(super) failures: FailureLog,
 }
 
 fn outcomes(family: &Family<TaskLabels, Counter>, task: &str) -> Outcomes {
@@ -199,6 +206,9 @@ impl ManagerMetrics {
             clients,
             predicted_wait,
             open_clients: 0,
+            recent_queue_wait: SampleWindow::default(),
+            recent_run_time: SampleWindow::default(),
+            failures: FailureLog::default(),
         }
     }
 
@@ -233,13 +243,39 @@ impl ManagerMetrics {
     }
 
     /// Records how long a task waited before its first start.
-    pub fn queue_wait(&self, waited: Duration) {
+    pub fn queue_wait(&mut self, waited: Duration) {
         self.queue_wait.observe(waited.as_secs_f64());
+        self.recent_queue_wait.push(waited);
     }
 
     /// Records how long a run took.
-    pub fn run_time(&self, took: Duration) {
+    pub fn run_time(&mut self, took: Duration) {
         self.run_time.observe(took.as_secs_f64());
+        self.recent_run_time.push(took);
+    }
+
+    /// Submits counted so far.
+    pub fn submitted_total(&self) -> u64 {
+        self.submitted.get()
+    }
+
+    /// Submits accepted so far.
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.get()
+    }
+
+    /// Submits refused because no worker provides the task.
+    pub fn invalid_total(&self) -> u64 {
+        let i = DENY_REASONS
+            .iter()
+            .position(|&r| r == "invalid")
+            .expect("invalid is a deny reason");
+        self.denied[i].get()
+    }
+
+    /// Client sessions open.
+    pub fn open_clients(&self) -> u64 {
+        u64::try_from(self.open_clients).unwrap_or(0)
     }
 
     /// Counts a client session opened (`true`) or closed.

@@ -25,6 +25,7 @@
 
 pub mod client_session;
 pub mod metrics;
+pub mod overview;
 pub mod results;
 pub mod scheduler;
 pub mod turns;
@@ -139,6 +140,8 @@ struct Pending {
     waiting_since: Instant,
     /// When it was accepted, for the queue wait metric.
     accepted_at: Instant,
+    /// The worker of its last run, for the dashboard's failure list.
+    worker: Option<WorkerId>,
 }
 
 /// One run of a task in one worker slot.
@@ -311,9 +314,18 @@ impl Manager {
         let sched = &self.sched;
         self.metrics
             .completed(&task.spec.name, ok, |name| sched.provides(name));
-        match outcome {
+        match &outcome {
             TaskOutcome::Done(_) => self.completed += 1,
-            TaskOutcome::Failed(_) => self.failed += 1,
+            TaskOutcome::Failed(error) => {
+                self.failed += 1;
+                let address = task
+                    .worker
+                    .and_then(|w| self.sched.get(w))
+                    .map(|w| w.address.as_str());
+                self.metrics
+                    .failures
+                    .push(&task.spec.name, task.worker, address, error);
+            }
         }
         if let Some(waiters) = self.waiters.remove(&task.id) {
             self.waiting -= waiters.len();
@@ -380,6 +392,7 @@ impl Manager {
             self.metrics.queue_wait(task.accepted_at.elapsed());
         }
         task.started_times += 1;
+        task.worker = Some(worker);
         // A task's first run goes by the task's id; a restart gets a fresh
         // one (ids share one counter), so a late report of an earlier run is
         // never taken for the current one.
@@ -814,6 +827,7 @@ impl Manager {
             started_times: 0,
             waiting_since: Instant::now(),
             accepted_at: Instant::now(),
+            worker: None,
         };
         let id = task.id;
         // Start it now if a free slot provides it, even when the queue is

@@ -1,0 +1,357 @@
+//! What the dashboard shows (`GET /api/overview`): [`GetOverview`] asks the
+//! [`Manager`] for an [`Overview`] built from its own state, so the page and
+//! `argon status` read the same numbers. Besides the counters, the manager
+//! keeps two bounded windows for it: the last [`LATENCY_WINDOW`] queue waits
+//! and run times (for percentiles), and the last [`RECENT_FAILURES`] failed
+//! tasks. Nothing here holds task arguments or results.
+
+use std::cmp::Reverse;
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::Manager;
+use crate::messages::WorkerId;
+
+/// Recent queue waits (and, apart, run times) kept for percentiles; the
+/// oldest sample leaves when a new one comes.
+pub const LATENCY_WINDOW: usize = 1000;
+
+/// Failed tasks listed; the oldest leaves when a new one fails.
+pub const RECENT_FAILURES: usize = 20;
+
+/// Most characters of a task name kept for a failure; longer ones end in `…`.
+pub const FAILURE_TASK_CHARS: usize = 200;
+
+/// Most characters of an error text kept for a failure; longer ones end in `…`.
+pub const FAILURE_ERROR_CHARS: usize = 500;
+
+/// Most workers listed, the busiest first; the counts cover all of them.
+pub const OVERVIEW_MAX_WORKERS: usize = 200;
+
+/// The last [`LATENCY_WINDOW`] durations, in microseconds.
+#[derive(Debug, Default)]
+pub struct SampleWindow {
+    samples: VecDeque<u64>,
+}
+
+impl SampleWindow {
+    /// Adds one duration, dropping the oldest past the bound.
+    pub fn push(&mut self, d: Duration) {
+        if self.samples.len() == LATENCY_WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples
+            .push_back(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Samples held, at most [`LATENCY_WINDOW`].
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether no sample was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Nearest-rank percentiles of the window, in milliseconds.
+    pub fn percentiles(&self) -> Percentiles {
+        let mut sorted: Vec<u64> = self.samples.iter().copied().collect();
+        sorted.sort_unstable();
+        let rank = |p: f64| -> Option<f64> {
+            let n = sorted.len();
+            if n == 0 {
+                return None;
+            }
+            let i = ((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1;
+            Some(sorted[i] as f64 / 1000.0)
+        };
+        Percentiles {
+            samples: sorted.len(),
+            p50_ms: rank(50.0),
+            p90_ms: rank(90.0),
+            p99_ms: rank(99.0),
+            max_ms: rank(100.0),
+        }
+    }
+}
+
+/// Percentiles of a [`SampleWindow`]; `None` while it is empty.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Samples they were taken from.
+    pub samples: usize,
+    /// Median.
+    pub p50_ms: Option<f64>,
+    /// 90th percentile.
+    pub p90_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+    /// Largest sample.
+    pub max_ms: Option<f64>,
+}
+
+/// One failed task as the dashboard lists it. The texts are as the peers
+/// sent them, cut but not escaped: the page shows them as text.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FailureRecord {
+    /// When the manager answered it, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The task's name, at most [`FAILURE_TASK_CHARS`] characters.
+    pub task: String,
+    /// The worker of its last run; `None` if it never started.
+    pub worker: Option<WorkerId>,
+    /// That worker's address, if it was still registered when the task failed.
+    pub worker_address: Option<String>,
+    /// The error text, at most [`FAILURE_ERROR_CHARS`] characters.
+    pub error: String,
+}
+
+/// The last [`RECENT_FAILURES`] failures, oldest first.
+#[derive(Debug, Default)]
+pub struct FailureLog {
+    records: VecDeque<FailureRecord>,
+}
+
+impl FailureLog {
+    /// Records a failure, dropping the oldest past the bound. The texts are
+    /// cut to their bounds here.
+    pub fn push(
+        &mut self,
+        task: &str,
+        worker: Option<WorkerId>,
+        worker_address: Option<&str>,
+        error: &str,
+    ) {
+        if self.records.len() == RECENT_FAILURES {
+            self.records.pop_front();
+        }
+        self.records.push_back(FailureRecord {
+            time_ms: unix_ms(SystemTime::now()),
+            task: cut(task, FAILURE_TASK_CHARS),
+            worker,
+            worker_address: worker_address.map(|a| cut(a, FAILURE_TASK_CHARS)),
+            error: cut(error, FAILURE_ERROR_CHARS),
+        });
+    }
+
+    /// The records, newest first.
+    pub fn newest_first(&self) -> Vec<FailureRecord> {
+        self.records.iter().rev().cloned().collect()
+    }
+}
+
+/// `text` cut to `max` characters, the last of them `…` when it was longer.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((i, _)) if text[i..].chars().nth(1).is_some() => format!("{}…", &text[..i]),
+        _ => text.to_string(),
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Asks the manager for an [`Overview`].
+#[derive(Message, Debug)]
+#[rtype(result = "Overview")]
+pub struct GetOverview;
+
+/// The cluster as the dashboard shows it: the body of `GET /api/overview`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// The manager's clock, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Workers registered.
+    pub workers: u64,
+    /// Slots of the workers taking tasks (draining workers excluded).
+    pub capacity: u64,
+    /// Slots running a run, including runs being cancelled.
+    pub busy: u64,
+    /// Client sessions connected.
+    pub clients: u64,
+    /// Tasks waiting, by priority, and the bound.
+    pub queue: QueueDepth,
+    /// The `retry_after` a task denied now would get.
+    pub predicted_wait_ms: f64,
+    /// Counters since the manager started.
+    pub counts: Counts,
+    /// Queue wait and run time over the recent windows.
+    pub latency: Latency,
+    /// The busiest workers, at most [`OVERVIEW_MAX_WORKERS`].
+    pub worker_list: Vec<WorkerSlots>,
+    /// The last failures, newest first, at most [`RECENT_FAILURES`].
+    pub failures: Vec<FailureRecord>,
+}
+
+/// Queue depth by priority against the queue bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueDepth {
+    /// Waiting at priority high.
+    pub high: u64,
+    /// Waiting at priority normal.
+    pub normal: u64,
+    /// Waiting at priority low.
+    pub low: u64,
+    /// The bound on all three together: capacity × queue factor.
+    pub limit: u64,
+}
+
+/// Cumulative counts; rates are the browser's differences between polls.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counts {
+    /// Submits that reached the manager.
+    pub submitted: u64,
+    /// Tasks accepted: started at once or queued.
+    pub accepted: u64,
+    /// Submits answered `denied` (no room); as in `argon status`.
+    pub denied: u64,
+    /// Submits refused because no worker provides the task.
+    pub invalid: u64,
+    /// Accepted tasks answered done; as in `argon status`.
+    pub completed: u64,
+    /// Accepted tasks answered failed (timeouts, cancels, lost workers too).
+    pub failed: u64,
+}
+
+/// Percentiles of the recent windows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// The windows' bound, [`LATENCY_WINDOW`].
+    pub window: usize,
+    /// From acceptance to a task's first start.
+    pub queue_wait: Percentiles,
+    /// How long a worker took for a run.
+    pub run_time: Percentiles,
+}
+
+/// One worker's slots.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerSlots {
+    /// The manager's id for it.
+    pub id: WorkerId,
+    /// Its address as the manager saw the connection.
+    pub address: String,
+    /// Slots it registered.
+    pub capacity: u32,
+    /// Slots running a run.
+    pub busy: u32,
+    /// Whether it is draining (takes nothing new).
+    pub draining: bool,
+}
+
+impl Handler<GetOverview> for Manager {
+    type Result = MessageResult<GetOverview>;
+
+    fn handle(&mut self, _: GetOverview, _: &mut Self::Context) -> Self::Result {
+        let mut workers = self.sched.workers();
+        workers.sort_by_key(|w| (Reverse(w.busy()), w.id));
+        let worker_list = workers
+            .iter()
+            .take(OVERVIEW_MAX_WORKERS)
+            .map(|w| WorkerSlots {
+                id: w.id,
+                address: w.address.clone(),
+                capacity: w.capacity,
+                busy: w.busy(),
+                draining: w.draining,
+            })
+            .collect();
+        let m = &self.metrics;
+        MessageResult(Overview {
+            time_ms: unix_ms(SystemTime::now()),
+            workers: self.sched.len() as u64,
+            capacity: self.sched.capacity(),
+            busy: self.runs.len() as u64,
+            clients: m.open_clients(),
+            queue: QueueDepth {
+                high: self.queues[0].len() as u64,
+                normal: self.queues[1].len() as u64,
+                low: self.queues[2].len() as u64,
+                limit: self.queue_limit(),
+            },
+            predicted_wait_ms: self.retry_after().as_secs_f64() * 1e3,
+            counts: Counts {
+                submitted: m.submitted_total(),
+                accepted: m.accepted_total(),
+                denied: self.denied,
+                invalid: m.invalid_total(),
+                completed: self.completed,
+                failed: self.failed,
+            },
+            latency: Latency {
+                window: LATENCY_WINDOW,
+                queue_wait: m.recent_queue_wait.percentiles(),
+                run_time: m.recent_run_time.percentiles(),
+            },
+            worker_list,
+            failures: m.failures.newest_first(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_keeps_the_newest_samples() {
+        let mut w = SampleWindow::default();
+        assert_eq!(w.percentiles().p50_ms, None);
+        for ms in 1..=(LATENCY_WINDOW as u64 + 500) {
+            w.push(Duration::from_millis(ms));
+        }
+        assert_eq!(w.len(), LATENCY_WINDOW);
+        let p = w.percentiles();
+        assert_eq!(p.samples, LATENCY_WINDOW);
+        // 501 ..= 1500 ms are left.
+        assert_eq!(p.p50_ms, Some(1000.0));
+        assert_eq!(p.p90_ms, Some(1400.0));
+        assert_eq!(p.p99_ms, Some(1490.0));
+        assert_eq!(p.max_ms, Some(1500.0));
+    }
+
+    #[test]
+    fn one_sample_is_every_percentile() {
+        let mut w = SampleWindow::default();
+        w.push(Duration::from_micros(2500));
+        let p = w.percentiles();
+        assert_eq!(
+            (p.p50_ms, p.p99_ms, p.max_ms),
+            (Some(2.5), Some(2.5), Some(2.5))
+        );
+    }
+
+    #[test]
+    fn the_failure_log_keeps_the_last_ones_cut() {
+        let mut log = FailureLog::default();
+        for i in 0..RECENT_FAILURES + 3 {
+            log.push(&format!("t{i}"), Some(1), None, "boom");
+        }
+        let list = log.newest_first();
+        assert_eq!(list.len(), RECENT_FAILURES);
+        assert_eq!(list[0].task, format!("t{}", RECENT_FAILURES + 2));
+        assert_eq!(list[RECENT_FAILURES - 1].task, "t3");
+
+        let long = "é".repeat(FAILURE_ERROR_CHARS + 10);
+        log.push(&"n".repeat(FAILURE_TASK_CHARS), None, Some("a"), &long);
+        let last = &log.newest_first()[0];
+        assert_eq!(last.task.chars().count(), FAILURE_TASK_CHARS);
+        assert!(!last.task.ends_with('…'));
+        assert_eq!(last.error.chars().count(), FAILURE_ERROR_CHARS);
+        assert!(last.error.ends_with('…'));
+    }
+
+    #[test]
+    fn cut_counts_characters() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("abcd", 3), "ab…");
+        assert_eq!(cut("", 3), "");
+        assert_eq!(cut("日本語です", 4), "日本語…");
+    }
+}
