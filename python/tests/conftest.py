@@ -101,9 +101,10 @@ class Proc:
 class Manager:
     """A running ``argon manager``."""
 
-    def __init__(self, proc: Proc, addr: str) -> None:
+    def __init__(self, proc: Proc, addr: str, http: Optional[str] = None) -> None:
         self.proc = proc
         self.addr = addr
+        self.http = http
 
     @property
     def port(self) -> int:
@@ -137,13 +138,16 @@ def procs() -> Iterator[List[Proc]]:
 
 @pytest.fixture
 def start_manager(argon: str, key_file: str, procs: List[Proc]) -> Callable[..., Manager]:
-    def start(port: int = 0, queue_factor: int = 3, key: Optional[str] = None) -> Manager:
+    def start(port: int = 0, queue_factor: int = 3, key: Optional[str] = None, http: bool = False) -> Manager:
         args = [argon, "manager", "--host", "127.0.0.1", "--port", str(port), "--key", key or key_file]
         args += ["--queue-factor", str(queue_factor)]
+        if http:
+            args += ["--http", "127.0.0.1:0"]
         proc = Proc(args)
         procs.append(proc)
         m = proc.wait_line(r"argon manager listening on (\S+)", stream="out")
-        return Manager(proc, m.group(1))
+        h = proc.wait_line(r"argon manager http on (\S+)", stream="out") if http else None
+        return Manager(proc, m.group(1), h.group(1) if h else None)
 
     return start
 
