@@ -411,7 +411,9 @@ pub struct Cluster {
     pub key_path: PathBuf,
     /// Handshake settings holding the key, for clients.
     pub handshake: HandshakeSettings,
-    dir: Option<PathBuf>,
+    /// The private folder of a generated key; removed when the cluster is
+    /// dropped.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
@@ -438,12 +440,13 @@ impl Cluster {
         let (dir, key_path, hs) = match opts.handshake {
             Some((path, hs)) => (None, path, hs),
             None => {
-                let dir = private_temp_dir()?;
-                let key_path = dir.join("key");
-                if let Err(e) = write_key_file(&key_path) {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    return Err(e);
-                }
+                use std::os::unix::fs::PermissionsExt;
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("argon-cluster-{}-", std::process::id()))
+                    .permissions(std::fs::Permissions::from_mode(0o700))
+                    .tempdir()?;
+                let key_path = dir.path().join("key");
+                write_key_file(&key_path)?;
                 let key =
                     MasterKey::load(&key_path).map_err(|e| io::Error::other(e.to_string()))?;
                 (Some(dir), key_path, HandshakeSettings::new(key))
@@ -470,7 +473,7 @@ impl Cluster {
             workers: pools,
             key_path,
             handshake: hs,
-            dir,
+            _dir: dir,
         };
         cluster
             .wait_for_workers(workers, Duration::from_secs(10))
@@ -515,31 +518,4 @@ impl Cluster {
         self.manager.close(CLOSE_LIMIT).await;
         report
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn private_temp_dir() -> io::Result<PathBuf> {
-    let mut r = [0u8; 8];
-    crate::protocol::crypto::fill_random(&mut r)?;
-    let name = format!(
-        "argon-cluster-{}-{:016x}",
-        std::process::id(),
-        u64::from_be_bytes(r)
-    );
-    let dir = std::env::temp_dir().join(name);
-    let mut b = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(&dir)?;
-    Ok(dir)
 }

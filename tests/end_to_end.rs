@@ -680,6 +680,12 @@ fn cluster_command_serves_submits() {
         .unwrap_or_else(|| panic!("key file line {line:?}\n{}", cluster.stderr()))
         .to_string();
     assert!(std::path::Path::new(&key).is_file(), "{key}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let folder = std::path::Path::new(&key).parent().expect("key folder");
+        let mode = std::fs::metadata(folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the key's folder is private: mode {mode:o}");
+    }
 
     let out = argon(["submit", "--mgr", &addr, "--key", &key, "echo", r#"["hi"]"#]).run();
     assert_eq!(out.code, Some(0), "{out}");
