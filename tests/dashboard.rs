@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use browser::Browser;
-use common::{bin, parse_listening, Manager, Proc, TempDir, Worker, COMMAND, STARTUP};
+use common::{Manager, TempDir, Worker, COMMAND};
 use serde_json::json;
 
 /// Set to `1` (as `.ci/run` does) to make a missing browser fail the tests
@@ -66,36 +66,6 @@ fn browser_or_skip(profile: &Path) -> Option<Browser> {
     None
 }
 
-/// A manager started with `--http 127.0.0.1:0` and `extra` flags, and the
-/// address of its HTTP side.
-fn start_manager(key: &Path, extra: &[&OsStr]) -> (Manager, String) {
-    let mut cmd = Command::new(bin());
-    cmd.args(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
-        .arg(key)
-        .args(["--http", "127.0.0.1:0"])
-        .args(extra)
-        .env_remove("ARGON_KEY")
-        .env_remove("ARGON_MGR");
-    let mut proc = Proc::spawn(cmd);
-    let first = proc.next_line(STARTUP);
-    let Some(addr) = first.as_deref().and_then(parse_listening) else {
-        proc.kill();
-        panic!("no listening line: {first:?}\n{}", proc.stderr());
-    };
-    let second = proc.next_line(STARTUP);
-    let http = second
-        .as_deref()
-        .and_then(|l| l.strip_prefix("argon manager http on "))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no http line: {second:?}\n{}", proc.stderr()));
-    let mgr = Manager {
-        proc,
-        addr,
-        key: key.to_path_buf(),
-    };
-    (mgr, http)
-}
-
 /// A worker config whose one command task fails with markup on stderr.
 fn evil_config(dir: &TempDir) -> std::path::PathBuf {
     dir.write(
@@ -122,7 +92,7 @@ fn dashboard_shows_live_numbers() {
         return;
     };
     let key = dir.keygen("key");
-    let (mut mgr, http) = start_manager(&key, &[]);
+    let (mut mgr, http) = Manager::start_with_http(&key, "127.0.0.1:0", &[]);
     let config = evil_config(&dir);
     let _worker = Worker::start_with(
         &mgr.addr,
@@ -223,8 +193,11 @@ fn a_guarded_dashboard_loads_with_the_bearer_header() {
     };
     let key = dir.keygen("key");
     let token = dir.write("token", "dash-token\n");
-    let (mut mgr, http) =
-        start_manager(&key, &[OsStr::new("--http-token-file"), token.as_os_str()]);
+    let (mut mgr, http) = Manager::start_with_http(
+        &key,
+        "127.0.0.1:0",
+        &[OsStr::new("--http-token-file"), token.as_os_str()],
+    );
     let _worker = Worker::start(&mgr.addr, &key, 2);
     mgr.wait_for_workers(1);
 
@@ -304,7 +277,11 @@ fn screenshot_under_load() {
         panic!("a screenshot needs a browser");
     };
     let key = dir.keygen("key");
-    let (mgr, http) = start_manager(&key, &[OsStr::new("--queue-factor"), OsStr::new("2")]);
+    let (mgr, http) = Manager::start_with_http(
+        &key,
+        "127.0.0.1:0",
+        &[OsStr::new("--queue-factor"), OsStr::new("2")],
+    );
     let config = evil_config(&dir);
     let _workers = [
         Worker::start(&mgr.addr, &key, 4),

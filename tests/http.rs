@@ -11,41 +11,9 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, parse_listening, Manager, Proc, TempDir, Worker, COMMAND, STARTUP};
-
-/// A manager started with `--http HTTP` and `extra` flags, and the address
-/// of its HTTP side.
-fn start_manager(key: &Path, http: &str, extra: &[&OsStr]) -> (Manager, String) {
-    let mut cmd = Command::new(bin());
-    cmd.args(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
-        .arg(key)
-        .args(["--http", http])
-        .args(extra)
-        .env_remove("ARGON_KEY")
-        .env_remove("ARGON_MGR");
-    let mut proc = Proc::spawn(cmd);
-    let first = proc.next_line(STARTUP);
-    let Some(addr) = first.as_deref().and_then(parse_listening) else {
-        proc.kill();
-        panic!("no listening line: {first:?}\n{}", proc.stderr());
-    };
-    let second = proc.next_line(STARTUP);
-    let http = second
-        .as_deref()
-        .and_then(|l| l.strip_prefix("argon manager http on "))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no http line: {second:?}\n{}", proc.stderr()));
-    let mgr = Manager {
-        proc,
-        addr,
-        key: key.to_path_buf(),
-    };
-    (mgr, http)
-}
+use common::{Manager, TempDir, Worker, COMMAND, STARTUP};
 
 /// One `GET` over HTTP/1.1: the status code and the body.
 fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
@@ -104,7 +72,7 @@ fn metrics_count_what_clients_did() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
     // A queue of 0: a task that finds the one slot busy is denied.
-    let (mut mgr, http) = start_manager(
+    let (mut mgr, http) = Manager::start_with_http(
         &key,
         "127.0.0.1:0",
         &[OsStr::new("--queue-factor"), OsStr::new("0")],
@@ -196,7 +164,7 @@ fn a_token_guards_all_but_healthz() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
     let token_file = dir.write("token", "s3cret-token\n");
-    let (mut mgr, http) = start_manager(
+    let (mut mgr, http) = Manager::start_with_http(
         &key,
         "127.0.0.1:0",
         &[OsStr::new("--http-token-file"), token_file.as_os_str()],
@@ -241,7 +209,7 @@ fn an_empty_token_file_is_bad_usage() {
 fn beyond_loopback_without_a_token_warns() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
-    let (mgr, _) = start_manager(&key, "0.0.0.0:0", &[]);
+    let (mgr, _) = Manager::start_with_http(&key, "0.0.0.0:0", &[]);
     assert!(
         mgr.proc
             .wait_stderr("beyond loopback, without a token", STARTUP),
@@ -249,12 +217,12 @@ fn beyond_loopback_without_a_token_warns() {
         mgr.proc.stderr()
     );
     let token_file = dir.write("token", "t\n");
-    let (guarded, _) = start_manager(
+    let (guarded, _) = Manager::start_with_http(
         &key,
         "0.0.0.0:0",
         &[OsStr::new("--http-token-file"), token_file.as_os_str()],
     );
-    let (plain, _) = start_manager(&key, "127.0.0.1:0", &[]);
+    let (plain, _) = Manager::start_with_http(&key, "127.0.0.1:0", &[]);
     // The warning comes before the http line, so it would be there by now.
     for m in [&guarded, &plain] {
         assert!(
@@ -278,7 +246,7 @@ fn sum(samples: &HashMap<String, f64>, family: &str, filter: impl Fn(&str) -> bo
 fn status_metrics_and_overview_agree() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
-    let (mut mgr, http) = start_manager(
+    let (mut mgr, http) = Manager::start_with_http(
         &key,
         "127.0.0.1:0",
         &[OsStr::new("--queue-factor"), OsStr::new("0")],
@@ -377,7 +345,7 @@ fn status_metrics_and_overview_agree() {
 fn the_dashboard_page_is_self_contained() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
-    let (mut mgr, http) = start_manager(&key, "127.0.0.1:0", &[]);
+    let (mut mgr, http) = Manager::start_with_http(&key, "127.0.0.1:0", &[]);
     let (code, head, page) = fetch(&http, "/", None);
     assert_eq!(code, 200, "{head}");
     let head = head.to_ascii_lowercase();

@@ -459,6 +459,36 @@ pub struct ManagerOpts {
 }
 
 impl Manager {
+    /// A manager started with `--http HTTP` and `extra` flags, and the address
+    /// of its HTTP side.
+    pub fn start_with_http(key: &Path, http: &str, extra: &[&OsStr]) -> (Manager, String) {
+        let mut cmd = Command::new(bin());
+        cmd.args(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
+            .arg(key)
+            .args(["--http", http])
+            .args(extra)
+            .env_remove("ARGON_KEY")
+            .env_remove("ARGON_MGR");
+        let mut proc = Proc::spawn(cmd);
+        let first = proc.next_line(STARTUP);
+        let Some(addr) = first.as_deref().and_then(parse_listening) else {
+            proc.kill();
+            panic!("no listening line: {first:?}\n{}", proc.stderr());
+        };
+        let second = proc.next_line(STARTUP);
+        let http = second
+            .as_deref()
+            .and_then(|l| l.strip_prefix("argon manager http on "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no http line: {second:?}\n{}", proc.stderr()));
+        let mgr = Manager {
+            proc,
+            addr,
+            key: key.to_path_buf(),
+        };
+        (mgr, http)
+    }
+
     /// `argon manager --port 0 --key KEY` with the defaults.
     pub fn start(key: &Path) -> Manager {
         Manager::start_with(key, ManagerOpts::default())
