@@ -150,6 +150,11 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
     // The same port at once (SO_REUSEADDR), the same store; the worker
     // comes back by itself.
     let mgr = start(&key, &cfg, Some(port));
+    assert!(
+        mgr.proc.wait_stderr("recovered", COMMAND),
+        "the restarted manager reports what it recovered\n{}",
+        mgr.proc.stderr()
+    );
     mgr.wait_for_workers(1);
     let client = rt.block_on(connect(&mgr));
     let from = TASKS / 2 + 2 * WINDOW as i64;
@@ -176,8 +181,15 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
             ),
         }
     }
+    let recovered = mgr
+        .proc
+        .stderr()
+        .lines()
+        .find(|l| l.contains("recovered"))
+        .map(str::to_string);
     eprintln!(
-        "{} accepted, {failed} failed as their worker was lost more often than their attempts",
+        "{} accepted, {failed} failed as their worker was lost more often than their attempts; \
+         {recovered:?}",
         accepted.len()
     );
 }

@@ -373,3 +373,66 @@ async fn a_store_behind_its_bound_denies_submits_as_busy() {
     // Once committed, submits are accepted again.
     submit(&mgr, &session, 10, spec(10, Priority::Normal, 1)).await;
 }
+
+#[test]
+fn a_graceful_stop_keeps_queued_tasks_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (running, kept) = life(move || async move {
+        let mgr = manager_over(&path, WAIT).await;
+        let mut session = Session::start();
+        let (worker, mut link) = register(&mgr, 1, vec![]).await;
+        let to = session.recipient();
+        let ask = |request_id: u64, arg: i64| SubmitTask {
+            session: SESSION,
+            request_id,
+            spec: spec(arg, Priority::Normal, 1),
+            reply_to: to.clone(),
+            detach: false,
+        };
+        let running = within("accept", mgr.send(ask(1, 1)))
+            .await
+            .unwrap()
+            .unwrap();
+        let kept = within("accept", mgr.send(ask(2, 2)))
+            .await
+            .unwrap()
+            .unwrap();
+        let (run, _, _) = next_assign(&mut link).await;
+        let stopped = mgr.send(Shutdown {
+            deadline: Duration::from_secs(5),
+        });
+        let reply = session.next().await;
+        assert_eq!(reply.request_id, 2);
+        assert_eq!(
+            reply.outcome,
+            TaskOutcome::Failed(format!(
+                "manager shutting down: task {kept} kept for the next start"
+            ))
+        );
+        finish(&mgr, worker, run, Value::from("one")).await;
+        let report = within("the drain", stopped).await.unwrap();
+        assert_eq!(report.not_started, 1);
+        let reply = session.next().await;
+        assert_eq!(
+            (reply.request_id, reply.outcome),
+            (1, TaskOutcome::Done(Value::from("one")))
+        );
+        (running, kept)
+    });
+    let path = dir.path().to_path_buf();
+    life(move || async move {
+        let mgr = manager_over(&path, WAIT).await;
+        assert_eq!(result(&mgr, running, false).await, TaskState::Unknown);
+        assert_eq!(result(&mgr, kept, false).await, TaskState::Queued);
+        let (worker, mut link) = register(&mgr, 1, vec![]).await;
+        let (run, _, arg) = next_assign(&mut link).await;
+        assert_eq!(arg, Value::from(2));
+        finish(&mgr, worker, run, Value::from("two")).await;
+        assert_eq!(
+            result(&mgr, kept, true).await,
+            TaskState::Finished(TaskOutcome::Done(Value::from("two"))),
+            "a kept task runs after the restart, detached"
+        );
+    });
+}

@@ -689,9 +689,14 @@ impl Manager {
             0 => String::new(),
             n => format!(", {n} of them not reported stopped by their workers"),
         };
+        let queued = if self.journal.is_some() {
+            "kept for the next start"
+        } else {
+            "answered as not started"
+        };
         log::info!(
             "drained in {}: {} running task(s) answered, {} cancelled at the deadline{unconfirmed}; \
-             {} queued task(s) answered as not started",
+             {} queued task(s) {queued}",
             humantime::format_duration(took),
             r.running,
             r.cancelled,
