@@ -257,7 +257,7 @@ struct StoreFailed(String);
 /// What waits for a record's commit.
 enum Deferred {
     Accept(TaskId, oneshot::Sender<Result<TaskId, Rejection>>),
-    Outcome(Pending, TaskOutcome),
+    Outcome(Box<(Pending, TaskOutcome)>),
 }
 
 /// The manager's side of the store. See the module docs.
@@ -369,7 +369,7 @@ impl Journal {
         let seq = self.send(Op::Finish(task.id, kept));
         self.answering.insert(task.id);
         self.deferred
-            .push_back((seq, Deferred::Outcome(task, outcome)));
+            .push_back((seq, Deferred::Outcome(Box::new((task, outcome)))));
     }
 
     /// Deletes the record of a task let go without an outcome (its client
@@ -494,7 +494,8 @@ impl Handler<Committed> for Manager {
                 Deferred::Accept(id, tx) => {
                     let _ = tx.send(Ok(id));
                 }
-                Deferred::Outcome(task, outcome) => {
+                Deferred::Outcome(answered) => {
+                    let (task, outcome) = *answered;
                     if let Some(j) = self.journal.as_mut() {
                         j.answering.remove(&task.id);
                     }
@@ -700,7 +701,7 @@ impl Manager {
             return;
         }
         // Requeued at the head one by one: newest first, so the oldest ends up in front.
-        left.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        left.sort_unstable_by_key(|t| std::cmp::Reverse(t.id));
         let (mut requeued, mut failed) = (0, 0);
         for task in left {
             if task.started_times < task.spec.attempts.max(1) {
