@@ -129,17 +129,25 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
         "the relative persist path is taken from the config file's folder"
     );
     let port = mgr.port();
-    let _worker = Worker::start(&mgr.addr, &key, 4);
+    let mut worker = Worker::start(&mgr.addr, &key, 4);
     mgr.wait_for_workers(1);
     let rt = runtime();
+    let half = TASKS / 2;
+    let w = WINDOW as i64;
 
-    // First half, then a window in flight when the manager is killed.
+    // The first half; then, with the worker frozen (SIGSTOP), two windows
+    // that must wait in the queue; then two more windows in flight when the
+    // manager is killed.
     let client = rt.block_on(connect(&mgr));
-    let (mut accepted, broke) = rt.block_on(submit_range(&client, 0, TASKS / 2));
+    let (mut accepted, broke) = rt.block_on(submit_range(&client, 0, half));
     assert!(!broke, "the first half is accepted\n{}", mgr.proc.stderr());
+    worker.proc.signal(libc::SIGSTOP);
+    let (more, broke) = rt.block_on(submit_range(&client, half, half + 2 * w));
+    assert!(!broke, "tasks are queued while the worker is frozen");
+    accepted.extend(more);
     let in_flight = {
         let c = client.clone();
-        rt.spawn(async move { submit_range(&c, TASKS / 2, TASKS / 2 + 2 * WINDOW as i64).await })
+        rt.spawn(async move { submit_range(&c, half + 2 * w, half + 4 * w).await })
     };
     std::thread::sleep(Duration::from_millis(5));
     mgr.proc.kill();
@@ -147,24 +155,30 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
     accepted.extend(more);
     drop(client);
 
-    // The same port at once (SO_REUSEADDR), the same store; the worker
-    // comes back by itself.
+    // The same port at once (SO_REUSEADDR), the same store.
     let mgr = start(&key, &cfg, Some(port));
+    let status = mgr.status();
     assert!(
-        mgr.proc.wait_stderr("recovered", COMMAND),
-        "the restarted manager reports what it recovered\n{}",
+        status.queued >= w as u64,
+        "the tasks queued at the crash are queued again: {status:?}\n{}",
         mgr.proc.stderr()
     );
+    // The worker comes back by itself.
+    worker.proc.signal(libc::SIGCONT);
     mgr.wait_for_workers(1);
     let client = rt.block_on(connect(&mgr));
-    let from = TASKS / 2 + 2 * WINDOW as i64;
-    let (more, broke) = rt.block_on(submit_range(&client, from, TASKS));
+    let (more, broke) = rt.block_on(submit_range(&client, half + 4 * w, TASKS));
     assert!(!broke, "the second half is accepted\n{}", mgr.proc.stderr());
     accepted.extend(more);
 
     let ids: HashSet<u64> = accepted.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids.len(), accepted.len(), "an id was handed out twice");
     assert!(accepted.len() as i64 >= TASKS - 2 * WINDOW as i64);
+    assert!(
+        mgr.proc.stderr().contains("recovered"),
+        "the restarted manager says what it recovered\n{}",
+        mgr.proc.stderr()
+    );
 
     let results = rt.block_on(collect(&client, &accepted));
     let mut failed = 0;
