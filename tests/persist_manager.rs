@@ -38,22 +38,6 @@ fn settings(grace: Duration) -> ManagerSettings {
     }
 }
 
-/// Opens the store in `dir`, retrying while a dropped manager's writer
-/// thread still holds it.
-async fn open(dir: &Path) -> Store {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match Store::open(dir) {
-            Ok(s) => return s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("store does not open: {e}"),
-        }
-    }
-}
-
 /// Runs `f` in a new actix system on a new thread, and ends the system.
 fn life<T, F>(f: impl FnOnce() -> F + Send + 'static) -> T
 where
@@ -66,7 +50,7 @@ where
 }
 
 async fn manager_over(dir: &Path, grace: Duration) -> Addr<Manager> {
-    Manager::with_store(settings(grace), open(dir).await).start()
+    Manager::with_store(settings(grace), open_blocking(dir)).start()
 }
 
 async fn register(
@@ -334,7 +318,7 @@ async fn a_corrupt_store_is_an_error_that_names_it() {
 #[actix::test]
 async fn a_store_behind_its_bound_denies_submits_as_busy() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+    let store = open_blocking(dir.path());
     let mgr = Manager::with_store(
         ManagerSettings {
             // The first submit makes two records (accept, start).
@@ -435,4 +419,90 @@ fn a_graceful_stop_keeps_queued_tasks_for_the_next_start() {
             "a kept task runs after the restart, detached"
         );
     });
+}
+
+#[test]
+fn answered_tasks_and_expired_results_leave_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let ttl = Duration::from_millis(200);
+    life(move || async move {
+        let store = open_blocking(&path);
+        let mgr = Manager::with_store(
+            ManagerSettings {
+                result_ttl: ttl,
+                ..settings(WAIT)
+            },
+            store,
+        )
+        .start();
+        let session = Session::start();
+        let (worker, mut link) = register(&mgr, 1, vec![]).await;
+        let attached = within(
+            "accept",
+            mgr.send(SubmitTask {
+                session: SESSION,
+                request_id: 1,
+                spec: spec(1, Priority::Normal, 1),
+                reply_to: session.recipient(),
+                detach: false,
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let (run, _, _) = next_assign(&mut link).await;
+        finish(&mgr, worker, run, Value::from(1)).await;
+        let detached = submit(&mgr, &session, 2, spec(2, Priority::Normal, 1)).await;
+        let (run, _, _) = next_assign(&mut link).await;
+        finish(&mgr, worker, run, Value::from(2)).await;
+        assert_eq!(
+            result(&mgr, detached, true).await,
+            TaskState::Finished(TaskOutcome::Done(Value::from(2)))
+        );
+        assert_eq!(result(&mgr, attached, false).await, TaskState::Unknown);
+    });
+    let store = open_blocking(dir.path());
+    assert_eq!(store.task_count(), 0, "answered tasks leave no record");
+    assert_eq!(store.result_count(), 1, "the kept result is recorded");
+    drop(store);
+
+    // The ttl passes, then the manager's sweep (at least every second)
+    // lets the result go, and its record with it.
+    let path = dir.path().to_path_buf();
+    life(move || async move {
+        let mgr = Manager::with_store(
+            ManagerSettings {
+                result_ttl: ttl,
+                ..settings(WAIT)
+            },
+            open_blocking(&path),
+        )
+        .start();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // A round trip, so the sweep's deletion has been sent.
+        register(&mgr, 1, vec![]).await;
+    });
+    let store = open_blocking(dir.path());
+    assert_eq!(
+        store.result_count(),
+        0,
+        "an expired result leaves no record"
+    );
+}
+
+/// Opens the store in `dir`, retrying while the writer thread of a manager
+/// whose life ended still holds it.
+fn open_blocking(dir: &Path) -> Store {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match Store::open(dir) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("store does not open: {e}"),
+        }
+    }
 }
