@@ -141,6 +141,7 @@ pub struct Store {
     next_id: Option<u64>,
 }
 
+/// An error's text on one line.
 fn line(e: impl std::fmt::Display) -> String {
     e.to_string().replace('\n', " ")
 }
@@ -459,18 +460,21 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>, manager: actix::WeakAddr<Manager
                 Err(_) => break,
             }
         }
-        let result = write_batch(&db, &batch, &mut high);
-        let Some(manager) = manager.upgrade() else {
-            return;
-        };
-        match result {
+        // Once the manager is gone, what it sent is still written, until
+        // the channel is empty and closed.
+        match write_batch(&db, &batch, &mut high) {
             Ok(()) => {
                 done += batch.len() as u64;
                 batch.clear();
-                manager.do_send(Committed { upto: done });
+                if let Some(m) = manager.upgrade() {
+                    m.do_send(Committed { upto: done });
+                }
             }
             Err(e) => {
-                manager.do_send(StoreFailed(e));
+                match manager.upgrade() {
+                    Some(m) => m.do_send(StoreFailed(e)),
+                    None => log::error!("task store write failed after the manager stopped: {e}"),
+                }
                 return;
             }
         }
@@ -651,16 +655,16 @@ impl Manager {
         }
     }
 
-    /// The recovered task whose run `run` a registering worker reports in
-    /// `slot`, if there is one: it is attached to the run instead of the
-    /// run being cancelled.
+    /// The recovered task whose run `run` a registering worker reports, if
+    /// there is one: it is attached to the run instead of the run being
+    /// cancelled.
     pub(super) fn claim_recovered(
         &mut self,
         run: RunId,
         ctx: &mut Context<Self>,
     ) -> Option<Pending> {
         let j = self.journal.as_mut()?;
-        let mut task = match j.unclaimed.remove(&run) {
+        let task = match j.unclaimed.remove(&run) {
             Some(t) => t,
             None => {
                 // A first run whose start was not committed: its id is the
@@ -676,7 +680,6 @@ impl Manager {
                 t
             }
         };
-        task.worker = None;
         if let Some(limit) = task.spec.timeout {
             ctx.run_later(limit + self.settings.timeout_grace, move |act, _| {
                 act.expire(run, limit)
@@ -768,8 +771,7 @@ impl Manager {
 
     /// A run a registering worker reports that belongs to a recovered task:
     /// the run as the manager tracks it.
-    pub(super) fn attached_run(worker: WorkerId, slot: SlotIndex, task: Pending) -> Run {
-        let mut task = task;
+    pub(super) fn attached_run(worker: WorkerId, slot: SlotIndex, mut task: Pending) -> Run {
         task.worker = Some(worker);
         Run {
             worker,
