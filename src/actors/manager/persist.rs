@@ -721,16 +721,8 @@ impl Manager {
         log::info!(
             "recovered running task(s) no worker claimed: {requeued} requeued, {failed} failed"
         );
-        self.fail_orphaned_if_workers();
+        // Tasks no worker provides yet wait: more workers may come back.
         self.dispatch(ctx);
-    }
-
-    /// Queued tasks nobody provides fail only once some worker is there to
-    /// say so: a restarted manager waits for its workers.
-    fn fail_orphaned_if_workers(&mut self) {
-        if !self.sched.is_empty() {
-            self.fail_orphaned();
-        }
     }
 
     /// Sends deletions for the outcomes the result store let go.
