@@ -179,6 +179,11 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
         "the restarted manager says what it recovered\n{}",
         mgr.proc.stderr()
     );
+    assert!(
+        mgr.proc.stderr().contains("was not closed cleanly"),
+        "the restart after kill -9 says the store was repaired\n{}",
+        mgr.proc.stderr()
+    );
 
     let results = rt.block_on(collect(&client, &accepted));
     let mut failed = 0;
@@ -206,6 +211,61 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
          {recovered:?}",
         accepted.len()
     );
+}
+
+/// SIGTERM with a store: the queued task is kept (its client is told so),
+/// the store is closed cleanly (the next start needs no repair), and the
+/// task runs after the restart and its result can be collected by id.
+#[test]
+fn sigterm_keeps_the_queue_and_closes_the_store_cleanly() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let cfg = config(&dir, true);
+    let mut mgr = start(&key, &cfg, None);
+    let port = mgr.port();
+    let worker = Worker::start(&mgr.addr, &key, 1);
+    mgr.wait_for_workers(1);
+    let running = mgr.submit(["sleep", "300"]).spawn();
+    mgr.wait_status("the first task to run", |s| s.in_flight == 1);
+    let queued = mgr.submit(["--detach", "echo", "\"kept\""]).run();
+    assert_eq!(queued.code, Some(0), "{queued}");
+    let id = queued.stdout.trim().to_string();
+    mgr.wait_status("the second task to wait", |s| s.queued == 1);
+
+    mgr.proc.signal(libc::SIGTERM);
+    let out = running.finish(COMMAND);
+    assert_eq!(out.code, Some(0), "the running task completes: {out}");
+    let status = mgr.proc.wait_within(COMMAND);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "manager exit {status:?}\n{}",
+        mgr.proc.stderr()
+    );
+    assert!(
+        mgr.proc
+            .stderr()
+            .contains("1 queued task(s) kept for the next start"),
+        "{}",
+        mgr.proc.stderr()
+    );
+    drop(worker);
+
+    let mgr = start(&key, &cfg, Some(port));
+    assert!(
+        !mgr.proc.stderr().contains("not closed cleanly"),
+        "a graceful stop closes the store\n{}",
+        mgr.proc.stderr()
+    );
+    let _worker = Worker::start(&mgr.addr, &key, 1);
+    let out = mgr
+        .client_cmd("result", ["--wait", "--timeout", "30s", &id])
+        .run();
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the kept task ran after the restart: {out}"
+    );
+    assert_eq!(out.stdout.trim(), "\"kept\"", "{out}");
 }
 
 #[test]

@@ -702,7 +702,11 @@ impl Manager {
             r.cancelled,
             r.not_started
         );
-        for w in d.waiters.drain(..) {
+        let waiters = std::mem::take(&mut d.waiters);
+        if let Some(j) = self.journal.as_mut() {
+            j.close();
+        }
+        for w in waiters {
             let _ = w.send(r);
         }
     }

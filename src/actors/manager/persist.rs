@@ -42,7 +42,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -139,6 +140,7 @@ pub struct Store {
     tasks: Vec<(TaskId, TaskRecord, Option<StartRecord>)>,
     results: Vec<(TaskId, ResultRecord)>,
     next_id: Option<u64>,
+    repaired: bool,
 }
 
 /// An error's text on one line.
@@ -166,7 +168,21 @@ impl Store {
             path: dir.to_path_buf(),
             what: format!("cannot create the folder: {}", line(e)),
         })?;
-        let db = Database::create(&path).map_err(|e| err(format!("cannot open: {}", line(e))))?;
+        let repaired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&repaired);
+        let began = std::time::Instant::now();
+        let db = Database::builder()
+            .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
+            .create(&path)
+            .map_err(|e| err(format!("cannot open: {}", line(e))))?;
+        let repaired = repaired.load(Ordering::Relaxed);
+        if repaired {
+            log::warn!(
+                "task store {} was not closed cleanly (the manager was killed or crashed): checked and repaired in {} ms",
+                crate::logsafe::escaped(path.display()),
+                began.elapsed().as_millis()
+            );
+        }
         // Creates the tables of a new store.
         (|| -> Result<(), String> {
             let txn = db.begin_write().map_err(line)?;
@@ -183,6 +199,7 @@ impl Store {
             tasks: Vec::new(),
             results: Vec::new(),
             next_id: None,
+            repaired,
         };
         store.read().map_err(err)?;
         Ok(store)
@@ -226,6 +243,13 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the store had to be repaired on opening: the last manager
+    /// that held it did not close it (killed, crashed). A graceful stop
+    /// closes it.
+    pub fn was_repaired(&self) -> bool {
+        self.repaired
+    }
+
     /// The first id a manager over this store may count from, if the store
     /// has recorded any.
     pub fn next_id(&self) -> Option<u64> {
@@ -266,6 +290,10 @@ pub(super) struct Journal {
     /// Until the actor starts: the store, read but not yet installed.
     store: Option<Store>,
     tx: Option<mpsc::Sender<Op>>,
+    /// The writer thread; joined by [`Journal::close`].
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// Set by [`Journal::close`].
+    closed: bool,
     sent: u64,
     committed: u64,
     deferred: VecDeque<(u64, Deferred)>,
@@ -286,6 +314,8 @@ impl Journal {
             path: store.path.clone(),
             store: Some(store),
             tx: None,
+            writer: None,
+            closed: false,
             sent: 0,
             committed: 0,
             deferred: VecDeque::new(),
@@ -298,6 +328,10 @@ impl Journal {
     }
 
     fn send(&mut self, op: Op) -> u64 {
+        if self.closed {
+            log::debug!("task store closed: a record after the graceful stop is not written");
+            return self.sent;
+        }
         let alive = self.tx.as_ref().is_some_and(|tx| tx.send(op).is_ok());
         if !alive {
             store_failed(&self.path, "the writer thread is gone");
@@ -395,6 +429,19 @@ impl Journal {
     }
 
     /// Whether outcomes still wait for their commit.
+    /// Ends the writes: the writer thread commits what it was sent, closes
+    /// the store and is joined, so the next start opens it without repair.
+    /// Called at the end of a graceful stop; later records are dropped.
+    pub(super) fn close(&mut self) {
+        self.closed = true;
+        self.tx = None;
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                log::error!("the task store's writer thread panicked");
+            }
+        }
+    }
+
     pub(super) fn answering(&self) -> bool {
         !self.answering.is_empty()
     }
@@ -575,11 +622,13 @@ impl Manager {
         let spawned = std::thread::Builder::new()
             .name("argon-store".into())
             .spawn(move || writer(db, rx, weak, high));
-        if let Err(e) = spawned {
-            store_failed(&path, &format!("cannot start the writer thread: {e}"));
-        }
+        let handle = match spawned {
+            Ok(h) => h,
+            Err(e) => store_failed(&path, &format!("cannot start the writer thread: {e}")),
+        };
         if let Some(j) = self.journal.as_mut() {
             j.tx = Some(tx);
+            j.writer = Some(handle);
         }
         let now = Instant::now();
         let wall = now_ms();
