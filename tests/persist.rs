@@ -20,6 +20,9 @@ use futures_util::future::join_all;
 const TASKS: i64 = 5_000;
 /// Submits in flight at once.
 const WINDOW: usize = 64;
+/// Longest wait for one submit's acceptance: it waits for a commit, and an
+/// fsync on a disk busy with other writes can take seconds.
+const SUBMIT: Duration = Duration::from_secs(60);
 /// Longest wait for all results after the restart.
 const COLLECT: Duration = Duration::from_secs(120);
 
@@ -77,7 +80,7 @@ async fn submit_range(client: &Client, from: i64, to: i64) -> (Vec<(u64, i64)>, 
             async move {
                 let opts = opts();
                 let r =
-                    tokio::time::timeout(COMMAND, c.submit_detached("echo", Value::from(i), &opts))
+                    tokio::time::timeout(SUBMIT, c.submit_detached("echo", Value::from(i), &opts))
                         .await;
                 (i, r)
             }
@@ -86,7 +89,14 @@ async fn submit_range(client: &Client, from: i64, to: i64) -> (Vec<(u64, i64)>, 
         for (i, r) in join_all(asks).await {
             match r {
                 Ok(Ok(id)) => accepted.push((id, i)),
-                Ok(Err(_)) | Err(_) => broke = true,
+                Ok(Err(e)) => {
+                    eprintln!("submit of {i}: {e}");
+                    broke = true;
+                }
+                Err(_) => {
+                    eprintln!("submit of {i}: no answer within {SUBMIT:?}");
+                    broke = true;
+                }
             }
         }
         if broke {
