@@ -25,11 +25,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedWrite;
 
 use crate::protocol::handshake::{self, HandshakeSettings};
-pub use crate::protocol::{CancelState, DeadList, DeadTask};
 use crate::protocol::{
     value_depth, ClusterStatus, FromClient, Liveness, Outcome, Priority, Role, Submit, TaskState,
     Tick, ToClient, Value, WireError, MAX_VALUE_DEPTH,
 };
+pub use crate::protocol::{CancelState, DeadList, DeadTask};
 
 /// How a client reaches its manager.
 #[derive(Debug, Clone)]
@@ -545,7 +545,10 @@ impl Client {
     /// it leaves some out. A manager that predates the request closes the
     /// connection: [`ClientError::Disconnected`].
     pub async fn dead_list(&self, limit: u32) -> Result<DeadList, ClientError> {
-        match self.call(|id| FromClient::DeadRequest { id, limit }).await? {
+        match self
+            .call(|id| FromClient::DeadRequest { id, limit })
+            .await?
+        {
             ToClient::DeadList { list, .. } => Ok(list),
             other => Err(unexpected("dead_list", &other)),
         }

@@ -510,6 +510,7 @@ fn protocol_md_matches_the_code() {
         priority: Priority::High,
         timeout_ms: Some(5000),
         attempts: 1,
+        retries: None,
         detach: false,
     });
     let bytes = encoded(&submit);
@@ -558,6 +559,7 @@ fn protocol_md_matches_the_code() {
             priority: Priority::Normal,
             timeout_ms: None,
             attempts: 0,
+            retries: None,
             detach: false,
         })
     );

@@ -288,7 +288,7 @@ async fn a_cancelled_waiting_retry_is_answered_cancelled_and_never_rerun() {
 #[actix::test]
 async fn waiting_retries_count_against_the_queue_bound() {
     let mgr = manager(1, 10);
-    let mut s = Session::start();
+    let s = Session::start();
     let (w, mut link) = register(&mgr, &["t"]).await;
     let a = submit(&mgr, &s, 1, task("t", Some(1))).await.unwrap();
     assert_eq!(assigned(&mgr, &mut link).await, vec![a]);
@@ -321,7 +321,10 @@ async fn waiting_retries_count_against_the_queue_bound() {
     .await
     .unwrap();
     assert_eq!(assigned(&mgr, &mut link).await.len(), 1, "the retry ran");
-    assert!(submit(&mgr, &s, 4, task("t", None)).await.is_ok(), "room again");
+    assert!(
+        submit(&mgr, &s, 4, task("t", None)).await.is_ok(),
+        "room again"
+    );
 }
 
 /// A run that fails while the queue bound is taken (by tasks its worker

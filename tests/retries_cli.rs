@@ -55,14 +55,20 @@ fn submit_retries_reruns_failed_tasks_and_failed_lists_the_dead_ones() {
     let (mut manager, _worker) = setup(&dir);
     let limit = Duration::from_secs(20);
 
-    let out = manager.submit(["--retries", "3", "flaky"]).limit(limit).run();
+    let out = manager
+        .submit(["--retries", "3", "flaky"])
+        .limit(limit)
+        .run();
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(out.stdout.trim(), "3", "succeeded on its third run: {out}");
 
     let out = manager.client_cmd("failed", ["--json"]).run();
     assert_eq!(out.code, Some(0), "{out}");
     let empty: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
-    assert_eq!(empty["total"], 0, "a task that succeeded is not dead: {out}");
+    assert_eq!(
+        empty["total"], 0,
+        "a task that succeeded is not dead: {out}"
+    );
 
     let out = manager
         .submit(["--retries", "2", "broken", r#"{"n": 1}"#])

@@ -103,9 +103,7 @@ impl Retrying {
             .filter(|(_, w)| which(&w.task))
             .map(|(k, _)| *k)
             .collect();
-        keys.iter()
-            .filter_map(|k| self.waiting.remove(k))
-            .collect()
+        keys.iter().filter_map(|k| self.waiting.remove(k)).collect()
     }
 
     /// Takes the tasks due by `now`, earliest first.
