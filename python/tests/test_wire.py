@@ -7,6 +7,7 @@ import math
 import os
 import struct
 from pathlib import Path
+from typing import Any, List
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -209,6 +210,7 @@ def test_submit_carries_retries_only_when_given() -> None:
     body = encode_submit("echo", None, "normal", None, None, _wire.DEFAULT_MAX_FRAME, 3)
     assert body.endswith(b"\xa7retries\x03")
     assert encode_submit("echo", None, "normal", None, None, _wire.DEFAULT_MAX_FRAME, 0).endswith(b"\xa7retries\x00")
-    for bad in (-1, True, 1.5, _wire.U32_MAX + 1):
+    bad_values: List[Any] = [-1, True, 1.5, _wire.U32_MAX + 1]
+    for bad in bad_values:
         with pytest.raises(ValueError, match="retries"):
-            encode_submit("echo", None, "normal", None, None, _wire.DEFAULT_MAX_FRAME, bad)  # type: ignore[arg-type]
+            encode_submit("echo", None, "normal", None, None, _wire.DEFAULT_MAX_FRAME, bad)
