@@ -524,7 +524,10 @@ fn protocol_md_matches_the_code() {
     assert_eq!((bytes.len(), bytes[8]), (83, 0x87));
     let tail = "a7 72 65 74 72 69 65 73 02";
     assert!(hex(&bytes).ends_with(tail));
-    has("the submit with retries", &format!("`{tail}` (\"retries\", 2), 83 bytes"));
+    has(
+        "the submit with retries",
+        &format!("`{tail}` (\"retries\", 2), 83 bytes"),
+    );
     has("the drain encoding", &hex(&encoded(&FromWorker::Drain {})));
 
     // 9.2: key derivation, with a key file as `argon keygen` writes it and

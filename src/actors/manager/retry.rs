@@ -181,13 +181,23 @@ impl DeadStore {
     }
 }
 
-/// The dead-list entry of `task`, answered with `error` after `retries`
-/// retries; arguments and error cut to their bounds.
+/// The dead-list entry of `task`, answered with `error`; arguments and
+/// error cut to their bounds.
 fn dead_entry(task: &Pending, error: &str) -> DeadTask {
-    let (args, args_truncated) = if codec::encoded_len(&task.spec.args) <= DEAD_ARGS_MAX {
-        (task.spec.args.clone(), false)
+    DeadTask {
+        task_id: task.id,
+        task: task.spec.name.clone(),
+        retries: task.retried,
+        ..bounded_entry(&task.spec.args, error)
+    }
+}
+
+/// An entry with `args` and `error` cut to their bounds, stamped now.
+fn bounded_entry(args: &Value, error: &str) -> DeadTask {
+    let (args, args_truncated) = if codec::encoded_len(args) <= DEAD_ARGS_MAX {
+        (args.clone(), false)
     } else {
-        let json = crate::json::to_json(&task.spec.args).to_string();
+        let json = crate::json::to_json(args).to_string();
         let mut preview: String = json.chars().take(ARGS_PREVIEW_CHARS).collect();
         preview.push('…');
         (Value::from(preview), true)
@@ -205,11 +215,11 @@ fn dead_entry(task: &Pending, error: &str) -> DeadTask {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     DeadTask {
-        task_id: task.id,
-        task: task.spec.name.clone(),
+        task_id: 0,
+        task: String::new(),
         args,
         args_truncated,
-        retries: task.retried,
+        retries: 0,
         error,
         failed_at_ms,
     }
@@ -361,6 +371,27 @@ mod tests {
             error: error.into(),
             failed_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn entries_keep_small_arguments_and_cut_large_ones_and_long_errors() {
+        let small = Value::Array(vec![1.into(), "two".into()]);
+        let e = bounded_entry(&small, "short");
+        assert_eq!(
+            (e.args, e.args_truncated, e.error.as_str()),
+            (small, false, "short")
+        );
+        assert!(e.failed_at_ms > 0);
+
+        let big = Value::from("x".repeat(5000));
+        let error = "é".repeat(3000);
+        let e = bounded_entry(&big, &error);
+        assert!(e.args_truncated);
+        let preview = e.args.as_str().expect("a string preview");
+        assert!(preview.starts_with("\"xxx") && preview.ends_with('…'));
+        assert_eq!(preview.chars().count(), ARGS_PREVIEW_CHARS + 1);
+        assert!(e.error.len() <= DEAD_ERROR_MAX && e.error.ends_with('…'));
+        assert!(e.error.len() > DEAD_ERROR_MAX - 8, "cut near the bound");
     }
 
     #[test]
