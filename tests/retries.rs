@@ -448,3 +448,32 @@ async fn shutdown_answers_waiting_retries() {
     advance(10_000).await;
     assert!(assigned(&mgr, &mut link).await.is_empty());
 }
+
+/// Attempts start afresh with each retry: with attempts 2 and retries 1, a
+/// retry whose worker is lost is started again, though the task has been
+/// started twice in all.
+#[actix::test]
+async fn worker_loss_during_a_retry_spends_attempts_not_retries() {
+    let mgr = manager(3, 10);
+    let mut s = Session::start();
+    let (a, mut a_link) = register(&mgr, &["t"]).await;
+    let spec = TaskSpec {
+        attempts: 2,
+        ..task("t", Some(1))
+    };
+    let id = submit(&mgr, &s, 1, spec).await.unwrap();
+    assert_eq!(assigned(&mgr, &mut a_link).await, vec![id]);
+    fail(&mgr, a, id, "boom").await;
+    restarts_after(&mgr, &mut a_link, 999).await;
+
+    let (_b, mut b_link) = register(&mgr, &["t"]).await;
+    within("WorkerLost", mgr.send(WorkerLost { worker: a }))
+        .await
+        .unwrap();
+    assert!(
+        replies(&mgr, &mut s).await.is_empty(),
+        "requeued, not failed"
+    );
+    assert_eq!(assigned(&mgr, &mut b_link).await.len(), 1, "started again");
+    assert_eq!(dead(&mgr).await.total, 0);
+}
