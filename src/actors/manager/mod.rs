@@ -13,10 +13,10 @@
 //! A task's life: queued → running (one run, in one slot a worker announced
 //! free) → answered (done, failed, cancelled) or requeued (its worker was
 //! lost and attempts remain) or retrying (its run failed and retries remain:
-//! it waits out a backoff, then is queued again; see [`retry`]). A run outlives its task when the task is
-//! answered early (timeout, cancel, client gone): the worker is told to
-//! cancel it, and its slot is a credit again only once the worker reports
-//! the run finished.
+//! it waits out a backoff, then is queued again; see [`retry`]). A run
+//! outlives its task when the task is answered early (timeout, cancel,
+//! client gone): the worker is told to cancel it, and its slot is a credit
+//! again only once the worker reports the run finished.
 //!
 //! Shutdown ([`Shutdown`]): new tasks are denied, queued ones answered as
 //! not started, running ones may finish until a deadline, and those still
