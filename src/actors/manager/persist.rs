@@ -781,3 +781,27 @@ impl Manager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_record_from_before_retries_reads_as_none() {
+        let old = rmp_serde::to_vec(&(
+            "echo",
+            Value::from(1),
+            Priority::High,
+            Some(5u64),
+            2u32,
+            true,
+        ))
+        .unwrap();
+        let r: TaskRecord = rmp_serde::from_slice(&old).expect("old record reads");
+        assert_eq!((r.name.as_str(), r.attempts, r.retries), ("echo", 2, 0));
+
+        let new = TaskRecord { retries: 3, ..r };
+        let back: TaskRecord = rmp_serde::from_slice(&rmp_serde::to_vec(&new).unwrap()).unwrap();
+        assert_eq!(back.retries, 3);
+    }
+}
