@@ -36,6 +36,7 @@ fn submit(payload: usize) -> FromClient {
         priority: Priority::Normal,
         timeout_ms: None,
         attempts: 1,
+        retries: None,
         detach: false,
     })
 }

@@ -25,11 +25,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedWrite;
 
 use crate::protocol::handshake::{self, HandshakeSettings};
-pub use crate::protocol::CancelState;
 use crate::protocol::{
     value_depth, ClusterStatus, FromClient, Liveness, Outcome, Priority, Role, Submit, TaskState,
     Tick, ToClient, Value, WireError, MAX_VALUE_DEPTH,
 };
+pub use crate::protocol::{CancelState, DeadList, DeadTask};
 
 /// How a client reaches its manager.
 #[derive(Debug, Clone)]
@@ -83,6 +83,11 @@ pub struct QueueOptions {
     /// How many times the task may be started if workers are lost; 0 means
     /// the manager's default (`manager.default_attempts`, 1 unless set).
     pub attempts: u32,
+    /// How many times the manager may run the task again after a run that
+    /// failed, with a growing backoff between; `None` means the manager's
+    /// default (`manager.default_retries`, 0 unless set). At most 10.
+    /// Unlike `retry`, which resends denied tasks from the client.
+    pub retries: Option<u32>,
     /// Overrides the client's `retry` setting for this task.
     pub retry: Option<bool>,
 }
@@ -534,6 +539,21 @@ impl Client {
         }
     }
 
+    /// Asks the manager for its dead list: tasks that failed after using
+    /// their retries, newest first, at most `limit` (0: as many as the
+    /// manager lists, 1000) and as many as fit a frame; the list says when
+    /// it leaves some out. A manager that predates the request closes the
+    /// connection: [`ClientError::Disconnected`].
+    pub async fn dead_list(&self, limit: u32) -> Result<DeadList, ClientError> {
+        match self
+            .call(|id| FromClient::DeadRequest { id, limit })
+            .await?
+        {
+            ToClient::DeadList { list, .. } => Ok(list),
+            other => Err(unexpected("dead_list", &other)),
+        }
+    }
+
     /// Asks the manager for its status report.
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
         match self.call(|id| FromClient::StatusRequest { id }).await? {
@@ -551,6 +571,7 @@ fn submit_message(id: u64, task: &str, args: Value, opts: &QueueOptions) -> From
         priority: opts.priority,
         timeout_ms: opts.timeout.map(|d| d.as_millis() as u64),
         attempts: opts.attempts,
+        retries: opts.retries,
         detach: false,
     })
 }

@@ -86,6 +86,17 @@ pub struct ManagerSection {
     pub default_timeout: Option<Dur>,
     /// Attempts for tasks submitted without a number. Default 1.
     pub default_attempts: Option<u32>,
+    /// Retries after a failed run for tasks submitted without a number, at
+    /// most 10. Default 0.
+    pub default_retries: Option<u32>,
+    /// Backoff before a task's first retry; it doubles for each further
+    /// one. Default 1 s.
+    pub retry_base: Option<Dur>,
+    /// Longest backoff before a retry. Default 60 s.
+    pub retry_max: Option<Dur>,
+    /// Most tasks kept in the dead list (`argon failed`); past it the
+    /// oldest is evicted. Default 1000.
+    pub dead_max: Option<usize>,
     /// How long past a task's timeout the manager waits for the worker's
     /// answer before answering the client itself. Default 2 s.
     pub timeout_grace: Option<Dur>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::protocol::{ClusterStatus, Priority, Value};
+use crate::protocol::{ClusterStatus, DeadList, Priority, Value};
 
 /// Id the manager gives an accepted task.
 pub type TaskId = u64;
@@ -36,6 +36,11 @@ pub struct TaskSpec {
     /// Times the task may be started; worker loss requeues it until used up.
     /// 0 means the manager's default.
     pub attempts: u32,
+    /// Times the task may be run again after a failed run, each after a
+    /// growing backoff; `None` means the manager's default
+    /// (`default_retries`). Apart from `attempts`: worker loss does not use
+    /// a retry, and a failed run does not use an attempt.
+    pub retries: Option<u32>,
 }
 
 impl TaskSpec {
@@ -47,6 +52,7 @@ impl TaskSpec {
             priority: Priority::Normal,
             timeout: None,
             attempts: 1,
+            retries: None,
         }
     }
 }
@@ -157,6 +163,18 @@ pub enum CancelResult {
     Finished,
     /// No task by that id is queued, running or kept.
     Unknown,
+}
+
+/// Anyone → Manager: the dead list (tasks that failed after using their
+/// retries), newest first, at most `limit` entries and cut to what encodes
+/// in `max_bytes`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "DeadList")]
+pub struct GetDeadList {
+    /// Most entries wanted.
+    pub limit: usize,
+    /// Largest encoded list (see [`DeadList::max_len_for_frame`]).
+    pub max_bytes: usize,
 }
 
 /// Client connection → Manager: the client is gone; drop its queued tasks

@@ -40,10 +40,10 @@ use argon::protocol::codec::{decode_message, encode_message, LEN_PREFIX};
 use argon::protocol::crypto::{Opener, Sealer};
 use argon::protocol::handshake::{HandshakeSettings, HELLO_LEN, HELLO_MAGIC};
 use argon::protocol::{
-    Assign, AuthFrame, CancelState, ClusterStatus, FrameReader, FrameWriter, FromClient,
-    FromWorker, MasterKey, Outcome, Priority, QueuedByPriority, Register, Role, RunningRun, Submit,
-    TaskState, ToClient, ToWorker, Value, WireError, WireMessage, WorkerStatus, ALL_NAMES,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Assign, AuthFrame, CancelState, ClusterStatus, DeadList, DeadTask, FrameReader, FrameWriter,
+    FromClient, FromWorker, MasterKey, Outcome, Priority, QueuedByPriority, Register, Role,
+    RunningRun, Submit, TaskState, ToClient, ToWorker, Value, WireError, WireMessage, WorkerStatus,
+    ALL_NAMES, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use argon::runtime::{start_manager, ManagerHandle};
 use bytes::{BufMut, BytesMut};
@@ -1191,6 +1191,7 @@ fn valid_seeds(out: &mut Seeds) {
             priority: Priority::High,
             timeout_ms: Some(5000),
             attempts: 3,
+            retries: None,
             detach: false,
         }),
     );
@@ -1207,12 +1208,32 @@ fn valid_seeds(out: &mut Seeds) {
             priority: Priority::Low,
             timeout_ms: None,
             attempts: 0,
+            retries: None,
             detach: false,
         }),
     );
     add(out, "cancel", FromClient::Cancel { id: 7 });
     add(out, "ping", FromClient::Ping { id: 1 << 60 });
     add(out, "status_request", FromClient::StatusRequest { id: 3 });
+    add(
+        out,
+        "dead_request",
+        FromClient::DeadRequest { id: 6, limit: 20 },
+    );
+    add(
+        out,
+        "submit-retries",
+        FromClient::Submit(Submit {
+            id: 8,
+            task: "echo".into(),
+            args: Value::Nil,
+            priority: Priority::Normal,
+            timeout_ms: None,
+            attempts: 0,
+            retries: Some(3),
+            detach: true,
+        }),
+    );
     add(
         out,
         "result_request",
@@ -1321,6 +1342,7 @@ fn valid_seeds(out: &mut Seeds) {
                 completed: 100,
                 failed: 2,
                 denied: 3,
+                retrying: 1,
                 worker_list: vec![WorkerStatus {
                     id: 1,
                     address: "127.0.0.1:40000".into(),
@@ -1334,6 +1356,27 @@ fn valid_seeds(out: &mut Seeds) {
                 }],
                 worker_list_total: 1,
                 worker_list_truncated: false,
+            },
+        },
+    );
+    add(
+        out,
+        "dead_list",
+        ToClient::DeadList {
+            id: 6,
+            list: DeadList {
+                tasks: vec![DeadTask {
+                    task_id: 1 << 61,
+                    task: "echo".into(),
+                    args: Value::Array(vec![1.into(), "two".into()]),
+                    args_truncated: false,
+                    retries: 3,
+                    error: "exited with status 1".into(),
+                    failed_at_ms: 1_700_000_000_000,
+                }],
+                total: 5,
+                truncated: true,
+                evicted: 2,
             },
         },
     );

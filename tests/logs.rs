@@ -107,6 +107,7 @@ fn peer_text_with_newlines_stays_on_its_line() {
             priority: Default::default(),
             timeout_ms: None,
             attempts: 0,
+            retries: None,
             detach: false,
         });
         rest.writer.write(&submit, &mut buf).expect("encode");

@@ -510,11 +510,24 @@ fn protocol_md_matches_the_code() {
         priority: Priority::High,
         timeout_ms: Some(5000),
         attempts: 1,
+        retries: None,
         detach: false,
     });
     let bytes = encoded(&submit);
     assert_eq!(bytes.len(), 74);
     has("the worked submit", &hex(&bytes));
+    let FromClient::Submit(mut with_retries) = submit else {
+        unreachable!()
+    };
+    with_retries.retries = Some(2);
+    let bytes = encoded(&FromClient::Submit(with_retries));
+    assert_eq!((bytes.len(), bytes[8]), (83, 0x87));
+    let tail = "a7 72 65 74 72 69 65 73 02";
+    assert!(hex(&bytes).ends_with(tail));
+    has(
+        "the submit with retries",
+        &format!("`{tail}` (\"retries\", 2), 83 bytes"),
+    );
     has("the drain encoding", &hex(&encoded(&FromWorker::Drain {})));
 
     // 9.2: key derivation, with a key file as `argon keygen` writes it and
@@ -558,6 +571,7 @@ fn protocol_md_matches_the_code() {
             priority: Priority::Normal,
             timeout_ms: None,
             attempts: 0,
+            retries: None,
             detach: false,
         })
     );

@@ -60,6 +60,7 @@ async fn flood_without_reading(addr: &str, key: &std::path::Path, submits: u64) 
             priority: Default::default(),
             timeout_ms: None,
             attempts: 0,
+            retries: None,
             detach: false,
         });
         buf.clear();

@@ -7,6 +7,7 @@ import math
 import os
 import struct
 from pathlib import Path
+from typing import Any, List
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -201,3 +202,15 @@ def test_manager_addresses() -> None:
     for bad in ("nohost", ":80", "h:", "h:0", "h:70000", "h:x"):
         with pytest.raises(ValueError):
             split_addr(bad)
+
+
+def test_submit_carries_retries_only_when_given() -> None:
+    without = encode_submit("echo", None, "normal", None, None, _wire.DEFAULT_MAX_FRAME)
+    assert b"retries" not in without
+    body = encode_submit("echo", None, "normal", None, None, _wire.DEFAULT_MAX_FRAME, 3)
+    assert body.endswith(b"\xa7retries\x03")
+    assert encode_submit("echo", None, "normal", None, None, _wire.DEFAULT_MAX_FRAME, 0).endswith(b"\xa7retries\x00")
+    bad_values: List[Any] = [-1, True, 1.5, _wire.U32_MAX + 1]
+    for bad in bad_values:
+        with pytest.raises(ValueError, match="retries"):
+            encode_submit("echo", None, "normal", None, None, _wire.DEFAULT_MAX_FRAME, bad)

@@ -59,6 +59,10 @@ pub struct MapArgs {
     /// [default: the manager's].
     #[arg(long, value_name = "N")]
     pub attempts: Option<u32>,
+    /// How many times the manager may run each task again after a run that
+    /// failed, on a growing backoff; at most 10 [default: the manager's].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 }
 
 /// Largest window chosen from the cluster's size when `--concurrency` is
@@ -92,6 +96,7 @@ pub async fn map(a: MapArgs, config: &Config) -> Result<(), Failure> {
         priority: a.priority,
         timeout: a.timeout,
         attempts: a.attempts.unwrap_or(0),
+        retries: a.retries,
         retry: Some(true),
     };
     let window = match a.concurrency {

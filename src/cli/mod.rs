@@ -9,6 +9,7 @@ mod args;
 mod bench;
 mod cluster;
 mod demo;
+mod failed;
 mod load;
 mod map;
 mod server;
@@ -27,6 +28,7 @@ use argon::worker_main::WorkerArgs;
 use bench::BenchArgs;
 use cluster::ClusterArgs;
 use demo::DemoArgs;
+use failed::FailedArgs;
 use map::MapArgs;
 use server::ManagerArgs;
 use status::{PingArgs, StatusArgs};
@@ -69,6 +71,8 @@ pub enum Command {
     Result(ResultArgs),
     /// Cancel a queued or running task by its id.
     Cancel(CancelArgs),
+    /// List the dead list: tasks that failed after using their --retries.
+    Failed(FailedArgs),
     /// Run a Rhai script on a worker that allows eval; print its result as JSON.
     Eval(EvalArgs),
     /// Run a task once per line of JSON Lines input; one result per line out.
@@ -106,6 +110,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Submit(a) => system.block_on(submit::submit(a, &config)),
         Command::Result(a) => system.block_on(tasks::result(a, &config)),
         Command::Cancel(a) => system.block_on(tasks::cancel(a, &config)),
+        Command::Failed(a) => system.block_on(failed::failed(a, &config)),
         Command::Eval(a) => system.block_on(submit::eval(a, &config)),
         Command::Map(a) => system.block_on(map::map(a, &config)),
         Command::Status(a) => system.block_on(status::status(a, &config)),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use argon::actors::manager::retry::MAX_RETRIES;
 use argon::actors::manager::{Manager, Store};
 use argon::actors::ManagerSettings;
 use argon::admission::ConnectionLimits;
@@ -47,6 +48,11 @@ pub struct ManagerArgs {
     /// they are cancelled [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Retries after a failed run for tasks submitted without --retries, at
+    /// most 10 [default: 0].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_RETRIES)))]
+    pub default_retries: Option<u32>,
     /// Durable mode: keep the task store in this folder, so queued and
     /// running tasks and kept results survive a restart (see the README's
     /// Durability) [default: off].
@@ -106,6 +112,16 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .result_ttl
             .map_or(defaults.result_ttl, |d| d.0),
         result_max: config.manager.result_max.unwrap_or(defaults.result_max),
+        default_retries: a
+            .default_retries
+            .or(config.manager.default_retries)
+            .unwrap_or(defaults.default_retries),
+        retry_base: config
+            .manager
+            .retry_base
+            .map_or(defaults.retry_base, |d| d.0),
+        retry_max: config.manager.retry_max.map_or(defaults.retry_max, |d| d.0),
+        dead_max: config.manager.dead_max.unwrap_or(defaults.dead_max),
         result_max_bytes: config
             .manager
             .result_max_bytes
@@ -116,6 +132,21 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .map_or(defaults.recovery_grace, |d| d.0),
         ..defaults
     };
+    if settings.default_retries > MAX_RETRIES {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!(
+                "manager.default_retries must be at most {MAX_RETRIES} (got {})",
+                settings.default_retries
+            ),
+        ));
+    }
+    if settings.retry_base > settings.retry_max {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            "manager.retry_base must not exceed manager.retry_max",
+        ));
+    }
     let defaults = ConnectionLimits::default();
     let limits = ConnectionLimits {
         max_connections: a

@@ -151,7 +151,7 @@ fn render(s: &ClusterStatus, json: bool) -> Result<String, Failure> {
 fn table(out: &mut String, s: &ClusterStatus) -> std::fmt::Result {
     writeln!(
         out,
-        "workers {}  capacity {}  in flight {}  queued {}/{} (high {}, normal {}, low {})  avg task {:.3} ms",
+        "workers {}  capacity {}  in flight {}  queued {}/{} (high {}, normal {}, low {}){}  avg task {:.3} ms",
         s.workers,
         s.capacity,
         s.in_flight,
@@ -160,6 +160,10 @@ fn table(out: &mut String, s: &ClusterStatus) -> std::fmt::Result {
         s.queued_by_priority.high,
         s.queued_by_priority.normal,
         s.queued_by_priority.low,
+        match s.retrying {
+            0 => String::new(),
+            n => format!("  retrying {n}"),
+        },
         s.avg_task_ms
     )?;
     writeln!(

@@ -45,6 +45,12 @@ pub struct TaskOptArgs {
     /// least 1 [default: the manager's, 1 unless configured].
     #[arg(long, value_name = "N", value_parser = parse_attempts)]
     pub attempts: Option<u32>,
+    /// How many times the manager may run the task again after a run that
+    /// failed, waiting 1s, 2s, 4s, ... (jittered) before each; at most 10
+    /// [default: the manager's, 0 unless configured]. Tasks that fail after
+    /// using them are listed by `argon failed`.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
     /// Read the arguments as JSON from FILE, or from stdin with `-`, instead
     /// of ARGS_JSON (for arguments too long for a command line).
     #[arg(long, value_name = "FILE", conflicts_with = "args")]
@@ -107,6 +113,7 @@ async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Re
         priority: o.priority,
         timeout: o.timeout,
         attempts: o.attempts.unwrap_or(0),
+        retries: o.retries,
         retry: Some(false),
     };
     let limit = o

@@ -281,6 +281,7 @@ mod tests {
             priority: Default::default(),
             timeout_ms: Some(5),
             attempts: 2,
+            retries: Some(1),
             detach: false,
         })
     }
@@ -291,6 +292,7 @@ mod tests {
         let msgs = vec![
             submit(1, 10),
             FromClient::Cancel { id: 1 },
+            FromClient::DeadRequest { id: 3, limit: 0 },
             FromClient::Heartbeat {},
             submit(2, 70_000),
         ];

@@ -227,6 +227,11 @@ pub struct ClusterStatus {
     pub failed: u64,
     /// Tasks denied so far.
     pub denied: u64,
+    /// Accepted tasks waiting out the backoff before a retry; they count
+    /// against `queue_limit` with `queued`. 0 from a manager that predates
+    /// the field.
+    #[serde(default)]
+    pub retrying: u64,
     /// One entry per worker, busiest first, at most
     /// [`STATUS_MAX_WORKERS`] (fewer if the reply would not fit a frame).
     #[serde(deserialize_with = "grown")]
@@ -260,6 +265,69 @@ impl ClusterStatus {
     }
 }
 
+/// A task that failed after using its retries, as `dead_list` lists it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DeadTask {
+    /// The manager-wide id of the task.
+    pub task_id: u64,
+    /// Task name.
+    pub task: String,
+    /// Its arguments; when they encode to more than [`DEAD_ARGS_MAX`]
+    /// bytes, a string holding the start of their JSON text instead, and
+    /// `args_truncated` is set.
+    #[serde(default = "nil")]
+    pub args: Value,
+    /// Whether `args` is a cut-down preview.
+    #[serde(default)]
+    pub args_truncated: bool,
+    /// Retries it used (runs after the first).
+    pub retries: u32,
+    /// The error of its last run, at most [`DEAD_ERROR_MAX`] bytes.
+    pub error: String,
+    /// When it was answered with that error, milliseconds since the Unix
+    /// epoch (the manager's clock).
+    pub failed_at_ms: u64,
+}
+
+/// Largest encoded arguments a dead-list entry keeps whole.
+pub const DEAD_ARGS_MAX: usize = 1024;
+
+/// Longest error text a dead-list entry keeps (cut on a character
+/// boundary).
+pub const DEAD_ERROR_MAX: usize = 1024;
+
+/// Most entries one `dead_list` reply carries.
+pub const DEAD_LIST_MAX: u32 = 1000;
+
+/// The manager's dead list, newest first: a bounded listing that fits one
+/// frame.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct DeadList {
+    /// Entries, newest first.
+    #[serde(deserialize_with = "grown")]
+    pub tasks: Vec<DeadTask>,
+    /// Entries the manager holds in all.
+    pub total: u64,
+    /// Whether `tasks` leaves entries out (the asked limit, or the frame).
+    pub truncated: bool,
+    /// Entries evicted as the oldest since the manager started.
+    #[serde(default)]
+    pub evicted: u64,
+}
+
+impl DeadList {
+    /// The largest encoded list (`codec::encoded_len`) whose `dead_list`
+    /// message fits in a frame body of `max_frame` bytes.
+    pub fn max_len_for_frame(max_frame: usize) -> usize {
+        let empty = DeadList::default();
+        let envelope = super::codec::encoded_len(&ToClient::DeadList {
+            id: u64::MAX,
+            list: empty.clone(),
+        }) - super::codec::encoded_len(&empty);
+        super::codec::max_plaintext(max_frame).saturating_sub(envelope)
+    }
+}
+
 /// A task as a client submits it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Submit {
@@ -280,6 +348,13 @@ pub struct Submit {
     /// 0 means the manager's default (once, unless configured).
     #[serde(default)]
     pub attempts: u32,
+    /// How many times the task may be run again after a run that failed
+    /// (its own error: non-zero exit, panic, timeout, eval error), with a
+    /// growing wait before each; absent or nil means the manager's default
+    /// (`manager.default_retries`, 0 unless configured). Not sent when
+    /// absent, so a submit without it encodes as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
     /// Detached: the manager answers `accepted` with the task's id instead
     /// of a `reply` with its outcome, keeps the task when this connection
     /// closes, and keeps its outcome for `result_request`. False if absent;
@@ -428,6 +503,16 @@ pub enum FromClient {
         /// Request id.
         id: u64,
     },
+    /// Ask for the dead list: tasks that failed after using their retries.
+    /// Answered by `dead_list`.
+    DeadRequest {
+        /// Request id, echoed in the `dead_list`.
+        id: u64,
+        /// Most entries wanted, newest first; 0 or absent means
+        /// [`DEAD_LIST_MAX`], and more is taken as that.
+        #[serde(default)]
+        limit: u32,
+    },
     /// "Still here" on a quiet connection.
     Heartbeat {},
 }
@@ -479,6 +564,13 @@ pub enum ToClient {
         id: u64,
         /// The report.
         status: ClusterStatus,
+    },
+    /// Answer to `dead_request`.
+    DeadList {
+        /// The request's id.
+        id: u64,
+        /// The listing.
+        list: DeadList,
     },
     /// "Still here" on a quiet connection.
     Heartbeat {},
@@ -565,12 +657,14 @@ pub const ALL_NAMES: &[&str] = &[
     "status_request",
     "result_request",
     "cancel_task",
+    "dead_request",
     "reply",
     "pong",
     "accepted",
     "result",
     "cancel_result",
     "status",
+    "dead_list",
     "register",
     "registered",
     "assign",
@@ -609,6 +703,7 @@ wire_message!(FromClient {
     ResultRequest { .. } => "result_request",
     CancelTask { .. } => "cancel_task",
     StatusRequest { .. } => "status_request",
+    DeadRequest { .. } => "dead_request",
     Heartbeat {} => "heartbeat",
 });
 
@@ -619,6 +714,7 @@ wire_message!(ToClient {
     Result { .. } => "result",
     CancelResult { .. } => "cancel_result",
     Status { .. } => "status",
+    DeadList { .. } => "dead_list",
     Heartbeat {} => "heartbeat",
     Error { .. } => "error",
 });
@@ -662,6 +758,7 @@ impl ToClient {
             ToClient::Reply { id, .. }
             | ToClient::Pong { id }
             | ToClient::Status { id, .. }
+            | ToClient::DeadList { id, .. }
             | ToClient::Accepted { id, .. }
             | ToClient::Result { id, .. }
             | ToClient::CancelResult { id, .. } => Some(*id),

@@ -114,6 +114,7 @@ def encode_submit(
     timeout: Optional[float],
     attempts: Optional[int],
     max_frame: int,
+    retries: Optional[int] = None,
 ) -> bytes:
     """The packed fields of a ``submit`` other than ``id``, checked:
     ValueError for bad options or arguments nested too deep, TypeError for
@@ -133,6 +134,10 @@ def encode_submit(
         if not isinstance(attempts, int) or not 1 <= attempts <= _wire.U32_MAX:
             raise ValueError(f"attempts must be an integer from 1 to {_wire.U32_MAX}, got {attempts!r}")
         fields["attempts"] = attempts
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= _wire.U32_MAX:
+            raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+        fields["retries"] = retries
     if _wire.value_depth(args) > _wire.MAX_VALUE_DEPTH:
         raise ValueError(f"arguments nested deeper than {_wire.MAX_VALUE_DEPTH} levels are not accepted")
     body = _wire.pack(fields)

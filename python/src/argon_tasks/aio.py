@@ -187,15 +187,18 @@ class AsyncClient:
         timeout: Optional[float] = None,
         attempts: Optional[int] = None,
         retry: Optional[bool] = None,
+        retries: Optional[int] = None,
     ) -> TaskHandle:
         """Sends the task and returns its handle without waiting for the
         result. ``timeout`` (seconds) limits its run time on the worker;
         ``attempts`` is how often it may be started when workers are lost
         (None: the manager's default); ``retry`` overrides the client's
-        setting for this task. Raises ValueError, TypeError or FrameTooLarge
+        setting for this task; ``retries`` is how often the manager may run
+        it again after a failed run, on a doubling backoff, at most 10
+        (None: the manager's default, 0 unless configured). Raises ValueError, TypeError or FrameTooLarge
         at once for arguments that cannot be sent."""
         core = self._core()
-        body = encode_submit(task, args, priority, timeout, attempts, self._settings.max_frame)
+        body = encode_submit(task, args, priority, timeout, attempts, self._settings.max_frame, retries)
         await self._take_room()
         call, fut = self._new_call(core, "submit", task, body, self._settings.retry if retry is None else retry)
         core.start(call)
@@ -213,12 +216,15 @@ class AsyncClient:
         timeout: Optional[float] = None,
         attempts: Optional[int] = None,
         retry: Optional[bool] = None,
+        retries: Optional[int] = None,
     ) -> Any:
         """Runs the task and returns its value. Raises TaskFailed when it
         fails, Denied (only with retry off) or Overloaded when the manager
         has no room, ConnectionLost when the connection ends first.
         Cancelling the awaiting coroutine cancels the task."""
-        handle = await self.submit(task, args, priority=priority, timeout=timeout, attempts=attempts, retry=retry)
+        handle = await self.submit(
+            task, args, priority=priority, timeout=timeout, attempts=attempts, retry=retry, retries=retries
+        )
         return await handle
 
     async def map(

@@ -225,8 +225,9 @@ class Client:
         timeout: Optional[float],
         attempts: Optional[int],
         retry: Optional[bool],
+        retries: Optional[int] = None,
     ) -> TaskFuture:
-        body = encode_submit(task, args, priority, timeout, attempts, self._settings.max_frame)
+        body = encode_submit(task, args, priority, timeout, attempts, self._settings.max_frame, retries)
         call, cf = self._new_call("submit", task, body, self._settings.retry if retry is None else retry)
         return TaskFuture(task, self, call, cf)
 
@@ -239,11 +240,12 @@ class Client:
         timeout: Optional[float] = None,
         attempts: Optional[int] = None,
         retry: Optional[bool] = None,
+        retries: Optional[int] = None,
     ) -> TaskFuture:
         """Sends the task and returns its :class:`TaskFuture` at once (it
         blocks only while ``max_in_flight`` calls are pending). Options as
         in :meth:`AsyncClient.submit`."""
-        h = self._prepare(task, args, priority, timeout, attempts, retry)
+        h = self._prepare(task, args, priority, timeout, attempts, retry, retries)
         self._post(self._core.start, h._call)
         return h
 
@@ -256,11 +258,14 @@ class Client:
         timeout: Optional[float] = None,
         attempts: Optional[int] = None,
         retry: Optional[bool] = None,
+        retries: Optional[int] = None,
     ) -> Any:
         """Runs the task and returns its value. Raises TaskFailed when it
         fails, Denied (only with retry off) or Overloaded when the manager
         has no room, ConnectionLost when the connection ends first."""
-        return self.submit(task, args, priority=priority, timeout=timeout, attempts=attempts, retry=retry).result()
+        return self.submit(
+            task, args, priority=priority, timeout=timeout, attempts=attempts, retry=retry, retries=retries
+        ).result()
 
     def map(
         self,

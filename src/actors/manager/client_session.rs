@@ -3,7 +3,8 @@
 //! requests and sends them straight to the [`Manager`], and encodes the
 //! manager's answers ([`TaskReply`]) for the client. Requests by task id
 //! (`result_request`, `cancel_task`) become [`GetResult`] and
-//! [`CancelById`], answered on this connection when the manager replies.
+//! [`CancelById`], and `dead_request` becomes [`GetDeadList`], answered on
+//! this connection when the manager replies.
 //!
 //! A submit is checked here, where the wire is known, before the manager
 //! sees it: arguments nested too deep for the decoders, or too large for the
@@ -20,8 +21,8 @@ use super::Manager;
 use crate::actors::connection::{Connection, Peer};
 use crate::messages::*;
 use crate::protocol::{
-    codec, value_depth, Assign, CancelState, ClusterStatus, Established, FromClient, Outcome,
-    Submit, ToClient, ToWorker, Value, WireError, MAX_VALUE_DEPTH,
+    codec, value_depth, Assign, CancelState, ClusterStatus, DeadList, Established, FromClient,
+    Outcome, Submit, ToClient, ToWorker, Value, WireError, DEAD_LIST_MAX, MAX_VALUE_DEPTH,
 };
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -107,6 +108,7 @@ impl ClientSession {
             priority: s.priority,
             timeout: s.timeout_ms.filter(|&ms| ms > 0).map(Duration::from_millis),
             attempts: s.attempts,
+            retries: s.retries,
         };
         let msg = SubmitTask {
             session: conn.role.id,
@@ -221,6 +223,23 @@ impl Peer for ClientSession {
                     .map(move |res, conn, ctx| {
                         if let Ok(status) = res {
                             conn.send(ToClient::Status { id, status }, ctx);
+                        }
+                    })
+                    .spawn(ctx);
+            }
+            FromClient::DeadRequest { id, limit } => {
+                let limit = match limit {
+                    0 => DEAD_LIST_MAX,
+                    n => n.min(DEAD_LIST_MAX),
+                } as usize;
+                let max_bytes = DeadList::max_len_for_frame(conn.max_frame());
+                conn.role
+                    .manager
+                    .send(GetDeadList { limit, max_bytes })
+                    .into_actor(conn)
+                    .map(move |res, conn, ctx| {
+                        if let Ok(list) = res {
+                            conn.send(ToClient::DeadList { id, list }, ctx);
                         }
                     })
                     .spawn(ctx);

@@ -75,6 +75,8 @@ pub struct ManagerMetrics {
     workers: Gauge,
     clients: Gauge,
     predicted_wait: Gauge<f64, AtomicU64>,
+    retries: Counter,
+    retrying: Gauge,
     open_clients: i64,
     /// Recent queue waits, for the dashboard's percentiles.
     pub(super) recent_queue_wait: SampleWindow,
@@ -182,6 +184,16 @@ impl ManagerMetrics {
         );
         let workers = gauge("argon_workers", "Workers registered");
         let clients = gauge("argon_clients", "Client sessions connected");
+        let retrying = gauge(
+            "argon_tasks_retrying",
+            "Failed tasks waiting out their backoff before a retry",
+        );
+        let retries = Counter::default();
+        registry.register(
+            "argon_task_retries",
+            "Retries scheduled after a failed run",
+            retries.clone(),
+        );
         let predicted_wait = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "argon_predicted_wait_seconds",
@@ -205,11 +217,18 @@ impl ManagerMetrics {
             workers,
             clients,
             predicted_wait,
+            retries,
+            retrying,
             open_clients: 0,
             recent_queue_wait: SampleWindow::default(),
             recent_run_time: SampleWindow::default(),
             failures: FailureLog::default(),
         }
+    }
+
+    /// A failed run will be retried.
+    pub fn retried(&self) {
+        self.retries.inc();
     }
 
     /// Counts a submit and how it was answered.
@@ -365,6 +384,7 @@ impl Handler<GetMetrics> for Manager {
         m.slots_busy.set(gauge_value(self.runs.len() as u64));
         m.workers.set(gauge_value(self.sched.len() as u64));
         m.predicted_wait.set(self.retry_after().as_secs_f64());
+        m.retrying.set(gauge_value(self.retrying.len() as u64));
         MessageResult(MetricsSnapshot {
             text: m.encode(),
             workers: self.sched.len() as u64,

@@ -12,10 +12,11 @@
 //!
 //! A task's life: queued → running (one run, in one slot a worker announced
 //! free) → answered (done, failed, cancelled) or requeued (its worker was
-//! lost and attempts remain). A run outlives its task when the task is
-//! answered early (timeout, cancel, client gone): the worker is told to
-//! cancel it, and its slot is a credit again only once the worker reports
-//! the run finished.
+//! lost and attempts remain) or retrying (its run failed and retries remain:
+//! it waits out a backoff, then is queued again; see [`retry`]). A run
+//! outlives its task when the task is answered early (timeout, cancel,
+//! client gone): the worker is told to cancel it, and its slot is a credit
+//! again only once the worker reports the run finished.
 //!
 //! Shutdown ([`Shutdown`]): new tasks are denied, queued ones answered as
 //! not started, running ones may finish until a deadline, and those still
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod overview;
 pub mod persist;
 pub mod results;
+pub mod retry;
 pub mod scheduler;
 pub mod turns;
 pub mod worker_link;
@@ -53,6 +55,7 @@ use crate::protocol::{
 };
 use metrics::ManagerMetrics;
 use results::ResultStore;
+use retry::{DeadStore, Retrying};
 use scheduler::{Scheduler, EVAL_TASK};
 use turns::Turns;
 
@@ -88,6 +91,19 @@ pub struct ManagerSettings {
     /// Most bytes of kept outcomes (values as encoded, error texts, plus
     /// 64 each); the oldest go first. Default 256 MiB.
     pub result_max_bytes: usize,
+    /// Retries given to tasks submitted without a number, at most
+    /// [`retry::MAX_RETRIES`]. Default 0.
+    pub default_retries: u32,
+    /// Backoff before a task's first retry; each further one doubles it.
+    /// Default 1 s.
+    pub retry_base: Duration,
+    /// Longest backoff before a retry. Default 60 s.
+    pub retry_max: Duration,
+    /// Turns a planned backoff into the wait used. Default
+    /// [`retry::uniform_jitter`]; tests pass a fixed one.
+    pub retry_jitter: fn(Duration) -> Duration,
+    /// Most tasks kept in the dead list; the oldest go first. Default 1000.
+    pub dead_max: usize,
     /// With a task store: how long after a restart a worker has to claim
     /// a recovered running task before it is requeued (or failed). Default
     /// the peer liveness window, 15 s.
@@ -109,6 +125,11 @@ impl Default for ManagerSettings {
             result_ttl: Duration::from_secs(3600),
             result_max: 100_000,
             result_max_bytes: 256 << 20,
+            default_retries: 0,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            retry_jitter: retry::uniform_jitter,
+            dead_max: 1000,
             recovery_grace: crate::protocol::DEFAULT_HEARTBEAT * crate::protocol::SILENT_INTERVALS,
             store_backlog: persist::STORE_BACKLOG,
         }
@@ -154,6 +175,11 @@ struct Pending {
     accepted_at: Instant,
     /// The worker of its last run, for the dashboard's failure list.
     worker: Option<WorkerId>,
+    /// Retries used so far (see [`retry`]).
+    retried: u32,
+    /// `started_times` when its current try began: worker loss spends the
+    /// attempts of one try.
+    attempt_base: u32,
 }
 
 /// One run of a task in one worker slot.
@@ -206,6 +232,10 @@ pub struct Manager {
     /// most [`MAX_RESULT_WAITERS`] in all.
     waiters: IdMap<Vec<Waiter>>,
     waiting: usize,
+    /// Failed tasks waiting out their backoff before a retry.
+    retrying: Retrying,
+    /// Tasks that failed after using their retries.
+    dead: DeadStore,
     /// The task store, in durable mode ([`persist`]).
     journal: Option<persist::Journal>,
 }
@@ -237,6 +267,7 @@ impl Manager {
             settings.result_max,
             settings.result_max_bytes,
         );
+        let dead = DeadStore::new(settings.dead_max);
         Manager {
             settings,
             sched: Scheduler::new(),
@@ -254,6 +285,8 @@ impl Manager {
             results,
             waiters: IdMap::default(),
             waiting: 0,
+            retrying: Retrying::default(),
+            dead,
             journal: None,
         }
     }
@@ -281,7 +314,7 @@ impl Manager {
     /// in the line for places (see [`turns`]) can take one: one for each of
     /// them and one for itself, less the places free now.
     fn places_needed(&self, ahead: usize) -> usize {
-        let free = self.queue_limit().saturating_sub(self.queued() as u64);
+        let free = self.queue_limit().saturating_sub(self.held() as u64);
         let free = usize::try_from(free).unwrap_or(usize::MAX);
         (ahead + 1).saturating_sub(free).max(1)
     }
@@ -377,7 +410,7 @@ impl Manager {
 
     /// Where task `id` is, if it is queued, running or kept.
     fn state_of(&mut self, id: TaskId) -> TaskState {
-        if self.queues.iter().flatten().any(|t| t.id == id) {
+        if self.queues.iter().flatten().any(|t| t.id == id) || self.retrying.contains(id) {
             return TaskState::Queued;
         }
         if self
@@ -432,8 +465,8 @@ impl Manager {
             j.start(task.id, run, task.started_times);
         }
         if let Some(limit) = task.spec.timeout {
-            ctx.run_later(limit + self.settings.timeout_grace, move |act, _| {
-                act.expire(run, limit)
+            ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
+                act.expire(run, limit, ctx)
             });
         }
         self.links[&worker].do_send(WorkerOrder::Assign {
@@ -466,8 +499,8 @@ impl Manager {
     }
 
     /// Answers a task whose worker has not reported by its timeout plus the
-    /// grace, and cancels the run.
-    fn expire(&mut self, run: RunId, limit: Duration) {
+    /// grace (or schedules its retry), and cancels the run.
+    fn expire(&mut self, run: RunId, limit: Duration, ctx: &mut Context<Self>) {
         let Some(task) = self.runs.get_mut(&run).and_then(|r| r.task.take()) else {
             return;
         };
@@ -480,8 +513,12 @@ impl Manager {
             "no result within the task's timeout of {} (worker {worker} did not answer)",
             humantime::format_duration(limit),
         );
-        self.reply(task, TaskOutcome::Failed(msg));
         self.cancel_run(run);
+        if task.spec.retries.unwrap_or(0) > 0 {
+            self.failed_run(task, msg, ctx);
+        } else {
+            self.reply(task, TaskOutcome::Failed(msg));
+        }
         self.check_drained();
     }
 
@@ -552,13 +589,16 @@ impl Manager {
         self.queues[task.level.index()].push_front(task);
     }
 
-    /// Takes the first task `which` picks out of the queue, or out of its
-    /// run (which is then cancelled).
+    /// Takes the first task `which` picks out of the queue, out of the
+    /// waiting retries, or out of its run (which is then cancelled).
     fn take_task(&mut self, which: impl Fn(&Pending) -> bool) -> Option<Pending> {
         for q in &mut self.queues {
             if let Some(i) = q.iter().position(&which) {
                 return q.remove(i);
             }
+        }
+        if let Some(task) = self.retrying.take(&which) {
+            return Some(task);
         }
         let run = self
             .runs
@@ -593,7 +633,7 @@ impl Manager {
 
     fn begin_shutdown(&mut self, limit: Duration, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let not_started = self.shed_queue();
+        let not_started = self.shed_queue() + self.shed_retries();
         let running = self.runs.values().filter(|r| r.task.is_some()).count();
         let queued = if self.journal.is_some() {
             "kept for the next start"
@@ -738,6 +778,7 @@ impl Manager {
             capacity: self.sched.capacity(),
             in_flight: self.runs.len() as u64,
             queued: self.queued() as u64,
+            retrying: self.retrying.len() as u64,
             queue_limit: self.queue_limit(),
             queued_by_priority: QueuedByPriority {
                 high: self.queues[0].len() as u64,
@@ -879,6 +920,14 @@ impl Manager {
         if msg.spec.attempts == 0 {
             msg.spec.attempts = self.settings.default_attempts.max(1);
         }
+        let retries = msg.spec.retries.unwrap_or(self.settings.default_retries);
+        if retries > retry::MAX_RETRIES {
+            return Err(Rejection::Invalid(format!(
+                "retries must be at most {} (got {retries})",
+                retry::MAX_RETRIES
+            )));
+        }
+        msg.spec.retries = Some(retries);
         let task = Pending {
             id: self.fresh_id(),
             session: msg.session,
@@ -891,6 +940,8 @@ impl Manager {
             waiting_since: Instant::now(),
             accepted_at: Instant::now(),
             worker: None,
+            retried: 0,
+            attempt_base: 0,
         };
         let id = task.id;
         // Start it now if a free slot provides it, even when the queue is
@@ -903,7 +954,7 @@ impl Manager {
             self.start(task, worker, ctx);
             return Ok(id);
         }
-        let free = self.queue_limit().saturating_sub(self.queued() as u64) as usize;
+        let free = self.queue_limit().saturating_sub(self.held() as u64) as usize;
         if free == 0 {
             return Err(self.deny_place(task.session, "queue full"));
         }
@@ -1009,6 +1060,8 @@ impl Handler<ClientGone> for Manager {
             let_go.extend(q.iter().filter(|t| attached(t)).map(|t| t.id));
             q.retain(|t| !attached(t));
         }
+        let retrying = self.retrying.take_all(attached);
+        let_go.extend(retrying.iter().map(|w| w.task.id));
         let dropped = let_go.len();
         let running: Vec<RunId> = self
             .runs
@@ -1162,7 +1215,12 @@ impl Handler<RunFinished> for Manager {
                 // The freed slot is refilled before the reply goes out, so
                 // the worker's next assign leaves first (see PERFORMANCE.md).
                 self.dispatch(ctx);
-                self.reply(task, msg.outcome);
+                match msg.outcome {
+                    TaskOutcome::Failed(error) if task.spec.retries.unwrap_or(0) > 0 => {
+                        self.failed_run(task, error, ctx)
+                    }
+                    outcome => self.reply(task, outcome),
+                }
             }
             None => {
                 self.sched.release(msg.worker, run.slot, None);
@@ -1213,14 +1271,14 @@ impl Handler<WorkerLost> for Manager {
                 // Requeued, it could not start: see `shed_queue`.
                 let msg = "worker lost before completion (not requeued: manager shutting down)";
                 self.reply(task, TaskOutcome::Failed(msg.to_string()));
-            } else if task.started_times < task.spec.attempts.max(1) {
+            } else if task.started_times - task.attempt_base < task.spec.attempts.max(1) {
                 requeued += 1;
                 self.requeue_front(task);
             } else {
                 let msg = if task.spec.attempts > 1 {
                     format!(
                         "worker lost before completion (tried {} times)",
-                        task.started_times
+                        task.started_times - task.attempt_base
                     )
                 } else {
                     "worker lost before completion".to_string()

@@ -102,6 +102,10 @@ struct TaskRecord {
     timeout_ms: Option<u64>,
     attempts: u32,
     detached: bool,
+    /// Retries after a failed run (resolved at acceptance); absent in
+    /// records written before retries existed.
+    #[serde(default)]
+    retries: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -366,6 +370,7 @@ impl Journal {
             timeout_ms: task.spec.timeout.map(|d| d.as_millis() as u64),
             attempts: task.spec.attempts,
             detached: task.detached,
+            retries: task.spec.retries.unwrap_or(0),
         };
         let seq = self.send(Op::Accept(task.id, record));
         let (tx, rx) = oneshot::channel();
@@ -671,6 +676,7 @@ impl Manager {
                     priority: r.priority,
                     timeout: r.timeout_ms.map(Duration::from_millis),
                     attempts: r.attempts,
+                    retries: Some(r.retries),
                 },
                 reply_to: reply_to.clone(),
                 detached: true,
@@ -678,6 +684,8 @@ impl Manager {
                 waiting_since: now,
                 accepted_at: now,
                 worker: None,
+                retried: 0,
+                attempt_base: 0,
             };
             match start {
                 Some(s) => {
@@ -730,8 +738,8 @@ impl Manager {
             }
         };
         if let Some(limit) = task.spec.timeout {
-            ctx.run_later(limit + self.settings.timeout_grace, move |act, _| {
-                act.expire(run, limit)
+            ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
+                act.expire(run, limit, ctx)
             });
         }
         log::debug!(
@@ -820,5 +828,29 @@ impl Manager {
             started: Instant::now(),
             task: Some(task),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_record_from_before_retries_reads_as_none() {
+        let old = rmp_serde::to_vec(&(
+            "echo",
+            Value::from(1),
+            Priority::High,
+            Some(5u64),
+            2u32,
+            true,
+        ))
+        .unwrap();
+        let r: TaskRecord = rmp_serde::from_slice(&old).expect("old record reads");
+        assert_eq!((r.name.as_str(), r.attempts, r.retries), ("echo", 2, 0));
+
+        let new = TaskRecord { retries: 3, ..r };
+        let back: TaskRecord = rmp_serde::from_slice(&rmp_serde::to_vec(&new).unwrap()).unwrap();
+        assert_eq!(back.retries, 3);
     }
 }

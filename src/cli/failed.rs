@@ -1,0 +1,104 @@
+//! `argon failed`: list the manager's dead list, the tasks that failed
+//! after using their `--retries`, newest first.
+//!
+//! Text: one line per task (id, time, name, retries used, arguments as
+//! JSON, the last error), peer text escaped; when the manager left entries
+//! out (the `--limit`, or a reply cut to a frame) a note on stderr says how
+//! many. `--json`: one JSON object, `{"tasks": [...], "total", "truncated",
+//! "evicted"}`. Exit codes as other client commands: 0 (an empty list
+//! too), 69 unreachable, 77 wrong key.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::Args;
+use serde_json::json;
+
+use argon::client::{Client, DeadList, DeadTask};
+use argon::config::Config;
+use argon::launch::{Failure, EXIT_FAILED};
+use argon::logsafe::escaped;
+use argon::protocol::DEAD_LIST_MAX;
+
+use super::args::{client_config, ClientArgs};
+
+/// `argon failed`
+#[derive(Args, Debug)]
+pub struct FailedArgs {
+    /// Manager and key.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print one JSON object instead of one line per task.
+    #[arg(long)]
+    pub json: bool,
+    /// List at most this many, newest first (1 to 1000) [default: 1000].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(DEAD_LIST_MAX)))]
+    pub limit: Option<u32>,
+}
+
+/// Prints the dead list.
+pub async fn failed(a: FailedArgs, config: &Config) -> Result<(), Failure> {
+    let client = Client::connect(client_config(&a.client, config)?).await?;
+    let list = client.dead_list(a.limit.unwrap_or(0)).await?;
+    if a.json {
+        let text = serde_json::to_string(&to_json(&list))
+            .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+        outln!("{text}");
+        return Ok(());
+    }
+    for t in &list.tasks {
+        outln!("{}", line(t));
+    }
+    let left_out = list.total.saturating_sub(list.tasks.len() as u64);
+    if list.truncated && left_out > 0 {
+        eprintln!(
+            "… {left_out} older failed task(s) not listed (of {}; see --limit)",
+            list.total
+        );
+    }
+    Ok(())
+}
+
+fn failed_at(t: &DeadTask) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(t.failed_at_ms))
+}
+
+/// One task as one line of text.
+fn line(t: &DeadTask) -> String {
+    let args = argon::json::to_json(&t.args).to_string();
+    format!(
+        "{}  {}  {}  retries {}  args {}{}  error: {}",
+        t.task_id,
+        failed_at(t),
+        escaped(&t.task),
+        t.retries,
+        escaped(&args),
+        if t.args_truncated { " (cut)" } else { "" },
+        escaped(&t.error)
+    )
+}
+
+fn to_json(list: &DeadList) -> serde_json::Value {
+    let tasks: Vec<serde_json::Value> = list
+        .tasks
+        .iter()
+        .map(|t| {
+            json!({
+                "task_id": t.task_id,
+                "task": t.task,
+                "args": argon::json::to_json(&t.args),
+                "args_truncated": t.args_truncated,
+                "retries": t.retries,
+                "error": t.error,
+                "failed_at_ms": t.failed_at_ms,
+                "failed_at": failed_at(t).to_string(),
+            })
+        })
+        .collect();
+    json!({
+        "tasks": tasks,
+        "total": list.total,
+        "truncated": list.truncated,
+        "evicted": list.evicted,
+    })
+}
