@@ -10,8 +10,11 @@
 //! record is thus inserted once and deleted once, each in a durable commit.
 //!
 //! ```text
-//! cargo run --release -- [--dir DIR] [--commits N] [--runs R] [--groups 1,16,128] [--stores redb,fjall,sqlite]
+//! cargo run --release -- [--dir DIR] [--commits N] [--runs R] [--groups 1,16,128] [--stores redb,fjall,sqlite,file]
 //! ```
+//!
+//! `file` is no store but the floor under all of them: each commit's bytes
+//! appended to one file and fdatasync'd.
 //!
 //! Prints one line per store and group size: the median of R runs of durable
 //! commits/s and of records/s (records taken through accept and outcome),
@@ -157,6 +160,38 @@ impl Store for Sqlite {
     }
 }
 
+/// Not a store: appends each commit's records (and 8 bytes per deleted
+/// id) to one file and calls fdatasync, the floor every store above sits on.
+struct File {
+    file: std::fs::File,
+}
+
+impl File {
+    fn open(dir: &Path) -> Self {
+        let file = std::fs::File::create(dir.join("append.log")).expect("file: create");
+        File { file }
+    }
+}
+
+impl Store for File {
+    fn commit(&mut self, adds: &[(u64, Vec<u8>)], dels: &[u64]) {
+        use std::io::Write;
+        let mut buf = Vec::with_capacity(adds.len() * (RECORD_BYTES + 8) + dels.len() * 8);
+        for (k, v) in adds {
+            buf.extend_from_slice(&k.to_be_bytes());
+            buf.extend_from_slice(v);
+        }
+        for k in dels {
+            buf.extend_from_slice(&k.to_be_bytes());
+        }
+        self.file.write_all(&buf).expect("file: write");
+        self.file.sync_data().expect("file: fdatasync");
+    }
+    fn count(&mut self) -> u64 {
+        0
+    }
+}
+
 /// A record body of RECORD_BYTES bytes that differs per id (so that no store
 /// gains from identical values), shaped like a MessagePack map header
 /// followed by fields.
@@ -178,6 +213,7 @@ fn record(id: u64) -> Vec<u8> {
     v
 }
 
+#[derive(Clone)]
 struct RunResult {
     commits_per_s: f64,
     records_per_s: f64,
@@ -188,6 +224,7 @@ fn run(store: &str, dir: &Path, group: u64, commits: u64) -> RunResult {
         "redb" => Box::new(Redb::open(dir)),
         "fjall" => Box::new(Fjall::open(dir)),
         "sqlite" => Box::new(Sqlite::open(dir)),
+        "file" => Box::new(File::open(dir)),
         other => panic!("unknown store {other}"),
     };
     let ids = |c: u64| (c * group..(c + 1) * group).collect::<Vec<u64>>();
@@ -230,21 +267,26 @@ fn main() {
         .split(',')
         .map(|s| s.parse().expect("--groups 1,16,128"))
         .collect();
-    let stores = arg_after(&args, "--stores").unwrap_or_else(|| "redb,fjall,sqlite".into());
+    let stores: Vec<String> = arg_after(&args, "--stores")
+        .unwrap_or_else(|| "redb,fjall,sqlite,file".into())
+        .split(',')
+        .map(String::from)
+        .collect();
     println!(
         "# {commits} commits per run (+{LAG} delete-only), {RECORD_BYTES}-byte records, \
          median of {runs} runs, folder {}",
         base.display()
     );
-    println!(
-        "{:<7} {:>6} {:>12} {:>12}   runs (records/s)",
-        "store", "group", "commits/s", "records/s"
-    );
-    for group in &groups {
-        for store in stores.split(',') {
-            let mut cps = Vec::new();
-            let mut rps = Vec::new();
-            for r in 0..runs {
+    // Runs of one store are spread over the whole measurement (run r of every
+    // store and group, then run r + 1), and the order of the stores turns
+    // from one run to the next: the disk's fsync latency drifts with what
+    // else the machine writes, and this spreads the drift over all of them.
+    let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); groups.len() * stores.len()];
+    for r in 0..runs {
+        for (gi, group) in groups.iter().enumerate() {
+            for k in 0..stores.len() {
+                let si = (k + r) % stores.len();
+                let store = &stores[si];
                 let dir = base.join(format!(
                     "store-bench-{store}-{group}-{r}-{}",
                     std::process::id()
@@ -252,16 +294,27 @@ fn main() {
                 std::fs::create_dir_all(&dir).expect("create run folder");
                 let res = run(store, &dir, *group, commits);
                 std::fs::remove_dir_all(&dir).expect("remove run folder");
-                cps.push(res.commits_per_s);
-                rps.push(res.records_per_s);
+                results[gi * stores.len() + si].push(res);
             }
-            let all: Vec<String> = rps.iter().map(|x| format!("{x:.0}")).collect();
+        }
+    }
+    println!(
+        "{:<7} {:>6} {:>12} {:>12}   runs (records/s)",
+        "store", "group", "commits/s", "records/s"
+    );
+    for (gi, group) in groups.iter().enumerate() {
+        for (si, store) in stores.iter().enumerate() {
+            let rs = &results[gi * stores.len() + si];
+            let all: Vec<String> = rs
+                .iter()
+                .map(|x| format!("{:.0}", x.records_per_s))
+                .collect();
             println!(
                 "{:<7} {:>6} {:>12.0} {:>12.0}   {}",
                 store,
                 group,
-                median(cps),
-                median(rps.clone()),
+                median(rs.iter().map(|x| x.commits_per_s).collect()),
+                median(rs.iter().map(|x| x.records_per_s).collect()),
                 all.join(" ")
             );
         }
