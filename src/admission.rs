@@ -57,20 +57,9 @@ impl Default for ConnectionLimits {
 
 /// The process's soft limit on open descriptors (`RLIMIT_NOFILE`), if known.
 pub fn descriptor_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct we hand it.
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-        // rlim_t is u64 on Linux and macOS.
-        #[allow(clippy::unnecessary_cast)]
-        return (rc == 0).then_some(r.rlim_cur as u64);
-    }
-    #[cfg(not(unix))]
-    None
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _hard)| soft)
 }
 
 /// `max_connections` for a soft descriptor limit of `soft`: the limit

@@ -113,6 +113,13 @@ pub struct ManagerSection {
     /// Most bytes of kept outcomes; past it the oldest are evicted. Default
     /// 256 MiB.
     pub result_max_bytes: Option<usize>,
+    /// Folder of the task store (durable mode): queued and running tasks
+    /// and kept results survive a restart. Default: none (nothing survives).
+    pub persist: Option<PathBuf>,
+    /// With `persist`: how long after a restart workers have to claim the
+    /// tasks that were running before it is requeued or failed. Default
+    /// 15 s (the peer liveness window).
+    pub recovery_grace: Option<Dur>,
 }
 
 /// `[worker]`.
@@ -217,7 +224,7 @@ impl Config {
     }
 
     /// Makes the file's relative paths relative to `base` (the folder of
-    /// the file): `security.key_file`, each task's `cwd`, and each task's
+    /// the file): `security.key_file`, `manager.persist`, each task's `cwd`, and each task's
     /// program when it is a path with a slash (`./run.sh`, `bin/x`); a bare
     /// program name is left for the `PATH` search.
     pub fn resolve_paths(&mut self, base: &Path) {
@@ -228,6 +235,9 @@ impl Config {
         };
         if let Some(k) = self.security.key_file.as_mut() {
             rebase(k);
+        }
+        if let Some(p) = self.manager.persist.as_mut() {
+            rebase(p);
         }
         for task in self.tasks.values_mut() {
             if let Some(cwd) = task.cwd.as_mut() {

@@ -19,6 +19,10 @@ use crate::protocol::{HandshakeSettings, MasterKey, DEFAULT_MAX_FRAME};
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code: the task failed, or a server could not run.
 pub const EXIT_FAILED: i32 = 1;
+/// Exit code: a server's configuration cannot be used as it stands (the
+/// `EX_CONFIG` of sysexits.h), e.g. a task store that is corrupt or held by
+/// another manager.
+pub const EXIT_CONFIG: i32 = 78;
 
 /// The manager address used when neither a flag, `ARGON_MGR` nor the config
 /// file names one.

@@ -259,7 +259,8 @@ pub struct Shutdown {
 pub struct ShutdownReport {
     /// Tasks running when the drain began; each was answered during it.
     pub running: usize,
-    /// Queued tasks answered at once, as not started.
+    /// Queued tasks answered at once, as not started (with a task store:
+    /// kept in it for the next start).
     pub not_started: usize,
     /// Of the running tasks, those still running at the deadline: answered
     /// as cancelled, and cancelled on their workers.

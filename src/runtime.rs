@@ -107,6 +107,17 @@ pub async fn start_manager_with(
     hs: HandshakeSettings,
     limits: ConnectionLimits,
 ) -> io::Result<ManagerHandle> {
+    start_manager_for(bind, Manager::new(settings), hs, limits).await
+}
+
+/// [`start_manager_with`] for a manager built beforehand (e.g. over a task
+/// store: [`Manager::with_store`]).
+pub async fn start_manager_for(
+    bind: &str,
+    manager: Manager,
+    hs: HandshakeSettings,
+    limits: ConnectionLimits,
+) -> io::Result<ManagerHandle> {
     let listener = TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
     let descriptors = admission::descriptor_limit();
@@ -125,7 +136,7 @@ pub async fn start_manager_with(
             );
         }
     }
-    let manager = Manager::new(settings).start();
+    let manager = manager.start();
     let closing = CancellationToken::new();
     let gate = Arc::new(Gate::new(limits));
     actix_rt::spawn(accept_loop(

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::Args;
 
+use argon::actors::manager::{Manager, Store};
 use argon::actors::ManagerSettings;
 use argon::admission::ConnectionLimits;
 use argon::config::Config;
-use argon::launch::{handshake_settings, Failure, KeyArgs, EXIT_FAILED, EXIT_USAGE};
+use argon::launch::{handshake_settings, Failure, KeyArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE};
 use argon::runtime;
 use argon::task::TaskRegistry;
 use argon::worker_main::{run_worker, WorkerArgs};
@@ -46,6 +47,11 @@ pub struct ManagerArgs {
     /// they are cancelled [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Durable mode: keep the task store in this folder, so queued and
+    /// running tasks and kept results survive a restart (see the README's
+    /// Durability) [default: off].
+    #[arg(long, value_name = "DIR")]
+    pub persist: Option<std::path::PathBuf>,
 }
 
 /// How long a stopping manager lets running tasks finish, by default.
@@ -104,6 +110,10 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .manager
             .result_max_bytes
             .unwrap_or(defaults.result_max_bytes),
+        recovery_grace: config
+            .manager
+            .recovery_grace
+            .map_or(defaults.recovery_grace, |d| d.0),
         ..defaults
     };
     let defaults = ConnectionLimits::default();
@@ -130,7 +140,14 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     // Caught from before the startup line on, so that no signal after it
     // finds the default action (exit at once) in place.
     let mut signals = runtime::Signals::new();
-    let handle = runtime::start_manager_with(&bind, settings, hs, limits)
+    let manager = match a.persist.as_deref().or(config.manager.persist.as_deref()) {
+        Some(dir) => {
+            let store = Store::open(dir).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
+            Manager::with_store(settings, store)
+        }
+        None => Manager::new(settings),
+    };
+    let handle = runtime::start_manager_for(&bind, manager, hs, limits)
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot listen on {bind}: {e}")))?;
     outln!("argon manager listening on {}", handle.addr);

@@ -46,6 +46,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
@@ -143,9 +147,7 @@ fn become_subreaper() {
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
-            // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
-            let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-            if rc != 0 {
+            if nix::sys::prctl::set_child_subreaper(true).is_err() {
                 log::debug!("cannot become a child subreaper; orphans go to init");
             }
         });
@@ -154,30 +156,26 @@ fn become_subreaper() {
 
 /// Reaps the dead members of process group `pgid` that are our children,
 /// waiting up to about a second for killed ones to die.
-async fn reap_group(pgid: i32) {
+async fn reap_group(pgid: Pid) {
+    // waitpid with a negative pid waits for any child in that group.
+    let group = Pid::from_raw(-pgid.as_raw());
     for _ in 0..50 {
-        let mut status = 0;
-        // SAFETY: waitpid writes only to `status`.
-        let rc = unsafe { libc::waitpid(-pgid, &mut status, libc::WNOHANG) };
-        match rc {
-            r if r > 0 => continue,
-            0 => tokio::time::sleep(Duration::from_millis(20)).await,
-            _ => return,
+        match waitpid(group, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(_) => continue,
+            Err(_) => return,
         }
     }
 }
 
 /// Kills a process group when dropped, unless disarmed.
-struct GroupGuard(Option<i32>);
+struct GroupGuard(Option<Pid>);
 
 impl GroupGuard {
     fn kill(&self) {
         if let Some(pgid) = self.0 {
-            // SAFETY: killpg has no memory-safety preconditions; a stale or
-            // empty group just yields ESRCH.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
+            // A group that is already empty yields ESRCH: nothing to do.
+            let _ = killpg(pgid, Signal::SIGKILL);
         }
     }
 }
@@ -204,21 +202,17 @@ fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
     #[cfg(target_os = "linux")]
     {
         // Read before the fork: the parent the child must outlive.
-        let parent = std::process::id();
+        let parent = nix::unistd::getpid();
         // SAFETY: the hook runs in the child between fork and exec; it only
         // makes async-signal-safe syscalls (prctl, getppid) and builds an
         // io::Error from a raw code, which does not allocate.
         unsafe {
             cmd.pre_exec(move || {
-                // prctl is variadic: pass every argument at its full width.
-                let (sig, zero) = (libc::SIGKILL as libc::c_ulong, 0 as libc::c_ulong);
-                if libc::prctl(libc::PR_SET_PDEATHSIG, sig, zero, zero, zero) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // If the parent died before the prctl, no signal will come:
                 // the child now has another parent. Do not run the command.
-                if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                if nix::unistd::getppid() != parent {
+                    return Err(Errno::ESRCH.into());
                 }
                 Ok(())
             });
@@ -301,7 +295,7 @@ pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<V
             spec.command[0]
         ))
     })?;
-    let guard = GroupGuard(child.id().map(|p| p as i32));
+    let guard = GroupGuard(child.id().map(|p| Pid::from_raw(p as i32)));
     let mut stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -384,6 +378,7 @@ pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::signal::kill;
 
     fn ctx() -> TaskContext {
         TaskContext {
@@ -453,9 +448,7 @@ mod tests {
     /// Whether process `pid` is gone: no such process (a zombie still
     /// counts as there, since it was not reaped).
     fn gone(pid: i32) -> bool {
-        // SAFETY: signal 0 only checks that the process exists.
-        let rc = unsafe { libc::kill(pid, 0) };
-        rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH)
     }
 
     async fn read_pid(path: &std::path::Path) -> i32 {

@@ -26,12 +26,14 @@
 pub mod client_session;
 pub mod metrics;
 pub mod overview;
+pub mod persist;
 pub mod results;
 pub mod scheduler;
 pub mod turns;
 pub mod worker_link;
 
 pub use client_session::ClientSession;
+pub use persist::{Store, StoreError};
 pub use worker_link::WorkerLink;
 
 use std::cmp::Reverse;
@@ -86,6 +88,14 @@ pub struct ManagerSettings {
     /// Most bytes of kept outcomes (values as encoded, error texts, plus
     /// 64 each); the oldest go first. Default 256 MiB.
     pub result_max_bytes: usize,
+    /// With a task store: how long after a restart a worker has to claim
+    /// a recovered running task before it is requeued (or failed). Default
+    /// the peer liveness window, 15 s.
+    pub recovery_grace: Duration,
+    /// With a task store: most records waiting for their commit when a
+    /// submit is still accepted; past it submits are denied "store busy".
+    /// Default [`persist::STORE_BACKLOG`].
+    pub store_backlog: u64,
 }
 
 impl Default for ManagerSettings {
@@ -99,6 +109,8 @@ impl Default for ManagerSettings {
             result_ttl: Duration::from_secs(3600),
             result_max: 100_000,
             result_max_bytes: 256 << 20,
+            recovery_grace: crate::protocol::DEFAULT_HEARTBEAT * crate::protocol::SILENT_INTERVALS,
+            store_backlog: persist::STORE_BACKLOG,
         }
     }
 }
@@ -194,6 +206,8 @@ pub struct Manager {
     /// most [`MAX_RESULT_WAITERS`] in all.
     waiters: IdMap<Vec<Waiter>>,
     waiting: usize,
+    /// The task store, in durable mode ([`persist`]).
+    journal: Option<persist::Journal>,
 }
 
 /// One `GetResult` with `wait`.
@@ -240,6 +254,7 @@ impl Manager {
             results,
             waiters: IdMap::default(),
             waiting: 0,
+            journal: None,
         }
     }
 
@@ -327,6 +342,14 @@ impl Manager {
                     .push(&task.spec.name, task.worker, address, error);
             }
         }
+        match self.journal.as_mut() {
+            Some(j) => j.finish(task, outcome),
+            None => self.deliver(task, outcome),
+        }
+    }
+
+    /// Hands `task`'s outcome to its waiters and its client, or keeps it.
+    fn deliver(&mut self, task: Pending, outcome: TaskOutcome) {
         if let Some(waiters) = self.waiters.remove(&task.id) {
             self.waiting -= waiters.len();
             for w in waiters {
@@ -364,6 +387,9 @@ impl Manager {
         {
             return TaskState::Running;
         }
+        if self.journal.as_ref().is_some_and(|j| j.holds(id)) {
+            return TaskState::Running;
+        }
         match self.results.get(id, Instant::now()) {
             Some(outcome) => TaskState::Finished(outcome.clone()),
             None => TaskState::Unknown,
@@ -396,11 +422,15 @@ impl Manager {
         // A task's first run goes by the task's id; a restart gets a fresh
         // one (ids share one counter), so a late report of an earlier run is
         // never taken for the current one.
-        let run = if task.started_times == 1 {
+        // A recovered task's earlier run may still be reported by its id.
+        let run = if task.started_times == 1 && task.session != persist::RECOVERED_SESSION {
             task.id
         } else {
             self.fresh_id()
         };
+        if let Some(j) = self.journal.as_mut() {
+            j.start(task.id, run, task.started_times);
+        }
         if let Some(limit) = task.spec.timeout {
             ctx.run_later(limit + self.settings.timeout_grace, move |act, _| {
                 act.expire(run, limit)
@@ -533,7 +563,10 @@ impl Manager {
         let run = self
             .runs
             .iter()
-            .find_map(|(id, r)| r.task.as_ref().filter(|t| which(t)).map(|_| *id))?;
+            .find_map(|(id, r)| r.task.as_ref().filter(|t| which(t)).map(|_| *id));
+        let Some(run) = run else {
+            return self.journal.as_mut()?.take_unclaimed(which);
+        };
         let task = self.runs.get_mut(&run)?.task.take();
         self.cancel_run(run);
         task
@@ -544,9 +577,12 @@ impl Manager {
 impl Manager {
     /// Answers every queued task as not started and empties the queue;
     /// returns how many there were. Without persistence a task that has not
-    /// started cannot outlive the manager; with it, this is where queued
-    /// tasks would be kept for the next start instead.
+    /// started cannot outlive the manager; with it, queued tasks are kept
+    /// for the next start instead ([`Manager::keep_queue`]).
     fn shed_queue(&mut self) -> usize {
+        if self.journal.is_some() {
+            return self.keep_queue();
+        }
         let shed: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
         let n = shed.len();
         for t in shed {
@@ -559,9 +595,14 @@ impl Manager {
         let now = Instant::now();
         let not_started = self.shed_queue();
         let running = self.runs.values().filter(|r| r.task.is_some()).count();
+        let queued = if self.journal.is_some() {
+            "kept for the next start"
+        } else {
+            "answered as not started"
+        };
         log::info!(
             "shutting down: new tasks are denied; {running} running task(s) may finish within {}, \
-             {not_started} queued task(s) answered as not started",
+             {not_started} queued task(s) {queued}",
             humantime::format_duration(limit)
         );
         self.shutdown = Some(Draining {
@@ -617,16 +658,18 @@ impl Manager {
     /// Ends the drain once nothing is left to wait for: before the deadline,
     /// no task running; after it, no cancelled run unreported.
     fn check_drained(&mut self) {
+        let committing = self.journal.as_ref().is_some_and(|j| j.answering());
         let runs = &self.runs;
         let Some(d) = self.shutdown.as_mut().filter(|d| !d.done) else {
             return;
         };
         d.cancelled.retain(|r| runs.contains_key(r));
-        let waiting = if d.past_deadline {
-            !d.cancelled.is_empty()
-        } else {
-            runs.values().any(|r| r.task.is_some())
-        };
+        let waiting = committing
+            || if d.past_deadline {
+                !d.cancelled.is_empty()
+            } else {
+                runs.values().any(|r| r.task.is_some())
+            };
         if !waiting {
             self.finish_drain();
         }
@@ -646,9 +689,14 @@ impl Manager {
             0 => String::new(),
             n => format!(", {n} of them not reported stopped by their workers"),
         };
+        let queued = if self.journal.is_some() {
+            "kept for the next start"
+        } else {
+            "answered as not started"
+        };
         log::info!(
             "drained in {}: {} running task(s) answered, {} cancelled at the deadline{unconfirmed}; \
-             {} queued task(s) answered as not started",
+             {} queued task(s) {queued}",
             humantime::format_duration(took),
             r.running,
             r.cancelled,
@@ -777,17 +825,25 @@ impl Actor for Manager {
         // quiet manager.
         let sweep =
             (self.settings.result_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        ctx.run_interval(sweep, |act, _| act.results.expire(Instant::now()));
+        ctx.run_interval(sweep, |act, _| {
+            act.results.expire(Instant::now());
+            act.forget_gone();
+        });
+        self.recover(ctx);
     }
 }
 
 impl Handler<SubmitTask> for Manager {
-    type Result = Result<TaskId, Rejection>;
+    type Result = Response<Result<TaskId, Rejection>>;
 
     fn handle(&mut self, msg: SubmitTask, ctx: &mut Self::Context) -> Self::Result {
         let result = self.submit(msg, ctx);
         self.metrics.submitted(&result);
-        result
+        // In durable mode an acceptance is sent once it is committed.
+        match self.journal.as_mut().filter(|_| result.is_ok()) {
+            Some(j) => j.accept_reply().unwrap_or(Response::reply(result)),
+            None => Response::reply(result),
+        }
     }
 }
 
@@ -799,6 +855,9 @@ impl Manager {
     ) -> Result<TaskId, Rejection> {
         if let Some(deny) = self.deny_shutting_down() {
             return Err(deny);
+        }
+        if let Some(busy) = self.journal.as_ref().and_then(|j| j.busy()) {
+            return Err(self.deny(busy));
         }
         if self.sched.capacity() == 0 {
             return Err(self.deny("no capacity"));
@@ -834,6 +893,9 @@ impl Manager {
         // full: after every dispatch no queued task fits a free slot, so this
         // overtakes nobody, and the bound is on waiting tasks only.
         if let Some(worker) = self.sched.pick(&task.spec.name) {
+            if let Some(j) = self.journal.as_mut() {
+                j.accept(&task);
+            }
             self.start(task, worker, ctx);
             return Ok(id);
         }
@@ -852,6 +914,9 @@ impl Manager {
                 task.session,
                 "queue full for newcomers: places go to waiting clients in turn",
             ));
+        }
+        if let Some(j) = self.journal.as_mut() {
+            j.accept(&task);
         }
         self.queues[task.level.index()].push_back(task);
         self.dispatch(ctx);
@@ -954,6 +1019,11 @@ impl Handler<ClientGone> for Manager {
             self.cancel_run(*run);
         }
         self.forget_waiters(&let_go);
+        if let Some(j) = self.journal.as_mut() {
+            for id in &let_go {
+                j.drop_task(*id);
+            }
+        }
         let mut ended = 0;
         for list in self.waiters.values_mut() {
             let before = list.len();
@@ -1009,7 +1079,14 @@ impl Handler<RegisterWorker> for Manager {
         // Runs from before registering belong to no task of this manager's
         // (it answered or requeued them when their connection was lost, or it
         // was restarted): cancel them; each slot is a credit once finished.
+        // In durable mode, a run of a recovered task is attached instead.
+        let mut attached = 0;
         for &(run, slot) in &msg.running {
+            if let Some(task) = self.claim_recovered(run, ctx) {
+                attached += 1;
+                self.runs.insert(run, Manager::attached_run(id, slot, task));
+                continue;
+            }
             self.runs.insert(
                 run,
                 Run {
@@ -1023,7 +1100,8 @@ impl Handler<RegisterWorker> for Manager {
         }
         self.links.insert(id, msg.link);
         log::info!(
-            "worker {id} joined from {} with {} slot(s), {} busy with earlier runs (cancelled); capacity now {}",
+            "worker {id} joined from {} with {} slot(s), {} busy with earlier runs \
+             ({attached} of recovered tasks attached, the rest cancelled); capacity now {}",
             msg.address,
             msg.capacity,
             msg.running.len(),

@@ -25,6 +25,8 @@ pub struct ResultStore {
     order: VecDeque<(TaskId, Instant)>,
     kept: IdMap<(TaskOutcome, usize)>,
     bytes: usize,
+    /// Ids let go since the last [`ResultStore::take_gone`], when tracked.
+    gone: Option<Vec<TaskId>>,
 }
 
 impl ResultStore {
@@ -37,7 +39,20 @@ impl ResultStore {
             order: VecDeque::new(),
             kept: IdMap::default(),
             bytes: 0,
+            gone: None,
         }
+    }
+
+    /// From now on, remembers the ids of the outcomes it lets go (expired
+    /// or evicted) until [`ResultStore::take_gone`]: a task store deletes
+    /// their records.
+    pub fn track_gone(&mut self) {
+        self.gone = Some(Vec::new());
+    }
+
+    /// The ids let go since the last call (none unless tracked).
+    pub fn take_gone(&mut self) -> Vec<TaskId> {
+        self.gone.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Keeps `outcome` of task `id`, finished at `now`, then evicts the
@@ -98,6 +113,9 @@ impl ResultStore {
         let (id, _) = self.order.pop_front()?;
         if let Some((_, size)) = self.kept.remove(&id) {
             self.bytes -= size;
+        }
+        if let Some(gone) = self.gone.as_mut() {
+            gone.push(id);
         }
         Some(id)
     }

@@ -1,0 +1,260 @@
+//! End-to-end crash tests of durable mode: a real manager with a task store
+//! (`persist` in its config file, a path relative to the file), one worker,
+//! thousands of detached tasks, `kill -9` in the middle, a restart on the
+//! same port and store, and every accepted id collected with `result` wait.
+//! The same without a store shows the documented loss; a corrupt store
+//! stops the manager with exit 78.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
+use argon::protocol::{HandshakeSettings, MasterKey, Value};
+use common::{argon, Manager, ManagerOpts, TempDir, Worker, COMMAND};
+use futures_util::future::join_all;
+
+/// Tasks submitted in all.
+const TASKS: i64 = 5_000;
+/// Submits in flight at once.
+const WINDOW: usize = 64;
+/// Longest wait for all results after the restart.
+const COLLECT: Duration = Duration::from_secs(120);
+
+fn config(dir: &TempDir, persist: bool) -> PathBuf {
+    let text = if persist {
+        "[manager]\npersist = \"store\"\nrecovery_grace = \"1s\"\n"
+    } else {
+        "[manager]\n"
+    };
+    dir.write("manager.toml", text)
+}
+
+fn start(key: &Path, config: &Path, port: Option<u16>) -> Manager {
+    let opts = ManagerOpts {
+        config: Some(config.to_path_buf()),
+        queue_factor: Some(250),
+        port,
+        ..Default::default()
+    };
+    Manager::try_start_with(key, opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn connect(mgr: &Manager) -> Client {
+    let key = MasterKey::load(&mgr.key).expect("key loads");
+    let config = ClientConfig::new(mgr.addr.clone(), HandshakeSettings::new(key));
+    Client::connect(config).await.expect("client connects")
+}
+
+fn opts() -> QueueOptions {
+    QueueOptions {
+        attempts: 3,
+        retry: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Submits tasks `from..to` (each echoes its number), `WINDOW` at a time;
+/// returns (id, number) of those accepted, stopping at the first window
+/// that met an error (the manager went away).
+async fn submit_range(client: &Client, from: i64, to: i64) -> (Vec<(u64, i64)>, bool) {
+    let mut accepted = Vec::new();
+    let mut n = from;
+    while n < to {
+        let end = (n + WINDOW as i64).min(to);
+        let asks = (n..end).map(|i| {
+            let c = client.clone();
+            async move {
+                let opts = opts();
+                let r =
+                    tokio::time::timeout(COMMAND, c.submit_detached("echo", Value::from(i), &opts))
+                        .await;
+                (i, r)
+            }
+        });
+        let mut broke = false;
+        for (i, r) in join_all(asks).await {
+            match r {
+                Ok(Ok(id)) => accepted.push((id, i)),
+                Ok(Err(_)) | Err(_) => broke = true,
+            }
+        }
+        if broke {
+            return (accepted, true);
+        }
+        n = end;
+    }
+    (accepted, false)
+}
+
+/// `result` with wait for every id, 256 at a time, within [`COLLECT`].
+async fn collect(
+    client: &Client,
+    ids: &[(u64, i64)],
+) -> Vec<(u64, i64, Result<Value, ClientError>)> {
+    let all = async {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(256) {
+            let asks = chunk.iter().map(|&(id, i)| {
+                let c = client.clone();
+                async move { (id, i, c.result(id, true).await) }
+            });
+            out.extend(join_all(asks).await);
+        }
+        out
+    };
+    tokio::time::timeout(COLLECT, all)
+        .await
+        .expect("every result within the bound")
+}
+
+#[test]
+fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let cfg = config(&dir, true);
+    let mut mgr = start(&key, &cfg, None);
+    assert!(
+        dir.join("store").join("argon.redb").exists(),
+        "the relative persist path is taken from the config file's folder"
+    );
+    let port = mgr.port();
+    let mut worker = Worker::start(&mgr.addr, &key, 4);
+    mgr.wait_for_workers(1);
+    let rt = runtime();
+    let half = TASKS / 2;
+    let w = WINDOW as i64;
+
+    // The first half; then, with the worker frozen (SIGSTOP), two windows
+    // that must wait in the queue; then two more windows in flight when the
+    // manager is killed.
+    let client = rt.block_on(connect(&mgr));
+    let (mut accepted, broke) = rt.block_on(submit_range(&client, 0, half));
+    assert!(!broke, "the first half is accepted\n{}", mgr.proc.stderr());
+    worker.proc.signal(libc::SIGSTOP);
+    let (more, broke) = rt.block_on(submit_range(&client, half, half + 2 * w));
+    assert!(!broke, "tasks are queued while the worker is frozen");
+    accepted.extend(more);
+    let in_flight = {
+        let c = client.clone();
+        rt.spawn(async move { submit_range(&c, half + 2 * w, half + 4 * w).await })
+    };
+    std::thread::sleep(Duration::from_millis(5));
+    mgr.proc.kill();
+    let (more, _) = rt.block_on(in_flight).expect("submit task");
+    accepted.extend(more);
+    drop(client);
+
+    // The same port at once (SO_REUSEADDR), the same store.
+    let mgr = start(&key, &cfg, Some(port));
+    let status = mgr.status();
+    assert!(
+        status.queued >= w as u64,
+        "the tasks queued at the crash are queued again: {status:?}\n{}",
+        mgr.proc.stderr()
+    );
+    // The worker comes back by itself.
+    worker.proc.signal(libc::SIGCONT);
+    mgr.wait_for_workers(1);
+    let client = rt.block_on(connect(&mgr));
+    let (more, broke) = rt.block_on(submit_range(&client, half + 4 * w, TASKS));
+    assert!(!broke, "the second half is accepted\n{}", mgr.proc.stderr());
+    accepted.extend(more);
+
+    let ids: HashSet<u64> = accepted.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), accepted.len(), "an id was handed out twice");
+    assert!(accepted.len() as i64 >= TASKS - 2 * WINDOW as i64);
+    assert!(
+        mgr.proc.stderr().contains("recovered"),
+        "the restarted manager says what it recovered\n{}",
+        mgr.proc.stderr()
+    );
+
+    let results = rt.block_on(collect(&client, &accepted));
+    let mut failed = 0;
+    for (id, i, r) in results {
+        match r {
+            Ok(v) => assert_eq!(v, Value::from(i), "task {id} echoes its own number"),
+            Err(ClientError::Failed(e)) => {
+                assert!(e.contains("worker lost before completion"), "task {id}: {e}");
+                failed += 1;
+            }
+            Err(e) => panic!(
+                "task {id} (number {i}) has no outcome after the restart: {e}\n--- manager stderr\n{}",
+                mgr.proc.stderr()
+            ),
+        }
+    }
+    let recovered = mgr
+        .proc
+        .stderr()
+        .lines()
+        .find(|l| l.contains("recovered"))
+        .map(str::to_string);
+    eprintln!(
+        "{} accepted, {failed} failed as their worker was lost more often than their attempts; \
+         {recovered:?}",
+        accepted.len()
+    );
+}
+
+#[test]
+fn without_persist_ids_from_before_the_kill_are_unknown_at_once() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let cfg = config(&dir, false);
+    let mut mgr = start(&key, &cfg, None);
+    let port = mgr.port();
+    let _worker = Worker::start(&mgr.addr, &key, 4);
+    mgr.wait_for_workers(1);
+    let rt = runtime();
+    let client = rt.block_on(connect(&mgr));
+    let (accepted, broke) = rt.block_on(submit_range(&client, 0, 500));
+    assert!(!broke);
+    drop(client);
+    mgr.proc.kill();
+
+    let mgr = start(&key, &cfg, Some(port));
+    let client = rt.block_on(connect(&mgr));
+    let results = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), collect(&client, &accepted))
+            .await
+            .expect("unknown ids are answered promptly, not held")
+    });
+    for (id, _, r) in results {
+        assert!(
+            matches!(r, Err(ClientError::UnknownTask(t)) if t == id),
+            "task {id}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_store_stops_the_manager_with_exit_78_and_one_line() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let store = dir.join("store");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::write(store.join("argon.redb"), vec![0x5au8; 8192]).unwrap();
+    let out = argon(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
+        .arg(&key)
+        .arg("--persist")
+        .arg(&store)
+        .run();
+    assert_eq!(out.code, Some(78), "{out}");
+    let err = out.stderr.trim_end();
+    assert_eq!(err.lines().count(), 1, "one line: {out}");
+    assert!(err.starts_with("argon: task store "), "{out}");
+    assert!(err.contains("argon.redb"), "{out}");
+    assert!(out.stdout.is_empty(), "it never listened: {out}");
+}
