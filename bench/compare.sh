@@ -258,7 +258,10 @@ fi
 # ---- durable: gearmand's sqlite queue, argon --persist -----------------------
 # Both acknowledge a submission once it is stored; both then run it on the
 # same workers as above. Every Argon run gets a fresh store folder and a fresh
-# manager, and a 200-task warm-up as the gearmand script does.
+# manager, and a 200-task warm-up as the gearmand script does. gearmand's
+# queue has no bound, so the manager's is sized to hold all N_BG at once:
+# denials would measure the workers, not the store.
+DURABLE_QF=$(( SIZED_QF > (N_BG + 3) / 4 ? SIZED_QF : (N_BG + 3) / 4 ))
 GMD_ACCEPT= GMD_ACCEPT_RUNS= GMD_COMPLETE= GMD_HEAD= DURABLE_NOTE=
 if [ "${SKIP_DURABLE:-0}" != 1 ]; then
   if [ "${SKIP_GEARMAN:-0}" != 1 ] && [ -f "$GEARMAN_RUN" ]; then
@@ -277,7 +280,7 @@ if [ "${SKIP_DURABLE:-0}" != 1 ]; then
     say "argon durable (--persist, detached submissions), $REPS runs..."
     for r in $(seq "$REPS"); do
       rm -rf "$LOGS/store.$r"
-      if start_manager "$SIZED_QF" --persist "$LOGS/store.$r" && start_workers 4 1; then
+      if start_manager "$DURABLE_QF" --persist "$LOGS/store.$r" && start_workers 4 1; then
         bench --detach --tasks 200 --concurrency 100 --clients 4 >/dev/null
         bench --detach --tasks "$N_BG" --concurrency "$INFLIGHT" --clients 4 >>"$LOGS/durable.runs"
       fi
@@ -295,11 +298,11 @@ fi
 python3 - "$LOGS" "$GM_TPUT" "$GM_P50" "$GM_P99" "${RSS_IDLE:-}" "${RSS_HELD:-}" "$IDLE" \
   "$SIZED_QF" "$TASKS" "$INFLIGHT" "$REPS" "$N_LAT" "$SCALE" "$PAYLOAD" "$GM_HEAD" \
   "$GM1_TPUT" "$GM1_P50" "$GM1_P99" "$GMD_HEAD" "$GMD_ACCEPT" "$GMD_ACCEPT_RUNS" "$GMD_COMPLETE" \
-  "$N_BG" "$DURABLE_NOTE" "${SKIP_DURABLE:-0}" <<'PY' | tee "$LOGS/report.txt"
+  "$N_BG" "$DURABLE_NOTE" "${SKIP_DURABLE:-0}" "$(stat -f -c %T "$LOGS")" <<'PY' | tee "$LOGS/report.txt"
 import json, os, sys
 (logs, gm_tput, gm_p50, gm_p99, rss_idle, rss_held, idle, qf, tasks, inflight, reps, n_lat,
  scale, payload, gm_head, gm1_tput, gm1_p50, gm1_p99, gmd_head, gmd_accept, gmd_accept_runs,
- gmd_complete, n_bg, durable_note, skip_durable) = sys.argv[1:]
+ gmd_complete, n_bg, durable_note, skip_durable, store_fs) = sys.argv[1:]
 num = lambda s: float(s) if s else None
 gm_tput, gm_p50, gm_p99 = num(gm_tput), num(gm_p50), num(gm_p99)
 gm1_tput, gm1_p50, gm1_p99 = num(gm1_tput), num(gm1_p50), num(gm1_p99)
@@ -356,7 +359,8 @@ for n in scale.split():
 if skip_durable != "1":
     d = result("durable")
     print(f"# durable: {n_bg} jobs per run, {inflight} unacknowledged at most, median of {reps}; "
-          f"gearmand: {gmd_head or 'not measured'}; argon: manager --persist, bench --detach")
+          f"gearmand: {gmd_head or 'not measured'}; argon: manager --persist (store on {store_fs}), "
+          f"bench --detach, denials retried: {d['denied'] if d else '-'}")
     a = d and d["accept_rate"]
     gm_runs = "gearmand runs " + ", ".join(gmd_accept_runs.split()) if gmd_accept_runs else ""
     note = durable_note or f"aim: >= 10x; argon {runs(d)}" + (f"; {gm_runs}" if gm_runs else "")
