@@ -20,14 +20,19 @@
 #      (one `argon worker --instances N` process);
 # 4. runs the throughput and latency comparison again with every process of
 #    both systems on CPU 0 (taskset), the steadier comparison on a VM;
-# 5. prints a table with the ratios.
+# 5. durable submissions: gearmand with its sqlite queue and background jobs
+#    (`MODE=durable bench/gearman/run.sh`) next to a manager with
+#    `--persist` (a fresh store folder per run) and `argon bench --detach`,
+#    N_BG jobs per run with INFLIGHT unacknowledged, REPS runs each: accepts/s
+#    and completions/s. Skipped for an argon without `manager --persist`;
+# 6. prints a table with the ratios.
 #
 # Knobs (environment): TASKS (20000), INFLIGHT (1000), REPS (3), N_LAT (2000),
 # IDLE (1000), SCALE ("1 10 100 1000"), PAYLOAD (8: bytes per task, about
-# the baseline's "job-N" strings), GEARMAN_RUN (the baseline script,
-# bench/gearman/run.sh by default),
-# SKIP_GEARMAN=1, SKIP_ONE_CPU=1, KEEP=1 (keep the logs folder). Exits non-zero if anything
-# failed to start or a measurement failed.
+# the baseline's "job-N" strings), N_BG (2000: durable jobs per run),
+# GEARMAN_RUN (the baseline script, bench/gearman/run.sh by default),
+# SKIP_GEARMAN=1, SKIP_ONE_CPU=1, SKIP_DURABLE=1, KEEP=1 (keep the logs
+# folder). Exits non-zero if anything failed to start or a measurement failed.
 set -uo pipefail
 
 TASKS=${TASKS:-20000}
@@ -37,6 +42,7 @@ N_LAT=${N_LAT:-2000}
 IDLE=${IDLE:-1000}
 SCALE=${SCALE:-"1 10 100 1000"}
 PAYLOAD=${PAYLOAD:-8}
+N_BG=${N_BG:-2000}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GEARMAN_RUN=${GEARMAN_RUN:-$ROOT/bench/gearman/run.sh}
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/argon-compare.XXXXXX")
@@ -75,10 +81,11 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # ---- helpers ---------------------------------------------------------------
 MGR_PID= MGR_ADDR= WRK_PID=
 ON_CPU=   # "taskset -c 0" while measuring with every process on one CPU
-# start_manager QUEUE_FACTOR: sets MGR_PID and MGR_ADDR once it listens (10 s bound)
+# start_manager QUEUE_FACTOR [MANAGER ARGS...]: sets MGR_PID and MGR_ADDR once it listens (10 s bound)
 start_manager() {
-  local out=$LOGS/manager.$RANDOM i
-  $ON_CPU "$ARGON" manager --host 127.0.0.1 --port 0 --key "$KEY" --queue-factor "$1" -q >"$out" 2>"$out.err" &
+  local out=$LOGS/manager.$RANDOM i qf=$1
+  shift
+  $ON_CPU "$ARGON" manager --host 127.0.0.1 --port 0 --key "$KEY" --queue-factor "$qf" -q "$@" >"$out" 2>"$out.err" &
   MGR_PID=$!; LIVE+=("$MGR_PID"); MGR_ADDR=
   for i in $(seq 100); do
     MGR_ADDR=$(sed -n 's/^argon manager listening on //p' "$out")
@@ -125,7 +132,12 @@ median_run() {
   for r in $(seq "$REPS"); do
     runs+=("$(bench "$@")") || true
   done
-  printf '%s\n' "${runs[@]}" | python3 -c '
+  printf '%s\n' "${runs[@]}" | median_json
+}
+# median_json: JSON reports on stdin, one a line; prints the median-throughput
+# one with every run's throughput added as all_throughputs
+median_json() {
+  python3 -c '
 import json, sys
 rs = []
 for line in sys.stdin:
@@ -243,16 +255,58 @@ if [ "${SKIP_ONE_CPU:-0}" != 1 ] && command -v taskset >/dev/null; then
   ON_CPU=
 fi
 
+# ---- durable: gearmand's sqlite queue, argon --persist -----------------------
+# Both acknowledge a submission once it is stored; both then run it on the
+# same workers as above. Every Argon run gets a fresh store folder and a fresh
+# manager, and a 200-task warm-up as the gearmand script does. gearmand's
+# queue has no bound, so the manager's is sized to hold all N_BG at once:
+# denials would measure the workers, not the store.
+DURABLE_QF=$(( SIZED_QF > (N_BG + 3) / 4 ? SIZED_QF : (N_BG + 3) / 4 ))
+GMD_ACCEPT= GMD_ACCEPT_RUNS= GMD_COMPLETE= GMD_HEAD= DURABLE_NOTE=
+if [ "${SKIP_DURABLE:-0}" != 1 ]; then
+  if [ "${SKIP_GEARMAN:-0}" != 1 ] && [ -f "$GEARMAN_RUN" ]; then
+    say "gearmand durable (sqlite queue, background jobs)..."
+    mkdir -p "$LOGS/gearman-durable"
+    if MODE=durable WORKDIR=$LOGS/gearman-durable N_BG=$N_BG WINDOW=$INFLIGHT REPS=$REPS \
+        timeout 900 bash "$GEARMAN_RUN" >"$LOGS/gearman-durable.out" 2>"$LOGS/gearman-durable.err"; then
+      GMD_HEAD=$(sed -n 's/^# //p' "$LOGS/gearman-durable.out")
+      GMD_ACCEPT=$(sed -n 's/^gearman durable accept: median \([0-9]*\) jobs.*/\1/p' "$LOGS/gearman-durable.out")
+      GMD_ACCEPT_RUNS=$(sed -n 's/^gearman durable accept: .*\[\([0-9 ]*\)\].*/\1/p' "$LOGS/gearman-durable.out")
+      GMD_COMPLETE=$(sed -n 's/^gearman durable complete: median \([0-9]*\) jobs.*/\1/p' "$LOGS/gearman-durable.out")
+    fi
+    [ -n "$GMD_ACCEPT" ] || fail "gearman durable baseline failed (see $LOGS/gearman-durable.err)"
+  fi
+  if "$ARGON" manager --help 2>/dev/null | grep -q -- --persist; then
+    say "argon durable (--persist, detached submissions), $REPS runs..."
+    for r in $(seq "$REPS"); do
+      rm -rf "$LOGS/store.$r"
+      if start_manager "$DURABLE_QF" --persist "$LOGS/store.$r" && start_workers 4 1; then
+        bench --detach --tasks 200 --concurrency 100 --clients 4 >/dev/null
+        bench --detach --tasks "$N_BG" --concurrency "$INFLIGHT" --clients 4 >>"$LOGS/durable.runs"
+      fi
+      stop_all
+      rm -rf "$LOGS/store.$r"
+    done
+    median_json <"$LOGS/durable.runs" >"$LOGS/durable.json" 2>/dev/null || fail "argon durable runs failed"
+  else
+    DURABLE_NOTE="skipped: this argon has no --persist"
+    say "argon durable: $DURABLE_NOTE"
+  fi
+fi
+
 # ---- report ----------------------------------------------------------------
 python3 - "$LOGS" "$GM_TPUT" "$GM_P50" "$GM_P99" "${RSS_IDLE:-}" "${RSS_HELD:-}" "$IDLE" \
   "$SIZED_QF" "$TASKS" "$INFLIGHT" "$REPS" "$N_LAT" "$SCALE" "$PAYLOAD" "$GM_HEAD" \
-  "$GM1_TPUT" "$GM1_P50" "$GM1_P99" <<'PY' | tee "$LOGS/report.txt"
+  "$GM1_TPUT" "$GM1_P50" "$GM1_P99" "$GMD_HEAD" "$GMD_ACCEPT" "$GMD_ACCEPT_RUNS" "$GMD_COMPLETE" \
+  "$N_BG" "$DURABLE_NOTE" "${SKIP_DURABLE:-0}" "$(stat -f -c %T "$LOGS")" <<'PY' | tee "$LOGS/report.txt"
 import json, os, sys
 (logs, gm_tput, gm_p50, gm_p99, rss_idle, rss_held, idle, qf, tasks, inflight, reps, n_lat,
- scale, payload, gm_head, gm1_tput, gm1_p50, gm1_p99) = sys.argv[1:]
+ scale, payload, gm_head, gm1_tput, gm1_p50, gm1_p99, gmd_head, gmd_accept, gmd_accept_runs,
+ gmd_complete, n_bg, durable_note, skip_durable, store_fs) = sys.argv[1:]
 num = lambda s: float(s) if s else None
 gm_tput, gm_p50, gm_p99 = num(gm_tput), num(gm_p50), num(gm_p99)
 gm1_tput, gm1_p50, gm1_p99 = num(gm1_tput), num(gm1_p50), num(gm1_p99)
+gmd_accept, gmd_complete = num(gmd_accept), num(gmd_complete)
 
 def result(name):
     try:
@@ -302,6 +356,18 @@ for n in scale.split():
     t = r and r["throughput"]
     row(f"throughput, {n} worker(s) x 1 slot, jobs/s", "", f(t), ratio(t, gm_tput),
         f"one `worker --instances {n}` process; {runs(r)}")
+if skip_durable != "1":
+    d = result("durable")
+    print(f"# durable: {n_bg} jobs per run, {inflight} unacknowledged at most, median of {reps}; "
+          f"gearmand: {gmd_head or 'not measured'}; argon: manager --persist (store on {store_fs}), "
+          f"bench --detach, denials retried: {d['denied'] if d else '-'}")
+    a = d and d["accept_rate"]
+    gm_runs = "gearmand runs " + ", ".join(gmd_accept_runs.split()) if gmd_accept_runs else ""
+    note = durable_note or f"aim: >= 10x; argon {runs(d)}" + (f"; {gm_runs}" if gm_runs else "")
+    row("durable accept, jobs/s", f(gmd_accept), f(a), ratio(a, gmd_accept), note)
+    c = d and d["complete_rate"]
+    row("  durable complete, jobs/s", f(gmd_complete), f(c), ratio(c, gmd_complete),
+        "" if durable_note else "until every result is read (argon), none held (gearmand)")
 PY
 [ "$FAILED" = 0 ] || say "compare: some measurements failed"
 exit "$FAILED"

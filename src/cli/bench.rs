@@ -4,7 +4,8 @@
 //! them), and reports throughput and round-trip percentiles. With
 //! `--idle-clients` it only opens connections and holds them, to measure what
 //! idle clients cost the manager. With `--sweep` it measures the degradation
-//! curve instead (see [`super::sweep`]).
+//! curve instead (see [`super::sweep`]); with `--detach`, accepts/s of
+//! detached submissions (see [`super::detach`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use argon::runtime;
 
 use super::args::{client_config, parse_json_arg, ClientArgs};
 use super::cluster::start_cluster;
+use super::detach;
 use super::load::{self, spread, LoadSpec};
 use super::sweep::{self, SweepPlan, TaskMs};
 
@@ -63,6 +65,12 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Submit every task detached (the manager acknowledges it with its id
+    /// once accepted, like gearmand's background jobs), --concurrency of
+    /// them unacknowledged at once; report accepts/s, then read every
+    /// result and report completed tasks/s.
+    #[arg(long, conflicts_with_all = ["idle_clients", "sweep"])]
+    pub detach: bool,
     /// Instead of a load run: open N authenticated connections that stay idle,
     /// print one line once all are up, hold them for --hold, then exit (to
     /// measure what idle clients cost the manager).
@@ -128,6 +136,9 @@ pub async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
         payload: a.payload,
     };
     let show = !a.json;
+    if a.detach {
+        return run_detached(&a, &plan, config, show).await;
+    }
     let report = if a.cluster {
         run_on_cluster(
             a.workers as usize,
@@ -204,6 +215,44 @@ async fn run_sweep(a: &BenchArgs, config: &Config) -> Result<(), Failure> {
         n => Err(Failure::new(
             EXIT_FAILED,
             format!("{n} task(s) failed, were lost or left unfinished"),
+        )),
+    }
+}
+
+/// `argon bench --detach`: on a running manager or an embedded cluster;
+/// prints the report, and any task not accepted, failed or unread makes it
+/// a failure (exit 1).
+async fn run_detached(
+    a: &BenchArgs,
+    plan: &BenchPlan,
+    config: &Config,
+    show: bool,
+) -> Result<(), Failure> {
+    let report = if a.cluster {
+        let settings = ManagerSettings {
+            queue_factor: a.queue_factor,
+            ..ManagerSettings::default()
+        };
+        let cluster = start_cluster(a.workers as usize, a.capacity as usize, 0, settings).await?;
+        let cc = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
+        let report = detach::measure(cc, plan, show).await;
+        cluster.shutdown(Duration::from_secs(2)).await;
+        report?
+    } else {
+        detach::measure(client_config(&a.client, config)?, plan, show).await?
+    };
+    if a.json {
+        let text =
+            serde_json::to_string(&report).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+        outln!("{text}");
+    } else {
+        outln!("{}", detach::describe(&report));
+    }
+    match report.failed {
+        0 => Ok(()),
+        n => Err(Failure::new(
+            EXIT_FAILED,
+            format!("{n} of {} detached task(s) failed", plan.tasks),
         )),
     }
 }

@@ -9,6 +9,7 @@ mod args;
 mod bench;
 mod cluster;
 mod demo;
+mod detach;
 mod failed;
 mod load;
 mod map;
