@@ -151,9 +151,18 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
     let client = rt.block_on(connect(&mgr));
     let (mut accepted, broke) = rt.block_on(submit_range(&client, 0, half));
     assert!(!broke, "the first half is accepted\n{}", mgr.proc.stderr());
+    // On a slow machine the first half can fill the queue (1,000 places):
+    // let it drain, so the frozen worker's queue has room for what follows.
+    mgr.wait_status("the first half to be done", |s| {
+        s.queued == 0 && s.in_flight == 0
+    });
     worker.proc.signal(libc::SIGSTOP);
     let (more, broke) = rt.block_on(submit_range(&client, half, half + 2 * w));
-    assert!(!broke, "tasks are queued while the worker is frozen");
+    assert!(
+        !broke,
+        "tasks are queued while the worker is frozen\n{}",
+        mgr.proc.stderr()
+    );
     accepted.extend(more);
     let in_flight = {
         let c = client.clone();
