@@ -132,3 +132,83 @@ async fn metrics_follow_the_managers_work() {
         .lines()
         .any(|l| l.starts_with("argon_predicted_wait_seconds 0.")));
 }
+
+/// The result store's gauges: outcomes kept for detached tasks, their
+/// bytes, and result requests waiting.
+#[actix::test]
+async fn kept_results_and_waiting_result_requests_show_in_metrics() {
+    let mgr = Manager::new(ManagerSettings::default()).start();
+    let link = Stub::<WorkerOrder>::start();
+    let worker = within(
+        "registration",
+        mgr.send(RegisterWorker {
+            address: "stub".into(),
+            capacity: 1,
+            tasks: vec!["echo".into()],
+            eval: false,
+            running: vec![],
+            link: link.recipient(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let to = Stub::<TaskReply>::start();
+    let detached = |request_id: u64| SubmitTask {
+        session: 1,
+        request_id,
+        spec: TaskSpec::new("echo", Value::from("a result")),
+        reply_to: to.recipient(),
+        detach: true,
+    };
+    let first = within("a submit", mgr.send(detached(1)))
+        .await
+        .unwrap()
+        .unwrap();
+    let second = within("a submit", mgr.send(detached(2)))
+        .await
+        .unwrap()
+        .unwrap();
+    let wait = mgr.send(GetResult {
+        task: second,
+        wait: true,
+        session: 1,
+    });
+    let waiting = actix::spawn(wait);
+    let m = within("metrics", mgr.send(GetMetrics)).await.unwrap();
+    has(&m.text, "argon_result_waits 1");
+    has(&m.text, "argon_results_kept 0");
+
+    report(
+        &mgr,
+        worker,
+        first,
+        TaskOutcome::Done(Value::from("a result")),
+    )
+    .await;
+    let m = within("metrics", mgr.send(GetMetrics)).await.unwrap();
+    has(&m.text, "argon_results_kept 1");
+    let bytes: u64 = m
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("argon_results_kept_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no argon_results_kept_bytes in\n{}", m.text));
+    assert!(bytes > "a result".len() as u64, "{bytes}");
+
+    report(
+        &mgr,
+        worker,
+        second,
+        TaskOutcome::Done(Value::from("a result")),
+    )
+    .await;
+    let state = within("the waiting result", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(state, TaskState::Finished(TaskOutcome::Done(_))));
+    let m = within("metrics", mgr.send(GetMetrics)).await.unwrap();
+    has(&m.text, "argon_result_waits 0");
+    has(&m.text, "argon_results_kept 2");
+}

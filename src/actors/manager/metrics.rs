@@ -77,6 +77,9 @@ pub struct ManagerMetrics {
     predicted_wait: Gauge<f64, AtomicU64>,
     retries: Counter,
     retrying: Gauge,
+    results_kept: Gauge,
+    results_kept_bytes: Gauge,
+    result_waits: Gauge,
     open_clients: i64,
     /// Recent queue waits, for the dashboard's percentiles.
     pub(super) recent_queue_wait: SampleWindow,
@@ -188,6 +191,18 @@ impl ManagerMetrics {
             "argon_tasks_retrying",
             "Failed tasks waiting out their backoff before a retry",
         );
+        let results_kept = gauge(
+            "argon_results_kept",
+            "Outcomes of detached tasks kept for `argon result`",
+        );
+        let results_kept_bytes = gauge(
+            "argon_results_kept_bytes",
+            "Bytes of the kept outcomes, as counted against manager.result_max_bytes",
+        );
+        let result_waits = gauge(
+            "argon_result_waits",
+            "Result requests waiting for a task to finish",
+        );
         let retries = Counter::default();
         registry.register(
             "argon_task_retries",
@@ -219,6 +234,9 @@ impl ManagerMetrics {
             predicted_wait,
             retries,
             retrying,
+            results_kept,
+            results_kept_bytes,
+            result_waits,
             open_clients: 0,
             recent_queue_wait: SampleWindow::default(),
             recent_run_time: SampleWindow::default(),
@@ -385,6 +403,10 @@ impl Handler<GetMetrics> for Manager {
         m.workers.set(gauge_value(self.sched.len() as u64));
         m.predicted_wait.set(self.retry_after().as_secs_f64());
         m.retrying.set(gauge_value(self.retrying.len() as u64));
+        let (kept, bytes) = self.results.size();
+        m.results_kept.set(gauge_value(kept as u64));
+        m.results_kept_bytes.set(gauge_value(bytes as u64));
+        m.result_waits.set(gauge_value(self.waiting as u64));
         MessageResult(MetricsSnapshot {
             text: m.encode(),
             workers: self.sched.len() as u64,

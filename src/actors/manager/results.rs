@@ -43,6 +43,12 @@ impl ResultStore {
         }
     }
 
+    /// How many outcomes are kept, and their bytes as counted against
+    /// `max_bytes`.
+    pub fn size(&self) -> (usize, usize) {
+        (self.kept.len(), self.bytes)
+    }
+
     /// From now on, remembers the ids of the outcomes it lets go (expired
     /// or evicted) until [`ResultStore::take_gone`]: a task store deletes
     /// their records.
