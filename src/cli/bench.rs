@@ -23,7 +23,7 @@ use argon::runtime;
 use super::args::{client_config, parse_json_arg, ClientArgs};
 use super::cluster::start_cluster;
 use super::detach;
-use super::load::{self, spread, LoadSpec};
+use super::load::{self, spread, BenchPlan, LoadSpec};
 use super::sweep::{self, SweepPlan, TaskMs};
 
 /// `argon bench`
@@ -255,23 +255,6 @@ async fn run_detached(
             format!("{n} of {} detached task(s) failed", plan.tasks),
         )),
     }
-}
-
-/// What to run and how hard.
-#[derive(Debug, Clone)]
-pub struct BenchPlan {
-    /// Tasks in all.
-    pub tasks: u32,
-    /// Tasks in flight.
-    pub concurrency: u32,
-    /// Connections.
-    pub clients: u32,
-    /// Task name.
-    pub task: String,
-    /// Arguments; `None` sends `payload` bytes.
-    pub args: Option<Value>,
-    /// Size of the binary argument when `args` is `None`.
-    pub payload: usize,
 }
 
 /// The result, as `--json` prints it.

@@ -26,8 +26,7 @@ use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
 use argon::launch::{Failure, EXIT_FAILED};
 use argon::protocol::Value;
 
-use super::bench::BenchPlan;
-use super::load::{self, latency_histogram, percentile, spread, KEPT_ERRORS};
+use super::load::{self, latency_histogram, percentile, spread, BenchPlan, KEPT_ERRORS};
 
 /// The result of `argon bench --detach`, as `--json` prints it.
 #[derive(Debug, Clone, Serialize)]

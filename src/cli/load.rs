@@ -18,6 +18,23 @@ use argon::protocol::Value;
 /// Makes the task (name, arguments) for index `i`.
 pub type TaskMaker = Arc<dyn Fn(u32) -> (String, Value) + Send + Sync>;
 
+/// What to run and how hard.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    /// Tasks in all.
+    pub tasks: u32,
+    /// Tasks in flight.
+    pub concurrency: u32,
+    /// Connections.
+    pub clients: u32,
+    /// Task name.
+    pub task: String,
+    /// Arguments; `None` sends `payload` bytes.
+    pub args: Option<Value>,
+    /// Size of the binary argument when `args` is `None`.
+    pub payload: usize,
+}
+
 /// Largest latency a histogram of [`latency_histogram`] tells apart: an
 /// hour, in microseconds. Longer samples count as an hour.
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
