@@ -346,3 +346,33 @@ def test_task_names_are_checked() -> None:
     for bad in ("", "has space", "@eval", "x" * 129):
         with pytest.raises(ValueError):
             w.add_task(bad, lambda x: x)
+
+
+def test_map_passes_retries_to_every_task(manager: Manager, key_file: str, serve: Serve) -> None:
+    w = make_worker(manager, key_file)
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+
+    @w.task("flaky")
+    def flaky(n: int) -> int:
+        with lock:
+            seen[n] = seen.get(n, 0) + 1
+            first = seen[n] == 1
+        if first:
+            raise RuntimeError(f"first run of {n} fails")
+        return n * 10
+
+    serve(w)
+    with Client(manager.addr, key_file) as c:
+        failed = list(c.map("flaky", [1, 2, 3], return_exceptions=True))
+        assert all(isinstance(r, TaskFailed) for r in failed), failed
+        assert list(c.map("flaky", [4, 5, 6], retries=1)) == [40, 50, 60]
+
+    async def through_async() -> List[Any]:
+        from argon_tasks import AsyncClient
+
+        async with AsyncClient(manager.addr, key_file) as ac:
+            return [r async for r in ac.map("flaky", [7, 8], retries=1)]
+
+    assert asyncio.run(through_async()) == [70, 80]
+    assert all(seen[n] == 2 for n in (4, 5, 6, 7, 8)), seen

@@ -238,6 +238,7 @@ class AsyncClient:
         timeout: Optional[float] = None,
         attempts: Optional[int] = None,
         retry: Optional[bool] = None,
+        retries: Optional[int] = None,
     ) -> AsyncIterator[Any]:
         """Runs ``task`` once per item of ``iterable`` (the item is the
         task's arguments), at most ``concurrency`` at a time, and yields the
@@ -261,7 +262,13 @@ class AsyncClient:
                         break
                     window.append(
                         await self.submit(
-                            task, item, priority=priority, timeout=timeout, attempts=attempts, retry=retry
+                            task,
+                            item,
+                            priority=priority,
+                            timeout=timeout,
+                            attempts=attempts,
+                            retry=retry,
+                            retries=retries,
                         )
                     )
                 if not window:

@@ -278,6 +278,7 @@ class Client:
         timeout: Optional[float] = None,
         attempts: Optional[int] = None,
         retry: Optional[bool] = None,
+        retries: Optional[int] = None,
     ) -> Iterator[Any]:
         """Runs ``task`` once per item (the item is the task's arguments),
         at most ``concurrency`` at a time, and yields the results in input
@@ -316,7 +317,7 @@ class Client:
                             except StopIteration:
                                 exhausted = True
                                 break
-                            body = encode_submit(task, item, priority, timeout, attempts, max_frame)
+                            body = encode_submit(task, item, priority, timeout, attempts, max_frame, retries)
                             batch.append(Call("submit", task, body, retry_, on_done))
                     finally:
                         room.give(granted - len(batch))
