@@ -125,13 +125,20 @@ fn a_client_that_stops_reading_is_closed_at_the_bound() {
         let flood = flood_without_reading(&m.addr, &key, SUBMITS);
         tokio::pin!(flood);
         let mut peak = 0;
-        let deadline = Instant::now() + Duration::from_secs(90);
+        // Usually a few seconds; a debug-build manager sometimes serves its
+        // worker slowly under this flood for tens of seconds (seen up to
+        // about 90 s), which delays reaching the bound but not the outcome.
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             tokio::select! {
                 n = &mut flood => break (n, peak.max(rss(pid))),
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {
                     peak = peak.max(rss(pid));
-                    assert!(Instant::now() < deadline, "the flood did not end within its bound");
+                    assert!(
+                        Instant::now() < deadline,
+                        "the flood did not end within its bound\n{}",
+                        m.proc.stderr()
+                    );
                 }
             }
         }
