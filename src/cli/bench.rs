@@ -17,13 +17,12 @@ use argon::actors::ManagerSettings;
 use argon::client::{Client, ClientConfig};
 use argon::config::Config;
 use argon::launch::{Failure, EXIT_FAILED};
-use argon::protocol::Value;
 use argon::runtime;
 
 use super::args::{client_config, parse_json_arg, ClientArgs};
 use super::cluster::start_cluster;
 use super::detach;
-use super::load::{self, spread, BenchPlan, LoadSpec};
+use super::load::{self, BenchPlan, LoadSpec};
 use super::sweep::{self, SweepPlan, TaskMs};
 
 /// `argon bench`
@@ -139,18 +138,7 @@ pub async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
     if a.detach {
         return run_detached(&a, &plan, config, show).await;
     }
-    let report = if a.cluster {
-        run_on_cluster(
-            a.workers as usize,
-            a.capacity as usize,
-            a.queue_factor,
-            &plan,
-            show,
-        )
-        .await?
-    } else {
-        measure(client_config(&a.client, config)?, &plan, show).await?
-    };
+    let report = on_target(&a, config, |cc| measure(cc, &plan, show)).await?;
     if a.json {
         let text =
             serde_json::to_string(&report).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
@@ -167,6 +155,28 @@ pub async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
     }
 }
 
+/// Runs `measure` against an embedded cluster (`--cluster`: `--workers` ×
+/// `--capacity` slots at `--queue-factor`, stopped afterwards) or against
+/// the manager the client flags and config name.
+async fn on_target<T, F, Fut>(a: &BenchArgs, config: &Config, measure: F) -> Result<T, Failure>
+where
+    F: FnOnce(ClientConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    if !a.cluster {
+        return measure(client_config(&a.client, config)?).await;
+    }
+    let settings = ManagerSettings {
+        queue_factor: a.queue_factor,
+        ..ManagerSettings::default()
+    };
+    let cluster = start_cluster(a.workers as usize, a.capacity as usize, 0, settings).await?;
+    let cc = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
+    let report = measure(cc).await;
+    cluster.shutdown(Duration::from_secs(2)).await;
+    report
+}
+
 /// `argon bench --sweep`: runs the sweep, writes `--out` and `--svg`, and
 /// prints the table (or the JSON with `--json`). Any failed, lost or
 /// unfinished task makes it a failure (exit 1), after the report is out.
@@ -177,19 +187,7 @@ async fn run_sweep(a: &BenchArgs, config: &Config) -> Result<(), Failure> {
         warmup: Duration::from_secs_f64(a.warmup_secs),
         step: Duration::from_secs_f64(a.step_secs),
     };
-    let report = if a.cluster {
-        let settings = ManagerSettings {
-            queue_factor: a.queue_factor,
-            ..ManagerSettings::default()
-        };
-        let cluster = start_cluster(a.workers as usize, a.capacity as usize, 0, settings).await?;
-        let cc = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
-        let report = sweep::sweep(cc, &plan).await;
-        cluster.shutdown(Duration::from_secs(2)).await;
-        report?
-    } else {
-        sweep::sweep(client_config(&a.client, config)?, &plan).await?
-    };
+    let report = on_target(a, config, |cc| async move { sweep::sweep(cc, &plan).await }).await?;
     let failed = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
         Failure::new(
             EXIT_FAILED,
@@ -228,19 +226,7 @@ async fn run_detached(
     config: &Config,
     show: bool,
 ) -> Result<(), Failure> {
-    let report = if a.cluster {
-        let settings = ManagerSettings {
-            queue_factor: a.queue_factor,
-            ..ManagerSettings::default()
-        };
-        let cluster = start_cluster(a.workers as usize, a.capacity as usize, 0, settings).await?;
-        let cc = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
-        let report = detach::measure(cc, plan, show).await;
-        cluster.shutdown(Duration::from_secs(2)).await;
-        report?
-    } else {
-        detach::measure(client_config(&a.client, config)?, plan, show).await?
-    };
+    let report = on_target(a, config, |cc| detach::measure(cc, plan, show)).await?;
     if a.json {
         let text =
             serde_json::to_string(&report).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
@@ -294,30 +280,17 @@ pub async fn measure(
     plan: &BenchPlan,
     show_progress: bool,
 ) -> Result<BenchReport, Failure> {
-    let clients = plan.clients.clamp(1, plan.concurrency.max(1));
-    let conns = load::connect_retrying(
-        config,
-        clients,
-        Duration::from_millis(1),
-        Duration::from_millis(200),
-    )
-    .await?;
-    let args = plan
-        .args
-        .clone()
-        .unwrap_or_else(|| Value::Binary(vec![0x5a; plan.payload]));
+    let clients = plan.connections();
+    let conns = plan.connect(config).await?;
+    let args = plan.task_args();
     let name = plan.task.clone();
     let spec = LoadSpec {
         tasks: plan.tasks,
-        windows: spread(plan.concurrency.max(1), clients),
+        windows: plan.windows(),
         make: Arc::new(move |_| (name.clone(), args.clone())),
         check_echo: plan.task == "echo",
     };
-    let pb = if show_progress {
-        load::progress_bar(plan.tasks)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let pb = plan.progress_bar(show_progress);
     let r = load::run(&conns, spec, &pb).await;
     pb.finish_and_clear();
     if r.wrong > 0 {
@@ -348,26 +321,6 @@ pub async fn measure(
         task: plan.task.clone(),
         payload: plan.payload,
     })
-}
-
-/// Starts an embedded cluster of `workers` × `capacity` slots with the given
-/// queue factor and runs `plan` on it.
-pub async fn run_on_cluster(
-    workers: usize,
-    capacity: usize,
-    queue_factor: u32,
-    plan: &BenchPlan,
-    show_progress: bool,
-) -> Result<BenchReport, Failure> {
-    let settings = ManagerSettings {
-        queue_factor,
-        ..ManagerSettings::default()
-    };
-    let cluster = start_cluster(workers, capacity, 0, settings).await?;
-    let config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
-    let report = measure(config, plan, show_progress).await;
-    cluster.shutdown(Duration::from_secs(2)).await;
-    report
 }
 
 /// Opens `n` authenticated connections that send nothing, prints one line

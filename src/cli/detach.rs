@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::join_all;
 use hdrhistogram::Histogram;
@@ -26,7 +26,7 @@ use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
 use argon::launch::{Failure, EXIT_FAILED};
 use argon::protocol::Value;
 
-use super::load::{self, latency_histogram, percentile, spread, BenchPlan, KEPT_ERRORS};
+use super::load::{latency_histogram, percentile, BenchPlan, KEPT_ERRORS};
 
 /// The result of `argon bench --detach`, as `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -96,19 +96,10 @@ pub async fn measure(
     plan: &BenchPlan,
     show_progress: bool,
 ) -> Result<DetachReport, Failure> {
-    let clients = plan.clients.clamp(1, plan.concurrency.max(1));
-    let conns = load::connect_retrying(
-        config,
-        clients,
-        Duration::from_millis(1),
-        Duration::from_millis(200),
-    )
-    .await?;
-    let args = plan
-        .args
-        .clone()
-        .unwrap_or_else(|| Value::Binary(vec![0x5a; plan.payload]));
-    let windows = spread(plan.concurrency.max(1), clients);
+    let clients = plan.connections();
+    let conns = plan.connect(config).await?;
+    let args = plan.task_args();
+    let windows = plan.windows();
     let tally = Arc::new(Mutex::new(Tally {
         accept_us: latency_histogram(),
         ids: Vec::with_capacity(plan.tasks as usize),
@@ -118,13 +109,7 @@ pub async fn measure(
         wrong: 0,
         errors: Vec::new(),
     }));
-    let bar = || {
-        if show_progress {
-            load::progress_bar(plan.tasks)
-        } else {
-            ProgressBar::hidden()
-        }
-    };
+    let bar = || plan.progress_bar(show_progress);
 
     let started = Instant::now();
     let next = Arc::new(AtomicU32::new(0));

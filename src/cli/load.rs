@@ -35,6 +35,46 @@ pub struct BenchPlan {
     pub payload: usize,
 }
 
+impl BenchPlan {
+    /// Connections the plan uses: `clients`, at least one and at most one
+    /// per task in flight.
+    pub fn connections(&self) -> u32 {
+        self.clients.clamp(1, self.concurrency.max(1))
+    }
+
+    /// Opens [`BenchPlan::connections`] clients, denials retried quickly.
+    pub async fn connect(&self, config: ClientConfig) -> Result<Vec<Client>, ClientError> {
+        connect_retrying(
+            config,
+            self.connections(),
+            Duration::from_millis(1),
+            Duration::from_millis(200),
+        )
+        .await
+    }
+
+    /// The arguments every task is sent with.
+    pub fn task_args(&self) -> Value {
+        self.args
+            .clone()
+            .unwrap_or_else(|| Value::Binary(vec![0x5a; self.payload]))
+    }
+
+    /// Tasks in flight per connection.
+    pub fn windows(&self) -> Vec<u32> {
+        spread(self.concurrency.max(1), self.connections())
+    }
+
+    /// A progress bar over the plan's tasks, or a hidden one.
+    pub fn progress_bar(&self, show: bool) -> ProgressBar {
+        if show {
+            progress_bar(self.tasks)
+        } else {
+            ProgressBar::hidden()
+        }
+    }
+}
+
 /// Largest latency a histogram of [`latency_histogram`] tells apart: an
 /// hour, in microseconds. Longer samples count as an hour.
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
