@@ -46,6 +46,27 @@ async fn report(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, outcome: Task
     .expect("manager alive");
 }
 
+/// Registers a one-slot worker providing `echo`, its orders going to the
+/// returned stub, which the caller holds for the test's length.
+async fn register_echo(mgr: &Addr<Manager>) -> (WorkerId, Stub<WorkerOrder>) {
+    let link = Stub::<WorkerOrder>::start();
+    let worker = within(
+        "registration",
+        mgr.send(RegisterWorker {
+            address: "stub".into(),
+            capacity: 1,
+            tasks: vec!["echo".into()],
+            eval: false,
+            running: vec![],
+            link: link.recipient(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    (worker, link)
+}
+
 fn has(text: &str, line: &str) {
     assert!(
         text.lines().any(|l| l == line),
@@ -65,21 +86,7 @@ async fn metrics_follow_the_managers_work() {
     assert_eq!(empty.workers, 0);
     has(&empty.text, "argon_workers 0");
 
-    let link = Stub::<WorkerOrder>::start();
-    let worker = within(
-        "registration",
-        mgr.send(RegisterWorker {
-            address: "stub".into(),
-            capacity: 1,
-            tasks: vec!["echo".into()],
-            eval: false,
-            running: vec![],
-            link: link.recipient(),
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (worker, _link) = register_echo(&mgr).await;
     let to = Stub::<TaskReply>::start();
     mgr.do_send(ClientOpened { session: 1 });
     mgr.do_send(ClientOpened { session: 2 });
@@ -138,21 +145,7 @@ async fn metrics_follow_the_managers_work() {
 #[actix::test]
 async fn kept_results_and_waiting_result_requests_show_in_metrics() {
     let mgr = Manager::new(ManagerSettings::default()).start();
-    let link = Stub::<WorkerOrder>::start();
-    let worker = within(
-        "registration",
-        mgr.send(RegisterWorker {
-            address: "stub".into(),
-            capacity: 1,
-            tasks: vec!["echo".into()],
-            eval: false,
-            running: vec![],
-            link: link.recipient(),
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (worker, _link) = register_echo(&mgr).await;
     let to = Stub::<TaskReply>::start();
     let detached = |request_id: u64| SubmitTask {
         session: 1,
