@@ -293,19 +293,7 @@ pub async fn measure(
     let pb = plan.progress_bar(show_progress);
     let r = load::run(&conns, spec, &pb).await;
     pb.finish_and_clear();
-    if r.wrong > 0 {
-        return Err(Failure::new(
-            EXIT_FAILED,
-            format!("{} echo result(s) differed from their arguments", r.wrong),
-        ));
-    }
-    if let Some(first) = r.errors.first() {
-        log::warn!(
-            "{} task(s) failed; first: {}",
-            r.failed,
-            argon::logsafe::escaped(first)
-        );
-    }
+    load::check_outcomes(u64::from(r.wrong), r.failed, &r.errors)?;
     Ok(BenchReport {
         tasks: r.completed(),
         throughput: r.throughput(),

@@ -23,10 +23,10 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
-use argon::launch::{Failure, EXIT_FAILED};
+use argon::launch::Failure;
 use argon::protocol::Value;
 
-use super::load::{latency_histogram, percentile, BenchPlan, KEPT_ERRORS};
+use super::load::{check_outcomes, latency_histogram, percentile, BenchPlan, KEPT_ERRORS};
 
 /// The result of `argon bench --detach`, as `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -154,19 +154,7 @@ pub async fn measure(
     let elapsed_s = started.elapsed().as_secs_f64();
 
     let t = tally.lock().expect("tally lock");
-    if t.wrong > 0 {
-        return Err(Failure::new(
-            EXIT_FAILED,
-            format!("{} echo result(s) differed from their arguments", t.wrong),
-        ));
-    }
-    if let Some(first) = t.errors.first() {
-        log::warn!(
-            "{} task(s) failed; first: {}",
-            t.failed,
-            argon::logsafe::escaped(first)
-        );
-    }
+    check_outcomes(t.wrong as u64, t.failed as u64, &t.errors)?;
     let accepted = t.accept_us.len() as usize;
     Ok(DetachReport {
         mode: "detach",

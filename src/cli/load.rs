@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
+use argon::launch::{Failure, EXIT_FAILED};
 use argon::protocol::Value;
 
 /// Makes the task (name, arguments) for index `i`.
@@ -189,6 +190,25 @@ pub async fn connect_retrying(
         conns.push(Client::connect(config.clone()).await?);
     }
     Ok(conns)
+}
+
+/// The end of a measured run: an echo result that differed from its
+/// arguments fails the run (exit 1); failed tasks are logged with the first
+/// error, and counted in the report by the caller.
+pub fn check_outcomes(wrong: u64, failed: u64, errors: &[String]) -> Result<(), Failure> {
+    if wrong > 0 {
+        return Err(Failure::new(
+            EXIT_FAILED,
+            format!("{wrong} echo result(s) differed from their arguments"),
+        ));
+    }
+    if let Some(first) = errors.first() {
+        log::warn!(
+            "{failed} task(s) failed; first: {}",
+            argon::logsafe::escaped(first)
+        );
+    }
+    Ok(())
 }
 
 /// Spreads `total` tasks in flight over `clients` connections as evenly as possible.
