@@ -75,6 +75,37 @@ impl RawClient {
     }
 }
 
+impl RawClient {
+    /// Connects to the cluster's manager with the cluster's own key.
+    async fn to_cluster(c: &argon::runtime::Cluster) -> RawClient {
+        let stream = TcpStream::connect(c.manager.addr).await.expect("connect");
+        let est = within(
+            "the handshake",
+            handshake::initiate(stream, Role::Client, &c.handshake),
+        )
+        .await
+        .expect("handshake");
+        let (reader, rest) = est.reader::<ToClient>();
+        RawClient { reader, rest }
+    }
+}
+
+/// The manager's `argon_result_waits` gauge.
+async fn result_waits(m: &ManagerHandle) -> u64 {
+    let snapshot = within(
+        "metrics",
+        m.manager.send(argon::actors::manager::metrics::GetMetrics),
+    )
+    .await
+    .expect("metrics");
+    snapshot
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("argon_result_waits "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("argon_result_waits in the metrics")
+}
+
 async fn manager() -> ManagerHandle {
     start_manager("127.0.0.1:0", ManagerSettings::default(), handshake())
         .await
@@ -172,4 +203,82 @@ async fn frames_read_with_the_one_that_closed_the_connection_are_dropped() {
         matches!(after, None | Some(Err(WireError::Io(_)))),
         "one error, then the close: got {after:?}"
     );
+}
+
+/// One connection holds at most `MAX_OPEN_ASKS` requests waiting for the
+/// manager's answer; past that it reads nothing more from its peer until
+/// answers come back. Here a client asks to wait for a long task's result
+/// more times than that, then pings: the manager holds exactly the bound of
+/// waits, the ping is not read meanwhile (its pong comes after an answer
+/// freed a place, not before), and once the task ends every request is
+/// answered and nothing is lost.
+#[actix::test]
+async fn a_connection_stops_reading_while_its_open_requests_are_at_the_bound() {
+    use argon::actors::connection::MAX_OPEN_ASKS;
+    let cluster = argon::runtime::Cluster::start(1, 1, 0, ManagerSettings::default())
+        .await
+        .expect("cluster starts");
+    let mut c = RawClient::to_cluster(&cluster).await;
+    c.send(&FromClient::Submit(argon::protocol::Submit {
+        id: 1,
+        task: "sleep".into(),
+        args: Value::from(600_000),
+        priority: Default::default(),
+        timeout_ms: None,
+        attempts: 0,
+        retries: None,
+        detach: true,
+    }))
+    .await;
+    let task_id = match c.recv().await {
+        Some(ToClient::Accepted { task_id, .. }) => task_id,
+        other => panic!("expected the task accepted, got {other:?}"),
+    };
+    let asks = MAX_OPEN_ASKS as u64 + 8;
+    let mut frames = bytes::BytesMut::new();
+    for id in 0..asks {
+        let ask = FromClient::ResultRequest {
+            id: 100 + id,
+            task_id,
+            wait: true,
+        };
+        c.rest.writer.write(&ask, &mut frames).expect("encode");
+    }
+    c.rest
+        .writer
+        .write(&FromClient::Ping { id: 7 }, &mut frames)
+        .expect("encode");
+    c.rest.write.write_all(&frames).await.expect("send");
+
+    within("the manager holding the bound of waits", async {
+        while result_waits(&cluster.manager).await < MAX_OPEN_ASKS as u64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(result_waits(&cluster.manager).await, MAX_OPEN_ASKS as u64);
+
+    // The task ends (cancelled by id from another connection): the waits
+    // are answered, the connection reads on, and answers the rest.
+    let mut other = RawClient::to_cluster(&cluster).await;
+    other.send(&FromClient::CancelTask { id: 2, task_id }).await;
+    assert!(matches!(
+        other.recv().await,
+        Some(ToClient::CancelResult { .. })
+    ));
+    let mut results = 0;
+    let mut pong_after = None;
+    while results < asks || pong_after.is_none() {
+        match c.recv().await {
+            Some(ToClient::Result { task_id: t, .. }) if t == task_id => results += 1,
+            Some(ToClient::Pong { id: 7 }) => pong_after = Some(results),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    assert!(
+        matches!(pong_after, Some(n) if n >= 1),
+        "the ping was read while the bound of requests was open: its pong came after \
+         {pong_after:?} results"
+    );
+    assert_eq!(result_waits(&cluster.manager).await, 0);
 }

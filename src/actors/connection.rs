@@ -23,17 +23,33 @@
 //! cause them. Heartbeats follow
 //! [`Liveness`] and never reach the role.
 //!
+//! A request whose answer comes back later (a submit to the manager, an
+//! `assign` to a slot) goes through [`Connection::ask`]: its answer is
+//! handled by one long-lived future of the connection, not by a future
+//! spawned per request. That keeps each wake-up of the actor short (actix
+//! polls an actor again at once while new futures are spawned, so a spawn
+//! per frame from a peer that keeps the socket full would hold the thread
+//! for as long as the peer writes) and it bounds the requests a peer can
+//! have open: at [`MAX_OPEN_ASKS`] the connection stops reading until
+//! answers come back, and the peer's writes wait in its socket.
+//!
 //! A connection given a token ([`Connection::close_on`]) closes when the
 //! token is cancelled, after the messages already in its mailbox and the
 //! bytes they queue: the manager's shutdown closes every connection so.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Buf, BytesMut};
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use futures_util::FutureExt;
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
@@ -46,6 +62,46 @@ use crate::messages::CloseConnection;
 /// Capacity of the outgoing buffer kept once it is empty; a larger one,
 /// grown by a burst, is let go.
 const KEEP_OUT_CAPACITY: usize = 64 * 1024;
+
+/// Requests one connection may have waiting for their answers
+/// ([`Connection::ask`]); at this many it reads nothing more until one is
+/// answered. Far above what one client keeps in flight per turn of the
+/// manager (its frames are read 16 at a time), far below what would let
+/// one peer fill the manager's mailbox.
+pub const MAX_OPEN_ASKS: usize = 256;
+
+/// What to do with one answer, on the connection that asked.
+type Then<P> = Box<dyn FnOnce(&mut Connection<P>, &mut Context<Connection<P>>)>;
+
+/// Shared by a connection and its reader: how many asks are open, and the
+/// reader's waker while it waits for that number to fall.
+#[derive(Default)]
+struct Gate {
+    open: Cell<usize>,
+    reader: Cell<Option<Waker>>,
+}
+
+/// The connection's frame stream, paused while [`MAX_OPEN_ASKS`] requests
+/// wait for their answers.
+struct Gated<S> {
+    inner: S,
+    gate: Rc<Gate>,
+}
+
+impl<S: Stream + Unpin> Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<S::Item>> {
+        if self.gate.open.get() >= MAX_OPEN_ASKS {
+            self.gate.reader.set(Some(cx.waker().clone()));
+            return Poll::Pending;
+        }
+        self.inner.poll_next_unpin(cx)
+    }
+}
 use crate::protocol::{
     Established, FrameReader, FrameWriter, Liveness, Tick, WireError, WireMessage,
 };
@@ -87,6 +143,11 @@ pub struct Connection<P: Peer> {
     peer: SocketAddr,
     reader: Option<FramedRead<OwnedReadHalf, FrameReader<P::In>>>,
     reading: Option<SpawnHandle>,
+    /// Requests waiting for their answers, with what to do with each.
+    asks: FuturesUnordered<LocalBoxFuture<'static, Then<P>>>,
+    /// Wakes the future that handles answers when `asks` gains one.
+    asks_waker: Option<Waker>,
+    gate: Rc<Gate>,
     write_half: Option<OwnedWriteHalf>,
     codec: FrameWriter,
     /// Sealed frames not yet taken by the socket.
@@ -116,6 +177,9 @@ impl<P: Peer> Connection<P> {
             peer: rest.peer_addr,
             reader: Some(reader),
             reading: None,
+            asks: FuturesUnordered::new(),
+            asks_waker: None,
+            gate: Rc::default(),
             write_half: Some(rest.write),
             codec: rest.writer,
             // Grows on first use and is let go once flushed after a burst:
@@ -184,6 +248,54 @@ impl<P: Peer> Connection<P> {
         if let Some(w) = self.flush_waker.take() {
             w.wake();
         }
+    }
+
+    /// Waits for `request` (e.g. an actix `send`) and then runs `then` with
+    /// its answer on this connection. See the module docs.
+    pub fn ask<R: 'static>(
+        &mut self,
+        request: impl Future<Output = R> + 'static,
+        then: impl FnOnce(R, &mut Connection<P>, &mut Context<Connection<P>>) + 'static,
+    ) {
+        self.gate.open.set(self.gate.open.get() + 1);
+        self.asks.push(
+            async move {
+                let answer = request.await;
+                Box::new(
+                    move |conn: &mut Connection<P>, ctx: &mut Context<Connection<P>>| {
+                        then(answer, conn, ctx)
+                    },
+                ) as Then<P>
+            }
+            .boxed_local(),
+        );
+        if let Some(w) = self.asks_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Requests waiting for their answers.
+    pub fn open_asks(&self) -> usize {
+        self.gate.open.get()
+    }
+
+    /// Handles the answers that are in; see [`Answers`].
+    fn answer(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
+        while let Poll::Ready(Some(then)) = self.asks.poll_next_unpin(task) {
+            let open = self.gate.open.get() - 1;
+            self.gate.open.set(open);
+            if open + 1 == MAX_OPEN_ASKS {
+                if let Some(w) = self.gate.reader.take() {
+                    w.wake();
+                }
+            }
+            then(self, ctx);
+        }
+        match &self.asks_waker {
+            Some(w) if w.will_wake(task.waker()) => {}
+            _ => self.asks_waker = Some(task.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Bytes queued for the peer and not yet taken by the socket.
@@ -329,8 +441,13 @@ impl<P: Peer> Actor for Connection<P> {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.spawn(Flusher);
+        ctx.spawn(Answers);
         if let Some(reader) = self.reader.take() {
-            self.reading = Some(ctx.add_stream(reader));
+            let gate = self.gate.clone();
+            self.reading = Some(ctx.add_stream(Gated {
+                inner: reader,
+                gate,
+            }));
         }
         let every = self.liveness.interval();
         if !every.is_zero() {
@@ -399,6 +516,24 @@ impl<P: Peer> ActorFuture<Connection<P>> for Flusher {
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
         act.flush(ctx, task)
+    }
+}
+
+/// Handles the answers to the connection's requests ([`Connection::ask`]);
+/// lives as long as the connection, woken by each answer and by each new
+/// request while it had none.
+struct Answers;
+
+impl<P: Peer> ActorFuture<Connection<P>> for Answers {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Connection<P>,
+        ctx: &mut Context<Connection<P>>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        act.answer(ctx, task)
     }
 }
 

@@ -117,44 +117,40 @@ impl ClientSession {
             reply_to: ctx.address().recipient(),
             detach,
         };
-        conn.role
-            .manager
-            .send(msg)
-            .into_actor(conn)
-            .map(move |res, conn, ctx| {
-                let outcome = match res {
-                    Ok(Ok(task_id)) if detach => {
-                        conn.send(
-                            ToClient::Accepted {
-                                id: request_id,
-                                task_id,
-                            },
-                            ctx,
-                        );
-                        return;
-                    }
-                    Ok(Ok(_)) => return,
-                    Ok(Err(Rejection::Denied {
-                        reason,
-                        retry_after,
-                    })) => Outcome::Denied {
-                        reason,
-                        retry_after_ms: retry_after.as_millis().max(1) as u64,
-                    },
-                    Ok(Err(Rejection::Invalid(error))) => Outcome::Failed { error },
-                    Err(_) => Outcome::Failed {
-                        error: "manager unavailable".into(),
-                    },
-                };
-                conn.send(
-                    ToClient::Reply {
-                        id: request_id,
-                        outcome,
-                    },
-                    ctx,
-                );
-            })
-            .spawn(ctx);
+        let request = conn.role.manager.send(msg);
+        conn.ask(request, move |res, conn, ctx| {
+            let outcome = match res {
+                Ok(Ok(task_id)) if detach => {
+                    conn.send(
+                        ToClient::Accepted {
+                            id: request_id,
+                            task_id,
+                        },
+                        ctx,
+                    );
+                    return;
+                }
+                Ok(Ok(_)) => return,
+                Ok(Err(Rejection::Denied {
+                    reason,
+                    retry_after,
+                })) => Outcome::Denied {
+                    reason,
+                    retry_after_ms: retry_after.as_millis().max(1) as u64,
+                },
+                Ok(Err(Rejection::Invalid(error))) => Outcome::Failed { error },
+                Err(_) => Outcome::Failed {
+                    error: "manager unavailable".into(),
+                },
+            };
+            conn.send(
+                ToClient::Reply {
+                    id: request_id,
+                    outcome,
+                },
+                ctx,
+            );
+        });
     }
 }
 
@@ -177,55 +173,43 @@ impl Peer for ClientSession {
                     wait,
                     session: conn.role.id,
                 };
-                conn.role
-                    .manager
-                    .send(ask)
-                    .into_actor(conn)
-                    .map(move |res, conn, ctx| {
-                        let state = match res {
-                            Ok(state) => wire_state(state),
-                            Err(_) => crate::protocol::TaskState::Failed {
-                                error: "manager unavailable".into(),
-                            },
-                        };
-                        conn.send(ToClient::Result { id, task_id, state }, ctx);
-                    })
-                    .spawn(ctx);
+                let request = conn.role.manager.send(ask);
+                conn.ask(request, move |res, conn, ctx| {
+                    let state = match res {
+                        Ok(state) => wire_state(state),
+                        Err(_) => crate::protocol::TaskState::Failed {
+                            error: "manager unavailable".into(),
+                        },
+                    };
+                    conn.send(ToClient::Result { id, task_id, state }, ctx);
+                });
             }
             FromClient::CancelTask { id, task_id } => {
-                conn.role
-                    .manager
-                    .send(CancelById { task: task_id })
-                    .into_actor(conn)
-                    .map(move |res, conn, ctx| {
-                        let result = match res {
-                            Ok(CancelResult::Cancelled) => CancelState::Cancelled,
-                            Ok(CancelResult::Finished) => CancelState::Finished,
-                            Ok(CancelResult::Unknown) | Err(_) => CancelState::Unknown,
-                        };
-                        conn.send(
-                            ToClient::CancelResult {
-                                id,
-                                task_id,
-                                result,
-                            },
-                            ctx,
-                        );
-                    })
-                    .spawn(ctx);
+                let request = conn.role.manager.send(CancelById { task: task_id });
+                conn.ask(request, move |res, conn, ctx| {
+                    let result = match res {
+                        Ok(CancelResult::Cancelled) => CancelState::Cancelled,
+                        Ok(CancelResult::Finished) => CancelState::Finished,
+                        Ok(CancelResult::Unknown) | Err(_) => CancelState::Unknown,
+                    };
+                    conn.send(
+                        ToClient::CancelResult {
+                            id,
+                            task_id,
+                            result,
+                        },
+                        ctx,
+                    );
+                });
             }
             FromClient::StatusRequest { id } => {
                 let max_bytes = ClusterStatus::max_len_for_frame(conn.max_frame());
-                conn.role
-                    .manager
-                    .send(GetStatusWithin { max_bytes })
-                    .into_actor(conn)
-                    .map(move |res, conn, ctx| {
-                        if let Ok(status) = res {
-                            conn.send(ToClient::Status { id, status }, ctx);
-                        }
-                    })
-                    .spawn(ctx);
+                let request = conn.role.manager.send(GetStatusWithin { max_bytes });
+                conn.ask(request, move |res, conn, ctx| {
+                    if let Ok(status) = res {
+                        conn.send(ToClient::Status { id, status }, ctx);
+                    }
+                });
             }
             FromClient::DeadRequest { id, limit } => {
                 let limit = match limit {
@@ -233,16 +217,12 @@ impl Peer for ClientSession {
                     n => n.min(DEAD_LIST_MAX),
                 } as usize;
                 let max_bytes = DeadList::max_len_for_frame(conn.max_frame());
-                conn.role
-                    .manager
-                    .send(GetDeadList { limit, max_bytes })
-                    .into_actor(conn)
-                    .map(move |res, conn, ctx| {
-                        if let Ok(list) = res {
-                            conn.send(ToClient::DeadList { id, list }, ctx);
-                        }
-                    })
-                    .spawn(ctx);
+                let request = conn.role.manager.send(GetDeadList { limit, max_bytes });
+                conn.ask(request, move |res, conn, ctx| {
+                    if let Ok(list) = res {
+                        conn.send(ToClient::DeadList { id, list }, ctx);
+                    }
+                });
             }
             FromClient::Heartbeat {} => {}
         }

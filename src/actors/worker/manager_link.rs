@@ -68,30 +68,27 @@ impl ManagerLink {
                 .filter(|&ms| ms > 0)
                 .map(std::time::Duration::from_millis),
         };
-        target
-            .send(exec)
-            .into_actor(conn)
-            .map(move |res, conn, ctx| match res {
-                Ok(Ok(())) => {}
-                Ok(Err(SlotBusy::Draining)) => {
-                    let outcome = Outcome::Failed {
-                        error: "the worker is shutting down".into(),
-                    };
-                    conn.send(
-                        FromWorker::Finished {
-                            run_id: run,
-                            outcome,
-                        },
-                        ctx,
-                    );
-                }
-                Ok(Err(SlotBusy::Running(other))) => conn.close_with_error(
-                    format!("run {run} was assigned to slot {slot}, which is running run {other}"),
+        let request = target.send(exec);
+        conn.ask(request, move |res, conn, ctx| match res {
+            Ok(Ok(())) => {}
+            Ok(Err(SlotBusy::Draining)) => {
+                let outcome = Outcome::Failed {
+                    error: "the worker is shutting down".into(),
+                };
+                conn.send(
+                    FromWorker::Finished {
+                        run_id: run,
+                        outcome,
+                    },
                     ctx,
-                ),
-                Err(_) => conn.close_with_error(format!("slot {slot} is gone"), ctx),
-            })
-            .spawn(ctx);
+                );
+            }
+            Ok(Err(SlotBusy::Running(other))) => conn.close_with_error(
+                format!("run {run} was assigned to slot {slot}, which is running run {other}"),
+                ctx,
+            ),
+            Err(_) => conn.close_with_error(format!("slot {slot} is gone"), ctx),
+        });
     }
 }
 
