@@ -2,8 +2,8 @@
 //! `--http 127.0.0.1:0` and a worker, headless Chromium loads `/`, and the
 //! page must show the live numbers (workers, capacity, a busy slot, a
 //! completed count that rises as `argon submit` runs tasks), list a failure
-//! whose error text is markup as plain text, and load behind a token when
-//! the bearer header is sent. (Workers only register task names of letters,
+//! whose error text is markup as plain text, list a task waiting for a retry
+//! the same way, and load behind a token when the bearer header is sent. (Workers only register task names of letters,
 //! digits and `_-.:`, so the error text, a command's stderr, is the peer
 //! text that can hold markup; names go through the same code in the page.)
 //!
@@ -92,7 +92,13 @@ fn dashboard_shows_live_numbers() {
         return;
     };
     let key = dir.keygen("key");
-    let (mut mgr, http) = Manager::start_with_http(&key, "127.0.0.1:0", &[]);
+    // A retry waits 30 to 60 s: long enough for the page to show it.
+    let manager_toml = dir.write("manager.toml", "[manager]\nretry_base = \"60s\"\n");
+    let (mut mgr, http) = Manager::start_with_http(
+        &key,
+        "127.0.0.1:0",
+        &[OsStr::new("--config"), manager_toml.as_os_str()],
+    );
     let config = evil_config(&dir);
     let _worker = Worker::start_with(
         &mgr.addr,
@@ -182,6 +188,37 @@ fn dashboard_shows_live_numbers() {
         "document.getElementById('chart-completed').outerHTML",
         PAGE,
     );
+
+    let waiting = mgr.submit(["--retries", "2", EVIL_NAME]).spawn();
+    b.wait_for(
+        "one task waiting for a retry",
+        &format!(
+            "{} === '1' && document.querySelectorAll('#retrying-rows tr td.num').length === 2",
+            text_of("retrying")
+        ),
+        "document.getElementById('retrying-rows').textContent",
+        PAGE,
+    );
+    let row = b
+        .eval(
+            "Array.from(document.querySelectorAll('#retrying-rows tr')[0].children)\
+             .map(td => td.textContent)",
+        )
+        .expect("a retry row");
+    assert_eq!(
+        (&row[1], &row[2]),
+        (&json!(EVIL_NAME), &json!("1 of 2")),
+        "{row}"
+    );
+    assert!(
+        row[4].as_str().is_some_and(|e| e.contains(EVIL_ERROR)),
+        "{row}"
+    );
+    let injected = b
+        .eval("document.querySelectorAll('#retrying-rows img, #retrying-rows b').length")
+        .expect("a count");
+    assert_eq!(injected, json!(0), "peer text became markup");
+    drop(waiting);
     mgr.assert_healthy();
 }
 

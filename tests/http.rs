@@ -312,6 +312,8 @@ fn status_metrics_and_overview_agree() {
     assert_eq!(n(&o["capacity"]), sample(&m, "argon_capacity_slots"));
     assert_eq!(n(&o["queue"]["limit"]), sample(&m, "argon_queue_limit"));
     assert_eq!(n(&o["busy"]), 0.0);
+    assert_eq!(n(&o["retrying"]), n(&status["retrying"]));
+    assert_eq!(o["retrying_list"].as_array().map(Vec::len), Some(0), "{o}");
 
     let workers = o["worker_list"].as_array().expect("a worker list");
     assert_eq!(workers.len(), 1, "{o}");

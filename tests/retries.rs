@@ -1,7 +1,8 @@
 //! Actor-level tests of retries on failure and the dead list: a failing
 //! task is run again on a doubling backoff until its retries are used, then
 //! answered with its error and listed as dead; waiting retries hold places
-//! in the queue bound and can be cancelled; the dead list is bounded.
+//! in the queue bound, can be cancelled and are listed on the dashboard's
+//! overview; the dead list is bounded.
 //!
 //! The clock is paused and the jitter is the identity (a settings seam), so
 //! the backoffs are exact: a retry does not start a millisecond before its
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use argon::actors::manager::metrics::GetMetrics;
+use argon::actors::manager::overview::{GetOverview, Overview, OVERVIEW_MAX_RETRYING};
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{DeadList, Value};
@@ -131,6 +133,18 @@ async fn dead(mgr: &Addr<Manager>) -> DeadList {
     )
     .await
     .unwrap()
+}
+
+async fn overview(mgr: &Addr<Manager>) -> Overview {
+    within("the overview", mgr.send(GetOverview)).await.unwrap()
+}
+
+/// `(task id, retry, retries, due in ms)` of each listed waiting retry.
+fn listed(o: &Overview) -> Vec<(TaskId, u32, u32, u64)> {
+    o.retrying_list
+        .iter()
+        .map(|r| (r.task_id, r.retry, r.retries, r.due_in_ms))
+        .collect()
 }
 
 async fn advance(ms: u64) {
@@ -476,4 +490,78 @@ async fn worker_loss_during_a_retry_spends_attempts_not_retries() {
     );
     assert_eq!(assigned(&mgr, &mut b_link).await.len(), 1, "started again");
     assert_eq!(dead(&mgr).await.total, 0);
+}
+
+/// The overview counts the waiting retries as `argon status` does and lists
+/// them soonest due first, with the retry each waits for, the retries asked,
+/// the time left and the last error; a peer's task name goes into the JSON
+/// escaped, as it came.
+#[actix::test]
+async fn the_overview_lists_waiting_retries_soonest_first() {
+    let mgr = manager(3, 10);
+    let odd = "odd\"name</td>\n";
+    let (w, mut link) = register(&mgr, &["t", odd]).await;
+    let s = Session::start();
+    assert_eq!(overview(&mgr).await.retrying, 0);
+
+    let a = submit(&mgr, &s, 1, task("t", Some(2))).await.unwrap();
+    assert_eq!(assigned(&mgr, &mut link).await, vec![a]);
+    fail(&mgr, w, a, "boom a").await;
+    assert_eq!(listed(&overview(&mgr).await), vec![(a, 1, 2, 1000)]);
+
+    advance(300).await;
+    let b = submit(&mgr, &s, 2, task(odd, Some(3))).await.unwrap();
+    assert_eq!(assigned(&mgr, &mut link).await, vec![b]);
+    fail(&mgr, w, b, "boom b").await;
+    let o = overview(&mgr).await;
+    assert_eq!(o.retrying, status(&mgr).await.retrying);
+    assert_eq!(o.retrying, 2);
+    assert_eq!(listed(&o), vec![(a, 1, 2, 700), (b, 1, 3, 1000)]);
+    assert_eq!(o.retrying_list[1].error, "boom b");
+
+    let json = serde_json::to_string(&o).expect("the overview serializes");
+    let back: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(back["retrying"], 2);
+    assert_eq!(back["retrying_list"][1]["task"], odd);
+    assert_eq!(back["retrying_list"][0]["task_id"], a);
+
+    // A's retry starts and leaves the list; B is left, its retry nearer.
+    restarts_after(&mgr, &mut link, 699).await;
+    let o = overview(&mgr).await;
+    assert_eq!(o.retrying, 1);
+    let left = listed(&o);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].0, b);
+    assert!(left[0].3 < 300, "{left:?}");
+}
+
+/// The list stops at its bound, keeping the retries due soonest; the count
+/// covers them all.
+#[actix::test]
+async fn the_overview_lists_at_most_its_bound_of_waiting_retries() {
+    let mgr = manager(40, 10);
+    let (w, mut link) = register(&mgr, &["t"]).await;
+    let s = Session::start();
+    let n = OVERVIEW_MAX_RETRYING + 3;
+    let mut ids = Vec::new();
+    for request_id in 0..n as u64 {
+        let id = submit(&mgr, &s, request_id, task("t", Some(1)))
+            .await
+            .unwrap();
+        assert_eq!(assigned(&mgr, &mut link).await, vec![id]);
+        fail(&mgr, w, id, "boom").await;
+        ids.push(id);
+        advance(10).await;
+    }
+    let o = overview(&mgr).await;
+    assert_eq!(o.retrying, n as u64);
+    let got: Vec<TaskId> = o.retrying_list.iter().map(|r| r.task_id).collect();
+    assert_eq!(got, ids[..OVERVIEW_MAX_RETRYING]);
+    assert!(
+        o.retrying_list
+            .windows(2)
+            .all(|p| p[0].due_in_ms < p[1].due_in_ms),
+        "{:?}",
+        listed(&o)
+    );
 }

@@ -3,7 +3,9 @@
 //! `argon status` read the same numbers. Besides the counters, the manager
 //! keeps two bounded windows for it: the last [`LATENCY_WINDOW`] queue waits
 //! and run times (for percentiles), and the last [`RECENT_FAILURES`] failed
-//! tasks. Nothing here holds task arguments or results.
+//! tasks. Tasks waiting for a retry are read from the manager's retry list
+//! when asked: their count, and the [`OVERVIEW_MAX_RETRYING`] due soonest.
+//! Nothing here holds task arguments or results.
 
 use std::cmp::Reverse;
 use std::collections::VecDeque;
@@ -13,7 +15,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use super::Manager;
-use crate::messages::WorkerId;
+use crate::messages::{TaskId, WorkerId};
 
 /// Recent queue waits (and, apart, run times) kept for percentiles; the
 /// oldest sample leaves when a new one comes.
@@ -30,6 +32,10 @@ pub const FAILURE_ERROR_CHARS: usize = 500;
 
 /// Most workers listed, the busiest first; the counts cover all of them.
 pub const OVERVIEW_MAX_WORKERS: usize = 200;
+
+/// Most tasks waiting for a retry listed, the soonest due first; the count
+/// covers all of them.
+pub const OVERVIEW_MAX_RETRYING: usize = 20;
 
 /// The last [`LATENCY_WINDOW`] durations, in microseconds.
 #[derive(Debug, Default)]
@@ -177,6 +183,11 @@ pub struct Overview {
     pub clients: u64,
     /// Tasks waiting, by priority, and the bound.
     pub queue: QueueDepth,
+    /// Failed tasks waiting out their backoff before a retry; they count
+    /// against `queue.limit` too. The `retrying` of `argon status`.
+    pub retrying: u64,
+    /// The waiting retries due soonest, at most [`OVERVIEW_MAX_RETRYING`].
+    pub retrying_list: Vec<RetryingTask>,
     /// The `retry_after` a task denied now would get.
     pub predicted_wait_ms: f64,
     /// Counters since the manager started.
@@ -200,6 +211,25 @@ pub struct QueueDepth {
     pub low: u64,
     /// The bound on all three together: capacity × queue factor.
     pub limit: u64,
+}
+
+/// One task waiting for a retry. The texts are as the peers sent them, cut
+/// but not escaped, as in [`FailureRecord`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RetryingTask {
+    /// The manager's id for the task.
+    pub task_id: TaskId,
+    /// Its name, at most [`FAILURE_TASK_CHARS`] characters.
+    pub task: String,
+    /// The retry it waits for, from 1: retries used, counting this one.
+    pub retry: u32,
+    /// Retries it asked for.
+    pub retries: u32,
+    /// Milliseconds until the retry is due; 0 once it is due and about to
+    /// re-enter the queue.
+    pub due_in_ms: u64,
+    /// The error of its last run, at most [`FAILURE_ERROR_CHARS`] characters.
+    pub error: String,
 }
 
 /// Cumulative counts; rates are the browser's differences between polls.
@@ -262,6 +292,20 @@ impl Handler<GetOverview> for Manager {
                 draining: w.draining,
             })
             .collect();
+        let now = tokio::time::Instant::now();
+        let retrying_list = self
+            .retrying
+            .soonest(OVERVIEW_MAX_RETRYING)
+            .map(|(due, task, error)| RetryingTask {
+                task_id: task.id,
+                task: cut(&task.spec.name, FAILURE_TASK_CHARS),
+                retry: task.retried,
+                retries: task.spec.retries.unwrap_or(0),
+                due_in_ms: u64::try_from(due.saturating_duration_since(now).as_millis())
+                    .unwrap_or(u64::MAX),
+                error: cut(error, FAILURE_ERROR_CHARS),
+            })
+            .collect();
         let m = &self.metrics;
         MessageResult(Overview {
             time_ms: unix_ms(SystemTime::now()),
@@ -275,6 +319,8 @@ impl Handler<GetOverview> for Manager {
                 low: self.queues[2].len() as u64,
                 limit: self.queue_limit(),
             },
+            retrying: self.retrying.len() as u64,
+            retrying_list,
             predicted_wait_ms: self.retry_after().as_secs_f64() * 1e3,
             counts: Counts {
                 submitted: m.submitted_total(),

@@ -113,6 +113,15 @@ impl Retrying {
         due.into_values().map(|w| w.task).collect()
     }
 
+    /// The first `n` waiting tasks, soonest due first, each with its due
+    /// time and the error of its last run.
+    pub(super) fn soonest(&self, n: usize) -> impl Iterator<Item = (Instant, &Pending, &str)> {
+        self.waiting
+            .iter()
+            .take(n)
+            .map(|((due, _), w)| (*due, &w.task, w.error.as_str()))
+    }
+
     fn next_due(&self) -> Option<Instant> {
         self.waiting.keys().next().map(|(due, _)| *due)
     }
