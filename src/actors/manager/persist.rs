@@ -36,8 +36,8 @@
 //! it gets only those left. A task that was waiting for its retry is queued
 //! again at once: the backoff's due time is not recorded (it is in-process
 //! time, and a restart is itself a wait). A retry whose record was not yet
-//! committed at the crash is not counted. A worker that claims the first run of a task
-//! recovered as queued (its start was not yet committed) gets it attached
+//! committed at the crash is not counted. A worker that claims the first
+//! run of a task recovered as queued (its start was not yet committed) gets it attached
 //! too. Every recovered task is detached: its outcome goes to the result
 //! store. New ids continue past the recorded high-water mark plus
 //! [`ID_GAP`], so an id is never handed out twice.
@@ -112,9 +112,8 @@ struct TaskRecord {
     /// records written before retries existed.
     #[serde(default)]
     retries: u32,
-    /// Retries used so far; rewritten when a retry is scheduled. Absent
-    /// (0) in records written before it was recorded and in records of
-    /// tasks that have not failed.
+    /// Retries used so far; the record is rewritten when a retry is
+    /// scheduled. Absent (read as 0) in records written before it was.
     #[serde(default)]
     retried: u32,
     /// Times started when the current retry was scheduled: worker loss
