@@ -2,8 +2,9 @@
 //! (`Manager::with_store`) recovers what an earlier manager over the same
 //! store left: queued tasks by priority and order, running runs attached when
 //! their worker claims them, unclaimed ones requeued or failed after the
-//! recovery grace; a corrupt store is an error; a store that falls behind
-//! denies submits.
+//! recovery grace; retries used survive, so a recovered task gets only those
+//! left; a corrupt store is an error; a store that falls behind denies
+//! submits.
 //!
 //! The clock runs for real here: the store's writer thread commits to disk.
 //! Each life of a manager runs in its own actix system on its own thread;
@@ -20,7 +21,7 @@ use argon::actors::manager::persist::STORE_BUSY;
 use argon::actors::manager::{Store, StoreError};
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
-use argon::protocol::{Priority, Value};
+use argon::protocol::{DeadList, Priority, Value};
 use support::{within, Stub, WAIT};
 
 type Session = Stub<TaskReply>;
@@ -505,4 +506,140 @@ fn open_blocking(dir: &Path) -> Store {
             Err(e) => panic!("store does not open: {e}"),
         }
     }
+}
+
+/// Settings whose retries wait exactly `backoff` (no jitter).
+fn retrying(grace: Duration, backoff: Duration) -> ManagerSettings {
+    ManagerSettings {
+        retry_base: backoff,
+        retry_max: backoff,
+        retry_jitter: |d| d,
+        ..settings(grace)
+    }
+}
+
+fn with_retries(arg: i64, attempts: u32, retries: u32) -> TaskSpec {
+    TaskSpec {
+        retries: Some(retries),
+        ..spec(arg, Priority::Normal, attempts)
+    }
+}
+
+async fn fail(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, error: &str) {
+    within(
+        "RunFinished to be handled",
+        mgr.send(RunFinished {
+            worker,
+            run,
+            outcome: TaskOutcome::Failed(error.into()),
+        }),
+    )
+    .await
+    .expect("manager alive");
+}
+
+async fn dead(mgr: &Addr<Manager>) -> DeadList {
+    within(
+        "the dead list",
+        mgr.send(GetDeadList {
+            limit: 100,
+            max_bytes: 1 << 20,
+        }),
+    )
+    .await
+    .expect("manager alive")
+}
+
+/// After a restart the task gets only the retries it had left: `runs`
+/// more runs, each failing with "boom N"; then it is answered with the
+/// last error and listed as dead with all its retries used.
+async fn fails_after_runs(
+    mgr: &Addr<Manager>,
+    link: &mut Link,
+    worker: WorkerId,
+    task: TaskId,
+    runs: usize,
+) {
+    for n in 1..=runs {
+        let (run, _, _) = next_assign(link).await;
+        fail(mgr, worker, run, &format!("boom {n}")).await;
+    }
+    let last = format!("boom {runs}");
+    assert_eq!(
+        result(mgr, task, true).await,
+        TaskState::Finished(TaskOutcome::Failed(last.clone()))
+    );
+    link.assert_none("no run past the retries asked for").await;
+    let dead = dead(mgr).await;
+    let entries: Vec<_> = dead
+        .tasks
+        .iter()
+        .map(|t| (t.task_id, t.retries, t.error.as_str()))
+        .collect();
+    assert_eq!(entries, vec![(task, 2, last.as_str())]);
+}
+
+// When a life ends, the writer thread still commits what its manager sent
+// before the store can be opened again; so every record sent is recovered.
+
+#[test]
+fn a_task_waiting_for_its_retry_comes_back_queued_with_its_retries_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let task = life(move || async move {
+        // A long backoff: the task still waits for its retry when the
+        // manager goes.
+        let settings = retrying(WAIT, Duration::from_secs(3600));
+        let mgr = Manager::with_store(settings, open_blocking(&path)).start();
+        let session = Session::start();
+        let (worker, mut link) = register(&mgr, 1, vec![]).await;
+        let task = submit(&mgr, &session, 1, with_retries(0, 1, 2)).await;
+        let (run, _, _) = next_assign(&mut link).await;
+        fail(&mgr, worker, run, "boom 0").await;
+        assert_eq!(result(&mgr, task, false).await, TaskState::Queued);
+        task
+    });
+    let path = dir.path().to_path_buf();
+    life(move || async move {
+        let settings = retrying(WAIT, Duration::from_millis(20));
+        let mgr = Manager::with_store(settings, open_blocking(&path)).start();
+        assert_eq!(
+            result(&mgr, task, false).await,
+            TaskState::Queued,
+            "queued again, not waiting for a worker to claim a run"
+        );
+        let (worker, mut link) = register(&mgr, 1, vec![]).await;
+        // One retry was used: the retried run and one more.
+        fails_after_runs(&mgr, &mut link, worker, task, 2).await;
+    });
+}
+
+#[test]
+fn a_retry_running_at_the_crash_keeps_its_retries_used_and_its_own_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let task = life(move || async move {
+        let settings = retrying(WAIT, Duration::from_millis(10));
+        let mgr = Manager::with_store(settings, open_blocking(&path)).start();
+        let session = Session::start();
+        let (worker, mut link) = register(&mgr, 1, vec![]).await;
+        let task = submit(&mgr, &session, 1, with_retries(0, 2, 2)).await;
+        let (run, _, _) = next_assign(&mut link).await;
+        fail(&mgr, worker, run, "boom 0").await;
+        // The first retry starts; the manager goes while it runs.
+        next_assign(&mut link).await;
+        assert_eq!(result(&mgr, task, false).await, TaskState::Running);
+        task
+    });
+    let path = dir.path().to_path_buf();
+    life(move || async move {
+        let settings = retrying(GRACE, Duration::from_millis(20));
+        let mgr = Manager::with_store(settings, open_blocking(&path)).start();
+        assert_eq!(result(&mgr, task, false).await, TaskState::Running);
+        // Its worker does not claim the run. The lost run spent one of the
+        // retry's two attempts (not both runs so far): requeued after the
+        // grace, then it has one retry left.
+        let (worker, mut link) = register(&mgr, 1, vec![]).await;
+        fails_after_runs(&mgr, &mut link, worker, task, 2).await;
+    });
 }

@@ -2,7 +2,9 @@
 //! file `DIR/argon.redb`, and the manager's side of it, the [`Journal`].
 //!
 //! What is recorded: each accepted task (its spec, whether detached), each
-//! start of a task (run id, times started), each outcome of a detached task
+//! start of a task (run id, times started), each retry scheduled after a
+//! failed run (the task's record is rewritten with its retries used and
+//! times started, and its start record goes), each outcome of a detached task
 //! (with its wall-clock finish time, for the result ttl), and the id
 //! high-water mark. An answered task's record is deleted with its outcome
 //! (kept only for detached tasks); a kept outcome's record is deleted when
@@ -30,8 +32,12 @@
 //! tasks recorded as started wait for a worker to claim their run when it
 //! registers (then the run is attached and its result accepted), for at most
 //! the recovery grace; then they are requeued while attempts remain, or
-//! failed as their worker lost. A worker that claims the first run of a task
-//! recovered as queued (its start was not yet committed) gets it attached
+//! failed as their worker lost. A recovered task keeps its retries used, so
+//! it gets only those left. A task that was waiting for its retry is queued
+//! again at once: the backoff's due time is not recorded (it is in-process
+//! time, and a restart is itself a wait). A retry whose record was not yet
+//! committed at the crash is not counted. A worker that claims the first
+//! run of a task recovered as queued (its start was not yet committed) gets it attached
 //! too. Every recovered task is detached: its outcome goes to the result
 //! store. New ids continue past the recorded high-water mark plus
 //! [`ID_GAP`], so an id is never handed out twice.
@@ -106,6 +112,31 @@ struct TaskRecord {
     /// records written before retries existed.
     #[serde(default)]
     retries: u32,
+    /// Retries used so far; the record is rewritten when a retry is
+    /// scheduled. Absent (read as 0) in records written before it was.
+    #[serde(default)]
+    retried: u32,
+    /// Times started when the current retry was scheduled: worker loss
+    /// spends the attempts of one try, counted from here.
+    #[serde(default)]
+    attempt_base: u32,
+}
+
+impl TaskRecord {
+    /// The record of `task` as it stands.
+    fn of(task: &Pending) -> TaskRecord {
+        TaskRecord {
+            name: task.spec.name.clone(),
+            args: task.spec.args.clone(),
+            priority: task.spec.priority,
+            timeout_ms: task.spec.timeout.map(|d| d.as_millis() as u64),
+            attempts: task.spec.attempts,
+            detached: task.detached,
+            retries: task.spec.retries.unwrap_or(0),
+            retried: task.retried,
+            attempt_base: task.attempt_base,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -130,6 +161,9 @@ struct ResultRecord {
 enum Op {
     Accept(TaskId, TaskRecord),
     Start(TaskId, StartRecord),
+    /// A run failed and a retry is scheduled: the task's record is
+    /// rewritten with its retries used, and it is no longer running.
+    Retry(TaskId, TaskRecord),
     /// The task is answered: its record goes, and its outcome is kept when
     /// given (detached tasks).
     Finish(TaskId, Option<ResultRecord>),
@@ -363,16 +397,7 @@ impl Journal {
     /// Records the acceptance of `task`; the reply to its submit waits for
     /// the commit (see [`Journal::accept_reply`]).
     pub(super) fn accept(&mut self, task: &Pending) {
-        let record = TaskRecord {
-            name: task.spec.name.clone(),
-            args: task.spec.args.clone(),
-            priority: task.spec.priority,
-            timeout_ms: task.spec.timeout.map(|d| d.as_millis() as u64),
-            attempts: task.spec.attempts,
-            detached: task.detached,
-            retries: task.spec.retries.unwrap_or(0),
-        };
-        let seq = self.send(Op::Accept(task.id, record));
+        let seq = self.send(Op::Accept(task.id, TaskRecord::of(task)));
         let (tx, rx) = oneshot::channel();
         self.deferred
             .push_back((seq, Deferred::Accept(task.id, tx)));
@@ -395,6 +420,17 @@ impl Journal {
 
     pub(super) fn start(&mut self, task: TaskId, run: RunId, started_times: u32) {
         self.send(Op::Start(task, StartRecord { run, started_times }));
+    }
+
+    /// Records that `task` waits for a retry: its retries used (already
+    /// counted) and its times started so far. Nothing waits for this
+    /// commit: a crash before it recovers the task as it was recorded last.
+    pub(super) fn retry(&mut self, task: &Pending) {
+        let record = TaskRecord {
+            attempt_base: task.started_times,
+            ..TaskRecord::of(task)
+        };
+        self.send(Op::Retry(task.id, record));
     }
 
     /// Records `task`'s outcome; it is delivered once committed.
@@ -479,6 +515,10 @@ fn write_batch(db: &Database, ops: &[Op], high: &mut u64) -> Result<(), String> 
                 Op::Start(id, s) => {
                     *high = (*high).max(s.run);
                     starts.insert(*id, encode(s)?.as_slice()).map_err(line)?;
+                }
+                Op::Retry(id, r) => {
+                    tasks.insert(*id, encode(r)?.as_slice()).map_err(line)?;
+                    starts.remove(*id).map_err(line)?;
                 }
                 Op::Finish(id, kept) => {
                     tasks.remove(*id).map_err(line)?;
@@ -680,12 +720,12 @@ impl Manager {
                 },
                 reply_to: reply_to.clone(),
                 detached: true,
-                started_times: start.as_ref().map_or(0, |s| s.started_times),
+                started_times: start.as_ref().map_or(r.attempt_base, |s| s.started_times),
                 waiting_since: now,
                 accepted_at: now,
                 worker: None,
-                retried: 0,
-                attempt_base: 0,
+                retried: r.retried,
+                attempt_base: r.attempt_base,
             };
             match start {
                 Some(s) => {
@@ -725,12 +765,13 @@ impl Manager {
             Some(t) => t,
             None => {
                 // A first run whose start was not committed: its id is the
-                // task's.
-                let level = self.queues.iter().position(|q| {
-                    q.iter()
-                        .any(|t| t.id == run && t.session == RECOVERED_SESSION)
-                })?;
-                let i = self.queues[level].iter().position(|t| t.id == run)?;
+                // task's. A task recovered after a retry was scheduled has
+                // started before, so its first run ended.
+                let first = |t: &Pending| {
+                    t.id == run && t.session == RECOVERED_SESSION && t.started_times == 0
+                };
+                let level = self.queues.iter().position(|q| q.iter().any(first))?;
+                let i = self.queues[level].iter().position(first)?;
                 let mut t = self.queues[level].remove(i)?;
                 t.started_times = t.started_times.max(1);
                 j.start(t.id, run, t.started_times);
@@ -764,7 +805,7 @@ impl Manager {
         left.sort_unstable_by_key(|t| std::cmp::Reverse(t.id));
         let (mut requeued, mut failed) = (0, 0);
         for task in left {
-            if task.started_times < task.spec.attempts.max(1) {
+            if task.started_times.saturating_sub(task.attempt_base) < task.spec.attempts.max(1) {
                 requeued += 1;
                 self.requeue_front(task);
             } else {
@@ -852,5 +893,32 @@ mod tests {
         let new = TaskRecord { retries: 3, ..r };
         let back: TaskRecord = rmp_serde::from_slice(&rmp_serde::to_vec(&new).unwrap()).unwrap();
         assert_eq!(back.retries, 3);
+    }
+
+    #[test]
+    fn a_task_record_from_before_used_retries_reads_as_none_used() {
+        let old = rmp_serde::to_vec(&(
+            "flaky",
+            Value::from(7),
+            Priority::Normal,
+            None::<u64>,
+            1u32,
+            true,
+            3u32,
+        ))
+        .unwrap();
+        let r: TaskRecord = rmp_serde::from_slice(&old).expect("old record reads");
+        assert_eq!(
+            (r.name.as_str(), r.retries, r.retried, r.attempt_base),
+            ("flaky", 3, 0, 0)
+        );
+
+        let new = TaskRecord {
+            retried: 2,
+            attempt_base: 4,
+            ..r
+        };
+        let back: TaskRecord = rmp_serde::from_slice(&rmp_serde::to_vec(&new).unwrap()).unwrap();
+        assert_eq!((back.retries, back.retried, back.attempt_base), (3, 2, 4));
     }
 }

@@ -20,6 +20,10 @@
 //! `dead_max` entries, the oldest evicted first (logged at debug), each with
 //! its arguments and error cut to a bound. `argon failed` reads it.
 //!
+//! With a task store each scheduled retry is recorded (`Journal::retry`),
+//! so a restarted manager gives a task only the retries it had left; the
+//! due time is not recorded (see [`super::persist`]).
+//!
 //! One timer serves every waiting retry: it is set for the earliest due
 //! time, and a retry cancelled meanwhile leaves it to fire on nothing.
 
@@ -266,6 +270,9 @@ impl Manager {
             return;
         }
         task.retried += 1;
+        if let Some(j) = self.journal.as_mut() {
+            j.retry(&task);
+        }
         let planned = backoff(
             self.settings.retry_base,
             self.settings.retry_max,
