@@ -279,7 +279,7 @@ impl<P: Peer> Connection<P> {
         self.gate.open.get()
     }
 
-    /// Handles the answers that are in; see [`Answers`].
+    /// Handles the answers that are in; see [`Steady`].
     fn answer(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
         while let Poll::Ready(Some(then)) = self.asks.poll_next_unpin(task) {
             let open = self.gate.open.get() - 1;
@@ -354,7 +354,7 @@ impl<P: Peer> Connection<P> {
         ctx.stop();
     }
 
-    /// Writes what `out` holds until the socket would block; see [`Flusher`].
+    /// Writes what `out` holds until the socket would block; see [`Steady`].
     fn flush(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
         let Some(io) = self.write_half.as_mut() else {
             return Poll::Ready(());
@@ -440,8 +440,8 @@ impl<P: Peer> Actor for Connection<P> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.spawn(Flusher);
-        ctx.spawn(Answers);
+        ctx.spawn(Steady(Self::flush));
+        ctx.spawn(Steady(Self::answer));
         if let Some(reader) = self.reader.take() {
             let gate = self.gate.clone();
             self.reading = Some(ctx.add_stream(Gated {
@@ -501,12 +501,18 @@ impl<P: Peer> StreamHandler<Result<P::In, WireError>> for Connection<P> {
     }
 }
 
-/// Empties a connection's outgoing buffer into its socket; lives as long
-/// as the connection. Polled after the mailbox on every wake-up of the
-/// actor, and woken by [`Connection::send`] when it had nothing to do.
-struct Flusher;
+/// One of a connection's long-lived futures: it runs its step on every
+/// wake-up of the actor, after the mailbox. [`Connection::flush`] empties
+/// the outgoing buffer (woken by [`Connection::send`] when it had nothing
+/// to do); [`Connection::answer`] handles the answers to the connection's
+/// requests (woken by each answer, and by [`Connection::ask`] while it had
+/// none).
+struct Steady<P: Peer>(Step<P>);
 
-impl<P: Peer> ActorFuture<Connection<P>> for Flusher {
+type Step<P> =
+    fn(&mut Connection<P>, &mut Context<Connection<P>>, &mut std::task::Context<'_>) -> Poll<()>;
+
+impl<P: Peer> ActorFuture<Connection<P>> for Steady<P> {
     type Output = ();
 
     fn poll(
@@ -515,25 +521,7 @@ impl<P: Peer> ActorFuture<Connection<P>> for Flusher {
         ctx: &mut Context<Connection<P>>,
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
-        act.flush(ctx, task)
-    }
-}
-
-/// Handles the answers to the connection's requests ([`Connection::ask`]);
-/// lives as long as the connection, woken by each answer and by each new
-/// request while it had none.
-struct Answers;
-
-impl<P: Peer> ActorFuture<Connection<P>> for Answers {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut Connection<P>,
-        ctx: &mut Context<Connection<P>>,
-        task: &mut std::task::Context<'_>,
-    ) -> Poll<()> {
-        act.answer(ctx, task)
+        (self.0)(act, ctx, task)
     }
 }
 
