@@ -104,9 +104,10 @@ fn submit_retries_reruns_failed_tasks_and_failed_lists_the_dead_ones() {
     );
     assert!(lines[0].contains("disk on fire"), "{out}");
 
+    // Past the manager's cap is bad usage, refused before anything is sent.
     let out = manager.submit(["--retries", "11", "broken"]).run();
-    assert_eq!(out.code, Some(1), "{out}");
-    assert!(out.stderr.contains("at most 10"), "{out}");
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("0..=10"), "{out}");
     manager.assert_healthy();
 }
 

@@ -9,6 +9,7 @@
 //! results wait for at most `concurrency` lines. Denied tasks are retried on
 //! the client's logarithmic backoff; the queue bound stays the manager's.
 
+use argon::actors::manager::retry::MAX_RETRIES;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,7 +62,8 @@ pub struct MapArgs {
     pub attempts: Option<u32>,
     /// How many times the manager may run each task again after a run that
     /// failed, on a growing backoff; at most 10 [default: the manager's].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_RETRIES)))]
     pub retries: Option<u32>,
 }
 

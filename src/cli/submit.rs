@@ -4,6 +4,7 @@
 //! `--detach`, print the task's id once it is accepted instead, and leave it
 //! running (see `argon result` and `argon cancel`).
 
+use argon::actors::manager::retry::MAX_RETRIES;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,7 +50,8 @@ pub struct TaskOptArgs {
     /// failed, waiting 1s, 2s, 4s, ... (jittered) before each; at most 10
     /// [default: the manager's, 0 unless configured]. Tasks that fail after
     /// using them are listed by `argon failed`.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_RETRIES)))]
     pub retries: Option<u32>,
     /// Read the arguments as JSON from FILE, or from stdin with `-`, instead
     /// of ARGS_JSON (for arguments too long for a command line).
