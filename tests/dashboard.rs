@@ -375,6 +375,16 @@ fn screenshot_under_load() {
         let _ = mgr.submit(args).run();
         std::thread::sleep(Duration::from_millis(2500));
     }
+    // One task waiting for a retry when the picture is taken.
+    let _waiting = mgr
+        .submit(["--retry", "--retries", "3", "sleep", "[-1]"])
+        .spawn();
+    b.wait_for(
+        "a task waiting for a retry",
+        &format!("{} === '1'", text_of("retrying")),
+        "document.getElementById('retrying-rows').textContent",
+        PAGE,
+    );
     let png = b.screenshot(1280).expect("a screenshot");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
     std::fs::write(&path, &png).expect("write docs/dashboard.png");
