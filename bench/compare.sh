@@ -45,61 +45,13 @@ PAYLOAD=${PAYLOAD:-8}
 N_BG=${N_BG:-2000}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GEARMAN_RUN=${GEARMAN_RUN:-$ROOT/bench/gearman/run.sh}
-LOGS=$(mktemp -d "${TMPDIR:-/tmp}/argon-compare.XXXXXX")
-FAILED=0
-
-say() { printf '%s\n' "$*" >&2; }
-fail() { say "compare: $*"; FAILED=1; }
-
-# ---- processes: started here, stopped by PID -------------------------------
-LIVE=()
-stop_pid() {   # TERM, up to 10 s to leave, then KILL
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-forget_pid() { local keep=() p; for p in "${LIVE[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; LIVE=("${keep[@]}"); }
-cleanup() {
-  local p
-  for p in "${LIVE[@]}"; do stop_pid "$p"; done
-  if [ "${KEEP:-0}" = 1 ] || [ "$FAILED" != 0 ]; then say "logs kept in $LOGS"; else rm -rf "$LOGS"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---- build -----------------------------------------------------------------
-say "building argon (release)..."
-(cd "$ROOT" && timeout 3600 cargo build --release --quiet --bin argon) || { fail "cargo build failed"; exit 1; }
-ARGON=${CARGO_TARGET_DIR:-$ROOT/target}/release/argon
-[ -x "$ARGON" ] || { fail "no binary at $ARGON"; exit 1; }
-KEY=$LOGS/key
-"$ARGON" keygen "$KEY" >/dev/null || { fail "keygen failed"; exit 1; }
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NAME=compare
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+build_argon
 
 # ---- helpers ---------------------------------------------------------------
-MGR_PID= MGR_ADDR= WRK_PID=
-ON_CPU=   # "taskset -c 0" while measuring with every process on one CPU
-# start_manager QUEUE_FACTOR [MANAGER ARGS...]: sets MGR_PID and MGR_ADDR once it listens (10 s bound)
-start_manager() {
-  local out=$LOGS/manager.$RANDOM i qf=$1
-  shift
-  $ON_CPU "$ARGON" manager --host 127.0.0.1 --port 0 --key "$KEY" --queue-factor "$qf" -q "$@" >"$out" 2>"$out.err" &
-  MGR_PID=$!; LIVE+=("$MGR_PID"); MGR_ADDR=
-  for i in $(seq 100); do
-    MGR_ADDR=$(sed -n 's/^argon manager listening on //p' "$out")
-    [ -n "$MGR_ADDR" ] && return 0
-    kill -0 "$MGR_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  fail "manager did not start (see $out.err)"; return 1
-}
-# workers_registered: the manager's worker count (empty on failure)
-workers_registered() {
-  timeout 10 "$ARGON" status --mgr "$MGR_ADDR" --key "$KEY" --json 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["workers"])' 2>/dev/null
-}
+WRK_PID=
 # start_workers CAPACITY INSTANCES: one worker process; waits (60 s bound) until all registered
 start_workers() {
   local n i have

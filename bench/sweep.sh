@@ -21,46 +21,12 @@ QUEUE_FACTOR=${QUEUE_FACTOR:-3}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${OUT:-$ROOT/docs/degradation}
 SWEEP_ARGS=${SWEEP_ARGS:-}
-LOGS=$(mktemp -d "${TMPDIR:-/tmp}/argon-sweep.XXXXXX")
-FAILED=0
+NAME=sweep
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+build_argon
 
-say() { printf '%s\n' "$*" >&2; }
-fail() { say "sweep: $*"; FAILED=1; }
-
-LIVE=()
-stop_pid() {   # TERM, up to 10 s to leave, then KILL
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local p
-  for p in "${LIVE[@]}"; do stop_pid "$p"; done
-  if [ "${KEEP:-0}" = 1 ] || [ "$FAILED" != 0 ]; then say "logs kept in $LOGS"; else rm -rf "$LOGS"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-say "building argon (release)..."
-(cd "$ROOT" && timeout 3600 cargo build --release --quiet --bin argon) || { fail "cargo build failed"; exit 1; }
-ARGON=${CARGO_TARGET_DIR:-$ROOT/target}/release/argon
-KEY=$LOGS/key
-"$ARGON" keygen "$KEY" >/dev/null || { fail "keygen failed"; exit 1; }
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-"$ARGON" manager --host 127.0.0.1 --port 0 --key "$KEY" --queue-factor "$QUEUE_FACTOR" -q \
-  >"$LOGS/manager.out" 2>"$LOGS/manager.err" &
-MGR_PID=$!; LIVE+=("$MGR_PID")
-MGR_ADDR=
-for _ in $(seq 100); do
-  MGR_ADDR=$(sed -n 's/^argon manager listening on //p' "$LOGS/manager.out")
-  [ -n "$MGR_ADDR" ] && break
-  kill -0 "$MGR_PID" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$MGR_ADDR" ] || { fail "manager did not start (see $LOGS/manager.err)"; exit 1; }
+start_manager "$QUEUE_FACTOR" || exit 1
 
 for i in $(seq "$WORKERS"); do
   "$ARGON" worker --mgr "$MGR_ADDR" --key "$KEY" --capacity "$SLOTS" -q \
@@ -69,8 +35,7 @@ for i in $(seq "$WORKERS"); do
 done
 have=0
 for _ in $(seq 100); do
-  have=$(timeout 10 "$ARGON" status --mgr "$MGR_ADDR" --key "$KEY" --json 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["workers"])' 2>/dev/null)
+  have=$(workers_registered)
   [ "${have:-0}" -ge "$WORKERS" ] && break
   sleep 0.1
 done
