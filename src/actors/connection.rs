@@ -73,7 +73,8 @@ pub const MAX_OPEN_ASKS: usize = 256;
 /// What to do with one answer, on the connection that asked.
 type Then<P> = Box<dyn FnOnce(&mut Connection<P>, &mut Context<Connection<P>>)>;
 
-/// Shared by a connection and its reader: how many asks are open, and the
+/// Shared by a connection and its reader: how many asks are open (the
+/// length of the connection's `asks`, kept here for the reader), and the
 /// reader's waker while it waits for that number to fall.
 #[derive(Default)]
 struct Gate {
@@ -257,7 +258,6 @@ impl<P: Peer> Connection<P> {
         request: impl Future<Output = R> + 'static,
         then: impl FnOnce(R, &mut Connection<P>, &mut Context<Connection<P>>) + 'static,
     ) {
-        self.gate.open.set(self.gate.open.get() + 1);
         self.asks.push(
             async move {
                 let answer = request.await;
@@ -269,22 +269,17 @@ impl<P: Peer> Connection<P> {
             }
             .boxed_local(),
         );
+        self.gate.open.set(self.asks.len());
         if let Some(w) = self.asks_waker.take() {
             w.wake();
         }
     }
 
-    /// Requests waiting for their answers.
-    pub fn open_asks(&self) -> usize {
-        self.gate.open.get()
-    }
-
     /// Handles the answers that are in; see [`Steady`].
     fn answer(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
         while let Poll::Ready(Some(then)) = self.asks.poll_next_unpin(task) {
-            let open = self.gate.open.get() - 1;
-            self.gate.open.set(open);
-            if open + 1 == MAX_OPEN_ASKS {
+            self.gate.open.set(self.asks.len());
+            if self.asks.len() < MAX_OPEN_ASKS {
                 if let Some(w) = self.gate.reader.take() {
                     w.wake();
                 }
