@@ -3,12 +3,22 @@
 //! the process runs out of descriptors.
 //!
 //! The accept loop asks a [`Gate`] before it sends its hello. Past
-//! `max_connections` connections, or `max_handshakes` handshakes in
-//! progress, the connection is refused at once with a refusal frame
-//! ([`crate::protocol::handshake::refuse`]), counted, and logged at most once
-//! a second ([`Throttle`]). While more than half the handshake slots are
-//! taken, a new connection gets at most [`PRESSURE_TIMEOUT`] for its
-//! handshake, so idle sockets without the key cannot hold slots for long.
+//! `max_connections` connections the connection is refused at once with a
+//! refusal frame ([`crate::protocol::handshake::refuse`]), counted, and
+//! logged at most once a second ([`Throttle`]).
+//!
+//! Handshakes cost a peer no key, so their slots must not be something a
+//! peer without the key can hold against everyone else. A new connection
+//! always gets a handshake slot: when `max_handshakes` are taken, the
+//! oldest handshake in progress is evicted (closed) to make room, and when
+//! the new connection's address already has `max_handshakes_per_address`
+//! in progress, the oldest of that address's goes instead. A peer that
+//! opens connections and stalls thus only ever pushes out its own oldest
+//! (or, from many addresses, handshakes that have been waiting longest),
+//! while a peer that completes its handshake promptly, as every Argon peer
+//! does within milliseconds, is through before a stalled flood can reach
+//! it. While more than half the handshake slots are taken, counting the
+//! new connection, it gets at most [`PRESSURE_TIMEOUT`] for its handshake.
 //!
 //! `max_connections` covers every connection: handshakes in progress,
 //! clients and workers alike. The limit exists to keep the manager's
@@ -18,9 +28,13 @@
 //! therefore needs `max_connections` above its workers plus its clients; a
 //! refused worker retries on its backoff.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::protocol::handshake::Refusal;
 
@@ -40,19 +54,39 @@ pub const PRESSURE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct ConnectionLimits {
     /// Connections held at once: handshaking, clients and workers.
     pub max_connections: usize,
-    /// Handshakes in progress at once (within `max_connections`).
+    /// Handshakes in progress at once (within `max_connections`); past it
+    /// the oldest is evicted.
     pub max_handshakes: usize,
+    /// Handshakes in progress from one IP address; past it that address's
+    /// oldest is evicted.
+    pub max_handshakes_per_address: usize,
 }
 
 impl Default for ConnectionLimits {
     /// `max_connections` from the descriptor limit
-    /// ([`default_max_connections`]), 256 handshakes.
+    /// ([`default_max_connections`]), 256 handshakes, a quarter of them
+    /// per address.
     fn default() -> Self {
+        ConnectionLimits::new(default_max_connections(), DEFAULT_MAX_HANDSHAKES)
+    }
+}
+
+impl ConnectionLimits {
+    /// Limits of `max_connections` and `max_handshakes`, with the default
+    /// share per address ([`default_per_address`]).
+    pub fn new(max_connections: usize, max_handshakes: usize) -> ConnectionLimits {
         ConnectionLimits {
-            max_connections: default_max_connections(),
-            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_connections,
+            max_handshakes,
+            max_handshakes_per_address: default_per_address(max_handshakes),
         }
     }
+}
+
+/// The default `max_handshakes_per_address`: a quarter of the handshake
+/// slots, at least 1.
+pub fn default_per_address(max_handshakes: usize) -> usize {
+    (max_handshakes / 4).max(1)
 }
 
 /// The process's soft limit on open descriptors (`RLIMIT_NOFILE`), if known.
@@ -80,7 +114,7 @@ pub fn default_max_connections() -> usize {
     max_connections_for(descriptor_limit().unwrap_or(1024))
 }
 
-/// One counted connection or handshake; dropping it gives the place back.
+/// One counted connection; dropping it gives the place back.
 #[derive(Debug)]
 pub struct Permit {
     count: Arc<AtomicUsize>,
@@ -92,15 +126,76 @@ impl Drop for Permit {
     }
 }
 
+/// One handshake in progress; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct HandshakeSlot {
+    seq: u64,
+    handshakes: Arc<Mutex<Handshakes>>,
+    /// Cancelled when the handshake is evicted to make room for a newer one.
+    pub evicted: CancellationToken,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        lock(&self.handshakes).remove(self.seq);
+    }
+}
+
 /// What an admitted connection holds while it shakes hands.
 #[derive(Debug)]
 pub struct Admitted {
     /// Its place among the connections; held as long as the connection lives.
     pub connection: Permit,
     /// Its place among the handshakes; drop it when the handshake ends.
-    pub handshake: Permit,
+    pub handshake: HandshakeSlot,
     /// The bound on its handshake.
     pub timeout: Duration,
+    /// Whether an older handshake was evicted to admit this one, and why.
+    pub evicted: Option<Eviction>,
+}
+
+/// Why a handshake in progress was evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// Every handshake slot was taken.
+    Full,
+    /// Its address had its share of the slots.
+    Address,
+}
+
+/// The handshakes in progress, oldest first, and how many each address has.
+#[derive(Debug, Default)]
+struct Handshakes {
+    next: u64,
+    live: BTreeMap<u64, (IpAddr, CancellationToken)>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl Handshakes {
+    fn remove(&mut self, seq: u64) {
+        let Some((addr, token)) = self.live.remove(&seq) else {
+            return;
+        };
+        token.cancel();
+        if let Some(n) = self.per_address.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&addr);
+            }
+        }
+    }
+
+    /// The oldest handshake, of `addr` when given.
+    fn oldest(&self, addr: Option<IpAddr>) -> Option<u64> {
+        self.live
+            .iter()
+            .find(|(_, (a, _))| addr.is_none_or(|addr| *a == addr))
+            .map(|(seq, _)| *seq)
+    }
+}
+
+fn lock(h: &Mutex<Handshakes>) -> std::sync::MutexGuard<'_, Handshakes> {
+    h.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The counts the accept loop admits against. See the module docs.
@@ -108,9 +203,9 @@ pub struct Admitted {
 pub struct Gate {
     limits: ConnectionLimits,
     connections: Arc<AtomicUsize>,
-    handshakes: Arc<AtomicUsize>,
+    handshakes: Arc<Mutex<Handshakes>>,
     refused_connections: AtomicU64,
-    refused_handshakes: AtomicU64,
+    evicted_handshakes: AtomicU64,
 }
 
 impl Gate {
@@ -121,7 +216,7 @@ impl Gate {
             connections: Arc::default(),
             handshakes: Arc::default(),
             refused_connections: AtomicU64::new(0),
-            refused_handshakes: AtomicU64::new(0),
+            evicted_handshakes: AtomicU64::new(0),
         }
     }
 
@@ -130,26 +225,47 @@ impl Gate {
         &self.limits
     }
 
-    /// Admits one more connection whose handshake would be bounded by
-    /// `timeout`, or says why not (and counts the refusal).
-    pub fn admit(&self, timeout: Duration) -> Result<Admitted, Refusal> {
+    /// Admits one more connection from `addr` whose handshake would be
+    /// bounded by `timeout`, evicting an older handshake if the slots are
+    /// taken; refused (and counted) only past `max_connections`.
+    pub fn admit(&self, addr: IpAddr, timeout: Duration) -> Result<Admitted, Refusal> {
         let Some(connection) = take(&self.connections, self.limits.max_connections) else {
             self.refused_connections.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::Connections);
         };
-        let Some(handshake) = take(&self.handshakes, self.limits.max_handshakes) else {
-            self.refused_handshakes.fetch_add(1, Ordering::Relaxed);
-            return Err(Refusal::Handshakes);
+        let mut hs = lock(&self.handshakes);
+        let mine = hs.per_address.get(&addr).copied().unwrap_or(0);
+        let evict = if mine >= self.limits.max_handshakes_per_address {
+            hs.oldest(Some(addr)).map(|seq| (seq, Eviction::Address))
+        } else if hs.live.len() >= self.limits.max_handshakes {
+            hs.oldest(None).map(|seq| (seq, Eviction::Full))
+        } else {
+            None
         };
-        let timeout = if self.handshakes() > self.limits.max_handshakes / 2 {
+        if let Some((seq, _)) = evict {
+            hs.remove(seq);
+            self.evicted_handshakes.fetch_add(1, Ordering::Relaxed);
+        }
+        let seq = hs.next;
+        hs.next += 1;
+        let token = CancellationToken::new();
+        hs.live.insert(seq, (addr, token.clone()));
+        *hs.per_address.entry(addr).or_default() += 1;
+        let timeout = if hs.live.len() > self.limits.max_handshakes / 2 {
             timeout.min(PRESSURE_TIMEOUT)
         } else {
             timeout
         };
+        drop(hs);
         Ok(Admitted {
             connection,
-            handshake,
+            handshake: HandshakeSlot {
+                seq,
+                handshakes: self.handshakes.clone(),
+                evicted: token,
+            },
             timeout,
+            evicted: evict.map(|(_, why)| why),
         })
     }
 
@@ -160,16 +276,17 @@ impl Gate {
 
     /// Handshakes in progress now.
     pub fn handshakes(&self) -> usize {
-        self.handshakes.load(Ordering::Acquire)
+        lock(&self.handshakes).live.len()
     }
 
-    /// Connections refused so far for `why`.
-    pub fn refused(&self, why: Refusal) -> u64 {
-        match why {
-            Refusal::Connections => self.refused_connections.load(Ordering::Relaxed),
-            Refusal::Handshakes => self.refused_handshakes.load(Ordering::Relaxed),
-            Refusal::Other(_) => 0,
-        }
+    /// Connections refused so far (at `max_connections`).
+    pub fn refused(&self) -> u64 {
+        self.refused_connections.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes evicted so far to make room for newer ones.
+    pub fn evicted(&self) -> u64 {
+        self.evicted_handshakes.load(Ordering::Relaxed)
     }
 }
 
@@ -248,55 +365,103 @@ mod tests {
         Gate::new(ConnectionLimits {
             max_connections,
             max_handshakes,
+            max_handshakes_per_address: max_handshakes,
         })
+    }
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
     }
 
     #[test]
     fn connections_past_the_limit_are_refused_and_counted() {
         let g = gate(2, 10);
-        let a = g.admit(Duration::from_secs(5)).unwrap();
-        let b = g.admit(Duration::from_secs(5)).unwrap();
+        let a = g.admit(ip(1), LONG).unwrap();
+        let b = g.admit(ip(1), LONG).unwrap();
         drop(a.handshake);
         drop(b.handshake);
-        assert_eq!(
-            g.admit(Duration::from_secs(5)).unwrap_err(),
-            Refusal::Connections
-        );
-        assert_eq!((g.connections(), g.refused(Refusal::Connections)), (2, 1));
+        assert_eq!(g.admit(ip(1), LONG).unwrap_err(), Refusal::Connections);
+        assert_eq!((g.connections(), g.refused()), (2, 1));
         drop(a.connection);
-        assert!(g.admit(Duration::from_secs(5)).is_ok());
+        assert!(g.admit(ip(1), LONG).is_ok());
     }
 
     #[test]
-    fn handshakes_past_their_limit_are_refused_and_give_the_connection_back() {
+    fn a_full_set_of_handshakes_evicts_the_oldest() {
         let g = gate(10, 2);
-        let _a = g.admit(Duration::from_secs(5)).unwrap();
-        let b = g.admit(Duration::from_secs(5)).unwrap();
-        assert_eq!(
-            g.admit(Duration::from_secs(5)).unwrap_err(),
-            Refusal::Handshakes
-        );
-        assert_eq!((g.connections(), g.handshakes()), (2, 2));
-        assert_eq!(g.refused(Refusal::Handshakes), 1);
+        let a = g.admit(ip(1), LONG).unwrap();
+        let b = g.admit(ip(2), LONG).unwrap();
+        assert_eq!((a.evicted, b.evicted), (None, None));
+        let c = g.admit(ip(3), LONG).unwrap();
+        assert_eq!(c.evicted, Some(Eviction::Full));
+        assert!(a.handshake.evicted.is_cancelled(), "the oldest goes");
+        assert!(!b.handshake.evicted.is_cancelled());
+        assert!(!c.handshake.evicted.is_cancelled());
+        assert_eq!((g.connections(), g.handshakes(), g.evicted()), (3, 2, 1));
+        // The evicted handshake's task drops its slot later: nothing more
+        // is given back then.
+        drop(a.handshake);
+        assert_eq!(g.handshakes(), 2);
         drop(b.handshake);
-        assert!(g.admit(Duration::from_secs(5)).is_ok());
+        let d = g.admit(ip(4), LONG).unwrap();
+        assert_eq!(d.evicted, None);
+        assert_eq!(g.handshakes(), 2);
+    }
+
+    #[test]
+    fn an_address_past_its_share_evicts_its_own_oldest() {
+        let g = Gate::new(ConnectionLimits {
+            max_connections: 100,
+            max_handshakes: 8,
+            max_handshakes_per_address: 2,
+        });
+        let other = g.admit(ip(9), LONG).unwrap();
+        let a = g.admit(ip(1), LONG).unwrap();
+        let b = g.admit(ip(1), LONG).unwrap();
+        let c = g.admit(ip(1), LONG).unwrap();
+        assert_eq!(c.evicted, Some(Eviction::Address));
+        assert!(a.handshake.evicted.is_cancelled());
+        assert!(
+            !other.handshake.evicted.is_cancelled(),
+            "older, but elsewhere"
+        );
+        assert!(!b.handshake.evicted.is_cancelled());
+        assert_eq!(g.handshakes(), 3);
+        // A flood from one address never reaches the other's handshake.
+        let flood: Vec<Admitted> = (0..50).map(|_| g.admit(ip(1), LONG).unwrap()).collect();
+        assert!(!other.handshake.evicted.is_cancelled());
+        assert_eq!(g.handshakes(), 3);
+        assert_eq!(g.evicted(), 51);
+        drop(flood);
+        assert_eq!(g.handshakes(), 1);
     }
 
     #[test]
     fn timeout_drops_to_a_second_past_half_the_handshake_slots() {
         let g = gate(100, 4);
-        let long = Duration::from_secs(5);
-        let a = g.admit(long).unwrap();
-        let b = g.admit(long).unwrap();
-        assert_eq!((a.timeout, b.timeout), (long, long));
-        let c = g.admit(long).unwrap();
-        assert_eq!(c.timeout, PRESSURE_TIMEOUT);
+        let a = g.admit(ip(1), LONG).unwrap();
+        let b = g.admit(ip(1), LONG).unwrap();
+        assert_eq!((a.timeout, b.timeout), (LONG, LONG));
+        let c = g.admit(ip(1), LONG).unwrap();
         assert_eq!(
-            g.admit(Duration::from_millis(300)).unwrap().timeout,
+            c.timeout, PRESSURE_TIMEOUT,
+            "the third of four counts itself"
+        );
+        assert_eq!(
+            g.admit(ip(1), Duration::from_millis(300)).unwrap().timeout,
             Duration::from_millis(300)
         );
         drop((a, b, c));
-        assert_eq!(g.admit(long).unwrap().timeout, long);
+        assert_eq!(g.admit(ip(1), LONG).unwrap().timeout, LONG);
+    }
+
+    #[test]
+    fn the_default_share_is_a_quarter() {
+        assert_eq!(default_per_address(256), 64);
+        assert_eq!(default_per_address(3), 1);
+        assert_eq!(ConnectionLimits::new(10, 8).max_handshakes_per_address, 2);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! port = 8000                      # 0 picks a free port
 //! queue_factor = 3                 # queue bound = capacity × this
 //! max_connections = 960            # default: descriptor limit minus 64
-//! max_handshakes = 256             # handshakes in progress at once
+//! max_handshakes = 256             # handshakes in progress at once; past it the oldest goes
+//! max_handshakes_per_address = 64  # of those, from one IP address (default: a quarter)
 //! drain_timeout = "30s"            # on SIGTERM, running tasks may finish within this
 //! result_ttl = "1h"                # outcomes of detached tasks are kept this long
 //! result_max = 100000              # most outcomes kept; the oldest go first
@@ -104,8 +105,12 @@ pub struct ManagerSection {
     /// refused. Default: the descriptor limit minus a reserve
     /// ([`crate::admission::default_max_connections`]).
     pub max_connections: Option<usize>,
-    /// Handshakes in progress at once; more are refused. Default 256.
+    /// Handshakes in progress at once; past it the oldest is closed to
+    /// admit a new connection. Default 256.
     pub max_handshakes: Option<usize>,
+    /// Handshakes in progress from one IP address (default: a quarter of
+    /// `max_handshakes`); past it that address's oldest is closed.
+    pub max_handshakes_per_address: Option<usize>,
     /// Address (`host:port`) of the read-only HTTP side (the dashboard `/`,
     /// `/api/overview`, `/metrics`, `/healthz`, `/readyz`). Default: off.
     pub http: Option<String>,
@@ -302,6 +307,9 @@ impl Config {
         if self.manager.max_handshakes == Some(0) {
             return Err("manager.max_handshakes must be at least 1".into());
         }
+        if self.manager.max_handshakes_per_address == Some(0) {
+            return Err("manager.max_handshakes_per_address must be at least 1".into());
+        }
         if self.manager.default_timeout.is_some_and(|d| d.0.is_zero()) {
             return Err("manager.default_timeout must be more than 0".into());
         }
@@ -439,6 +447,11 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("max_connections"));
         let c = Config::parse("[manager]\nmax_handshakes = 0\n").unwrap();
         assert!(c.validate().unwrap_err().contains("max_handshakes"));
+        let c = Config::parse("[manager]\nmax_handshakes_per_address = 0\n").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("max_handshakes_per_address"));
         let c = Config::parse("[manager]\nresult_ttl = \"0s\"\n").unwrap();
         assert!(c.validate().unwrap_err().contains("result_ttl"));
         let c = Config::parse(

@@ -23,12 +23,12 @@ use tokio_util::sync::CancellationToken;
 use crate::actors::{
     ClientSession, Manager, ManagerSettings, WorkerLink, WorkerPool, WorkerSettings,
 };
-use crate::admission::{self, AcceptBackoff, ConnectionLimits, Gate, Throttle};
+use crate::admission::{self, AcceptBackoff, ConnectionLimits, Eviction, Gate, Throttle};
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::{Drain, GetStatus, Shutdown, ShutdownReport};
 use crate::protocol::crypto::generate_key_text;
-use crate::protocol::handshake::{self, HandshakeSettings, Refusal};
+use crate::protocol::handshake::{self, HandshakeSettings};
 use crate::protocol::{MasterKey, Role, WireError};
 use crate::task::eval::EvalLimits;
 use crate::task::TaskRegistry;
@@ -174,10 +174,8 @@ async fn accept_loop(
 ) {
     let mut backoff = AcceptBackoff::default();
     let mut failure_log = Throttle::new(Duration::from_secs(1));
-    let mut refusal_logs = [
-        Throttle::new(Duration::from_secs(1)),
-        Throttle::new(Duration::from_secs(1)),
-    ];
+    let mut refusal_log = Throttle::new(Duration::from_secs(1));
+    let mut eviction_log = Throttle::new(Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -208,29 +206,49 @@ async fn accept_loop(
                 continue;
             }
         };
-        let admitted = match gate.admit(hs.timeout) {
+        let admitted = match gate.admit(peer.ip(), hs.timeout) {
             Ok(a) => a,
             Err(why) => {
                 handshake::refuse(stream, why);
-                let (log, limit) = match why {
-                    Refusal::Handshakes => (&mut refusal_logs[1], gate.limits().max_handshakes),
-                    _ => (&mut refusal_logs[0], gate.limits().max_connections),
-                };
-                if log.pass(Instant::now()).is_some() {
+                if refusal_log.pass(Instant::now()).is_some() {
                     log::warn!(
-                        "refusing connections: {why} (limit {limit}); {} refused so far",
-                        gate.refused(why)
+                        "refusing connections: {why} (limit {}); {} refused so far",
+                        gate.limits().max_connections,
+                        gate.refused()
                     );
                 }
                 continue;
             }
         };
+        if let Some(why) = admitted.evicted {
+            if eviction_log.pass(Instant::now()).is_some() {
+                let share = match why {
+                    Eviction::Full => format!("all {}", gate.limits().max_handshakes),
+                    Eviction::Address => format!(
+                        "{} from {}",
+                        gate.limits().max_handshakes_per_address,
+                        peer.ip()
+                    ),
+                };
+                log::warn!(
+                    "handshake slots taken ({share}): closing the oldest handshake to admit \
+                     a new connection; {} evicted so far",
+                    gate.evicted()
+                );
+            }
+        }
         let _ = stream.set_nodelay(true);
         let manager = manager.clone();
         let hs = hs.clone();
         let closing = closing.clone();
         actix_rt::spawn(async move {
-            let result = handshake::accept_within(stream, &hs, admitted.timeout).await;
+            let result = tokio::select! {
+                r = handshake::accept_within(stream, &hs, admitted.timeout) => r,
+                _ = admitted.handshake.evicted.cancelled() => {
+                    log::debug!("[{peer}] handshake evicted");
+                    return;
+                }
+            };
             drop(admitted.handshake);
             match result {
                 Ok(mut est) => {
@@ -251,6 +269,10 @@ async fn accept_loop(
                 Err(e) => log_handshake_failure(peer, &e),
             }
         });
+        // The handshake just spawned (and those waiting on their peers) run
+        // before the next accept: under a flood of new connections, a peer
+        // that answers promptly is through before newer ones evict it.
+        tokio::task::yield_now().await;
     }
 }
 

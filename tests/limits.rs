@@ -18,8 +18,6 @@ use common::{Manager, ManagerOpts, TempDir, STARTUP};
 
 /// The refusal a full manager sends in place of its hello (PROTOCOL.md §3.5).
 const REFUSED_CONNECTIONS: [u8; 10] = [0, 0, 0, 6, b'A', b'R', b'G', b'N', 0, 1];
-/// The same for too many handshakes in progress.
-const REFUSED_HANDSHAKES: [u8; 10] = [0, 0, 0, 6, b'A', b'R', b'G', b'N', 0, 2];
 
 /// A hello frame as the wire wants it: length 37, `ARGN`, version 1, a nonce.
 fn hello() -> Vec<u8> {
@@ -291,15 +289,17 @@ fn default_max_connections_follows_the_descriptor_limit() {
     assert_eq!(out.code, Some(0), "{out}");
 }
 
-/// Past `max_handshakes` a connection is refused at once; past half of them
-/// new handshakes get 1 s instead of the configured 60 s.
+/// Past `max_handshakes` the oldest handshake in progress is closed to
+/// admit the new connection; past half of them (the new one counted) new
+/// handshakes get 1 s instead of the configured 60 s.
 #[test]
-fn handshakes_past_their_cap_are_refused_and_rushed_under_pressure() {
+fn handshakes_past_their_cap_evict_the_oldest_and_are_rushed_under_pressure() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
     let config = config_file(
         &dir,
-        "[security]\nhandshake_timeout = \"60s\"\n[manager]\nmax_handshakes = 4\n",
+        "[security]\nhandshake_timeout = \"60s\"\n\
+         [manager]\nmax_handshakes = 4\nmax_handshakes_per_address = 4\n",
     );
     let mut m = start(
         &key,
@@ -309,34 +309,116 @@ fn handshakes_past_their_cap_are_refused_and_rushed_under_pressure() {
         },
     );
     // a and b take half the slots, c and d the rest (under pressure), and e
-    // finds none.
-    let mut conns: Vec<TcpStream> = (0..5).map(|_| connect(&m.addr)).collect();
-    let mut e = conns.pop().expect("five");
-    for s in &mut conns {
+    // pushes a out.
+    let mut conns: Vec<TcpStream> = Vec::new();
+    for _ in 0..5 {
+        let mut s = connect(&m.addr);
         assert_eq!(
-            &first_bytes(s, 41)[..8],
-            &[0, 0, 0, 37, b'A', b'R', b'G', b'N']
+            &first_bytes(&mut s, 41)[..8],
+            &[0, 0, 0, 37, b'A', b'R', b'G', b'N'],
+            "every connection gets a hello"
         );
+        conns.push(s);
     }
-    assert_eq!(first_bytes(&mut e, 10), REFUSED_HANDSHAKES);
-    closed_within(&mut e, STARTUP);
+    closed_within(&mut conns[0], STARTUP);
+    assert!(still_open(&mut conns[1]), "only the oldest goes");
 
-    // c and d go after about a second; well before the configured 60 s.
+    // c, d and e go after about a second; well before the configured 60 s.
     let generous = Duration::from_secs(20);
-    closed_within(&mut conns[2], generous);
-    closed_within(&mut conns[3], generous);
-    assert!(still_open(&mut conns[0]) && still_open(&mut conns[1]));
+    for s in &mut conns[2..] {
+        closed_within(s, generous);
+    }
+    assert!(still_open(&mut conns[1]));
 
     let out = m.client_cmd("ping", [] as [&str; 0]).run();
     assert_eq!(out.code, Some(0), "{out}");
     m.assert_healthy();
     let err = m.proc.stderr();
     assert!(
-        err.contains(
-            "refusing connections: too many handshakes in progress (limit 4); 1 refused so far"
-        ),
-        "the refusal should be logged:\n{err}"
+        err.contains("closing the oldest handshake to admit a new connection; 1 evicted so far"),
+        "the eviction should be logged:\n{err}"
     );
+}
+
+/// A flood of connections from one address that send a hello and stall,
+/// kept at 2,000 open (each one the manager closes is opened again), does
+/// not lock out clients or workers from the same address: 80 `argon
+/// submit`s all succeed, and a worker started during the flood registers.
+#[test]
+fn stalled_handshakes_do_not_lock_out_clients_or_workers() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let sys = common::System::start(1, 4, ManagerOpts::default());
+    let addr = sys.manager.addr.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (stop, opened, addr) = (stop.clone(), opened.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let stalled = |addr: &str| {
+                let mut s = TcpStream::connect(addr).ok()?;
+                s.write_all(&hello()).ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some(s)
+            };
+            let mut held: Vec<Option<TcpStream>> = (0..2000).map(|_| None).collect();
+            while !stop.load(Ordering::Relaxed) {
+                for slot in held.iter_mut() {
+                    let closed = match slot {
+                        None => true,
+                        Some(s) => match s.read(&mut [0u8; 64]) {
+                            Ok(0) => true,
+                            Ok(_) => false,
+                            Err(e) => e.kind() != ErrorKind::WouldBlock,
+                        },
+                    };
+                    if closed {
+                        *slot = stalled(&addr);
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // Wait until the flood has filled the handshake slots and turned over.
+    let t0 = Instant::now();
+    while opened.load(Ordering::Relaxed) < 4000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the flood did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let mut slowest = Duration::ZERO;
+    for i in 0..80 {
+        let t = Instant::now();
+        let out = sys
+            .manager
+            .submit(["echo", &format!("[{i}]")])
+            .limit(Duration::from_secs(30))
+            .run();
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(out.code, Some(0), "submit {i} during the flood: {out}");
+        assert_eq!(out.stdout.trim(), format!("[{i}]"));
+    }
+    let t = Instant::now();
+    let _late = common::Worker::start(&addr, &sys.manager.key, 2);
+    sys.manager.wait_for_workers(2);
+    let registered = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().expect("flood thread");
+    eprintln!(
+        "during the flood ({} connections opened): slowest submit {slowest:?}, \
+         a new worker registered in {registered:?}",
+        opened.load(Ordering::Relaxed)
+    );
+    assert!(sys
+        .manager
+        .proc
+        .stderr()
+        .contains("closing the oldest handshake"));
 }
 
 /// Out of descriptors (`ulimit -n 64`, `--max-connections` far above it),

@@ -10,7 +10,7 @@ use clap::Args;
 use argon::actors::manager::retry::MAX_RETRIES;
 use argon::actors::manager::{Manager, Store};
 use argon::actors::ManagerSettings;
-use argon::admission::ConnectionLimits;
+use argon::admission::{self, ConnectionLimits};
 use argon::config::Config;
 use argon::launch::{handshake_settings, Failure, KeyArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE};
 use argon::runtime;
@@ -147,17 +147,21 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             "manager.retry_base must not exceed manager.retry_max",
         ));
     }
-    let defaults = ConnectionLimits::default();
+    let max_handshakes = config
+        .manager
+        .max_handshakes
+        .unwrap_or(admission::DEFAULT_MAX_HANDSHAKES);
     let limits = ConnectionLimits {
         max_connections: a
             .max_connections
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
             .or(config.manager.max_connections)
-            .unwrap_or(defaults.max_connections),
-        max_handshakes: config
+            .unwrap_or_else(admission::default_max_connections),
+        max_handshakes,
+        max_handshakes_per_address: config
             .manager
-            .max_handshakes
-            .unwrap_or(defaults.max_handshakes),
+            .max_handshakes_per_address
+            .unwrap_or_else(|| admission::default_per_address(max_handshakes)),
     };
     let drain = a
         .drain_timeout

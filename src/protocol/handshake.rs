@@ -48,7 +48,8 @@ pub const HANDSHAKE_MAX_FRAME: usize = 4096;
 pub enum Refusal {
     /// It already holds its `max_connections` connections (code 1).
     Connections,
-    /// It already has its `max_handshakes` handshakes in progress (code 2).
+    /// Too many handshakes in progress (code 2): sent by earlier managers;
+    /// this one closes its oldest handshake instead.
     Handshakes,
     /// A reason code this build does not know.
     Other(u8),
