@@ -11,8 +11,14 @@
 //! a task that outlives the connection; [`Client::result`] and
 //! [`Client::cancel_task`] name it later, from this or any other client
 //! holding the key.
+//!
+//! A result wait is a request the manager holds open until the task ends,
+//! and the manager stops reading a connection with
+//! [`MAX_OPEN_REQUESTS`] requests open: the driver keeps at most
+//! [`MAX_OPEN_WAITS`] waits open and sends the others, in order, as
+//! earlier ones are answered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +33,7 @@ use tokio_util::codec::FramedWrite;
 use crate::protocol::handshake::{self, HandshakeSettings};
 use crate::protocol::{
     value_depth, ClusterStatus, FromClient, Liveness, Outcome, Priority, Role, Submit, TaskState,
-    Tick, ToClient, Value, WireError, MAX_VALUE_DEPTH,
+    Tick, ToClient, Value, WireError, MAX_OPEN_REQUESTS, MAX_VALUE_DEPTH,
 };
 pub use crate::protocol::{CancelState, DeadList, DeadTask};
 
@@ -612,6 +618,7 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
     let beat = liveness.interval();
     let mut writer = FramedWrite::new(rest.write, rest.writer);
     let mut pending: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
+    let mut waits = Waits::default();
     let mut ticks = tokio::time::interval_at(
         tokio::time::Instant::now() + beat,
         beat.max(Duration::from_millis(1)),
@@ -639,6 +646,10 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
                 let mut next = Some(req);
                 let mut failed = None;
                 while let Some(req) = next.take() {
+                    let Some(req) = waits.admit(req) else {
+                        next = rx.try_recv().ok();
+                        continue;
+                    };
                     match writer.feed(req.msg).await {
                         Ok(()) => {
                             if let Some(reply) = req.reply {
@@ -678,8 +689,20 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
                         break Some(format!("manager says: {message}"))
                     }
                     Some(Ok(msg)) => {
-                        if let Some(tx) = msg.reply_id().and_then(|id| pending.remove(&id)) {
+                        let Some(id) = msg.reply_id() else { continue };
+                        if let Some(tx) = pending.remove(&id) {
                             let _ = tx.send(Ok(msg));
+                        }
+                        if let Some(req) = waits.answered(id) {
+                            if let Err(e) = writer.send(req.msg).await {
+                                if let Some(reply) = req.reply {
+                                    let _ = reply.send(Err(ClientError::Disconnected(e.to_string())));
+                                }
+                                break Some(e.to_string());
+                            }
+                            if let Some(reply) = req.reply {
+                                pending.insert(req.id, reply);
+                            }
                         }
                     }
                     Some(Err(e)) => break Some(e.to_string()),
@@ -690,6 +713,11 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
     };
     let reason = reason.unwrap_or_else(|| "client closed".to_string());
     rx.close();
+    for req in waits.held.drain(..) {
+        if let Some(reply) = req.reply {
+            pending.insert(req.id, reply);
+        }
+    }
     while let Ok(req) = rx.try_recv() {
         if let Some(reply) = req.reply {
             pending.insert(req.id, reply);
@@ -697,5 +725,44 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
     }
     for (_, tx) in pending {
         let _ = tx.send(Err(ClientError::Disconnected(reason.clone())));
+    }
+}
+
+/// Result requests with `wait` one connection keeps open at the manager
+/// at most: half of what the manager holds for a connection
+/// ([`MAX_OPEN_REQUESTS`]), leaving the rest to requests it answers at
+/// once, so the manager never stops reading a stock client's connection.
+pub const MAX_OPEN_WAITS: usize = MAX_OPEN_REQUESTS / 2;
+
+/// The connection's open result waits, and those held back in order until
+/// one of them is answered.
+#[derive(Default)]
+struct Waits {
+    open: HashSet<u64>,
+    held: VecDeque<Request>,
+}
+
+impl Waits {
+    /// `req` if it may go out now; a wait past [`MAX_OPEN_WAITS`] is held.
+    fn admit(&mut self, req: Request) -> Option<Request> {
+        if !matches!(req.msg, FromClient::ResultRequest { wait: true, .. }) {
+            return Some(req);
+        }
+        if self.open.len() >= MAX_OPEN_WAITS {
+            self.held.push_back(req);
+            return None;
+        }
+        self.open.insert(req.id);
+        Some(req)
+    }
+
+    /// The answer to request `id` came: the held wait that may go out now.
+    fn answered(&mut self, id: u64) -> Option<Request> {
+        if !self.open.remove(&id) {
+            return None;
+        }
+        let next = self.held.pop_front()?;
+        self.open.insert(next.id);
+        Some(next)
     }
 }

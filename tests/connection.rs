@@ -205,17 +205,20 @@ async fn frames_read_with_the_one_that_closed_the_connection_are_dropped() {
     );
 }
 
-/// One connection holds at most `MAX_OPEN_ASKS` requests waiting for the
-/// manager's answer; past that it reads nothing more from its peer until
-/// answers come back. Here a client asks to wait for a long task's result
-/// more times than that, then pings: the manager holds exactly the bound of
-/// waits, the ping is not read meanwhile (its pong comes after an answer
-/// freed a place, not before), and once the task ends every request is
-/// answered and nothing is lost.
-#[actix::test]
-async fn a_connection_stops_reading_while_its_open_requests_are_at_the_bound() {
-    use argon::actors::connection::MAX_OPEN_ASKS;
-    let cluster = argon::runtime::Cluster::start(1, 1, 0, ManagerSettings::default())
+/// A cluster of one 1-slot worker whose heartbeat is `heartbeat`, and a
+/// raw client on it that submitted a detached `sleep` of ten minutes and
+/// then `MAX_OPEN_REQUESTS + 8` waits for its result and a ping (id 7), all in
+/// one write; returns once the manager holds the bound of waits, that is
+/// once the connection stopped reading. Also the task's id.
+async fn paused_client(heartbeat: Duration) -> (argon::runtime::Cluster, RawClient, u64) {
+    use argon::protocol::MAX_OPEN_REQUESTS;
+    let mut hs = handshake();
+    hs.heartbeat = heartbeat;
+    let opts = argon::runtime::ClusterOptions {
+        handshake: Some(("unused".into(), hs)),
+        ..Default::default()
+    };
+    let cluster = argon::runtime::Cluster::start_with(1, 1, 0, ManagerSettings::default(), opts)
         .await
         .expect("cluster starts");
     let mut c = RawClient::to_cluster(&cluster).await;
@@ -234,9 +237,8 @@ async fn a_connection_stops_reading_while_its_open_requests_are_at_the_bound() {
         Some(ToClient::Accepted { task_id, .. }) => task_id,
         other => panic!("expected the task accepted, got {other:?}"),
     };
-    let asks = MAX_OPEN_ASKS as u64 + 8;
     let mut frames = bytes::BytesMut::new();
-    for id in 0..asks {
+    for id in 0..MAX_OPEN_REQUESTS as u64 + 8 {
         let ask = FromClient::ResultRequest {
             id: 100 + id,
             task_id,
@@ -249,18 +251,25 @@ async fn a_connection_stops_reading_while_its_open_requests_are_at_the_bound() {
         .write(&FromClient::Ping { id: 7 }, &mut frames)
         .expect("encode");
     c.rest.write.write_all(&frames).await.expect("send");
-
     within("the manager holding the bound of waits", async {
-        while result_waits(&cluster.manager).await < MAX_OPEN_ASKS as u64 {
+        while result_waits(&cluster.manager).await < MAX_OPEN_REQUESTS as u64 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    assert_eq!(result_waits(&cluster.manager).await, MAX_OPEN_ASKS as u64);
+    assert_eq!(
+        result_waits(&cluster.manager).await,
+        MAX_OPEN_REQUESTS as u64
+    );
+    (cluster, c, task_id)
+}
 
-    // The task ends (cancelled by id from another connection): the waits
-    // are answered, the connection reads on, and answers the rest.
-    let mut other = RawClient::to_cluster(&cluster).await;
+/// Ends the task by id from another connection, then reads every answer
+/// the paused client is owed: a result per wait, and the pong. Returns how
+/// many results came before the pong.
+async fn release(cluster: &argon::runtime::Cluster, c: &mut RawClient, task_id: u64) -> u64 {
+    use argon::protocol::MAX_OPEN_REQUESTS;
+    let mut other = RawClient::to_cluster(cluster).await;
     other.send(&FromClient::CancelTask { id: 2, task_id }).await;
     assert!(matches!(
         other.recv().await,
@@ -268,17 +277,114 @@ async fn a_connection_stops_reading_while_its_open_requests_are_at_the_bound() {
     ));
     let mut results = 0;
     let mut pong_after = None;
-    while results < asks || pong_after.is_none() {
+    while results < MAX_OPEN_REQUESTS as u64 + 8 || pong_after.is_none() {
         match c.recv().await {
             Some(ToClient::Result { task_id: t, .. }) if t == task_id => results += 1,
             Some(ToClient::Pong { id: 7 }) => pong_after = Some(results),
+            Some(ToClient::Heartbeat {}) => {}
+            other => panic!("unexpected frame {other:?} after {results} results"),
+        }
+    }
+    assert_eq!(result_waits(&cluster.manager).await, 0);
+    pong_after.expect("the pong came")
+}
+
+/// One connection holds at most `MAX_OPEN_REQUESTS` requests waiting for the
+/// manager's answer; past that it reads nothing more from its peer until
+/// answers come back. Here a client asks to wait for a long task's result
+/// more times than that, then pings: the manager holds exactly the bound of
+/// waits, the ping is not read meanwhile (its pong comes after an answer
+/// freed a place, not before), and once the task ends every request is
+/// answered and nothing is lost.
+#[actix::test]
+async fn a_connection_stops_reading_while_its_open_requests_are_at_the_bound() {
+    let (cluster, mut c, task_id) = paused_client(Duration::from_secs(60)).await;
+    let pong_after = release(&cluster, &mut c, task_id).await;
+    assert!(
+        pong_after >= 1,
+        "the ping was read while the bound of requests was open: its pong came after \
+         {pong_after} results"
+    );
+}
+
+/// While a connection does not read (its requests at the bound), its
+/// peer's heartbeats wait unread in the socket: they still count. A client
+/// that goes on sending them keeps its connection for many silence limits
+/// (100 ms heartbeats: 300 ms), and gets every answer once the task ends.
+#[actix::test]
+async fn a_paused_connection_lives_while_its_peer_writes() {
+    let beat = Duration::from_millis(100);
+    let (cluster, mut c, task_id) = paused_client(beat).await;
+    for _ in 0..15 {
+        c.send(&FromClient::Heartbeat {}).await;
+        tokio::time::sleep(beat).await;
+    }
+    let pong_after = release(&cluster, &mut c, task_id).await;
+    assert!(pong_after >= 1, "pong after {pong_after} results");
+}
+
+/// A paused connection whose peer sends nothing at all, not even
+/// heartbeats, is closed as silent after the silence limit, as it would be
+/// while read.
+#[actix::test]
+async fn a_paused_connection_whose_peer_is_silent_is_closed() {
+    let (_cluster, mut c, _) = paused_client(Duration::from_millis(100)).await;
+    loop {
+        match c.recv().await {
+            None => break,
+            Some(ToClient::Heartbeat {}) => {}
             other => panic!("unexpected frame {other:?}"),
         }
     }
-    assert!(
-        matches!(pong_after, Some(n) if n >= 1),
-        "the ping was read while the bound of requests was open: its pong came after \
-         {pong_after:?} results"
+}
+
+/// The client library keeps at most `MAX_OPEN_WAITS` result waits open on
+/// its connection and holds the rest until one is answered, so the manager
+/// never stops reading a stock client: with 600 waits on one connection, a
+/// ping still gets its pong at once, and every wait is answered once the
+/// task ends.
+#[actix::test]
+async fn the_client_library_holds_back_waits_past_its_share() {
+    use argon::client::MAX_OPEN_WAITS;
+    use argon::{Client, ClientConfig, ClientError, QueueOptions};
+    let cluster = argon::runtime::Cluster::start(1, 1, 0, ManagerSettings::default())
+        .await
+        .expect("cluster starts");
+    let config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
+    let client = Client::connect(config).await.expect("connect");
+    let task_id = client
+        .submit_detached("sleep", Value::from(600_000), &QueueOptions::default())
+        .await
+        .expect("accepted");
+    let waits: Vec<_> = (0..600)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.result(task_id, true).await })
+        })
+        .collect();
+    within("the manager holding the client's share of waits", async {
+        while result_waits(&cluster.manager).await < MAX_OPEN_WAITS as u64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within("a pong while 600 waits are open", client.ping())
+        .await
+        .expect("pong");
+    assert_eq!(result_waits(&cluster.manager).await, MAX_OPEN_WAITS as u64);
+
+    assert_eq!(
+        within("the cancel", client.cancel_task(task_id))
+            .await
+            .expect("cancel"),
+        argon::client::CancelState::Cancelled
     );
+    for w in waits {
+        let got = within("a wait's answer", w).await.expect("joins");
+        assert!(
+            matches!(&got, Err(ClientError::Failed(e)) if e.contains("cancel")),
+            "{got:?}"
+        );
+    }
     assert_eq!(result_waits(&cluster.manager).await, 0);
 }

@@ -30,8 +30,14 @@
 //! polls an actor again at once while new futures are spawned, so a spawn
 //! per frame from a peer that keeps the socket full would hold the thread
 //! for as long as the peer writes) and it bounds the requests a peer can
-//! have open: at [`MAX_OPEN_ASKS`] the connection stops reading until
-//! answers come back, and the peer's writes wait in its socket.
+//! have open: at [`MAX_OPEN_REQUESTS`] the connection stops reading until
+//! answers come back, and the peer's writes wait in its socket. While it
+//! is paused so, the peer's heartbeats are not read either, so its
+//! liveness is judged by its socket instead: on each heartbeat tick the
+//! connection peeks at the bytes waiting there, and a peer whose bytes
+//! grew since the last tick (or fill what one peek sees, or whose end of
+//! stream is there) counts as heard; one that sent nothing for the
+//! silence limit is closed as silent, as it would be while read.
 //!
 //! A connection given a token ([`Connection::close_on`]) closes when the
 //! token is cancelled, after the messages already in its mailbox and the
@@ -40,6 +46,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -58,17 +65,15 @@ use tokio_util::sync::CancellationToken;
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::CloseConnection;
+use crate::protocol::MAX_OPEN_REQUESTS;
 
 /// Capacity of the outgoing buffer kept once it is empty; a larger one,
 /// grown by a burst, is let go.
 const KEEP_OUT_CAPACITY: usize = 64 * 1024;
 
-/// Requests one connection may have waiting for their answers
-/// ([`Connection::ask`]); at this many it reads nothing more until one is
-/// answered. Far above what one client keeps in flight per turn of the
-/// manager (its frames are read 16 at a time), far below what would let
-/// one peer fill the manager's mailbox.
-pub const MAX_OPEN_ASKS: usize = 256;
+/// Bytes one look at a paused connection's socket sees at most
+/// ([`Connection::peer_wrote`]); more waiting count as the peer writing.
+const PEEK_BYTES: usize = 16 * 1024;
 
 /// What to do with one answer, on the connection that asked.
 type Then<P> = Box<dyn FnOnce(&mut Connection<P>, &mut Context<Connection<P>>)>;
@@ -82,7 +87,7 @@ struct Gate {
     reader: Cell<Option<Waker>>,
 }
 
-/// The connection's frame stream, paused while [`MAX_OPEN_ASKS`] requests
+/// The connection's frame stream, paused while [`MAX_OPEN_REQUESTS`] requests
 /// wait for their answers.
 struct Gated<S> {
     inner: S,
@@ -96,7 +101,7 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<S::Item>> {
-        if self.gate.open.get() >= MAX_OPEN_ASKS {
+        if self.gate.open.get() >= MAX_OPEN_REQUESTS {
             self.gate.reader.set(Some(cx.waker().clone()));
             return Poll::Pending;
         }
@@ -144,6 +149,11 @@ pub struct Connection<P: Peer> {
     peer: SocketAddr,
     reader: Option<FramedRead<OwnedReadHalf, FrameReader<P::In>>>,
     reading: Option<SpawnHandle>,
+    /// The socket, for peeking at it while reading is paused.
+    fd: RawFd,
+    /// Bytes waiting in the socket at the last tick while reading was
+    /// paused; `None` while reading.
+    peeked: Option<usize>,
     /// Requests waiting for their answers, with what to do with each.
     asks: FuturesUnordered<LocalBoxFuture<'static, Then<P>>>,
     /// Wakes the future that handles answers when `asks` gains one.
@@ -173,11 +183,14 @@ impl<P: Peer> Connection<P> {
     /// `Actor::start` (or `create`, to hand the role its own address).
     pub fn new(est: Established, role: P) -> Connection<P> {
         let (reader, rest) = est.reader::<P::In>();
+        let fd = reader.get_ref().as_ref().as_raw_fd();
         Connection {
             role,
             peer: rest.peer_addr,
             reader: Some(reader),
             reading: None,
+            fd,
+            peeked: None,
             asks: FuturesUnordered::new(),
             asks_waker: None,
             gate: Rc::default(),
@@ -279,7 +292,7 @@ impl<P: Peer> Connection<P> {
     fn answer(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
         while let Poll::Ready(Some(then)) = self.asks.poll_next_unpin(task) {
             self.gate.open.set(self.asks.len());
-            if self.asks.len() < MAX_OPEN_ASKS {
+            if self.asks.len() < MAX_OPEN_REQUESTS {
                 if let Some(w) = self.gate.reader.take() {
                     w.wake();
                 }
@@ -397,6 +410,19 @@ impl<P: Peer> Connection<P> {
             );
             return self.abandon(why, ctx);
         }
+        // The write half holds the socket open, so `fd` is still this one.
+        if self.gate.open.get() >= MAX_OPEN_REQUESTS && self.write_half.is_some() {
+            match self.peer_wrote() {
+                Some(true) => self.liveness.heard(),
+                Some(false) => {}
+                None => {
+                    log::debug!("[{} {}] closed by peer", P::LABEL, self.peer);
+                    return ctx.stop();
+                }
+            }
+        } else {
+            self.peeked = None;
+        }
         match self.liveness.tick() {
             Tick::Quiet => {}
             Tick::Beat => self.send(P::Out::heartbeat(), ctx),
@@ -414,6 +440,28 @@ impl<P: Peer> Connection<P> {
                 ctx.stop();
             }
         }
+    }
+
+    /// While reading is paused: whether the peer wrote since the last
+    /// look (its bytes in the socket grew, or fill a whole peek), or
+    /// `None` once its end of stream (or a socket error) is all that waits
+    /// there.
+    fn peer_wrote(&mut self) -> Option<bool> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{recv, MsgFlags};
+        let mut buf = [0u8; PEEK_BYTES];
+        let waiting = match recv(
+            self.fd,
+            &mut buf,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(Errno::EAGAIN | Errno::EINTR) => 0,
+            Err(_) => return None,
+        };
+        let before = self.peeked.replace(waiting);
+        Some(waiting == PEEK_BYTES || before.is_none_or(|b| waiting > b) && waiting > 0)
     }
 
     fn fail(&mut self, err: &WireError, ctx: &mut Context<Self>) {

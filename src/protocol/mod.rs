@@ -29,6 +29,13 @@ pub const DEFAULT_HEARTBEAT: std::time::Duration = std::time::Duration::from_sec
 /// Heartbeat intervals a peer may stay silent before it is taken for gone.
 pub const SILENT_INTERVALS: u32 = 3;
 
+/// Requests one connection may have waiting for their answers; at this
+/// many the receiving side reads nothing more from it until one is
+/// answered (`Connection::ask` in the actors). Far above what one client
+/// keeps in flight per turn of the manager (its frames are read 16 at a
+/// time), far below what would let one peer fill the manager's mailbox.
+pub const MAX_OPEN_REQUESTS: usize = 256;
+
 /// Default largest frame body accepted or sent: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
