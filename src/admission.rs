@@ -8,17 +8,21 @@
 //! logged at most once a second ([`Throttle`]).
 //!
 //! Handshakes cost a peer no key, so their slots must not be something a
-//! peer without the key can hold against everyone else. A new connection
-//! always gets a handshake slot: when `max_handshakes` are taken, the
-//! oldest handshake in progress is evicted (closed) to make room, and when
-//! the new connection's address already has `max_handshakes_per_address`
-//! in progress, the oldest of that address's goes instead. A peer that
-//! opens connections and stalls thus only ever pushes out its own oldest
-//! (or, from many addresses, handshakes that have been waiting longest),
-//! while a peer that completes its handshake promptly, as every Argon peer
-//! does within milliseconds, is through before a stalled flood can reach
-//! it. While more than half the handshake slots are taken, counting the
-//! new connection, it gets at most [`PRESSURE_TIMEOUT`] for its handshake.
+//! peer without the key can hold against everyone else. When
+//! `max_handshakes` are taken, a new connection evicts (closes) the oldest
+//! handshake in progress, and when its address already has
+//! `max_handshakes_per_address` in progress, the oldest of that address's
+//! instead. Only a handshake in progress for at least [`EVICTABLE_AFTER`]
+//! is evicted: an Argon peer finishes within milliseconds, so what is that
+//! old has stalled. Where the oldest candidate is younger, the new
+//! connection is refused instead (a refusal frame with code 2, which the
+//! Rust peers retry on a short backoff), so a burst of honest peers is
+//! slowed, never cut off mid-handshake. A peer that opens connections and
+//! stalls thus holds at most its address's share, each slot for as long as
+//! it takes a newer connection to push it out, while peers that complete
+//! their handshake get through. While more than half the handshake slots
+//! are taken, counting the new connection, it gets at most
+//! [`PRESSURE_TIMEOUT`] for its handshake.
 //!
 //! `max_connections` covers every connection: handshakes in progress,
 //! clients and workers alike. The limit exists to keep the manager's
@@ -49,6 +53,10 @@ pub const DESCRIPTOR_RESERVE: u64 = 64;
 /// slots are in use (unless the configured one is shorter).
 pub const PRESSURE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a handshake must have been in progress before a new connection
+/// may evict it; see the module docs.
+pub const EVICTABLE_AFTER: Duration = Duration::from_millis(250);
+
 /// How many connections the manager takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -60,12 +68,16 @@ pub struct ConnectionLimits {
     /// Handshakes in progress from one IP address; past it that address's
     /// oldest is evicted.
     pub max_handshakes_per_address: usize,
+    /// Bytes all connections together hold for peers that have not read
+    /// them ([`crate::outgoing`]); past it the largest holders are closed.
+    pub max_outgoing_total: usize,
 }
 
 impl Default for ConnectionLimits {
     /// `max_connections` from the descriptor limit
     /// ([`default_max_connections`]), 256 handshakes, a quarter of them
-    /// per address.
+    /// per address, outgoing bytes from the machine's memory
+    /// ([`crate::outgoing::default_max_total`]).
     fn default() -> Self {
         ConnectionLimits::new(default_max_connections(), DEFAULT_MAX_HANDSHAKES)
     }
@@ -73,12 +85,13 @@ impl Default for ConnectionLimits {
 
 impl ConnectionLimits {
     /// Limits of `max_connections` and `max_handshakes`, with the default
-    /// share per address ([`default_per_address`]).
+    /// share per address ([`default_per_address`]) and outgoing bound.
     pub fn new(max_connections: usize, max_handshakes: usize) -> ConnectionLimits {
         ConnectionLimits {
             max_connections,
             max_handshakes,
             max_handshakes_per_address: default_per_address(max_handshakes),
+            max_outgoing_total: crate::outgoing::default_max_total(),
         }
     }
 }
@@ -167,13 +180,13 @@ pub enum Eviction {
 #[derive(Debug, Default)]
 struct Handshakes {
     next: u64,
-    live: BTreeMap<u64, (IpAddr, CancellationToken)>,
+    live: BTreeMap<u64, (IpAddr, Instant, CancellationToken)>,
     per_address: HashMap<IpAddr, usize>,
 }
 
 impl Handshakes {
     fn remove(&mut self, seq: u64) {
-        let Some((addr, token)) = self.live.remove(&seq) else {
+        let Some((addr, _, token)) = self.live.remove(&seq) else {
             return;
         };
         token.cancel();
@@ -185,12 +198,12 @@ impl Handshakes {
         }
     }
 
-    /// The oldest handshake, of `addr` when given.
-    fn oldest(&self, addr: Option<IpAddr>) -> Option<u64> {
+    /// The oldest handshake, of `addr` when given, and when it began.
+    fn oldest(&self, addr: Option<IpAddr>) -> Option<(u64, Instant)> {
         self.live
             .iter()
-            .find(|(_, (a, _))| addr.is_none_or(|addr| *a == addr))
-            .map(|(seq, _)| *seq)
+            .find(|(_, (a, _, _))| addr.is_none_or(|addr| *a == addr))
+            .map(|(seq, (_, at, _))| (*seq, *at))
     }
 }
 
@@ -205,6 +218,7 @@ pub struct Gate {
     connections: Arc<AtomicUsize>,
     handshakes: Arc<Mutex<Handshakes>>,
     refused_connections: AtomicU64,
+    refused_handshakes: AtomicU64,
     evicted_handshakes: AtomicU64,
 }
 
@@ -216,6 +230,7 @@ impl Gate {
             connections: Arc::default(),
             handshakes: Arc::default(),
             refused_connections: AtomicU64::new(0),
+            refused_handshakes: AtomicU64::new(0),
             evicted_handshakes: AtomicU64::new(0),
         }
     }
@@ -227,8 +242,19 @@ impl Gate {
 
     /// Admits one more connection from `addr` whose handshake would be
     /// bounded by `timeout`, evicting an older handshake if the slots are
-    /// taken; refused (and counted) only past `max_connections`.
+    /// taken; refused (and counted) past `max_connections`, or when the
+    /// handshake it would evict is younger than [`EVICTABLE_AFTER`].
     pub fn admit(&self, addr: IpAddr, timeout: Duration) -> Result<Admitted, Refusal> {
+        self.admit_at(addr, timeout, Instant::now())
+    }
+
+    /// [`Gate::admit`] at `now`.
+    pub fn admit_at(
+        &self,
+        addr: IpAddr,
+        timeout: Duration,
+        now: Instant,
+    ) -> Result<Admitted, Refusal> {
         let Some(connection) = take(&self.connections, self.limits.max_connections) else {
             self.refused_connections.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::Connections);
@@ -236,20 +262,24 @@ impl Gate {
         let mut hs = lock(&self.handshakes);
         let mine = hs.per_address.get(&addr).copied().unwrap_or(0);
         let evict = if mine >= self.limits.max_handshakes_per_address {
-            hs.oldest(Some(addr)).map(|seq| (seq, Eviction::Address))
+            hs.oldest(Some(addr)).map(|o| (o, Eviction::Address))
         } else if hs.live.len() >= self.limits.max_handshakes {
-            hs.oldest(None).map(|seq| (seq, Eviction::Full))
+            hs.oldest(None).map(|o| (o, Eviction::Full))
         } else {
             None
         };
-        if let Some((seq, _)) = evict {
+        if let Some(((seq, began), _)) = evict {
+            if now.saturating_duration_since(began) < EVICTABLE_AFTER {
+                self.refused_handshakes.fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::Handshakes);
+            }
             hs.remove(seq);
             self.evicted_handshakes.fetch_add(1, Ordering::Relaxed);
         }
         let seq = hs.next;
         hs.next += 1;
         let token = CancellationToken::new();
-        hs.live.insert(seq, (addr, token.clone()));
+        hs.live.insert(seq, (addr, now, token.clone()));
         *hs.per_address.entry(addr).or_default() += 1;
         let timeout = if hs.live.len() > self.limits.max_handshakes / 2 {
             timeout.min(PRESSURE_TIMEOUT)
@@ -279,9 +309,13 @@ impl Gate {
         lock(&self.handshakes).live.len()
     }
 
-    /// Connections refused so far (at `max_connections`).
-    pub fn refused(&self) -> u64 {
-        self.refused_connections.load(Ordering::Relaxed)
+    /// Connections refused so far for `why`.
+    pub fn refused(&self, why: Refusal) -> u64 {
+        match why {
+            Refusal::Connections => self.refused_connections.load(Ordering::Relaxed),
+            Refusal::Handshakes => self.refused_handshakes.load(Ordering::Relaxed),
+            Refusal::Other(_) => 0,
+        }
     }
 
     /// Handshakes evicted so far to make room for newer ones.
@@ -366,6 +400,7 @@ mod tests {
             max_connections,
             max_handshakes,
             max_handshakes_per_address: max_handshakes,
+            max_outgoing_total: usize::MAX,
         })
     }
 
@@ -383,18 +418,29 @@ mod tests {
         drop(a.handshake);
         drop(b.handshake);
         assert_eq!(g.admit(ip(1), LONG).unwrap_err(), Refusal::Connections);
-        assert_eq!((g.connections(), g.refused()), (2, 1));
+        assert_eq!((g.connections(), g.refused(Refusal::Connections)), (2, 1));
         drop(a.connection);
         assert!(g.admit(ip(1), LONG).is_ok());
     }
 
     #[test]
-    fn a_full_set_of_handshakes_evicts_the_oldest() {
+    fn a_full_set_of_handshakes_evicts_the_oldest_once_it_is_old_enough() {
         let g = gate(10, 2);
-        let a = g.admit(ip(1), LONG).unwrap();
-        let b = g.admit(ip(2), LONG).unwrap();
+        let t0 = Instant::now();
+        let a = g.admit_at(ip(1), LONG, t0).unwrap();
+        let b = g
+            .admit_at(ip(2), LONG, t0 + Duration::from_millis(1))
+            .unwrap();
         assert_eq!((a.evicted, b.evicted), (None, None));
-        let c = g.admit(ip(3), LONG).unwrap();
+        // The oldest is too young to be taken for stalled: refused, and
+        // the connection's place given back.
+        let young = t0 + EVICTABLE_AFTER - Duration::from_millis(1);
+        assert_eq!(
+            g.admit_at(ip(3), LONG, young).unwrap_err(),
+            Refusal::Handshakes
+        );
+        assert_eq!((g.connections(), g.refused(Refusal::Handshakes)), (2, 1));
+        let c = g.admit_at(ip(3), LONG, t0 + EVICTABLE_AFTER).unwrap();
         assert_eq!(c.evicted, Some(Eviction::Full));
         assert!(a.handshake.evicted.is_cancelled(), "the oldest goes");
         assert!(!b.handshake.evicted.is_cancelled());
@@ -413,14 +459,17 @@ mod tests {
     #[test]
     fn an_address_past_its_share_evicts_its_own_oldest() {
         let g = Gate::new(ConnectionLimits {
-            max_connections: 100,
+            max_connections: 1000,
             max_handshakes: 8,
             max_handshakes_per_address: 2,
+            max_outgoing_total: usize::MAX,
         });
-        let other = g.admit(ip(9), LONG).unwrap();
-        let a = g.admit(ip(1), LONG).unwrap();
-        let b = g.admit(ip(1), LONG).unwrap();
-        let c = g.admit(ip(1), LONG).unwrap();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + EVICTABLE_AFTER * 2 * ms as u32;
+        let other = g.admit_at(ip(9), LONG, at(0)).unwrap();
+        let a = g.admit_at(ip(1), LONG, at(1)).unwrap();
+        let b = g.admit_at(ip(1), LONG, at(2)).unwrap();
+        let c = g.admit_at(ip(1), LONG, at(3)).unwrap();
         assert_eq!(c.evicted, Some(Eviction::Address));
         assert!(a.handshake.evicted.is_cancelled());
         assert!(
@@ -429,13 +478,18 @@ mod tests {
         );
         assert!(!b.handshake.evicted.is_cancelled());
         assert_eq!(g.handshakes(), 3);
-        // A flood from one address never reaches the other's handshake.
-        let flood: Vec<Admitted> = (0..50).map(|_| g.admit(ip(1), LONG).unwrap()).collect();
+        // A flood from one address never reaches the other's handshake,
+        // and new connections from elsewhere still get in.
+        let flood: Vec<Admitted> = (4..54)
+            .map(|i| g.admit_at(ip(1), LONG, at(i)).unwrap())
+            .collect();
         assert!(!other.handshake.evicted.is_cancelled());
         assert_eq!(g.handshakes(), 3);
         assert_eq!(g.evicted(), 51);
+        let elsewhere = g.admit_at(ip(7), LONG, at(54)).unwrap();
+        assert_eq!(elsewhere.evicted, None);
         drop(flood);
-        assert_eq!(g.handshakes(), 1);
+        assert_eq!(g.handshakes(), 2);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedWrite;
 
-use crate::protocol::handshake::{self, HandshakeSettings};
+use crate::protocol::handshake::{self, HandshakeSettings, Refusal};
 use crate::protocol::{
     value_depth, ClusterStatus, FromClient, Liveness, Outcome, Priority, Role, Submit, TaskState,
     Tick, ToClient, Value, WireError, MAX_OPEN_REQUESTS, MAX_VALUE_DEPTH,
@@ -588,21 +588,37 @@ async fn open(config: &ClientConfig) -> Result<mpsc::UnboundedSender<Request>, C
         addr: addr.clone(),
         reason,
     };
-    let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&config.mgr))
-        .await
-        .map_err(|_| unreachable("connect timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let est = match handshake::initiate(stream, Role::Client, &config.handshake).await {
-        Ok(est) => est,
-        Err(WireError::BadKey) => return Err(ClientError::Auth { addr }),
-        Err(WireError::AtLimit(why)) => {
-            return Err(ClientError::AtLimit {
-                addr,
-                reason: why.to_string(),
-            })
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let mut pause = HANDSHAKE_RETRY_FIRST;
+    let est = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let stream = tokio::time::timeout(left, TcpStream::connect(&config.mgr))
+            .await
+            .map_err(|_| unreachable("connect timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        match handshake::initiate(stream, Role::Client, &config.handshake).await {
+            Ok(est) => break est,
+            Err(WireError::BadKey) => return Err(ClientError::Auth { addr }),
+            // Handshake slots taken by recent handshakes: they clear in
+            // milliseconds, so try again within the connect timeout.
+            Err(WireError::AtLimit(Refusal::Handshakes))
+                if tokio::time::Instant::now() + pause < deadline =>
+            {
+                // Spread out, so a burst of refused clients does not return
+                // as one.
+                let spread = 0.5 + (getrandom::u64().unwrap_or(0) % 1000) as f64 / 1000.0;
+                tokio::time::sleep(pause.mul_f64(spread)).await;
+                pause = (pause * 2).min(HANDSHAKE_RETRY_MAX);
+            }
+            Err(WireError::AtLimit(why)) => {
+                return Err(ClientError::AtLimit {
+                    addr,
+                    reason: why.to_string(),
+                })
+            }
+            Err(e) => return Err(unreachable(e.to_string())),
         }
-        Err(e) => return Err(unreachable(e.to_string())),
     };
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(drive(est, rx));
@@ -727,6 +743,12 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
         let _ = tx.send(Err(ClientError::Disconnected(reason.clone())));
     }
 }
+
+/// First pause before connecting again after a manager refused the
+/// connection because its handshake slots were taken; it doubles per try.
+const HANDSHAKE_RETRY_FIRST: Duration = Duration::from_millis(5);
+/// Longest such pause.
+const HANDSHAKE_RETRY_MAX: Duration = Duration::from_millis(200);
 
 /// Result requests with `wait` one connection keeps open at the manager
 /// at most: half of what the manager holds for a connection

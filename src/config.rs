@@ -17,6 +17,7 @@
 //! max_connections = 960            # default: descriptor limit minus 64
 //! max_handshakes = 256             # handshakes in progress at once; past it the oldest goes
 //! max_handshakes_per_address = 64  # of those, from one IP address (default: a quarter)
+//! max_outgoing_total_bytes = 3221225472 # bytes held for all peers (default: RAM / 8)
 //! drain_timeout = "30s"            # on SIGTERM, running tasks may finish within this
 //! result_ttl = "1h"                # outcomes of detached tasks are kept this long
 //! result_max = 100000              # most outcomes kept; the oldest go first
@@ -111,6 +112,10 @@ pub struct ManagerSection {
     /// Handshakes in progress from one IP address (default: a quarter of
     /// `max_handshakes`); past it that address's oldest is closed.
     pub max_handshakes_per_address: Option<usize>,
+    /// Bytes all connections together may hold for peers that do not read
+    /// them (default: an eighth of the machine's memory, 256 MiB to 8 GiB);
+    /// past it the largest holders are closed.
+    pub max_outgoing_total_bytes: Option<usize>,
     /// Address (`host:port`) of the read-only HTTP side (the dashboard `/`,
     /// `/api/overview`, `/metrics`, `/healthz`, `/readyz`). Default: off.
     pub http: Option<String>,
@@ -310,6 +315,18 @@ impl Config {
         if self.manager.max_handshakes_per_address == Some(0) {
             return Err("manager.max_handshakes_per_address must be at least 1".into());
         }
+        if let Some(n) = self.manager.max_outgoing_total_bytes {
+            let per_peer = self
+                .security
+                .max_outgoing_bytes
+                .unwrap_or(crate::protocol::DEFAULT_MAX_OUTGOING);
+            if n < per_peer {
+                return Err(format!(
+                    "manager.max_outgoing_total_bytes ({n}) must be at least \
+                     security.max_outgoing_bytes ({per_peer})"
+                ));
+            }
+        }
         if self.manager.default_timeout.is_some_and(|d| d.0.is_zero()) {
             return Err("manager.default_timeout must be more than 0".into());
         }
@@ -447,6 +464,11 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("max_connections"));
         let c = Config::parse("[manager]\nmax_handshakes = 0\n").unwrap();
         assert!(c.validate().unwrap_err().contains("max_handshakes"));
+        let c = Config::parse("[manager]\nmax_outgoing_total_bytes = 1000\n").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("max_outgoing_total_bytes"));
         let c = Config::parse("[manager]\nmax_handshakes_per_address = 0\n").unwrap();
         assert!(c
             .validate()

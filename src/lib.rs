@@ -40,6 +40,7 @@ pub mod json;
 pub mod launch;
 pub mod logsafe;
 pub mod messages;
+pub mod outgoing;
 pub mod protocol;
 pub mod runtime;
 pub mod task;

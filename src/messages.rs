@@ -137,11 +137,20 @@ pub enum TaskState {
     Queued,
     /// Running on a worker.
     Running,
-    /// Answered: for a detached task, its kept outcome.
-    Finished(TaskOutcome),
+    /// Answered: for a detached task, its kept outcome. Shared with the
+    /// store and every other reader: a reply clones the handle, and the
+    /// value is copied only where it is encoded for one peer.
+    Finished(std::sync::Arc<TaskOutcome>),
     /// Never accepted here, or its outcome is not kept (an attached task,
     /// or a detached one whose outcome expired or was evicted).
     Unknown,
+}
+
+impl TaskState {
+    /// [`TaskState::Finished`] with `outcome`.
+    pub fn finished(outcome: TaskOutcome) -> TaskState {
+        TaskState::Finished(std::sync::Arc::new(outcome))
+    }
 }
 
 /// Anyone → Manager: cancel task `task`, whoever submitted it. A queued

@@ -27,8 +27,9 @@ use crate::admission::{self, AcceptBackoff, ConnectionLimits, Eviction, Gate, Th
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::{Drain, GetStatus, Shutdown, ShutdownReport};
+use crate::outgoing::OutgoingBudget;
 use crate::protocol::crypto::generate_key_text;
-use crate::protocol::handshake::{self, HandshakeSettings};
+use crate::protocol::handshake::{self, HandshakeSettings, Refusal};
 use crate::protocol::{MasterKey, Role, WireError};
 use crate::task::eval::EvalLimits;
 use crate::task::TaskRegistry;
@@ -122,9 +123,11 @@ pub async fn start_manager_for(
     let addr = listener.local_addr()?;
     let descriptors = admission::descriptor_limit();
     log::info!(
-        "accepting up to {} connections, {} of them in their handshake (descriptor limit {})",
+        "accepting up to {} connections, {} of them in their handshake, holding up to {} \
+         bytes for peers in all (descriptor limit {})",
         limits.max_connections,
         limits.max_handshakes,
+        limits.max_outgoing_total,
         descriptors.map_or_else(|| "unknown".to_string(), |n| n.to_string())
     );
     if let Some(soft) = descriptors {
@@ -138,12 +141,14 @@ pub async fn start_manager_for(
     }
     let manager = manager.start();
     let closing = CancellationToken::new();
+    let outgoing = OutgoingBudget::new(limits.max_outgoing_total);
     let gate = Arc::new(Gate::new(limits));
     actix_rt::spawn(accept_loop(
         listener,
         manager.clone(),
         Arc::new(hs),
         gate.clone(),
+        outgoing,
         closing.clone(),
     ));
     Ok(ManagerHandle {
@@ -170,11 +175,15 @@ async fn accept_loop(
     manager: Addr<Manager>,
     hs: Arc<HandshakeSettings>,
     gate: Arc<Gate>,
+    outgoing: Arc<OutgoingBudget>,
     closing: CancellationToken,
 ) {
     let mut backoff = AcceptBackoff::default();
     let mut failure_log = Throttle::new(Duration::from_secs(1));
-    let mut refusal_log = Throttle::new(Duration::from_secs(1));
+    let mut refusal_logs = [
+        Throttle::new(Duration::from_secs(1)),
+        Throttle::new(Duration::from_secs(1)),
+    ];
     let mut eviction_log = Throttle::new(Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
@@ -210,11 +219,14 @@ async fn accept_loop(
             Ok(a) => a,
             Err(why) => {
                 handshake::refuse(stream, why);
-                if refusal_log.pass(Instant::now()).is_some() {
+                let (log, limit) = match why {
+                    Refusal::Handshakes => (&mut refusal_logs[1], gate.limits().max_handshakes),
+                    _ => (&mut refusal_logs[0], gate.limits().max_connections),
+                };
+                if log.pass(Instant::now()).is_some() {
                     log::warn!(
-                        "refusing connections: {why} (limit {}); {} refused so far",
-                        gate.limits().max_connections,
-                        gate.refused()
+                        "refusing connections: {why} (limit {limit}); {} refused so far",
+                        gate.refused(why)
                     );
                 }
                 continue;
@@ -241,6 +253,7 @@ async fn accept_loop(
         let manager = manager.clone();
         let hs = hs.clone();
         let closing = closing.clone();
+        let outgoing = outgoing.clone();
         actix_rt::spawn(async move {
             let result = tokio::select! {
                 r = handshake::accept_within(stream, &hs, admitted.timeout) => r,
@@ -253,6 +266,7 @@ async fn accept_loop(
             match result {
                 Ok(mut est) => {
                     est.permit = Some(Box::new(admitted.connection));
+                    est.outgoing = Some(outgoing.share(peer));
                     match est.peer_role {
                         Role::Worker => {
                             WorkerLink::connection(est, manager)

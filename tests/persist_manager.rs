@@ -203,7 +203,7 @@ async fn second_life(dir: &Path, ids: &[TaskId], queued: &[(i64, Priority)]) {
     finish(&mgr, worker, running, Value::from("kept")).await;
     assert_eq!(
         result(&mgr, running, true).await,
-        TaskState::Finished(TaskOutcome::Done(Value::from("kept"))),
+        TaskState::finished(TaskOutcome::Done(Value::from("kept"))),
         "the attached run's result is kept for collection"
     );
     // Then the queue, high first, each level in acceptance order.
@@ -217,7 +217,7 @@ async fn second_life(dir: &Path, ids: &[TaskId], queued: &[(i64, Priority)]) {
     for (&id, &(arg, _)) in ids[1..].iter().zip(queued) {
         assert_eq!(
             result(&mgr, id, true).await,
-            TaskState::Finished(TaskOutcome::Done(Value::from(arg)))
+            TaskState::finished(TaskOutcome::Done(Value::from(arg)))
         );
     }
 }
@@ -228,7 +228,7 @@ async fn third_life(dir: &Path, ids: &[TaskId]) {
     let (_, mut link) = register(&mgr, 1, vec![]).await;
     assert_eq!(
         result(&mgr, ids[1], false).await,
-        TaskState::Finished(TaskOutcome::Done(Value::from(1)))
+        TaskState::finished(TaskOutcome::Done(Value::from(1)))
     );
     link.assert_none("nothing left to run").await;
     let session = Session::start();
@@ -271,7 +271,7 @@ async fn requeued_after_grace(dir: &Path, task: TaskId) {
     finish(&mgr, worker, run, Value::from("again")).await;
     assert_eq!(
         result(&mgr, task, true).await,
-        TaskState::Finished(TaskOutcome::Done(Value::from("again")))
+        TaskState::finished(TaskOutcome::Done(Value::from("again")))
     );
 }
 
@@ -280,7 +280,7 @@ async fn failed_after_grace(dir: &Path, task: TaskId) {
     let (_, mut link) = register(&mgr, 1, vec![]).await;
     assert_eq!(
         result(&mgr, task, true).await,
-        TaskState::Finished(TaskOutcome::Failed("worker lost before completion".into()))
+        TaskState::finished(TaskOutcome::Failed("worker lost before completion".into()))
     );
     link.assert_none("a failed task does not run").await;
 }
@@ -416,7 +416,7 @@ fn a_graceful_stop_keeps_queued_tasks_for_the_next_start() {
         finish(&mgr, worker, run, Value::from("two")).await;
         assert_eq!(
             result(&mgr, kept, true).await,
-            TaskState::Finished(TaskOutcome::Done(Value::from("two"))),
+            TaskState::finished(TaskOutcome::Done(Value::from("two"))),
             "a kept task runs after the restart, detached"
         );
     });
@@ -459,7 +459,7 @@ fn answered_tasks_and_expired_results_leave_the_store() {
         finish(&mgr, worker, run, Value::from(2)).await;
         assert_eq!(
             result(&mgr, detached, true).await,
-            TaskState::Finished(TaskOutcome::Done(Value::from(2)))
+            TaskState::finished(TaskOutcome::Done(Value::from(2)))
         );
         assert_eq!(result(&mgr, attached, false).await, TaskState::Unknown);
     });
@@ -567,7 +567,7 @@ async fn fails_after_runs(
     let last = format!("boom {runs}");
     assert_eq!(
         result(mgr, task, true).await,
-        TaskState::Finished(TaskOutcome::Failed(last.clone()))
+        TaskState::finished(TaskOutcome::Failed(last.clone()))
     );
     link.assert_none("no run past the retries asked for").await;
     let dead = dead(mgr).await;

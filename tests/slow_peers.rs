@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argon::protocol::{handshake, HandshakeSettings, MasterKey, Role, Submit, ToClient};
@@ -223,4 +225,190 @@ fn a_client_that_stops_reading_is_closed_when_its_bytes_stall() {
     let after = m.submit(["echo", "[1,2]"]).run();
     assert_eq!(after.code, Some(0), "{}", after.stderr);
     m.assert_healthy();
+}
+
+/// The peak resident set of a process, in bytes, from /proc.
+fn peak_rss(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM line");
+    kb * 1024
+}
+
+/// A client that asks for the result of task `task_id` `asks` times in one
+/// write and never reads, then keeps its connection (pinging every 100 ms)
+/// until `stop` is set or the manager closes it. Returns whether the
+/// manager closed it.
+async fn ask_without_reading(
+    addr: std::net::SocketAddr,
+    hs: HandshakeSettings,
+    task_id: u64,
+    asks: u64,
+    stop: Arc<AtomicBool>,
+) -> bool {
+    // Two hundred at once are more than one address's handshake slots, and
+    // the manager is busy with the others' answers: some are refused or
+    // time out, and try again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let est = loop {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        match handshake::initiate(stream, Role::Client, &hs).await {
+            Ok(est) => break est,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("handshake: {e}"),
+        }
+    };
+    let (_reader, mut rest) = est.reader::<ToClient>();
+    let mut buf = bytes::BytesMut::new();
+    for id in 0..asks {
+        let ask = argon::protocol::FromClient::ResultRequest {
+            id,
+            task_id,
+            wait: false,
+        };
+        rest.writer.write(&ask, &mut buf).expect("encode");
+    }
+    if rest.write.write_all(&buf).await.is_err() {
+        return true;
+    }
+    // Bounded in case the test's thread fails before it sets `stop`.
+    let until = Instant::now() + Duration::from_secs(120);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        buf.clear();
+        let ping = argon::protocol::FromClient::Ping { id: 0 };
+        rest.writer.write(&ping, &mut buf).expect("encode");
+        if rest.write.write_all(&buf).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Many clients that each stay under their own outgoing bound but never
+/// read add up past the bound on all connections
+/// (`manager.max_outgoing_total_bytes`): the manager closes the largest
+/// holders, logs it once with counts, stays within that bound plus 64 MiB,
+/// and serves everyone else. The bound on all is 64 MiB; each client asks
+/// for a kept result of 256 KiB many times (20 clients 56 times, 14 MiB
+/// each under their own 16 MiB bound; 200 clients 24 times), of which the
+/// kernel's socket buffers take about 4 MiB per client.
+#[test]
+fn non_reading_clients_together_are_held_to_the_bound_on_all_connections() {
+    const RESULT: usize = 256 * 1024;
+    const TOTAL: usize = 64 << 20;
+    for (clients, asks) in [(20, 56), (200, 24)] {
+        let dir = TempDir::new();
+        let key = dir.keygen("key");
+        let config = dir.write(
+            "argon.toml",
+            &format!(
+                "[security]\nmax_frame_bytes = {FRAME}\nmax_outgoing_bytes = {}\n\
+                 heartbeat_interval = \"60s\"\n[manager]\nmax_outgoing_total_bytes = {TOTAL}\n",
+                16 << 20
+            ),
+        );
+        let mut m = Manager::start_with(
+            &key,
+            ManagerOpts {
+                config: Some(config),
+                ..Default::default()
+            },
+        );
+        let _w = m.add_worker(1, 1);
+        let hs = HandshakeSettings::new(MasterKey::load(&key).expect("key"));
+        let addr: std::net::SocketAddr = m.addr.parse().expect("address");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let task_id = rt.block_on(async {
+            let client =
+                argon::Client::connect(argon::ClientConfig::new(m.addr.clone(), hs.clone()))
+                    .await
+                    .expect("connect");
+            let id = client
+                .submit_detached(
+                    "echo",
+                    rmpv::Value::Binary(vec![7u8; RESULT]),
+                    &Default::default(),
+                )
+                .await
+                .expect("accepted");
+            // Read it a few times: the manager's buffers for such frames
+            // are grown before the baseline is taken.
+            for _ in 0..4 {
+                client.result(id, true).await.expect("the result");
+            }
+            id
+        });
+        let pid = m.proc.pid();
+        let baseline = rss(pid);
+        // The peak so far (the warm-up's) is not the flood's: start it anew.
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let runs: Vec<_> = (0..clients)
+            .map(|_| {
+                rt.spawn(ask_without_reading(
+                    addr,
+                    hs.clone(),
+                    task_id,
+                    asks,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        // The clients ask for far more than the bound: the attack lasts until
+        // the manager sheds, and two seconds more, in which the clients it
+        // closed notice.
+        assert!(
+            m.proc
+                .wait_stderr("passed the bound of", Duration::from_secs(120)),
+            "{clients} clients: the manager never shed\n{}",
+            m.proc.stderr()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        let closed: Vec<bool> = rt.block_on(async {
+            let mut closed = Vec::new();
+            for r in runs {
+                closed.push(r.await.expect("client joins"));
+            }
+            closed
+        });
+        let grown = peak_rss(pid).saturating_sub(baseline);
+        let allowed = TOTAL + (64 << 20);
+        let n_closed = closed.iter().filter(|c| **c).count();
+        assert!(
+            grown <= allowed,
+            "{clients} clients: manager RSS grew by {grown} bytes; allowed {allowed} \
+             ({n_closed} closed)\n--- manager stderr\n{}",
+            m.proc.stderr()
+        );
+        assert!(
+            n_closed > 0 && n_closed < clients,
+            "{clients} clients: the largest holders are closed, not all ({n_closed} closed)\n{}",
+            m.proc.stderr()
+        );
+        assert!(
+            m.proc.stderr().contains(&format!(
+                "passed the bound of {TOTAL} across all connections"
+            )),
+            "the manager says why it closed them\n--- manager stderr\n{}",
+            m.proc.stderr()
+        );
+        let after = m.submit(["echo", "[1,2]"]).run();
+        assert_eq!(after.code, Some(0), "{}", after.stderr);
+        m.assert_healthy();
+        eprintln!("{clients} clients: {n_closed} closed, manager grew by {grown} bytes");
+    }
 }

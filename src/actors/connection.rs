@@ -65,6 +65,7 @@ use tokio_util::sync::CancellationToken;
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::CloseConnection;
+use crate::outgoing::Share;
 use crate::protocol::MAX_OPEN_REQUESTS;
 
 /// Capacity of the outgoing buffer kept once it is empty; a larger one,
@@ -163,6 +164,9 @@ pub struct Connection<P: Peer> {
     codec: FrameWriter,
     /// Sealed frames not yet taken by the socket.
     out: BytesMut,
+    /// Bytes taken by the socket from the front of `out`'s allocation
+    /// since it was last made or emptied.
+    sent_front: usize,
     max_outgoing: usize,
     /// Wakes the flusher when `out` gains bytes while it is idle.
     flush_waker: Option<Waker>,
@@ -176,6 +180,8 @@ pub struct Connection<P: Peer> {
     close_token: Option<CancellationToken>,
     /// The manager's count of this connection: released with the actor.
     _permit: Option<crate::protocol::handshake::Guard>,
+    /// Its part of the manager's bound on all connections' outgoing bytes.
+    outgoing: Option<Share>,
 }
 
 impl<P: Peer> Connection<P> {
@@ -199,6 +205,7 @@ impl<P: Peer> Connection<P> {
             // Grows on first use and is let go once flushed after a burst:
             // an idle connection holds little or no write buffer.
             out: BytesMut::new(),
+            sent_front: 0,
             max_outgoing: rest.max_outgoing,
             flush_waker: None,
             last_progress: Instant::now(),
@@ -207,6 +214,7 @@ impl<P: Peer> Connection<P> {
             closing: false,
             close_token: None,
             _permit: rest.permit,
+            outgoing: rest.outgoing,
         }
     }
 
@@ -251,6 +259,14 @@ impl<P: Peer> Connection<P> {
         if let Err(e) = encoded {
             return self.fail(&e, ctx);
         }
+        self.report_outgoing();
+        if self
+            .outgoing
+            .as_ref()
+            .is_some_and(|s| s.evicted.is_cancelled())
+        {
+            return self.abandon(self.evicted_why(), ctx);
+        }
         if self.out.len() > self.max_outgoing {
             let why = format!(
                 "peer is not reading: {} bytes waiting, over the bound of {}",
@@ -290,7 +306,14 @@ impl<P: Peer> Connection<P> {
 
     /// Handles the answers that are in; see [`Steady`].
     fn answer(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
-        while let Poll::Ready(Some(then)) = self.asks.poll_next_unpin(task) {
+        loop {
+            if let Some(share) = self.outgoing.as_ref().filter(|s| s.over()) {
+                share.wake_when_under(task.waker());
+                return Poll::Pending;
+            }
+            let Poll::Ready(Some(then)) = self.asks.poll_next_unpin(task) else {
+                break;
+            };
             self.gate.open.set(self.asks.len());
             if self.asks.len() < MAX_OPEN_REQUESTS {
                 if let Some(w) = self.gate.reader.take() {
@@ -346,6 +369,23 @@ impl<P: Peer> Connection<P> {
         }
     }
 
+    /// Tells the manager's outgoing budget the memory `out` takes now: the
+    /// bytes waiting and the sent front of the allocation they sit in
+    /// (spare capacity is left out: an idle buffer is not a slow peer's).
+    fn report_outgoing(&self) {
+        if let Some(share) = &self.outgoing {
+            share.set(self.out.len() + self.sent_front);
+        }
+    }
+
+    fn evicted_why(&self) -> String {
+        format!(
+            "bytes held for all peers are over their bound; this peer's {} waiting are \
+             among the most",
+            self.out.len()
+        )
+    }
+
     /// Drops what is queued and stops at once: the peer will not take it.
     fn abandon(&mut self, why: String, ctx: &mut Context<Self>) {
         static SLOW: RateLimit = RateLimit::new(WARN_WINDOW);
@@ -358,6 +398,8 @@ impl<P: Peer> Connection<P> {
         );
         self.failure = Some(why);
         self.out = BytesMut::new();
+        self.sent_front = 0;
+        self.report_outgoing();
         self.write_half = None;
         ctx.stop();
     }
@@ -376,19 +418,33 @@ impl<P: Peer> Connection<P> {
                 }
                 Poll::Ready(Ok(n)) => {
                     self.out.advance(n);
+                    self.sent_front += n;
                     self.last_progress = Instant::now();
                 }
                 Poll::Ready(Err(e)) => {
                     self.fail(&WireError::Io(e), ctx);
                     return Poll::Ready(());
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // What the socket took still takes memory at the
+                    // buffer's front: once it outweighs what waits, the rest
+                    // moves to a buffer of its own size (each byte is so
+                    // copied at most once per byte sent before it).
+                    if self.sent_front > self.out.len().max(KEEP_OUT_CAPACITY) {
+                        self.out = BytesMut::from(&self.out[..]);
+                        self.sent_front = 0;
+                    }
+                    self.report_outgoing();
+                    return Poll::Pending;
+                }
             }
         }
         self.last_progress = Instant::now();
+        self.sent_front = 0;
         if self.out.capacity() > KEEP_OUT_CAPACITY {
             self.out = BytesMut::new();
         }
+        self.report_outgoing();
         if self.closing {
             ctx.stop();
             return Poll::Ready(());
@@ -495,6 +551,11 @@ impl<P: Peer> Actor for Connection<P> {
         let every = self.liveness.interval();
         if !every.is_zero() {
             ctx.run_interval(every, |act, ctx| act.tick(ctx));
+        }
+        if let Some(evicted) = self.outgoing.as_ref().map(|s| s.evicted.clone()) {
+            ctx.spawn(fut::wrap_future(evicted.cancelled_owned()).map(
+                |_, act: &mut Self, ctx: &mut Context<Self>| act.abandon(act.evicted_why(), ctx),
+            ));
         }
         if let Some(token) = self.close_token.take() {
             // Through the mailbox, behind what is already there.

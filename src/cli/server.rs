@@ -162,6 +162,10 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .manager
             .max_handshakes_per_address
             .unwrap_or_else(|| admission::default_per_address(max_handshakes)),
+        max_outgoing_total: config
+            .manager
+            .max_outgoing_total_bytes
+            .unwrap_or_else(argon::outgoing::default_max_total),
     };
     let drain = a
         .drain_timeout

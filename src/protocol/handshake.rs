@@ -48,8 +48,9 @@ pub const HANDSHAKE_MAX_FRAME: usize = 4096;
 pub enum Refusal {
     /// It already holds its `max_connections` connections (code 1).
     Connections,
-    /// Too many handshakes in progress (code 2): sent by earlier managers;
-    /// this one closes its oldest handshake instead.
+    /// Its handshake slots (overall, or for the peer's address) are all
+    /// taken by handshakes too recent to evict (code 2): transient, worth
+    /// retrying after a few milliseconds.
     Handshakes,
     /// A reason code this build does not know.
     Other(u8),
@@ -169,6 +170,9 @@ pub struct Established {
     /// The manager's count of this connection, released when the
     /// connection's actor is dropped; `None` on the initiator's side.
     pub permit: Option<Guard>,
+    /// The connection's part of the manager's bound on the bytes all
+    /// connections hold for their peers; `None` on the initiator's side.
+    pub outgoing: Option<crate::outgoing::Share>,
 }
 
 impl Established {
@@ -183,6 +187,7 @@ impl Established {
             heartbeat: self.heartbeat,
             max_outgoing: self.max_outgoing,
             permit: self.permit,
+            outgoing: self.outgoing,
         };
         (reader, rest)
     }
@@ -203,6 +208,8 @@ pub struct Writing {
     pub max_outgoing: usize,
     /// See [`Established::permit`].
     pub permit: Option<Guard>,
+    /// See [`Established::outgoing`].
+    pub outgoing: Option<crate::outgoing::Share>,
 }
 
 /// Connects as `role` (client or worker) over an already connected stream.
@@ -364,6 +371,7 @@ async fn run(
         heartbeat: settings.heartbeat,
         max_outgoing: settings.max_outgoing,
         permit: None,
+        outgoing: None,
     })
 }
 

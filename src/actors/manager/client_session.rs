@@ -12,7 +12,7 @@
 //! once and harm nothing else.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -269,8 +269,10 @@ fn wire_state(state: TaskState) -> crate::protocol::TaskState {
     match state {
         TaskState::Queued => Wire::Queued {},
         TaskState::Running => Wire::Running {},
-        TaskState::Finished(TaskOutcome::Done(value)) => Wire::Done { value },
-        TaskState::Finished(TaskOutcome::Failed(error)) => Wire::Failed { error },
+        TaskState::Finished(outcome) => match Arc::unwrap_or_clone(outcome) {
+            TaskOutcome::Done(value) => Wire::Done { value },
+            TaskOutcome::Failed(error) => Wire::Failed { error },
+        },
         TaskState::Unknown => Wire::Unknown {},
     }
 }

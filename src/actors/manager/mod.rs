@@ -41,6 +41,7 @@ pub use worker_link::WorkerLink;
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -243,7 +244,7 @@ pub struct Manager {
 /// One `GetResult` with `wait`.
 struct Waiter {
     session: SessionId,
-    tx: oneshot::Sender<TaskOutcome>,
+    tx: oneshot::Sender<Arc<TaskOutcome>>,
 }
 
 /// Most `GetResult` requests waiting at once, over all sessions; past it a
@@ -383,18 +384,24 @@ impl Manager {
 
     /// Hands `task`'s outcome to its waiters and its client, or keeps it.
     fn deliver(&mut self, task: Pending, outcome: TaskOutcome) {
-        if let Some(waiters) = self.waiters.remove(&task.id) {
-            self.waiting -= waiters.len();
-            for w in waiters {
-                let _ = w.tx.send(outcome.clone());
-            }
+        let waiters = self.waiters.remove(&task.id).unwrap_or_default();
+        if waiters.is_empty() && !task.detached {
+            return task.reply_to.do_send(TaskReply {
+                request_id: task.request_id,
+                outcome,
+            });
+        }
+        let outcome = Arc::new(outcome);
+        self.waiting -= waiters.len();
+        for w in waiters {
+            let _ = w.tx.send(outcome.clone());
         }
         if task.detached {
             self.results.insert(task.id, outcome, Instant::now());
         } else {
             task.reply_to.do_send(TaskReply {
                 request_id: task.request_id,
-                outcome,
+                outcome: Arc::unwrap_or_clone(outcome),
             });
         }
     }

@@ -693,7 +693,7 @@ impl Manager {
                 StoredOutcome::Done(v) => TaskOutcome::Done(v),
                 StoredOutcome::Failed(e) => TaskOutcome::Failed(e),
             };
-            self.results.insert(id, outcome, at);
+            self.results.insert(id, Arc::new(outcome), at);
         }
         if let Some(j) = self.journal.as_mut() {
             for id in expired {

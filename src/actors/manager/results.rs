@@ -6,6 +6,7 @@
 //! afterwards the id is unknown, as if never accepted.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,7 +24,7 @@ pub struct ResultStore {
     max: usize,
     max_bytes: usize,
     order: VecDeque<(TaskId, Instant)>,
-    kept: IdMap<(TaskOutcome, usize)>,
+    kept: IdMap<(Arc<TaskOutcome>, usize)>,
     bytes: usize,
     /// Ids let go since the last [`ResultStore::take_gone`], when tracked.
     gone: Option<Vec<TaskId>>,
@@ -64,7 +65,7 @@ impl ResultStore {
     /// Keeps `outcome` of task `id`, finished at `now`, then evicts the
     /// oldest outcomes past the bounds. An outcome larger than `max_bytes`
     /// on its own is kept as a failure that says so.
-    pub fn insert(&mut self, id: TaskId, outcome: TaskOutcome, now: Instant) {
+    pub fn insert(&mut self, id: TaskId, outcome: Arc<TaskOutcome>, now: Instant) {
         self.expire(now);
         let mut size = outcome_size(&outcome);
         let outcome = if size > self.max_bytes {
@@ -73,7 +74,7 @@ impl ResultStore {
                 self.max_bytes
             );
             size = error.len() + ENTRY_OVERHEAD;
-            TaskOutcome::Failed(error)
+            Arc::new(TaskOutcome::Failed(error))
         } else {
             outcome
         };
@@ -96,7 +97,7 @@ impl ResultStore {
     }
 
     /// The outcome of task `id`, unless it expired by `now` or was evicted.
-    pub fn get(&mut self, id: TaskId, now: Instant) -> Option<&TaskOutcome> {
+    pub fn get(&mut self, id: TaskId, now: Instant) -> Option<&Arc<TaskOutcome>> {
         self.expire(now);
         self.kept.get(&id).map(|(o, _)| o)
     }
