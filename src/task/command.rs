@@ -429,6 +429,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn output_nested_past_the_parsers_limit_is_an_error() {
+        let e = run(&sh("printf '%0200d' 0 | tr 0 '['"), &ctx(), Value::Nil)
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("recursion limit exceeded"), "{e}");
+    }
+
+    #[tokio::test]
     async fn missing_program_is_a_clear_error() {
         let mut spec = sh("");
         spec.command = vec!["/nonexistent/argon-test-program".into()];
