@@ -17,7 +17,8 @@
 //!   doubles with every level of quoting.
 //!
 //! So the text is at most linear in the value's encoded size, and a
-//! preview ([`preview`]) costs what it keeps, whatever the value's size.
+//! preview ([`preview`]) costs about what it keeps, whatever the value's
+//! size.
 //! Recursion is as deep as the value: values off the wire are at most 128
 //! levels deep (the decoder's limit), and JSON parsed by serde_json at most
 //! 128 (its default limit).
@@ -65,7 +66,9 @@ pub fn to_text(v: &Value) -> String {
 
 /// At most the first `max_chars` characters of `v`'s JSON text, with `…`
 /// appended when there was more, and whether it was cut. Rendering stops at
-/// the limit: the cost is that of the characters kept.
+/// the limit, so the work is in proportion to the characters kept (times
+/// the nesting of keys within keys that they pass through), whatever the
+/// value's size.
 pub fn preview(v: &Value, max_chars: usize) -> (String, bool) {
     let mut out = String::new();
     let mut limit = Limit::new(&mut out, max_chars, false);

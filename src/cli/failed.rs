@@ -2,11 +2,11 @@
 //! after using their `--retries`, newest first.
 //!
 //! Text: one line per task (id, time, name, retries used, arguments as
-//! JSON, the last error), peer text escaped; when the manager left entries
-//! out (the `--limit`, or a reply cut to a frame) a note on stderr says how
-//! many. `--json`: one JSON object, `{"tasks": [...], "total", "truncated",
-//! "evicted"}`. Exit codes as other client commands: 0 (an empty list
-//! too), 69 unreachable, 77 wrong key.
+//! JSON cut to 200 characters, the last error), peer text escaped; when
+//! the manager left entries out (the `--limit`, or a reply cut to a frame)
+//! a note on stderr says how many. `--json`: one JSON object, `{"tasks":
+//! [...], "total", "truncated", "evicted"}`. Exit codes as other client
+//! commands: 0 (an empty list too), 69 unreachable, 77 wrong key.
 
 use std::time::{Duration, UNIX_EPOCH};
 
