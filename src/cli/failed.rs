@@ -62,15 +62,24 @@ fn failed_at(t: &DeadTask) -> humantime::Rfc3339Timestamp {
 }
 
 /// One task as one line of text, its arguments cut to [`MAX_LOGGED_CHARS`].
+/// A preview the manager cut is JSON text already: shown as it is, not
+/// quoted again.
 fn line(t: &DeadTask) -> String {
-    let (args, _) = argon::json::preview(&t.args, MAX_LOGGED_CHARS);
+    let preview;
+    let args = match t.args.as_str() {
+        Some(text) if t.args_truncated => text,
+        _ => {
+            preview = argon::json::preview(&t.args, MAX_LOGGED_CHARS).0;
+            &preview
+        }
+    };
     format!(
         "{}  {}  {}  retries {}  args {}{}  error: {}",
         t.task_id,
         failed_at(t),
         escaped(&t.task),
         t.retries,
-        escaped(&args).max_chars(MAX_LOGGED_CHARS + 1),
+        escaped(args).max_chars(MAX_LOGGED_CHARS + 1),
         if t.args_truncated { " (cut)" } else { "" },
         escaped(&t.error)
     )
