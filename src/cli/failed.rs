@@ -2,21 +2,21 @@
 //! after using their `--retries`, newest first.
 //!
 //! Text: one line per task (id, time, name, retries used, arguments as
-//! JSON, the last error), peer text escaped; when the manager left entries
-//! out (the `--limit`, or a reply cut to a frame) a note on stderr says how
-//! many. `--json`: one JSON object, `{"tasks": [...], "total", "truncated",
-//! "evicted"}`. Exit codes as other client commands: 0 (an empty list
-//! too), 69 unreachable, 77 wrong key.
+//! JSON cut to 200 characters, the last error), peer text escaped; when
+//! the manager left entries out (the `--limit`, or a reply cut to a frame)
+//! a note on stderr says how many. `--json`: one JSON object, `{"tasks":
+//! [...], "total", "truncated", "evicted"}`. Exit codes as other client
+//! commands: 0 (an empty list too), 69 unreachable, 77 wrong key.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Args;
-use serde_json::json;
+use serde_json::Value as Json;
 
 use argon::client::{Client, DeadList, DeadTask};
 use argon::config::Config;
-use argon::launch::{Failure, EXIT_FAILED};
-use argon::logsafe::escaped;
+use argon::launch::Failure;
+use argon::logsafe::{escaped, MAX_LOGGED_CHARS};
 use argon::protocol::DEAD_LIST_MAX;
 
 use super::args::{client_config, ClientArgs};
@@ -41,9 +41,7 @@ pub async fn failed(a: FailedArgs, config: &Config) -> Result<(), Failure> {
     let client = Client::connect(client_config(&a.client, config)?).await?;
     let list = client.dead_list(a.limit.unwrap_or(0)).await?;
     if a.json {
-        let text = serde_json::to_string(&to_json(&list))
-            .map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
-        outln!("{text}");
+        outln!("{}", json_text(&list));
         return Ok(());
     }
     for t in &list.tasks {
@@ -63,42 +61,54 @@ fn failed_at(t: &DeadTask) -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(t.failed_at_ms))
 }
 
-/// One task as one line of text.
+/// One task as one line of text, its arguments cut to [`MAX_LOGGED_CHARS`].
+/// A preview the manager cut is JSON text already: shown as it is, not
+/// quoted again.
 fn line(t: &DeadTask) -> String {
-    let args = argon::json::to_json(&t.args).to_string();
+    let preview;
+    let args = match t.args.as_str() {
+        Some(text) if t.args_truncated => text,
+        _ => {
+            preview = argon::json::preview(&t.args, MAX_LOGGED_CHARS).0;
+            &preview
+        }
+    };
     format!(
         "{}  {}  {}  retries {}  args {}{}  error: {}",
         t.task_id,
         failed_at(t),
         escaped(&t.task),
         t.retries,
-        escaped(&args),
+        escaped(args).max_chars(MAX_LOGGED_CHARS + 1),
         if t.args_truncated { " (cut)" } else { "" },
         escaped(&t.error)
     )
 }
 
-fn to_json(list: &DeadList) -> serde_json::Value {
-    let tasks: Vec<serde_json::Value> = list
+/// The list as one JSON object, its keys in alphabetical order.
+fn json_text(list: &DeadList) -> String {
+    let tasks: Vec<String> = list
         .tasks
         .iter()
         .map(|t| {
-            json!({
-                "task_id": t.task_id,
-                "task": t.task,
-                "args": argon::json::to_json(&t.args),
-                "args_truncated": t.args_truncated,
-                "retries": t.retries,
-                "error": t.error,
-                "failed_at_ms": t.failed_at_ms,
-                "failed_at": failed_at(t).to_string(),
-            })
+            format!(
+                r#"{{"args":{},"args_truncated":{},"error":{},"failed_at":{},"failed_at_ms":{},"retries":{},"task":{},"task_id":{}}}"#,
+                argon::json::to_text(&t.args),
+                t.args_truncated,
+                Json::from(t.error.as_str()),
+                Json::from(failed_at(t).to_string()),
+                t.failed_at_ms,
+                t.retries,
+                Json::from(t.task.as_str()),
+                t.task_id,
+            )
         })
         .collect();
-    json!({
-        "tasks": tasks,
-        "total": list.total,
-        "truncated": list.truncated,
-        "evicted": list.evicted,
-    })
+    format!(
+        r#"{{"evicted":{},"tasks":[{}],"total":{},"truncated":{}}}"#,
+        list.evicted,
+        tasks.join(","),
+        list.total,
+        list.truncated
+    )
 }

@@ -213,7 +213,7 @@ fn error_text(e: &ClientError) -> String {
 
 fn ordered_line(o: &Outcome) -> String {
     match o {
-        Ok(v) => argon::json::to_json(v).to_string(),
+        Ok(v) => argon::json::to_text(v),
         Err(e) => serde_json::json!({ "error": e }).to_string(),
     }
 }
@@ -221,7 +221,7 @@ fn ordered_line(o: &Outcome) -> String {
 fn unordered_line(n: u64, o: &Outcome) -> String {
     let line = n + 1;
     match o {
-        Ok(v) => serde_json::json!({ "line": line, "result": argon::json::to_json(v) }).to_string(),
+        Ok(v) => format!(r#"{{"line":{line},"result":{}}}"#, argon::json::to_text(v)),
         Err(e) => serde_json::json!({ "line": line, "error": e }).to_string(),
     }
 }

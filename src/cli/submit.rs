@@ -139,7 +139,7 @@ async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Re
     } else {
         send(Client::connect(cc).await?).await?
     };
-    outln!("{}", argon::json::to_json(&value));
+    outln!("{}", argon::json::to_text(&value));
     Ok(())
 }
 

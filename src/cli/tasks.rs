@@ -79,7 +79,7 @@ pub async fn result(a: ResultArgs, config: &Config) -> Result<(), Failure> {
         })??,
         None => fetch.await?,
     };
-    outln!("{}", argon::json::to_json(&value));
+    outln!("{}", argon::json::to_text(&value));
     Ok(())
 }
 

@@ -275,7 +275,7 @@ fn tail_text(bytes: &[u8]) -> String {
 pub async fn run(spec: &CommandTask, ctx: &TaskContext, args: Value) -> Result<Value, TaskError> {
     let name = &ctx.name;
     become_subreaper();
-    let input = crate::json::to_json(&args).to_string();
+    let input = crate::json::to_text(&args);
     let mut cmd = Command::new(&spec.command[0]);
     cmd.args(&spec.command[1..])
         .envs(&spec.env)
@@ -407,7 +407,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            crate::json::to_json(&v).to_string(),
+            crate::json::to_text(&v),
             r#"{"got":[1],"id":"7","name":"t"}"#
         );
     }
@@ -426,6 +426,14 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.0.contains("did not print a JSON result"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn output_nested_past_the_parsers_limit_is_an_error() {
+        let e = run(&sh("printf '%0200d' 0 | tr 0 '['"), &ctx(), Value::Nil)
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("recursion limit exceeded"), "{e}");
     }
 
     #[tokio::test]

@@ -41,7 +41,7 @@ use crate::protocol::{codec, DeadList, DeadTask, Value, DEAD_ARGS_MAX, DEAD_ERRO
 pub const MAX_RETRIES: u32 = 10;
 
 /// Characters of JSON text kept as the preview of arguments too large for
-/// a dead-list entry.
+/// a dead-list entry (`…` follows when the text is longer).
 const ARGS_PREVIEW_CHARS: usize = 256;
 
 /// The backoff before retry `k` (from 1), before jitter: `base × 2^(k-1)`,
@@ -210,9 +210,7 @@ fn bounded_entry(args: &Value, error: &str) -> DeadTask {
     let (args, args_truncated) = if codec::encoded_len(args) <= DEAD_ARGS_MAX {
         (args.clone(), false)
     } else {
-        let json = crate::json::to_json(args).to_string();
-        let mut preview: String = json.chars().take(ARGS_PREVIEW_CHARS).collect();
-        preview.push('…');
+        let (preview, _) = crate::json::preview(args, ARGS_PREVIEW_CHARS);
         (Value::from(preview), true)
     };
     let mut error = error.to_string();
