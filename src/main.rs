@@ -20,6 +20,7 @@ macro_rules! outln {
 mod cli;
 
 fn main() -> ExitCode {
+    argon::task::eval::serve_if_runner();
     let cli = cli::Cli::parse();
     init_logging(cli::default_log_level(&cli.command), cli.verbose, cli.quiet);
     install_panic_hook();
