@@ -31,14 +31,20 @@
 //! error. A cancel kills the runner, and so does a script still running a
 //! second past its time limit (a call to `sleep` blocks the progress checks).
 //!
-//! The arguments and the result are checked in full against
-//! `max_data_depth` before they are converted.
+//! In the runner a guard makes the usual ways of nesting fail fast, with an
+//! error naming the limit: each read of a variable walks its value (the
+//! first and last few elements of each level, a few hundred values at
+//! most) and stops the script once the value is nested deeper than
+//! `max_data_depth`. That is how loops like `x = [x]` deepen. What the walk
+//! does not reach (a nested value amid a wide level, a value never read
+//! from a variable) is left to the size limits and the stack. The
+//! arguments and the result are checked in full.
 
 mod runner;
 
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Scope};
+use rhai::{Dynamic, Engine, EvalAltResult, EvalContext, FnPtr, Position, Scope};
 use serde::{Deserialize, Serialize};
 
 pub use runner::{serve_if_runner, Evaluator, RUNNER_ARG};
@@ -60,8 +66,9 @@ pub struct EvalLimits {
     pub max_expr_depth: usize,
     /// How deeply the script's data may nest: arrays, maps and function
     /// pointers with curried arguments each add a level (a flat array is
-    /// 1). Checked on the arguments and the result (which may never be
-    /// deeper than the protocol's 120). Default 256.
+    /// 1). Checked in full on the arguments and the result (which may never
+    /// be deeper than the protocol's 120), and by a short walk on each read
+    /// of a variable. Default 256.
     pub max_data_depth: usize,
     /// Longest string, in bytes. Default 1 MiB.
     pub max_string_bytes: usize,
@@ -135,6 +142,9 @@ pub fn eval_args(script: &str, args: Value) -> Value {
     ])
 }
 
+/// What the variable guard stops a script with.
+const TOO_DEEP: &str = "too deep";
+
 /// Writes a script's `print` or `debug` output as one line on stderr, where
 /// the worker reads and logs it.
 fn script_line(kind: &str, text: &str) {
@@ -145,6 +155,7 @@ fn script_line(kind: &str, text: &str) {
 
 fn engine(limits: &EvalLimits, deadline: Instant) -> Engine {
     let mut e = Engine::new();
+    let max_depth = limits.max_data_depth;
     e.set_max_operations(limits.max_operations)
         .set_max_call_levels(limits.max_call_depth)
         .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
@@ -154,27 +165,74 @@ fn engine(limits: &EvalLimits, deadline: Instant) -> Engine {
         .on_print(|s| script_line("print", s))
         .on_debug(|s, _, _| script_line("debug", s))
         .on_progress(move |_| (Instant::now() >= deadline).then(|| Dynamic::from("time limit")));
+    // `on_var` is marked deprecated only to say that its signature may
+    // change in a later Rhai.
+    #[allow(deprecated)]
+    e.on_var(move |name, index, ctx| guard_read(name, index, &ctx, max_depth));
     e
+}
+
+/// Values one read of a variable may walk: this many per level allowed,
+/// plus 64. Enough to follow a chain of small levels (`[x]`, `#{a: x}`, a
+/// curry of one value, a closure's capture) to the limit.
+const WALK_PER_LEVEL: usize = 2;
+
+/// Elements a read of a variable looks at from each end of an array, map
+/// or curry list. Reading a big flat array (`a[i]` in a loop) then costs a
+/// few steps, not a walk of the array; a level with its nested value
+/// further inside is missed.
+const WALK_EDGE: usize = 8;
+
+/// The variable guard: fails the read of variable `name` if its value is
+/// nested deeper than `max_depth`, as far as a short walk sees.
+fn guard_read(
+    name: &str,
+    index: usize,
+    ctx: &EvalContext,
+    max_depth: usize,
+) -> Result<Option<Dynamic>, Box<EvalAltResult>> {
+    let scope = ctx.scope();
+    let by_index = (index > 0)
+        .then(|| scope.iter_raw().nth(index - 1))
+        .flatten()
+        .filter(|(n, ..)| *n == name)
+        .map(|(.., v)| v);
+    let Some(value) = by_index.or_else(|| scope.get(name)) else {
+        return Ok(None);
+    };
+    let budget = max_depth.saturating_mul(WALK_PER_LEVEL).saturating_add(64);
+    match nesting(value, max_depth, budget, WALK_EDGE) {
+        Nesting::Deeper => {
+            Err(EvalAltResult::ErrorTerminated(Dynamic::from(TOO_DEEP), Position::NONE).into())
+        }
+        Nesting::Within | Nesting::Unknown => Ok(None),
+    }
 }
 
 /// What a walk of a value found out about its nesting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Nesting {
-    /// No deeper than the limit.
+    /// No deeper than the limit, as far as the walk looked.
     Within,
     /// Deeper than the limit.
     Deeper,
-    /// A value shared with closures was locked, so the walk could not look
-    /// inside it.
+    /// The walk ran out of budget first, or met a value shared with
+    /// closures that was locked.
     Unknown,
 }
 
-/// Whether `v` nests deeper than `max` levels. Arrays, maps and function
-/// pointers with curried arguments add a level each; a value shared with
-/// closures is looked through. The walk recurses at most `max + 1` levels
-/// deep.
-fn nesting(v: &Dynamic, max: usize) -> Nesting {
-    match (Walk { max }).value(v, 0) {
+/// Whether `v` nests deeper than `max` levels, walking at most `budget`
+/// values and `edge` elements from each end of a level. Arrays, maps and
+/// function pointers with curried arguments add a level each; a value
+/// shared with closures is looked through. The walk recurses at most
+/// `max + 1` levels deep.
+fn nesting(v: &Dynamic, max: usize, budget: usize, edge: usize) -> Nesting {
+    let mut walk = Walk {
+        max,
+        left: budget,
+        edge,
+    };
+    match walk.value(v, 0) {
         Ok(()) => Nesting::Within,
         Err(stop) => stop,
     }
@@ -182,10 +240,16 @@ fn nesting(v: &Dynamic, max: usize) -> Nesting {
 
 struct Walk {
     max: usize,
+    left: usize,
+    edge: usize,
 }
 
 impl Walk {
     fn value(&mut self, v: &Dynamic, depth: usize) -> Result<(), Nesting> {
+        if self.left == 0 {
+            return Err(Nesting::Unknown);
+        }
+        self.left -= 1;
         if v.is_shared() {
             // A value locked for writing is in use; the walk cannot look in.
             return match v.read_lock::<Dynamic>() {
@@ -195,20 +259,36 @@ impl Walk {
         }
         if v.is_array() {
             if let Ok(items) = v.as_array_ref() {
-                return self.level(items.iter(), depth);
+                return self.level(self.ends(&items), depth);
             }
         } else if v.is_map() {
             if let Ok(map) = v.as_map_ref() {
-                return self.level(map.values(), depth);
+                let (front, back) = if map.len() <= self.edge.saturating_mul(2) {
+                    (map.len(), 0)
+                } else {
+                    (self.edge, self.edge)
+                };
+                let values = map.values().take(front);
+                return self.level(values.chain(map.values().rev().take(back)), depth);
             }
         } else if v.is_fnptr() {
             if let Some(f) = v.read_lock::<FnPtr>() {
                 if !f.curry().is_empty() {
-                    return self.level(f.iter_curry(), depth);
+                    return self.level(self.ends(f.curry()), depth);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The first and last `edge` of `items`, or all of them.
+    fn ends<'a>(&self, items: &'a [Dynamic]) -> impl Iterator<Item = &'a Dynamic> {
+        let (front, back) = if items.len() <= self.edge.saturating_mul(2) {
+            (items, &items[..0])
+        } else {
+            (&items[..self.edge], &items[items.len() - self.edge..])
+        };
+        front.iter().chain(back)
     }
 
     /// Walks the `children` of a value `depth` levels down.
@@ -305,7 +385,7 @@ fn evaluate_into(
             .map_err(|e| TaskError::new(describe(&e, limits, limit)))?,
     );
     let max = max_result_depth(limits);
-    if nesting(out, max) != Nesting::Within {
+    if nesting(out, max, usize::MAX, usize::MAX) != Nesting::Within {
         return Err(TaskError::new(if max < MAX_VALUE_DEPTH {
             format!("script result nested deeper than {max} levels (eval.max_data_depth)")
         } else {
@@ -335,7 +415,15 @@ fn describe(e: &EvalAltResult, limits: &EvalLimits, limit: Duration) -> String {
     } else {
         format!(" at {pos}")
     };
+    let token = match e {
+        EvalAltResult::ErrorTerminated(why, _) => why.clone().try_cast::<String>(),
+        _ => None,
+    };
     match e {
+        EvalAltResult::ErrorTerminated(..) if token.as_deref() == Some(TOO_DEEP) => format!(
+            "script stopped{at}: its data is nested deeper than {} levels (eval.max_data_depth)",
+            limits.max_data_depth
+        ),
         EvalAltResult::ErrorTerminated(..) => format!(
             "script stopped{at}: it ran past its time limit of {}",
             humantime::format_duration(limit)
@@ -453,20 +541,6 @@ mod tests {
         assert!(e.0.contains("exceeds the limit"), "{e}");
     }
 
-    #[test]
-    fn nesting_counts_levels_and_stops_at_the_limit() {
-        let nested = |n: usize| {
-            (0..n).fold(Dynamic::from(1_i64), |v, _| {
-                Dynamic::from_array(vec![Dynamic::UNIT, v, Dynamic::UNIT])
-            })
-        };
-        assert_eq!(nesting(&Dynamic::from(1_i64), 0), Nesting::Within);
-        assert_eq!(nesting(&nested(5), 5), Nesting::Within);
-        assert_eq!(nesting(&nested(6), 5), Nesting::Deeper);
-        // The walk stops at the limit however deep the value goes on.
-        assert_eq!(nesting(&nested(1000), 5), Nesting::Deeper);
-    }
-
     /// Runs `script` with `max_data_depth` 10.
     fn shallow(script: &str) -> Result<Value, TaskError> {
         let l = EvalLimits {
@@ -475,6 +549,78 @@ mod tests {
             ..EvalLimits::default()
         };
         run_script(&l, script, Value::Nil, l.max_time.0)
+    }
+
+    #[test]
+    fn data_at_the_depth_limit_is_read_and_one_level_more_is_not() {
+        // A start value, how it is wrapped in one more level, and how many
+        // wraps make it 10 levels deep (an empty array is 1 already).
+        let kinds = [
+            ("[]", "[x]", 9),
+            ("#{}", "#{a: x}", 9),
+            ("[]", "[1, 2, #{b: [take(x)]}][2].b", 9),
+            (r#"Fn("f")"#, r#"Fn("f").curry(x)"#, 10),
+            ("|| 0", "{ let g = x; || g }", 10),
+        ];
+        for (start, wrap, n) in kinds {
+            let script = |n: usize| {
+                format!("fn f(a) {{ a }} let x = {start}; for i in 0..{n} {{ x = {wrap}; }} let y = x; 1")
+            };
+            assert_eq!(shallow(&script(n)), Ok(Value::from(1)), "{}", script(n));
+            let deep = script(n + 1);
+            let e = shallow(&deep).expect_err(&deep);
+            assert!(
+                e.0.contains("its data is nested deeper than 10 levels (eval.max_data_depth)"),
+                "{deep}: {e}"
+            );
+            assert!(e.0.contains("line 1"), "{deep}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_script_cannot_catch_the_depth_limit() {
+        let e = shallow("let x = []; try { loop { x = [x]; } } catch { 0 }").unwrap_err();
+        assert!(e.0.contains("eval.max_data_depth"), "{e}");
+    }
+
+    #[test]
+    fn nesting_counts_levels_and_stops_at_the_limit() {
+        let nested =
+            |n: usize| (0..n).fold(Dynamic::from(1_i64), |v, _| Dynamic::from_array(vec![v]));
+        assert_eq!(nesting(&Dynamic::from(1_i64), 0, 10, 8), Nesting::Within);
+        assert_eq!(nesting(&nested(5), 5, 100, 8), Nesting::Within);
+        assert_eq!(nesting(&nested(6), 5, 100, 8), Nesting::Deeper);
+        // The walk stops at the limit however deep the value goes on.
+        assert_eq!(nesting(&nested(1000), 5, usize::MAX, 8), Nesting::Deeper);
+        assert_eq!(nesting(&nested(50), 100, 20, 8), Nesting::Unknown);
+    }
+
+    #[test]
+    fn the_guard_looks_at_the_ends_of_a_level_and_the_result_check_at_all() {
+        let deep = (0..20).fold(Dynamic::from(1_i64), |v, _| Dynamic::from_array(vec![v]));
+        let mut flat: Vec<Dynamic> = (0..100_000_i64).map(Dynamic::from).collect();
+        let mut walk = Walk {
+            max: 10,
+            left: 1000,
+            edge: WALK_EDGE,
+        };
+        assert_eq!(walk.value(&Dynamic::from_array(flat.clone()), 0), Ok(()));
+        assert_eq!(
+            1000 - walk.left,
+            1 + 2 * WALK_EDGE,
+            "a flat array costs its ends"
+        );
+        flat[99_995] = deep.clone();
+        let last = Dynamic::from_array(flat.clone());
+        assert_eq!(nesting(&last, 10, 1000, WALK_EDGE), Nesting::Deeper);
+        flat[99_995] = Dynamic::UNIT;
+        flat[50_000] = deep;
+        let middle = Dynamic::from_array(flat);
+        assert_eq!(nesting(&middle, 10, 1000, WALK_EDGE), Nesting::Within);
+        assert_eq!(
+            nesting(&middle, 10, usize::MAX, usize::MAX),
+            Nesting::Deeper
+        );
     }
 
     #[test]
