@@ -147,7 +147,7 @@ impl Evaluator {
                 self.program.display()
             ))
         })?;
-        let guard = GroupGuard(child.id().map(|p| Pid::from_raw(p as i32)));
+        let mut guard = GroupGuard(child.id().map(|p| Pid::from_raw(p as i32)));
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -183,7 +183,9 @@ impl Evaluator {
             }
             done = work => done,
         };
-        drop(guard);
+        // The runner starts no processes, and once reaped its id may be
+        // another's: nothing is left to kill.
+        guard.0 = None;
         let (out, over) =
             out.map_err(|e| TaskError::new(format!("reading the eval runner: {e}")))?;
         if over {
