@@ -92,11 +92,6 @@ impl Evaluator {
         self
     }
 
-    /// The limits scripts run under.
-    pub fn limits(&self) -> &EvalLimits {
-        &self.limits
-    }
-
     /// Runs one eval task: `args` is `{"script": TEXT, "args": VALUE}`.
     /// Once `ctx.cancel` is cancelled the runner is killed and the result
     /// is [`TaskError::cancelled`].
