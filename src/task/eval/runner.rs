@@ -77,7 +77,7 @@ pub struct Evaluator {
 impl Evaluator {
     /// Runs scripts under `limits` in runners that are this very program,
     /// which must therefore call [`serve_if_runner`] first thing in `main`
-    /// (the `argon` binary and [`crate::worker_main`] do).
+    /// (the `argon` binary and [`crate::worker_main()`] do).
     pub fn new(limits: EvalLimits) -> Evaluator {
         Evaluator {
             limits,
