@@ -336,9 +336,7 @@ impl Config {
         for (name, task) in &self.tasks {
             task.validate(name)?;
         }
-        if self.eval.max_time.0.is_zero() || self.eval.max_operations == 0 {
-            return Err("eval.max_time and eval.max_operations must be more than 0".into());
-        }
+        self.eval.validate()?;
         Ok(())
     }
 }

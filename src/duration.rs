@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written the human way in TOML: `"250ms"`, `"5s"`, `"2m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,5 +18,28 @@ impl<'de> Deserialize<'de> for Dur {
                 "invalid duration {s:?}: {e} (e.g. \"5s\", \"250ms\")"
             ))
         })
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_and_read_back_unchanged() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_millis(1500),
+            Duration::new(3600, 7),
+        ] {
+            let text = toml::Value::try_from(Dur(d)).unwrap();
+            assert_eq!(text.clone().try_into::<Dur>().unwrap(), Dur(d), "{text}");
+        }
     }
 }

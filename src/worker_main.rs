@@ -155,6 +155,7 @@ pub struct WorkerCli {
 /// }
 /// ```
 pub fn worker_main(registry: TaskRegistry) -> std::process::ExitCode {
+    crate::task::eval::serve_if_runner();
     let cli = WorkerCli::parse();
     init_logging(log::LevelFilter::Info, cli.verbose, cli.quiet);
     install_panic_hook();

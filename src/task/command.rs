@@ -169,7 +169,7 @@ async fn reap_group(pgid: Pid) {
 }
 
 /// Kills a process group when dropped, unless disarmed.
-struct GroupGuard(Option<Pid>);
+pub(crate) struct GroupGuard(pub(crate) Option<Pid>);
 
 impl GroupGuard {
     fn kill(&self) {
@@ -187,7 +187,7 @@ impl Drop for GroupGuard {
 }
 
 /// Kills the group of `child` and reaps the child and the group's dead.
-async fn kill_and_reap(guard: &GroupGuard, child: &mut Child) {
+pub(crate) async fn kill_and_reap(guard: &GroupGuard, child: &mut Child) {
     guard.kill();
     let _ = child.wait().await;
     if let Some(pgid) = guard.0 {
@@ -198,7 +198,7 @@ async fn kill_and_reap(guard: &GroupGuard, child: &mut Child) {
 /// Spawns `cmd`; on Linux the child is killed (SIGKILL) when the calling
 /// thread dies, so call it only from a thread that lives as long as the
 /// worker (see the module docs for what this covers and what it does not).
-fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+pub(crate) fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
     #[cfg(target_os = "linux")]
     {
         // Read before the fork: the parent the child must outlive.
@@ -221,7 +221,7 @@ fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
-async fn read_capped(
+pub(crate) async fn read_capped(
     mut r: impl AsyncRead + Unpin,
     cap: usize,
 ) -> std::io::Result<(Vec<u8>, bool)> {

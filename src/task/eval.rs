@@ -2,27 +2,60 @@
 //! workers whose operator started them with `--allow-eval`.
 //!
 //! A script sees its arguments as `args`; its last value is the result. It
-//! runs on a blocking thread under limits on operations, call depth,
-//! expression depth, string, array and map sizes, and wall-clock time
-//! (checked from the engine's progress callback, which also stops the script
-//! once the task's [`CancellationToken`] is cancelled). Rhai has no file, process
-//! or network access, and this build has no module loading (`import`).
+//! runs under limits on operations, call depth, expression depth, data
+//! nesting, string, array and map sizes, stack and wall-clock time (which
+//! the engine's progress callback checks). Rhai has no file, process or
+//! network access, and this build has no module loading (`import`).
 //!
 //! On the wire an eval is a `submit` of task `@eval` whose arguments are a
 //! map `{"script": TEXT, "args": VALUE}`.
+//!
+//! # Each script runs in a process of its own
+//!
+//! Rhai bounds the sizes of strings, arrays and maps, but not how deeply
+//! values nest, and it walks nested values recursively in its own code: it
+//! clones a value on every read of a variable, recounts sizes after every
+//! change, compares, prints and drops values, with no hook where a guard of
+//! ours could run. The size limits let arrays and maps nest 100,000 levels
+//! each by default; curried function pointers and closures that capture
+//! closures are not counted at all, and `f = curry(Fn("g"), take(f))` in a
+//! loop nests some 700,000 levels within the default operation limit in
+//! under two seconds: no stack holds the drop of that. On a worker thread
+//! any of these walks can overflow the stack, which aborts the worker.
+//!
+//! So a worker runs each script in a child process, the eval runner
+//! ([`Evaluator`]): its own program started again with [`RUNNER_ARG`]. The
+//! runner runs the script on a thread whose stack is `max_stack_bytes`,
+//! writes the result and exits without dropping the script's data. A stack
+//! overflow ends the runner only, and the worker reports it as the script's
+//! error. A cancel kills the runner, and so does a script still running a
+//! second past its time limit (a call to `sleep` blocks the progress checks).
+//!
+//! In the runner a guard makes the usual ways of nesting fail fast, with an
+//! error naming the limit: each read of a variable walks its value (the
+//! first and last few elements of each level, a few hundred values at
+//! most) and stops the script once the value is nested deeper than
+//! `max_data_depth`. That is how loops like `x = [x]` deepen. What the walk
+//! does not reach (a nested value amid a wide level, a value never read
+//! from a variable) is left to the size limits and the stack. The
+//! arguments and the result are checked in full.
+
+mod runner;
 
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, Engine, EvalAltResult, Scope};
-use serde::Deserialize;
+use rhai::{Dynamic, Engine, EvalAltResult, EvalContext, FnPtr, Position, Scope};
+use serde::{Deserialize, Serialize};
 
-use super::{CancellationToken, TaskContext, TaskError};
+pub use runner::{serve_if_runner, Evaluator, RUNNER_ARG};
+
+use super::TaskError;
 use crate::duration::Dur;
 use crate::logsafe::escaped;
-use crate::protocol::Value;
+use crate::protocol::{value_depth, Value, MAX_VALUE_DEPTH};
 
 /// Limits on one script. All have safe defaults.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalLimits {
     /// Operations (roughly, evaluation steps). Default 10,000,000.
@@ -31,6 +64,12 @@ pub struct EvalLimits {
     pub max_call_depth: usize,
     /// Expression nesting depth. Default 64.
     pub max_expr_depth: usize,
+    /// How deeply the script's data may nest: arrays, maps and function
+    /// pointers with curried arguments each add a level (a flat array is
+    /// 1). Checked in full on the arguments and the result (which may never
+    /// be deeper than the protocol's 120), and by a short walk on each read
+    /// of a variable. Default 256.
+    pub max_data_depth: usize,
     /// Longest string, in bytes. Default 1 MiB.
     pub max_string_bytes: usize,
     /// Largest array. Default 100,000 elements.
@@ -41,6 +80,11 @@ pub struct EvalLimits {
     pub max_time: Dur,
     /// Longest script text, in bytes. Default 64 KiB.
     pub max_script_bytes: usize,
+    /// Stack of the thread that runs the script, in bytes: bounds how deep
+    /// its calls and data can nest in Rhai's own recursion (a script
+    /// function call takes about 6 KiB). Past it the script fails. Default
+    /// 8 MiB.
+    pub max_stack_bytes: usize,
 }
 
 impl Default for EvalLimits {
@@ -49,12 +93,36 @@ impl Default for EvalLimits {
             max_operations: 10_000_000,
             max_call_depth: 64,
             max_expr_depth: 64,
+            max_data_depth: 256,
             max_string_bytes: 1 << 20,
             max_array_len: 100_000,
             max_map_len: 100_000,
             max_time: Dur(Duration::from_secs(5)),
             max_script_bytes: 64 << 10,
+            max_stack_bytes: 8 << 20,
         }
+    }
+}
+
+/// Smallest `max_stack_bytes` accepted; it holds some 40 nested calls.
+pub const MIN_STACK_BYTES: usize = 256 << 10;
+
+impl EvalLimits {
+    /// Checks values a config file could get wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_time.0.is_zero() || self.max_operations == 0 {
+            return Err("eval.max_time and eval.max_operations must be more than 0".into());
+        }
+        if self.max_data_depth == 0 {
+            return Err("eval.max_data_depth must be at least 1".into());
+        }
+        if self.max_stack_bytes < MIN_STACK_BYTES {
+            return Err(format!(
+                "eval.max_stack_bytes must be at least {MIN_STACK_BYTES} (got {})",
+                self.max_stack_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -74,81 +142,178 @@ pub fn eval_args(script: &str, args: Value) -> Value {
     ])
 }
 
-/// Runs one eval task on a blocking thread. A cancel of `ctx.cancel` stops
-/// the script at its next progress check; the result is then
-/// [`TaskError::cancelled`].
-pub async fn run(limits: &EvalLimits, ctx: &TaskContext, args: Value) -> Result<Value, TaskError> {
-    let a: EvalArgs = rmpv::ext::from_value(args).map_err(|e| {
-        TaskError::new(format!(
-            "eval takes {{\"script\": TEXT, \"args\": VALUE}}: {e}"
-        ))
-    })?;
-    let limit = match ctx.remaining() {
-        Some(r) => r.min(limits.max_time.0),
-        None => limits.max_time.0,
-    };
-    let limits = limits.clone();
-    let cancel = ctx.cancel.clone();
-    let r = super::run_blocking_stoppable("eval", move || {
-        run_script_cancellable(
-            &limits,
-            &a.script,
-            a.args.unwrap_or(Value::Nil),
-            limit,
-            cancel,
-        )
-    })
-    .await;
-    if ctx.cancel.is_cancelled() {
-        return Err(TaskError::cancelled(&ctx.name));
-    }
-    r
+/// What the variable guard stops a script with.
+const TOO_DEEP: &str = "too deep";
+
+/// Writes a script's `print` or `debug` output as one line on stderr, where
+/// the worker reads and logs it.
+fn script_line(kind: &str, text: &str) {
+    use std::io::Write as _;
+    // Nobody reading is no reason to stop the script.
+    let _ = writeln!(std::io::stderr(), "eval {kind}: {}", escaped(text));
 }
 
-/// What the progress callback stops a script with once it is cancelled.
-const CANCELLED: &str = "cancelled";
-/// How many operations pass between two looks at the cancellation token
-/// (each look takes a lock; the deadline is checked at every operation).
-const CANCEL_CHECK_EVERY: u64 = 1024;
-
-fn engine(limits: &EvalLimits, deadline: Instant, cancel: CancellationToken) -> Engine {
+fn engine(limits: &EvalLimits, deadline: Instant) -> Engine {
     let mut e = Engine::new();
+    let max_depth = limits.max_data_depth;
     e.set_max_operations(limits.max_operations)
         .set_max_call_levels(limits.max_call_depth)
         .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
         .set_max_string_size(limits.max_string_bytes)
         .set_max_array_size(limits.max_array_len)
         .set_max_map_size(limits.max_map_len)
-        .on_print(|s| log::debug!("eval print: {}", escaped(s)))
-        .on_debug(|s, _, _| log::debug!("eval debug: {}", escaped(s)))
-        .on_progress(move |ops| {
-            if ops % CANCEL_CHECK_EVERY == 0 && cancel.is_cancelled() {
-                Some(Dynamic::from(CANCELLED))
-            } else {
-                (Instant::now() >= deadline).then(|| Dynamic::from("time limit"))
-            }
-        });
+        .on_print(|s| script_line("print", s))
+        .on_debug(|s, _, _| script_line("debug", s))
+        .on_progress(move |_| (Instant::now() >= deadline).then(|| Dynamic::from("time limit")));
+    // `on_var` is marked deprecated only to say that its signature may
+    // change in a later Rhai.
+    #[allow(deprecated)]
+    e.on_var(move |name, index, ctx| guard_read(name, index, &ctx, max_depth));
     e
 }
 
-/// Runs `script` with `args` under `limits`, for at most `limit`.
-pub fn run_script(
-    limits: &EvalLimits,
-    script: &str,
-    args: Value,
-    limit: Duration,
-) -> Result<Value, TaskError> {
-    run_script_cancellable(limits, script, args, limit, CancellationToken::new())
+/// Values one read of a variable may walk: this many per level allowed,
+/// plus 64. Enough to follow a chain of small levels (`[x]`, `#{a: x}`, a
+/// curry of one value, a closure's capture) to the limit.
+const WALK_PER_LEVEL: usize = 2;
+
+/// Elements a read of a variable looks at from each end of an array, map
+/// or curry list. Reading a big flat array (`a[i]` in a loop) then costs a
+/// few steps, not a walk of the array; a level with its nested value
+/// further inside is missed.
+const WALK_EDGE: usize = 8;
+
+/// The variable guard: fails the read of variable `name` if its value is
+/// nested deeper than `max_depth`, as far as a short walk sees.
+fn guard_read(
+    name: &str,
+    index: usize,
+    ctx: &EvalContext,
+    max_depth: usize,
+) -> Result<Option<Dynamic>, Box<EvalAltResult>> {
+    let scope = ctx.scope();
+    let by_index = (index > 0)
+        .then(|| scope.iter_raw().nth(index - 1))
+        .flatten()
+        .filter(|(n, ..)| *n == name)
+        .map(|(.., v)| v);
+    let Some(value) = by_index.or_else(|| scope.get(name)) else {
+        return Ok(None);
+    };
+    let budget = max_depth.saturating_mul(WALK_PER_LEVEL).saturating_add(64);
+    match nesting(value, max_depth, budget, WALK_EDGE) {
+        Nesting::Deeper => {
+            Err(EvalAltResult::ErrorTerminated(Dynamic::from(TOO_DEEP), Position::NONE).into())
+        }
+        Nesting::Within | Nesting::Unknown => Ok(None),
+    }
 }
 
-/// Like [`run_script`], and stopped early once `cancel` is cancelled.
-pub fn run_script_cancellable(
-    limits: &EvalLimits,
-    script: &str,
-    args: Value,
-    limit: Duration,
-    cancel: CancellationToken,
-) -> Result<Value, TaskError> {
+/// What a walk of a value found out about its nesting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nesting {
+    /// No deeper than the limit, as far as the walk looked.
+    Within,
+    /// Deeper than the limit.
+    Deeper,
+    /// The walk ran out of budget first, or met a value shared with
+    /// closures that was locked.
+    Unknown,
+}
+
+/// Whether `v` nests deeper than `max` levels, walking at most `budget`
+/// values and `edge` elements from each end of a level. Arrays, maps and
+/// function pointers with curried arguments add a level each; a value
+/// shared with closures is looked through. The walk recurses at most
+/// `max + 1` levels deep.
+fn nesting(v: &Dynamic, max: usize, budget: usize, edge: usize) -> Nesting {
+    let mut walk = Walk {
+        max,
+        left: budget,
+        edge,
+    };
+    match walk.value(v, 0) {
+        Ok(()) => Nesting::Within,
+        Err(stop) => stop,
+    }
+}
+
+struct Walk {
+    max: usize,
+    left: usize,
+    edge: usize,
+}
+
+impl Walk {
+    fn value(&mut self, v: &Dynamic, depth: usize) -> Result<(), Nesting> {
+        if self.left == 0 {
+            return Err(Nesting::Unknown);
+        }
+        self.left -= 1;
+        if v.is_shared() {
+            // A value locked for writing is in use; the walk cannot look in.
+            return match v.read_lock::<Dynamic>() {
+                Some(inner) if !inner.is_shared() => self.value(&inner, depth),
+                _ => Err(Nesting::Unknown),
+            };
+        }
+        if v.is_array() {
+            if let Ok(items) = v.as_array_ref() {
+                return self.level(self.ends(&items), depth);
+            }
+        } else if v.is_map() {
+            if let Ok(map) = v.as_map_ref() {
+                let (front, back) = if map.len() <= self.edge.saturating_mul(2) {
+                    (map.len(), 0)
+                } else {
+                    (self.edge, self.edge)
+                };
+                let values = map.values().take(front);
+                return self.level(values.chain(map.values().rev().take(back)), depth);
+            }
+        } else if v.is_fnptr() {
+            if let Some(f) = v.read_lock::<FnPtr>() {
+                if !f.curry().is_empty() {
+                    return self.level(self.ends(f.curry()), depth);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first and last `edge` of `items`, or all of them.
+    fn ends<'a>(&self, items: &'a [Dynamic]) -> impl Iterator<Item = &'a Dynamic> {
+        let (front, back) = if items.len() <= self.edge.saturating_mul(2) {
+            (items, &items[..0])
+        } else {
+            (&items[..self.edge], &items[items.len() - self.edge..])
+        };
+        front.iter().chain(back)
+    }
+
+    /// Walks the `children` of a value `depth` levels down.
+    fn level<'a>(
+        &mut self,
+        children: impl Iterator<Item = &'a Dynamic>,
+        depth: usize,
+    ) -> Result<(), Nesting> {
+        if depth >= self.max {
+            return Err(Nesting::Deeper);
+        }
+        for c in children {
+            self.value(c, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// The deepest a script's result may be nested.
+fn max_result_depth(limits: &EvalLimits) -> usize {
+    limits.max_data_depth.min(MAX_VALUE_DEPTH)
+}
+
+/// Refuses a script longer than the limit.
+fn check_script(limits: &EvalLimits, script: &str) -> Result<(), TaskError> {
     if script.len() > limits.max_script_bytes {
         return Err(TaskError::new(format!(
             "script of {} bytes exceeds the limit of {} bytes",
@@ -156,22 +321,91 @@ pub fn run_script_cancellable(
             limits.max_script_bytes
         )));
     }
-    let engine = engine(limits, Instant::now() + limit, cancel);
+    Ok(())
+}
+
+/// Refuses arguments nested deeper than `max_data_depth`.
+fn check_args(limits: &EvalLimits, args: &Value) -> Result<(), TaskError> {
+    if value_depth(args) > limits.max_data_depth {
+        return Err(TaskError::new(format!(
+            "eval arguments nested deeper than {} levels (eval.max_data_depth)",
+            limits.max_data_depth
+        )));
+    }
+    Ok(())
+}
+
+/// What a script leaves behind: its variables and its last value. The
+/// runner exits without dropping them, since dropping a deeply nested
+/// value recurses as deep.
+struct Leftovers {
+    _scope: Scope<'static>,
+    _value: Option<Dynamic>,
+}
+
+/// Runs `script` with `args` under `limits`, for at most `limit`, in this
+/// thread; the runner's way.
+fn evaluate(
+    limits: &EvalLimits,
+    script: &str,
+    args: Value,
+    limit: Duration,
+) -> (Result<Value, TaskError>, Leftovers) {
+    let mut left = Leftovers {
+        _scope: Scope::new(),
+        _value: None,
+    };
+    let r = evaluate_into(limits, script, args, limit, &mut left);
+    (r, left)
+}
+
+fn evaluate_into(
+    limits: &EvalLimits,
+    script: &str,
+    args: Value,
+    limit: Duration,
+    left: &mut Leftovers,
+) -> Result<Value, TaskError> {
+    check_script(limits, script)?;
+    check_args(limits, &args)?;
+    let engine = engine(limits, Instant::now() + limit);
     let args = rhai::serde::to_dynamic(&args)
         .map_err(|e| TaskError::new(format!("eval arguments: {e}")))?;
-    let mut scope = Scope::new();
+    let scope = &mut left._scope;
     scope.push_constant_dynamic("args", args);
-    let ast = engine.compile_with_scope(&scope, script).map_err(|e| {
+    let ast = engine.compile_with_scope(scope, script).map_err(|e| {
         TaskError::new(format!(
             "script syntax error: {}",
             e.to_string().replace('\n', "; ")
         ))
     })?;
-    let out: Dynamic = engine
-        .eval_ast_with_scope(&mut scope, &ast)
-        .map_err(|e| TaskError::new(describe(&e, limits, limit)))?;
-    rhai::serde::from_dynamic::<Value>(&out)
+    let out: &Dynamic = left._value.insert(
+        engine
+            .eval_ast_with_scope(scope, &ast)
+            .map_err(|e| TaskError::new(describe(&e, limits, limit)))?,
+    );
+    let max = max_result_depth(limits);
+    if nesting(out, max, usize::MAX, usize::MAX) != Nesting::Within {
+        return Err(TaskError::new(if max < MAX_VALUE_DEPTH {
+            format!("script result nested deeper than {max} levels (eval.max_data_depth)")
+        } else {
+            format!("script result nested deeper than {max} levels (the protocol's limit)")
+        }));
+    }
+    rhai::serde::from_dynamic::<Value>(out)
         .map_err(|e| TaskError::new(format!("script result cannot be sent: {e}")))
+}
+
+/// Runs `script` with `args` under `limits`, for at most `limit`, in this
+/// thread (which deep data can overflow; workers use an [`Evaluator`]).
+#[cfg(test)]
+fn run_script(
+    limits: &EvalLimits,
+    script: &str,
+    args: Value,
+    limit: Duration,
+) -> Result<Value, TaskError> {
+    evaluate(limits, script, args, limit).0
 }
 
 fn describe(e: &EvalAltResult, limits: &EvalLimits, limit: Duration) -> String {
@@ -181,12 +415,15 @@ fn describe(e: &EvalAltResult, limits: &EvalLimits, limit: Duration) -> String {
     } else {
         format!(" at {pos}")
     };
+    let token = match e {
+        EvalAltResult::ErrorTerminated(why, _) => why.clone().try_cast::<String>(),
+        _ => None,
+    };
     match e {
-        EvalAltResult::ErrorTerminated(why, _)
-            if why.clone().try_cast::<String>().as_deref() == Some(CANCELLED) =>
-        {
-            format!("script stopped{at}: it was cancelled")
-        }
+        EvalAltResult::ErrorTerminated(..) if token.as_deref() == Some(TOO_DEEP) => format!(
+            "script stopped{at}: its data is nested deeper than {} levels (eval.max_data_depth)",
+            limits.max_data_depth
+        ),
         EvalAltResult::ErrorTerminated(..) => format!(
             "script stopped{at}: it ran past its time limit of {}",
             humantime::format_duration(limit)
@@ -293,54 +530,6 @@ mod tests {
         assert!(e.0.contains("line 1"), "{e}");
     }
 
-    #[tokio::test]
-    async fn cancel_stops_an_endless_script() {
-        let limits = EvalLimits {
-            max_operations: u64::MAX,
-            // Far beyond the wait below, yet a failing test ends.
-            max_time: Dur(Duration::from_secs(20)),
-            ..EvalLimits::default()
-        };
-        let ctx = TaskContext {
-            task_id: 1,
-            name: crate::task::EVAL_TASK.into(),
-            deadline: None,
-            cancel: CancellationToken::new(),
-        };
-        let mut fut = Box::pin(run(&limits, &ctx, eval_args("loop {}", Value::Nil)));
-        assert!(
-            tokio::time::timeout(Duration::from_millis(200), &mut fut)
-                .await
-                .is_err(),
-            "an endless script ended by itself"
-        );
-        ctx.cancel.cancel();
-        let r = tokio::time::timeout(Duration::from_secs(5), fut)
-            .await
-            .expect("a cancelled script stops");
-        assert_eq!(r, Err(TaskError::cancelled("@eval")));
-    }
-
-    #[test]
-    fn a_cancelled_token_terminates_the_script_itself() {
-        let cancel = CancellationToken::new();
-        cancel.cancel();
-        let l = EvalLimits {
-            max_operations: u64::MAX,
-            ..EvalLimits::default()
-        };
-        let e = run_script_cancellable(
-            &l,
-            "loop {}",
-            Value::Nil,
-            // Long enough to tell, short enough that a failing test ends.
-            Duration::from_secs(20),
-            cancel,
-        )
-        .unwrap_err();
-        assert!(e.0.contains("it was cancelled"), "{e}");
-    }
-
     #[test]
     fn oversized_script_is_refused() {
         let l = EvalLimits {
@@ -350,5 +539,135 @@ mod tests {
         let e =
             run_script(&l, "1 + 1 + 1 + 1 + 1", Value::Nil, Duration::from_secs(1)).unwrap_err();
         assert!(e.0.contains("exceeds the limit"), "{e}");
+    }
+
+    /// Runs `script` with `max_data_depth` 10.
+    fn shallow(script: &str) -> Result<Value, TaskError> {
+        let l = EvalLimits {
+            max_data_depth: 10,
+            max_time: Dur(Duration::from_secs(2)),
+            ..EvalLimits::default()
+        };
+        run_script(&l, script, Value::Nil, l.max_time.0)
+    }
+
+    #[test]
+    fn data_at_the_depth_limit_is_read_and_one_level_more_is_not() {
+        // A start value, how it is wrapped in one more level, and how many
+        // wraps make it 10 levels deep (an empty array is 1 already).
+        let kinds = [
+            ("[]", "[x]", 9),
+            ("#{}", "#{a: x}", 9),
+            ("[]", "[1, 2, #{b: [take(x)]}][2].b", 9),
+            (r#"Fn("f")"#, r#"Fn("f").curry(x)"#, 10),
+            ("|| 0", "{ let g = x; || g }", 10),
+        ];
+        for (start, wrap, n) in kinds {
+            let script = |n: usize| {
+                format!("fn f(a) {{ a }} let x = {start}; for i in 0..{n} {{ x = {wrap}; }} let y = x; 1")
+            };
+            assert_eq!(shallow(&script(n)), Ok(Value::from(1)), "{}", script(n));
+            let deep = script(n + 1);
+            let e = shallow(&deep).expect_err(&deep);
+            assert!(
+                e.0.contains("its data is nested deeper than 10 levels (eval.max_data_depth)"),
+                "{deep}: {e}"
+            );
+            assert!(e.0.contains("line 1"), "{deep}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_script_cannot_catch_the_depth_limit() {
+        let e = shallow("let x = []; try { loop { x = [x]; } } catch { 0 }").unwrap_err();
+        assert!(e.0.contains("eval.max_data_depth"), "{e}");
+    }
+
+    #[test]
+    fn nesting_counts_levels_and_stops_at_the_limit() {
+        let nested =
+            |n: usize| (0..n).fold(Dynamic::from(1_i64), |v, _| Dynamic::from_array(vec![v]));
+        assert_eq!(nesting(&Dynamic::from(1_i64), 0, 10, 8), Nesting::Within);
+        assert_eq!(nesting(&nested(5), 5, 100, 8), Nesting::Within);
+        assert_eq!(nesting(&nested(6), 5, 100, 8), Nesting::Deeper);
+        // The walk stops at the limit however deep the value goes on.
+        assert_eq!(nesting(&nested(1000), 5, usize::MAX, 8), Nesting::Deeper);
+        assert_eq!(nesting(&nested(50), 100, 20, 8), Nesting::Unknown);
+    }
+
+    #[test]
+    fn the_guard_looks_at_the_ends_of_a_level_and_the_result_check_at_all() {
+        let deep = (0..20).fold(Dynamic::from(1_i64), |v, _| Dynamic::from_array(vec![v]));
+        let mut flat: Vec<Dynamic> = (0..100_000_i64).map(Dynamic::from).collect();
+        let mut walk = Walk {
+            max: 10,
+            left: 1000,
+            edge: WALK_EDGE,
+        };
+        assert_eq!(walk.value(&Dynamic::from_array(flat.clone()), 0), Ok(()));
+        assert_eq!(
+            1000 - walk.left,
+            1 + 2 * WALK_EDGE,
+            "a flat array costs its ends"
+        );
+        flat[99_995] = deep.clone();
+        let last = Dynamic::from_array(flat.clone());
+        assert_eq!(nesting(&last, 10, 1000, WALK_EDGE), Nesting::Deeper);
+        flat[99_995] = Dynamic::UNIT;
+        flat[50_000] = deep;
+        let middle = Dynamic::from_array(flat);
+        assert_eq!(nesting(&middle, 10, 1000, WALK_EDGE), Nesting::Within);
+        assert_eq!(
+            nesting(&middle, 10, usize::MAX, usize::MAX),
+            Nesting::Deeper
+        );
+    }
+
+    #[test]
+    fn results_deeper_than_the_limit_or_the_protocol_are_refused() {
+        let e = shallow("let x = []; for i in 0..9 { x = [x]; } [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, x, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]").unwrap_err();
+        assert_eq!(
+            e.0,
+            "script result nested deeper than 10 levels (eval.max_data_depth)"
+        );
+        let e = eval("let x = []; for i in 0..120 { x = [x]; } x").unwrap_err();
+        assert_eq!(
+            e.0,
+            "script result nested deeper than 120 levels (the protocol's limit)"
+        );
+        assert!(eval("let x = []; for i in 0..119 { x = [x]; } x").is_ok());
+    }
+
+    #[test]
+    fn arguments_deeper_than_the_limit_are_refused() {
+        let l = EvalLimits {
+            max_data_depth: 3,
+            ..EvalLimits::default()
+        };
+        let args = |n: usize| (0..n).fold(Value::from(1), |v, _| Value::Array(vec![v]));
+        assert!(run_script(&l, "1", args(3), Duration::from_secs(1)).is_ok());
+        let e = run_script(&l, "1", args(4), Duration::from_secs(1)).unwrap_err();
+        assert_eq!(
+            e.0,
+            "eval arguments nested deeper than 3 levels (eval.max_data_depth)"
+        );
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused() {
+        assert_eq!(EvalLimits::default().validate(), Ok(()));
+        let no_depth = EvalLimits {
+            max_data_depth: 0,
+            ..EvalLimits::default()
+        };
+        assert!(no_depth.validate().unwrap_err().contains("max_data_depth"));
+        let tiny_stack = EvalLimits {
+            max_stack_bytes: 4096,
+            ..EvalLimits::default()
+        };
+        assert!(tiny_stack
+            .validate()
+            .unwrap_err()
+            .contains("max_stack_bytes"));
     }
 }

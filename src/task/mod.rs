@@ -70,8 +70,8 @@ impl TaskError {
 ///   future resolves only when the task's thread returns (then with that
 ///   error, whatever the thread returned); until then the slot stays busy,
 ///   and one warning says so.
-/// - Eval scripts ([`eval`]): the script is terminated at its next
-///   progress check.
+/// - Eval scripts ([`eval`]): the process that runs the script is killed
+///   with SIGKILL and reaped.
 /// - Command tasks ([`command`]): the whole process group is killed with
 ///   SIGKILL and reaped.
 ///
@@ -224,15 +224,6 @@ fn joined<R>(
     }
 }
 
-/// Runs `f`, which stops by itself on cancel, on a blocking thread; a panic
-/// becomes a [`TaskError`]. No warning on cancel: see [`run_blocking`].
-pub(crate) async fn run_blocking_stoppable<R: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> Result<R, TaskError> + Send + 'static,
-) -> Result<R, TaskError> {
-    joined(name, tokio::task::spawn_blocking(f).await)
-}
-
 /// Runs `f` on a blocking thread for the task `ctx`; a panic becomes a
 /// [`TaskError`].
 ///
@@ -364,13 +355,20 @@ impl TaskRegistry {
     }
 
     /// Accepts eval scripts within `limits` (the operator's `--allow-eval`).
+    /// Each runs in a process started from this program, whose `main` must
+    /// call [`eval::serve_if_runner`] first; see [`eval::Evaluator::new`].
     pub fn enable_eval(&mut self, limits: eval::EvalLimits) -> &mut Self {
-        let limits = Arc::new(limits);
+        self.enable_evaluator(eval::Evaluator::new(limits))
+    }
+
+    /// Accepts eval scripts, run by `evaluator`.
+    pub fn enable_evaluator(&mut self, evaluator: eval::Evaluator) -> &mut Self {
+        let evaluator = Arc::new(evaluator);
         self.tasks.insert(
             EVAL_TASK.to_string(),
             Arc::new(move |ctx, args| {
-                let limits = limits.clone();
-                Box::pin(async move { eval::run(&limits, &ctx, args).await })
+                let evaluator = evaluator.clone();
+                Box::pin(async move { evaluator.run(&ctx, args).await })
             }),
         );
         self
