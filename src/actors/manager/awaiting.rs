@@ -398,15 +398,26 @@ impl Manager {
     /// Fails the tasks of the windows that ended without a provider: those
     /// waiting in them and those of their kinds accepted meanwhile.
     fn provider_grace_over(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        for (kind, w) in self.awaiting.ended(now) {
-            let mut late = Vec::new();
-            for q in &mut self.queues {
-                let (theirs, rest) = q.drain(..).partition(|t| t.spec.name == kind);
-                *q = rest;
-                late.extend::<VecDeque<Pending>>(theirs);
+        let ended = self.awaiting.ended(Instant::now());
+        let names: HashSet<&str> = ended.iter().map(|(k, _)| k.as_str()).collect();
+        let mut late: HashMap<String, Vec<Pending>> = HashMap::new();
+        for q in &mut self.queues {
+            let (theirs, rest): (VecDeque<Pending>, _) = q
+                .drain(..)
+                .partition(|t| names.contains(t.spec.name.as_str()));
+            *q = rest;
+            for t in theirs {
+                late.entry(t.spec.name.clone()).or_default().push(t);
             }
-            let tasks: Vec<Pending> = w.tasks.into_iter().flatten().chain(late).collect();
+        }
+        for (kind, w) in ended {
+            let accepted_since = late.remove(&kind).unwrap_or_default();
+            let tasks: Vec<Pending> = w
+                .tasks
+                .into_iter()
+                .flatten()
+                .chain(accepted_since)
+                .collect();
             if !tasks.is_empty() {
                 log::warn!(
                     "no worker provided task {} within {}: {} task(s) failed",
