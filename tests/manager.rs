@@ -2017,3 +2017,57 @@ async fn the_queue_of_a_draining_last_provider_waits_for_the_next() {
     }
     assert_eq!(replies(&mut s).await.len(), 3);
 }
+
+/// Tasks given back to the queue by a returning provider may pass the
+/// bound of its smaller capacity: they all run, in their order, while a
+/// newcomer is denied "queue full" with the `retry_after` of one place
+/// (100 ms per task before any finished, ÷ capacity 1), and is accepted
+/// once the queue is under the bound again.
+#[actix::test]
+async fn tasks_back_from_the_grace_may_pass_the_bound_and_newcomers_wait() {
+    let mgr = paused_manager(1);
+    let mut s = Session::start();
+    let other = Session::start();
+    let (a, mut a_link) = register(&mgr, 4, &["t"]).await;
+    for req in 1..=8 {
+        let spec = TaskSpec {
+            attempts: 2,
+            ..TaskSpec::new("t", Value::from(req))
+        };
+        accept(&mgr, 1, &s, req, spec).await;
+    }
+    assert_eq!(assigned(&mut a_link).await.len(), 4);
+    lose(&mgr, a).await;
+    assert_eq!(status(&mgr).await.awaiting_provider, 8);
+
+    let (b, mut b_link) = register(&mgr, 1, &["t"]).await;
+    let st = status(&mgr).await;
+    assert_eq!(
+        (st.queued, st.queue_limit, st.in_flight),
+        (7, 1, 1),
+        "{st:?}"
+    );
+    match submit(&mgr, 2, &other, 1, spec("t", Priority::Normal)).await {
+        Err(Rejection::Denied {
+            reason,
+            retry_after,
+        }) => {
+            assert_eq!(reason, "queue full");
+            assert_eq!(retry_after, Duration::from_millis(100));
+        }
+        other => panic!("expected a deny, got {other:?}"),
+    }
+    let mut order = Vec::new();
+    for _ in 0..7 {
+        let (run, _, args) = assigns(b_link.drain().await).pop().expect("an assign");
+        order.push(args.as_i64().unwrap());
+        report(&mgr, b, run, TaskOutcome::Done(args)).await;
+    }
+    assert_eq!(status(&mgr).await.queued, 0);
+    accept(&mgr, 2, &other, 2, spec("t", Priority::Normal)).await;
+    let (run, _, args) = assigns(b_link.drain().await).pop().expect("the last one");
+    order.push(args.as_i64().unwrap());
+    report(&mgr, b, run, TaskOutcome::Done(args)).await;
+    assert_eq!(order, (1..=8).collect::<Vec<i64>>());
+    assert_eq!(replies(&mut s).await.len(), 8);
+}
