@@ -22,6 +22,7 @@
 //! result_ttl = "1h"                # outcomes of detached tasks are kept this long
 //! result_max = 100000              # most outcomes kept; the oldest go first
 //! result_max_bytes = 268435456     # most bytes of kept outcomes (256 MiB)
+//! provider_grace = "30s"           # tasks whose kind lost its last worker wait this long
 //!
 //! [worker]
 //! mgr = "127.0.0.1:8000"           # manager address
@@ -141,6 +142,10 @@ pub struct ManagerSection {
     /// tasks that were running before it is requeued or failed. Default
     /// 15 s (the peer liveness window).
     pub recovery_grace: Option<Dur>,
+    /// How long the queued tasks of a kind whose last worker went wait for
+    /// another that provides it before they fail; `"0s"` fails them at
+    /// once. Default 30 s, or 2 min with `persist`.
+    pub provider_grace: Option<Dur>,
 }
 
 /// `[worker]`.

@@ -4,6 +4,10 @@
 //! "worker lost before completion" once its attempts are used up; the manager
 //! answered exactly as many tasks as were accepted; and once the load stops,
 //! every slot is free again.
+//!
+//! Also: the only worker killed with tasks queued behind it, and replaced
+//! half a second later (or not at all): the queue waits for the provider
+//! grace instead of failing at once.
 
 mod common;
 
@@ -13,7 +17,7 @@ use std::time::Duration;
 
 use argon::protocol::HandshakeSettings;
 use argon::{Client, ClientConfig, ClientError, MasterKey, QueueOptions, Value};
-use common::{Manager, ManagerOpts, TempDir, Worker};
+use common::{Manager, ManagerOpts, Proc, TempDir, Worker};
 
 const TASKS: u64 = 10_000;
 const WORKERS: usize = 4;
@@ -163,14 +167,98 @@ fn check_outcomes(outcomes: &[(u64, Result<Value, ClientError>)]) {
     for (millis, answer) in outcomes {
         match answer {
             Ok(v) => assert_eq!(*v, Value::from(*millis), "a task got another's result"),
-            Err(ClientError::Failed(e))
-                if e.starts_with("worker lost before completion")
-                    || e.starts_with("no worker provides task sleep any more") =>
-            {
+            // Workers come back within the provider grace: no task fails
+            // for want of one.
+            Err(ClientError::Failed(e)) if e.starts_with("worker lost before completion") => {
                 lost += 1
             }
             Err(e) => panic!("unexpected answer: {e}"),
         }
     }
     assert!(lost < TASKS / 2, "{lost} of {TASKS} tasks lost");
+}
+
+/// A manager with one worker of one slot running `sleep 1500` (two
+/// attempts), and four `echo` tasks queued behind it, each a running
+/// `argon submit`. Returns the submits, the sleep first.
+fn one_worker_with_a_queue(
+    dir: &TempDir,
+    config: Option<std::path::PathBuf>,
+) -> (Manager, Worker, Vec<Proc>) {
+    let key = dir.keygen("key");
+    let m = Manager::start_with(
+        &key,
+        ManagerOpts {
+            queue_factor: Some(10),
+            config,
+            ..Default::default()
+        },
+    );
+    let w = m.add_worker(1, 1);
+    let mut submits = vec![m.submit(["--attempts", "2", "sleep", "1500"]).spawn()];
+    m.wait_status("the sleep running", |s| s.in_flight == 1);
+    for i in 1..=4 {
+        submits.push(m.submit(["echo", &format!("[{i}]")]).spawn());
+    }
+    m.wait_status("four tasks queued", |s| s.queued == 4 && s.in_flight == 1);
+    (m, w, submits)
+}
+
+/// The only worker is SIGKILLed with four tasks queued and one running
+/// that has an attempt left; a replacement starts 0.5 s later and all five
+/// complete there.
+#[test]
+fn the_queue_of_a_killed_only_worker_runs_on_its_replacement() {
+    let dir = TempDir::new();
+    let (mut m, mut w, submits) = one_worker_with_a_queue(&dir, None);
+    w.proc.kill();
+    let killed = std::time::Instant::now();
+    m.wait_status("the five tasks waiting for a provider", |s| {
+        s.workers == 0 && s.awaiting_provider == 5 && s.queued == 0
+    });
+    std::thread::sleep(Duration::from_millis(500).saturating_sub(killed.elapsed()));
+    let _replacement = Worker::start(&m.addr, &m.key, 1);
+    for (i, p) in submits.into_iter().enumerate() {
+        let out = p.finish(Duration::from_secs(30));
+        let expected = if i == 0 {
+            "1500".to_string()
+        } else {
+            format!("[{i}]")
+        };
+        assert_eq!(
+            (out.code, out.stdout.trim()),
+            (Some(0), expected.as_str()),
+            "{out}"
+        );
+    }
+    let st = m.status();
+    assert_eq!((st.awaiting_provider, st.completed, st.failed), (0, 5, 0));
+    m.assert_healthy();
+}
+
+/// With no replacement, the queued tasks fail once `manager.provider_grace`
+/// is over, saying how long they waited; the one whose worker died fails
+/// with them.
+#[test]
+fn without_a_replacement_the_queue_fails_after_the_configured_grace() {
+    let dir = TempDir::new();
+    let cfg = dir.write("argon.toml", "[manager]\nprovider_grace = \"1s\"\n");
+    let (mut m, mut w, submits) = one_worker_with_a_queue(&dir, Some(cfg));
+    w.proc.kill();
+    let killed = std::time::Instant::now();
+    for p in submits {
+        let out = p.finish(Duration::from_secs(15));
+        assert_eq!(out.code, Some(1), "{out}");
+        assert!(
+            out.stderr.contains("no worker provides task ")
+                && out.stderr.contains(": waited 1s for one"),
+            "{out}"
+        );
+    }
+    assert!(
+        killed.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        killed.elapsed()
+    );
+    m.assert_healthy();
 }

@@ -1343,6 +1343,7 @@ fn valid_seeds(out: &mut Seeds) {
                 failed: 2,
                 denied: 3,
                 retrying: 1,
+                awaiting_provider: 2,
                 worker_list: vec![WorkerStatus {
                     id: 1,
                     address: "127.0.0.1:40000".into(),

@@ -313,6 +313,7 @@ fn status_metrics_and_overview_agree() {
     assert_eq!(n(&o["queue"]["limit"]), sample(&m, "argon_queue_limit"));
     assert_eq!(n(&o["busy"]), 0.0);
     assert_eq!(n(&o["retrying"]), n(&status["retrying"]));
+    assert_eq!(n(&o["awaiting_provider"]), n(&status["awaiting_provider"]));
     assert_eq!(o["retrying_list"].as_array().map(Vec::len), Some(0), "{o}");
 
     let workers = o["worker_list"].as_array().expect("a worker list");

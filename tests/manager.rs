@@ -464,15 +464,25 @@ async fn worker_loss_fails_or_requeues_in_flight_tasks_and_shrinks_capacity() {
         (st.workers, st.capacity, st.in_flight, st.queued),
         (0, 0, 0, 0)
     );
-    let got: BTreeMap<u64, TaskOutcome> = replies(&mut s).await.into_iter().collect();
-    assert_eq!(got.len(), 2, "{got:?}");
-    let tried = failure(&got[&2]);
+    assert_eq!(st.awaiting_provider, 1, "task 4 waits for a provider");
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let tried = failure(&got[0].1);
     assert!(
-        tried.contains("worker lost before completion") && tried.contains("tried 2 times"),
-        "{tried:?}"
+        got[0].0 == 2
+            && tried.contains("worker lost before completion")
+            && tried.contains("tried 2 times"),
+        "{got:?}"
     );
-    let orphan = failure(&got[&4]);
-    assert!(orphan.contains("no worker provides task t"), "{orphan:?}");
+    // Timers fire on whole milliseconds.
+    tokio::time::advance(Duration::from_millis(30_001)).await;
+    settle(&mgr).await;
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].0, failure(&got[0].1)),
+        (4, "no worker provides task t: waited 30s for one")
+    );
 }
 
 /// ClientGone drops that session's queued tasks, leaves other sessions'
@@ -515,8 +525,11 @@ async fn client_loss_drops_only_that_sessions_queued_tasks() {
     assert_eq!((st.queued, st.in_flight, st.completed), (0, 0, 2));
 }
 
-/// Over a seeded random mix of submits, finishes, worker losses and joins,
-/// every accepted task gets exactly one reply and no rejected one gets any.
+/// Over a seeded random mix of submits, finishes, cancels, worker losses
+/// and joins, every accepted task gets exactly one reply and no rejected one
+/// gets any. Task `b` loses all its providers now and then: with a short
+/// provider grace, some of its tasks wait and run once a provider is back,
+/// and others fail when the grace ends.
 #[actix::test]
 async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
     struct Worker {
@@ -527,7 +540,13 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
         running: BTreeMap<RunId, Value>,
     }
 
-    let mgr = paused_manager(3);
+    tokio::time::pause();
+    let mgr = Manager::new(ManagerSettings {
+        queue_factor: 3,
+        provider_grace: Some(Duration::from_millis(40)),
+        ..ManagerSettings::default()
+    })
+    .start();
     let mut rng = Rng::new(0x5eed_a11c_e0ff_1ce5);
     let mut sessions: Vec<Session> = (0..4).map(|_| Session::start()).collect();
     let mut workers: BTreeMap<WorkerId, Worker> = BTreeMap::new();
@@ -537,6 +556,8 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
     let mut ever_assigned: BTreeSet<String> = BTreeSet::new();
     let mut reassigned = 0;
     let mut losses = 0;
+    let mut cancelled = 0;
+    let mut awaited_then_back = 0;
     let mut next_req = 1u64;
 
     async fn join(
@@ -584,7 +605,7 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
                 }
                 next_req += 1;
             }
-            50..=84 => {
+            50..=82 => {
                 let busy: Vec<WorkerId> = workers
                     .iter()
                     .filter(|(_, w)| !w.running.is_empty())
@@ -605,6 +626,23 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
                     report(&mgr, wid, run, outcome).await;
                 }
             }
+            83..=84 => {
+                let reqs: Vec<u64> = accepted.keys().copied().collect();
+                if !reqs.is_empty() {
+                    let req = reqs[rng.below(reqs.len() as u64) as usize];
+                    let (sess, _) = accepted[&req];
+                    within(
+                        "CancelTask",
+                        mgr.send(CancelTask {
+                            session: sess as u64 + 1,
+                            request_id: req,
+                        }),
+                    )
+                    .await
+                    .unwrap();
+                    cancelled += 1;
+                }
+            }
             85..=91 => {
                 if !workers.is_empty() {
                     let ids: Vec<WorkerId> = workers.keys().copied().collect();
@@ -622,7 +660,11 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
             92..=97 => {
                 if workers.len() < 6 {
                     let tasks: &[&str] = if rng.chance(50) { &["a"] } else { &["a", "b"] };
+                    let waiting = status(&mgr).await.awaiting_provider;
                     join(&mgr, &mut rng, &mut workers, tasks).await;
+                    if waiting > status(&mgr).await.awaiting_provider {
+                        awaited_then_back += 1;
+                    }
                 }
             }
             _ => tokio::time::advance(Duration::from_millis(1 + rng.below(50))).await,
@@ -675,7 +717,7 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
             }
         }
         let st = status(&mgr).await;
-        if st.queued == 0 && st.in_flight == 0 {
+        if st.queued == 0 && st.in_flight == 0 && st.awaiting_provider == 0 {
             break;
         }
         let Some((wid, run)) = workers
@@ -689,10 +731,15 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
         report(&mgr, wid, run, TaskOutcome::Done(args)).await;
     }
     let st = status(&mgr).await;
-    assert_eq!((st.queued, st.in_flight), (0, 0), "did not drain: {st:?}");
+    assert_eq!(
+        (st.queued, st.in_flight, st.awaiting_provider),
+        (0, 0, 0),
+        "did not drain: {st:?}"
+    );
 
     let mut answered: BTreeMap<u64, usize> = BTreeMap::new();
     let mut lost_failures = 0;
+    let mut grace_failures = 0;
     for (sess, session) in sessions.iter_mut().enumerate() {
         for (req, outcome) in replies(session).await {
             assert!(
@@ -714,8 +761,13 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
                 TaskOutcome::Failed(e) if e.starts_with("worker lost before completion") => {
                     lost_failures += 1
                 }
+                TaskOutcome::Failed(e) if e.starts_with("no worker provides task b: waited ") => {
+                    grace_failures += 1
+                }
                 TaskOutcome::Failed(e) => assert!(
-                    e == "failed on purpose" || e.starts_with("no worker provides task "),
+                    e == "failed on purpose"
+                        || e == "cancelled by the client"
+                        || e == "no worker provides task b any more",
                     "request {req}: unexpected failure {e:?}"
                 ),
             }
@@ -745,6 +797,15 @@ async fn every_accepted_task_gets_exactly_one_reply_under_random_churn() {
     assert!(losses > 3, "only {losses} worker losses");
     assert!(lost_failures > 0, "no task failed by worker loss");
     assert!(reassigned > 0, "no task was requeued after a worker loss");
+    assert!(cancelled > 0, "nothing was cancelled");
+    assert!(
+        grace_failures > 0,
+        "no task failed after the provider grace"
+    );
+    assert!(
+        awaited_then_back > 0,
+        "no waiting task was taken back by a joining provider"
+    );
 }
 
 /// A full queue of tasks for a busy worker does not deny a task that an idle
@@ -1722,4 +1783,290 @@ async fn waits_past_the_bound_are_answered_at_once() {
     let answers = within("the held waits", futures_util::future::join_all(held)).await;
     assert_eq!(answers.len(), MAX_RESULT_WAITERS);
     assert!(answers.into_iter().all(|a| a.unwrap() == done(id)));
+}
+
+// ---- the grace for a task kind's providers ----
+
+/// A worker `t` runs alone (capacity 1): task `first` runs on it with two
+/// attempts, four more wait behind it. Returns the ids in order.
+async fn one_provider_busy(mgr: &Addr<Manager>, s: &Session, link: &mut Link) -> Vec<TaskId> {
+    let mut ids = vec![
+        accept(
+            mgr,
+            1,
+            s,
+            1,
+            TaskSpec {
+                attempts: 2,
+                ..TaskSpec::new("t", Value::from(1))
+            },
+        )
+        .await,
+    ];
+    for req in 2..=5 {
+        ids.push(accept(mgr, 1, s, req, TaskSpec::new("t", Value::from(req))).await);
+    }
+    assert_eq!(assigned(link).await, vec![ids[0]]);
+    ids
+}
+
+/// Lets the manager act on what fell due after the clock moved. An actor
+/// serves its mailbox before its timers in each turn, so a first round trip
+/// may be answered before them; the second is answered after.
+async fn settle(mgr: &Addr<Manager>) -> ClusterStatus {
+    status(mgr).await;
+    status(mgr).await
+}
+
+async fn lose(mgr: &Addr<Manager>, worker: WorkerId) {
+    within("WorkerLost", mgr.send(WorkerLost { worker }))
+        .await
+        .unwrap();
+}
+
+/// The only worker providing `t` is lost with four tasks queued and one
+/// running that has an attempt left: nothing is answered; a replacement
+/// registering within the grace gets all five, the requeued one first,
+/// then the queue in its order.
+#[actix::test]
+async fn a_replacement_within_the_grace_gets_the_queue_of_the_lost_provider() {
+    let mgr = paused_manager(5);
+    let mut s = Session::start();
+    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
+    let ids = one_provider_busy(&mgr, &s, &mut a_link).await;
+    lose(&mgr, a).await;
+    tokio::time::advance(Duration::from_secs(29)).await;
+    let st = settle(&mgr).await;
+    assert_eq!(
+        (
+            st.awaiting_provider,
+            st.queued,
+            st.queue_limit,
+            st.in_flight
+        ),
+        (5, 0, 0, 0),
+        "kept beyond a bound of 0: {st:?}"
+    );
+    assert_eq!(
+        replies(&mut s).await,
+        vec![],
+        "nothing answered in the grace"
+    );
+    assert_eq!(state(&mgr, ids[4]).await, TaskState::Queued);
+
+    let (b, mut b_link) = register(&mgr, 1, &["t"]).await;
+    let st = status(&mgr).await;
+    assert_eq!((st.awaiting_provider, st.queued, st.in_flight), (0, 4, 1));
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        let got = assigns(b_link.drain().await);
+        assert_eq!(got.len(), 1, "one slot, one assign: {got:?}");
+        let (run, _, args) = got.into_iter().next().unwrap();
+        order.push(args.as_i64().unwrap());
+        report(&mgr, b, run, TaskOutcome::Done(args)).await;
+    }
+    assert_eq!(order, vec![1, 2, 3, 4, 5]);
+    let got = replies(&mut s).await;
+    let done: Vec<u64> = got
+        .iter()
+        .filter(|(_, o)| matches!(o, TaskOutcome::Done(_)))
+        .map(|(r, _)| *r)
+        .collect();
+    assert_eq!(done, vec![1, 2, 3, 4, 5], "{got:?}");
+    assert_eq!(ids.len(), 5);
+}
+
+/// With no provider back, the tasks wait the whole grace (30 s by default)
+/// and are then failed, saying how long they waited.
+#[actix::test]
+async fn without_a_replacement_the_queue_fails_after_the_grace() {
+    let mgr = paused_manager(5);
+    let mut s = Session::start();
+    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
+    one_provider_busy(&mgr, &s, &mut a_link).await;
+    lose(&mgr, a).await;
+    tokio::time::advance(Duration::from_millis(29_999)).await;
+    settle(&mgr).await;
+    assert_eq!(replies(&mut s).await, vec![], "answered before the grace");
+
+    assert_eq!(settle(&mgr).await.awaiting_provider, 5);
+    tokio::time::advance(Duration::from_millis(2)).await;
+    assert_eq!(settle(&mgr).await.awaiting_provider, 0);
+    let got = replies(&mut s).await;
+    let reqs: Vec<u64> = got.iter().map(|(r, _)| *r).collect();
+    assert_eq!(reqs, vec![1, 2, 3, 4, 5], "{got:?}");
+    for (_, outcome) in &got {
+        assert_eq!(
+            failure(outcome),
+            "no worker provides task t: waited 30s for one"
+        );
+    }
+    // After the grace the old rule applies again.
+    let (_, _other) = register(&mgr, 1, &["u"]).await;
+    match submit(&mgr, 1, &s, 9, spec("t", Priority::Normal)).await {
+        Err(Rejection::Invalid(text)) => assert_eq!(text, "no worker provides task t"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// During the grace a new task of the kind is accepted while other workers
+/// give the queue room (with none at all it is denied "no capacity"), can
+/// be cancelled, and runs after the waiting ones once a provider is back.
+#[actix::test]
+async fn a_new_submit_in_the_grace_is_queued_behind_the_waiting_tasks() {
+    let mgr = paused_manager(5);
+    let mut s = Session::start();
+    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
+    one_provider_busy(&mgr, &s, &mut a_link).await;
+    lose(&mgr, a).await;
+    match submit(&mgr, 1, &s, 6, spec("t", Priority::Normal)).await {
+        Err(Rejection::Denied { reason, .. }) => assert_eq!(reason, "no capacity"),
+        other => panic!("expected no capacity, got {other:?}"),
+    }
+
+    let (_, mut u_link) = register(&mgr, 1, &["u"]).await;
+    let late = accept(&mgr, 1, &s, 7, TaskSpec::new("t", Value::from(7))).await;
+    let gone = accept(&mgr, 1, &s, 8, TaskSpec::new("t", Value::from(8))).await;
+    assert_eq!(state(&mgr, late).await, TaskState::Queued);
+    let st = status(&mgr).await;
+    assert_eq!(
+        (st.awaiting_provider, st.queued, st.queue_limit),
+        (5, 2, 5),
+        "new ones count against the bound, the waiting ones do not: {st:?}"
+    );
+    within(
+        "CancelTask",
+        mgr.send(CancelTask {
+            session: 1,
+            request_id: 8,
+        }),
+    )
+    .await
+    .unwrap();
+    let got = replies(&mut s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].0, failure(&got[0].1)),
+        (8, "cancelled by the client")
+    );
+    assert_eq!(state(&mgr, gone).await, TaskState::Unknown);
+    assert_eq!(status(&mgr).await.queued, 1);
+    assert!(u_link.drain().await.is_empty(), "u does not provide t");
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let (b, mut b_link) = register(&mgr, 1, &["t"]).await;
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        let got = assigns(b_link.drain().await);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let (run, _, args) = got.into_iter().next().unwrap();
+        order.push(args.as_i64().unwrap());
+        report(&mgr, b, run, TaskOutcome::Done(args)).await;
+    }
+    assert_eq!(order, vec![1, 2, 3, 4, 5, 7]);
+    assert_eq!(replies(&mut s).await.len(), 6);
+}
+
+/// A new task accepted in the grace waits only for the rest of it, and its
+/// error says how long that was.
+#[actix::test]
+async fn a_task_accepted_in_the_grace_fails_with_it_saying_its_own_wait() {
+    let mgr = paused_manager(5);
+    let mut s = Session::start();
+    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
+    let (_, _u) = register(&mgr, 1, &["u"]).await;
+    one_provider_busy(&mgr, &s, &mut a_link).await;
+    lose(&mgr, a).await;
+    tokio::time::advance(Duration::from_secs(20)).await;
+    accept(&mgr, 1, &s, 6, spec("t", Priority::High)).await;
+    tokio::time::advance(Duration::from_millis(10_001)).await;
+    settle(&mgr).await;
+    let got: BTreeMap<u64, TaskOutcome> = replies(&mut s).await.into_iter().collect();
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert_eq!(
+        failure(&got[&1]),
+        "no worker provides task t: waited 30s for one"
+    );
+    assert_eq!(
+        failure(&got[&6]),
+        "no worker provides task t: waited 10s for one"
+    );
+}
+
+/// A draining worker that was the only provider is replaced like a lost
+/// one: its queue waits for the next provider instead of failing.
+#[actix::test]
+async fn the_queue_of_a_draining_last_provider_waits_for_the_next() {
+    let mgr = paused_manager(5);
+    let mut s = Session::start();
+    let (a, mut a_link) = register(&mgr, 1, &["t"]).await;
+    let ids = one_provider_busy(&mgr, &s, &mut a_link).await;
+    within("WorkerDraining", mgr.send(WorkerDraining { worker: a }))
+        .await
+        .unwrap();
+    status(&mgr).await;
+    assert_eq!(replies(&mut s).await, vec![]);
+    let (b, mut b_link) = register(&mgr, 2, &["t"]).await;
+    let got = assigns(b_link.drain().await);
+    let args: Vec<i64> = got.iter().map(|(_, _, a)| a.as_i64().unwrap()).collect();
+    assert_eq!(args, vec![2, 3]);
+    finish(&mgr, a, ids[0]).await;
+    for (run, _, _) in got {
+        finish(&mgr, b, run).await;
+    }
+    assert_eq!(replies(&mut s).await.len(), 3);
+}
+
+/// Tasks given back to the queue by a returning provider may pass the
+/// bound of its smaller capacity: they all run, in their order, while a
+/// newcomer is denied "queue full" with the `retry_after` of one place
+/// (100 ms per task before any finished, ÷ capacity 1), and is accepted
+/// once the queue is under the bound again.
+#[actix::test]
+async fn tasks_back_from_the_grace_may_pass_the_bound_and_newcomers_wait() {
+    let mgr = paused_manager(1);
+    let mut s = Session::start();
+    let other = Session::start();
+    let (a, mut a_link) = register(&mgr, 4, &["t"]).await;
+    for req in 1..=8 {
+        let spec = TaskSpec {
+            attempts: 2,
+            ..TaskSpec::new("t", Value::from(req))
+        };
+        accept(&mgr, 1, &s, req, spec).await;
+    }
+    assert_eq!(assigned(&mut a_link).await.len(), 4);
+    lose(&mgr, a).await;
+    assert_eq!(status(&mgr).await.awaiting_provider, 8);
+
+    let (b, mut b_link) = register(&mgr, 1, &["t"]).await;
+    let st = status(&mgr).await;
+    assert_eq!(
+        (st.queued, st.queue_limit, st.in_flight),
+        (7, 1, 1),
+        "{st:?}"
+    );
+    match submit(&mgr, 2, &other, 1, spec("t", Priority::Normal)).await {
+        Err(Rejection::Denied {
+            reason,
+            retry_after,
+        }) => {
+            assert_eq!(reason, "queue full");
+            assert_eq!(retry_after, Duration::from_millis(100));
+        }
+        other => panic!("expected a deny, got {other:?}"),
+    }
+    let mut order = Vec::new();
+    for _ in 0..7 {
+        let (run, _, args) = assigns(b_link.drain().await).pop().expect("an assign");
+        order.push(args.as_i64().unwrap());
+        report(&mgr, b, run, TaskOutcome::Done(args)).await;
+    }
+    assert_eq!(status(&mgr).await.queued, 0);
+    accept(&mgr, 2, &other, 2, spec("t", Priority::Normal)).await;
+    let (run, _, args) = assigns(b_link.drain().await).pop().expect("the last one");
+    order.push(args.as_i64().unwrap());
+    report(&mgr, b, run, TaskOutcome::Done(args)).await;
+    assert_eq!(order, (1..=8).collect::<Vec<i64>>());
+    assert_eq!(replies(&mut s).await.len(), 8);
 }

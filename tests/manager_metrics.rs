@@ -205,3 +205,30 @@ async fn kept_results_and_waiting_result_requests_show_in_metrics() {
     has(&m.text, "argon_result_waits 0");
     has(&m.text, "argon_results_kept 2");
 }
+
+/// Tasks waiting for a provider after their kind's last worker went show
+/// in `argon_tasks_awaiting_provider` and the overview, not in the queue.
+#[actix::test]
+async fn tasks_awaiting_a_provider_show_in_metrics_and_the_overview() {
+    use argon::actors::manager::overview::GetOverview;
+    tokio::time::pause();
+    let mgr = Manager::new(ManagerSettings::default()).start();
+    let (worker, _link) = register_echo(&mgr).await;
+    let to = Stub::<TaskReply>::start();
+    for request_id in 1..=3 {
+        submit(&mgr, 1, &to, request_id, "echo").await.unwrap();
+    }
+    within("WorkerLost", mgr.send(WorkerLost { worker }))
+        .await
+        .unwrap();
+    let m = within("metrics", mgr.send(GetMetrics)).await.unwrap();
+    has(&m.text, "argon_tasks_awaiting_provider 2");
+    has(&m.text, r#"argon_queue_depth{priority="normal"} 0"#);
+    let o = within("overview", mgr.send(GetOverview)).await.unwrap();
+    assert_eq!((o.awaiting_provider, o.queue.normal), (2, 0));
+
+    let (_, _again) = register_echo(&mgr).await;
+    let m = within("metrics", mgr.send(GetMetrics)).await.unwrap();
+    has(&m.text, "argon_tasks_awaiting_provider 0");
+    has(&m.text, r#"argon_queue_depth{priority="normal"} 1"#);
+}

@@ -285,6 +285,67 @@ async fn failed_after_grace(dir: &Path, task: TaskId) {
     link.assert_none("a failed task does not run").await;
 }
 
+/// Recovered tasks wait for a worker that provides them for the provider
+/// grace (at least the recovery grace), counted from the restart: a worker
+/// of another task joining and leaving meanwhile does not fail them, and
+/// after the grace they fail saying how long they waited.
+#[test]
+fn recovered_tasks_wait_for_a_provider_for_the_grace_then_fail() {
+    static QUEUED: [(i64, Priority); 2] = [(1, Priority::Normal), (2, Priority::Normal)];
+    let dir = tempfile::tempdir().unwrap();
+    let ids = first_life(dir.path(), &QUEUED, 1);
+    let path = dir.path().to_path_buf();
+    life(move || async move {
+        let grace = Duration::from_millis(600);
+        let mgr = Manager::with_store(
+            ManagerSettings {
+                provider_grace: Some(grace),
+                ..settings(GRACE)
+            },
+            open_blocking(&path),
+        )
+        .start();
+        let began = Instant::now();
+        let st = within("status", mgr.send(GetStatus)).await.unwrap();
+        assert_eq!((st.awaiting_provider, st.queued), (2, 0), "{st:?}");
+
+        let other = Link::start();
+        let worker = within(
+            "registration",
+            mgr.send(RegisterWorker {
+                address: "stub".into(),
+                capacity: 1,
+                tasks: vec!["u".into()],
+                eval: false,
+                running: vec![],
+                link: other.recipient(),
+            }),
+        )
+        .await
+        .unwrap()
+        .expect("worker accepted");
+        within("WorkerLost", mgr.send(WorkerLost { worker }))
+            .await
+            .unwrap();
+        assert_eq!(result(&mgr, ids[1], false).await, TaskState::Queued);
+
+        assert_eq!(
+            result(&mgr, ids[0], true).await,
+            TaskState::Finished(TaskOutcome::Failed("worker lost before completion".into())),
+            "the unclaimed run, after the recovery grace"
+        );
+        for &id in &ids[1..] {
+            assert_eq!(
+                result(&mgr, id, true).await,
+                TaskState::Finished(TaskOutcome::Failed(
+                    "no worker provides task t: waited 600ms for one".into()
+                ))
+            );
+        }
+        assert!(began.elapsed() >= grace, "{:?}", began.elapsed());
+    });
+}
+
 #[actix::test]
 async fn a_worker_claiming_an_unknown_run_has_it_cancelled() {
     let dir = tempfile::tempdir().unwrap();

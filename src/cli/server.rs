@@ -130,6 +130,7 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .manager
             .recovery_grace
             .map_or(defaults.recovery_grace, |d| d.0),
+        provider_grace: config.manager.provider_grace.map(|d| d.0),
         ..defaults
     };
     if settings.default_retries > MAX_RETRIES {

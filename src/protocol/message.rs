@@ -232,6 +232,11 @@ pub struct ClusterStatus {
     /// the field.
     #[serde(default)]
     pub retrying: u64,
+    /// Accepted tasks waiting for a worker that provides them, their kind's
+    /// last provider having gone; they are kept beyond `queue_limit` for the
+    /// manager's provider grace. 0 from a manager that predates the field.
+    #[serde(default)]
+    pub awaiting_provider: u64,
     /// One entry per worker, busiest first, at most
     /// [`STATUS_MAX_WORKERS`] (fewer if the reply would not fit a frame).
     #[serde(deserialize_with = "grown")]

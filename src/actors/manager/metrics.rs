@@ -77,6 +77,7 @@ pub struct ManagerMetrics {
     predicted_wait: Gauge<f64, AtomicU64>,
     retries: Counter,
     retrying: Gauge,
+    awaiting_provider: Gauge,
     results_kept: Gauge,
     results_kept_bytes: Gauge,
     result_waits: Gauge,
@@ -191,6 +192,11 @@ impl ManagerMetrics {
             "argon_tasks_retrying",
             "Failed tasks waiting out their backoff before a retry",
         );
+        let awaiting_provider = gauge(
+            "argon_tasks_awaiting_provider",
+            "Accepted tasks waiting for a worker that provides them after their kind's last \
+             provider went (kept beyond the queue bound for manager.provider_grace)",
+        );
         let results_kept = gauge(
             "argon_results_kept",
             "Outcomes of detached tasks kept for `argon result`",
@@ -234,6 +240,7 @@ impl ManagerMetrics {
             predicted_wait,
             retries,
             retrying,
+            awaiting_provider,
             results_kept,
             results_kept_bytes,
             result_waits,
@@ -403,6 +410,8 @@ impl Handler<GetMetrics> for Manager {
         m.workers.set(gauge_value(self.sched.len() as u64));
         m.predicted_wait.set(self.retry_after().as_secs_f64());
         m.retrying.set(gauge_value(self.retrying.len() as u64));
+        m.awaiting_provider
+            .set(gauge_value(self.awaiting.len() as u64));
         let (kept, bytes) = self.results.size();
         m.results_kept.set(gauge_value(kept as u64));
         m.results_kept_bytes.set(gauge_value(bytes as u64));

@@ -13,7 +13,9 @@
 //! A task's life: queued → running (one run, in one slot a worker announced
 //! free) → answered (done, failed, cancelled) or requeued (its worker was
 //! lost and attempts remain) or retrying (its run failed and retries remain:
-//! it waits out a backoff, then is queued again; see [`retry`]). A run
+//! it waits out a backoff, then is queued again; see [`retry`]). A queued
+//! task whose kind loses its last provider waits for another for a grace,
+//! outside the queue's bound ([`awaiting`]). A run
 //! outlives its task when the task is answered early (timeout, cancel,
 //! client gone): the worker is told to cancel it, and its slot is a credit
 //! again only once the worker reports the run finished.
@@ -24,6 +26,7 @@
 //! Without persistence nothing survives the manager; [`Manager::shed_queue`]
 //! is where tasks that could be kept for the next start are let go.
 
+pub mod awaiting;
 pub mod client_session;
 pub mod metrics;
 pub mod overview;
@@ -54,6 +57,7 @@ use crate::protocol::{
     codec, ClusterStatus, Priority, QueuedByPriority, WorkerStatus, DEFAULT_MAX_FRAME,
     STATUS_MAX_TASK_NAMES, STATUS_MAX_WORKERS,
 };
+use awaiting::Awaiting;
 use metrics::ManagerMetrics;
 use results::ResultStore;
 use retry::{DeadStore, Retrying};
@@ -113,6 +117,11 @@ pub struct ManagerSettings {
     /// submit is still accepted; past it submits are denied "store busy".
     /// Default [`persist::STORE_BACKLOG`].
     pub store_backlog: u64,
+    /// How long the tasks of a kind whose last provider went wait for
+    /// another before they fail ([`awaiting`]); zero fails them at once.
+    /// `None`: [`awaiting::PROVIDER_GRACE`], or
+    /// [`awaiting::PROVIDER_GRACE_STORED`] with a task store.
+    pub provider_grace: Option<Duration>,
 }
 
 impl Default for ManagerSettings {
@@ -133,6 +142,7 @@ impl Default for ManagerSettings {
             dead_max: 1000,
             recovery_grace: crate::protocol::DEFAULT_HEARTBEAT * crate::protocol::SILENT_INTERVALS,
             store_backlog: persist::STORE_BACKLOG,
+            provider_grace: None,
         }
     }
 }
@@ -235,6 +245,8 @@ pub struct Manager {
     waiting: usize,
     /// Failed tasks waiting out their backoff before a retry.
     retrying: Retrying,
+    /// Tasks waiting for a provider of their kind.
+    awaiting: Awaiting,
     /// Tasks that failed after using their retries.
     dead: DeadStore,
     /// The task store, in durable mode ([`persist`]).
@@ -269,6 +281,7 @@ impl Manager {
             settings.result_max_bytes,
         );
         let dead = DeadStore::new(settings.dead_max);
+        let grace = settings.provider_grace.unwrap_or(awaiting::PROVIDER_GRACE);
         Manager {
             settings,
             sched: Scheduler::new(),
@@ -287,6 +300,7 @@ impl Manager {
             waiters: IdMap::default(),
             waiting: 0,
             retrying: Retrying::default(),
+            awaiting: Awaiting::new(grace, awaiting::MAX_WINDOWS),
             dead,
             journal: None,
         }
@@ -417,7 +431,10 @@ impl Manager {
 
     /// Where task `id` is, if it is queued, running or kept.
     fn state_of(&mut self, id: TaskId) -> TaskState {
-        if self.queues.iter().flatten().any(|t| t.id == id) || self.retrying.contains(id) {
+        if self.queues.iter().flatten().any(|t| t.id == id)
+            || self.retrying.contains(id)
+            || self.awaiting.contains(id)
+        {
             return TaskState::Queued;
         }
         if self
@@ -572,32 +589,14 @@ impl Manager {
         }
     }
 
-    /// Answers queued tasks that no remaining worker provides.
-    fn fail_orphaned(&mut self) {
-        let mut orphans = Vec::new();
-        for q in &mut self.queues {
-            let mut i = 0;
-            while i < q.len() {
-                if self.sched.provides(&q[i].spec.name) {
-                    i += 1;
-                } else {
-                    orphans.push(q.remove(i).expect("index in range"));
-                }
-            }
-        }
-        for t in orphans {
-            let msg = format!("no worker provides task {} any more", t.spec.name);
-            self.reply(t, TaskOutcome::Failed(msg));
-        }
-    }
-
     fn requeue_front(&mut self, mut task: Pending) {
         task.waiting_since = Instant::now();
         self.queues[task.level.index()].push_front(task);
     }
 
     /// Takes the first task `which` picks out of the queue, out of the
-    /// waiting retries, or out of its run (which is then cancelled).
+    /// waiting retries or the tasks waiting for a provider, or out of its
+    /// run (which is then cancelled).
     fn take_task(&mut self, which: impl Fn(&Pending) -> bool) -> Option<Pending> {
         for q in &mut self.queues {
             if let Some(i) = q.iter().position(&which) {
@@ -605,6 +604,9 @@ impl Manager {
             }
         }
         if let Some(task) = self.retrying.take(&which) {
+            return Some(task);
+        }
+        if let Some(task) = self.awaiting.take(&which) {
             return Some(task);
         }
         let run = self
@@ -622,15 +624,17 @@ impl Manager {
 
 /// Shutdown: see [`Shutdown`].
 impl Manager {
-    /// Answers every queued task as not started and empties the queue;
-    /// returns how many there were. Without persistence a task that has not
-    /// started cannot outlive the manager; with it, queued tasks are kept
-    /// for the next start instead ([`Manager::keep_queue`]).
+    /// Answers every queued task (those waiting for a provider too) as not
+    /// started and empties the queue; returns how many there were. Without
+    /// persistence a task that has not started cannot outlive the manager;
+    /// with it, queued tasks are kept for the next start instead
+    /// ([`Manager::keep_queue`]).
     fn shed_queue(&mut self) -> usize {
         if self.journal.is_some() {
             return self.keep_queue();
         }
-        let shed: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        let mut shed: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        shed.extend(self.awaiting.drain());
         let n = shed.len();
         for t in shed {
             self.reply(t, TaskOutcome::Failed(NOT_STARTED.to_string()));
@@ -786,6 +790,7 @@ impl Manager {
             in_flight: self.runs.len() as u64,
             queued: self.queued() as u64,
             retrying: self.retrying.len() as u64,
+            awaiting_provider: self.awaiting.len() as u64,
             queue_limit: self.queue_limit(),
             queued_by_priority: QueuedByPriority {
                 high: self.queues[0].len() as u64,
@@ -914,7 +919,7 @@ impl Manager {
         if self.sched.capacity() == 0 {
             return Err(self.deny("no capacity"));
         }
-        if !self.sched.provides(&msg.spec.name) {
+        if !self.runnable(&msg.spec.name) {
             return Err(Rejection::Invalid(if msg.spec.name == EVAL_TASK {
                 "no worker allows eval (start one with --allow-eval)".to_string()
             } else {
@@ -1069,6 +1074,7 @@ impl Handler<ClientGone> for Manager {
         }
         let retrying = self.retrying.take_all(attached);
         let_go.extend(retrying.iter().map(|w| w.task.id));
+        let_go.extend(self.awaiting.take_all(attached).iter().map(|t| t.id));
         let dropped = let_go.len();
         let running: Vec<RunId> = self
             .runs
@@ -1140,6 +1146,10 @@ impl Handler<RegisterWorker> for Manager {
             msg.eval,
             &busy,
         );
+        if let Some(w) = self.sched.get(id) {
+            let kinds: Vec<String> = w.routing_names().map(str::to_string).collect();
+            self.providers_back(kinds.iter().map(String::as_str));
+        }
         // Runs from before registering belong to no task of this manager's
         // (it answered or requeued them when their connection was lost, or it
         // was restarted): cancel them; each slot is a credit once finished.
@@ -1241,14 +1251,18 @@ impl Handler<RunFinished> for Manager {
 impl Handler<WorkerDraining> for Manager {
     type Result = ();
 
-    fn handle(&mut self, msg: WorkerDraining, _: &mut Self::Context) {
+    fn handle(&mut self, msg: WorkerDraining, ctx: &mut Self::Context) {
+        let was_taking = self.sched.get(msg.worker).is_some_and(|w| !w.draining);
         self.sched.drain(msg.worker);
         log::info!(
             "worker {} is draining; capacity now {}",
             msg.worker,
             self.sched.capacity()
         );
-        self.fail_orphaned();
+        if was_taking {
+            let lost = self.unprovided(msg.worker);
+            self.providers_lost(lost, true, ctx);
+        }
     }
 }
 
@@ -1256,9 +1270,14 @@ impl Handler<WorkerLost> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: WorkerLost, ctx: &mut Self::Context) {
-        if self.sched.remove(msg.worker).is_none() {
+        let Some(gone) = self.sched.remove(msg.worker) else {
             return;
-        }
+        };
+        let unprovided: HashSet<String> = gone
+            .routing_names()
+            .filter(|n| !self.sched.provides(n))
+            .map(str::to_string)
+            .collect();
         self.links.remove(&msg.worker);
         let mut lost: Vec<RunId> = self
             .runs
@@ -1298,7 +1317,8 @@ impl Handler<WorkerLost> for Manager {
             msg.worker,
             self.sched.capacity()
         );
-        self.fail_orphaned();
+        // A draining worker's kinds got their windows when it began to drain.
+        self.providers_lost(unprovided, !gone.draining, ctx);
         self.dispatch(ctx);
         self.check_drained();
     }

@@ -188,6 +188,9 @@ pub struct Overview {
     pub retrying: u64,
     /// The waiting retries due soonest, at most [`OVERVIEW_MAX_RETRYING`].
     pub retrying_list: Vec<RetryingTask>,
+    /// Tasks waiting for a worker that provides them, beyond `queue.limit`.
+    /// The `awaiting_provider` of `argon status`.
+    pub awaiting_provider: u64,
     /// The `retry_after` a task denied now would get.
     pub predicted_wait_ms: f64,
     /// Counters since the manager started.
@@ -321,6 +324,7 @@ impl Handler<GetOverview> for Manager {
             },
             retrying: self.retrying.len() as u64,
             retrying_list,
+            awaiting_provider: self.awaiting.len() as u64,
             predicted_wait_ms: self.retry_after().as_secs_f64() * 1e3,
             counts: Counts {
                 submitted: m.submitted_total(),

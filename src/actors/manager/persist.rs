@@ -32,8 +32,11 @@
 //! tasks recorded as started wait for a worker to claim their run when it
 //! registers (then the run is attached and its result accepted), for at most
 //! the recovery grace; then they are requeued while attempts remain, or
-//! failed as their worker lost. A recovered task keeps its retries used, so
-//! it gets only those left. A task that was waiting for its retry is queued
+//! failed as their worker lost. A restart loses every provider at once:
+//! the recovered tasks wait for workers that provide them in the windows of
+//! [`super::awaiting`], opened at the start for at least the recovery
+//! grace. A recovered task keeps its retries used, so it gets only those
+//! left. A task that was waiting for its retry is queued
 //! again at once: the backoff's due time is not recorded (it is in-process
 //! time, and a restart is itself a wait). A retry whose record was not yet
 //! committed at the crash is not counted. A worker that claims the first
@@ -638,8 +641,12 @@ impl Manager {
     /// store's ids, and recovers its tasks and results when started.
     pub fn with_store(settings: super::ManagerSettings, store: Store) -> Manager {
         let (grace, backlog) = (settings.recovery_grace, settings.store_backlog);
+        let provider_grace = settings
+            .provider_grace
+            .unwrap_or(super::awaiting::PROVIDER_GRACE_STORED);
         let next = store.next_id();
         let mut m = Manager::new(settings);
+        m.awaiting.set_grace(provider_grace);
         if let Some(next) = next {
             m.next_id = next;
         }
@@ -704,6 +711,7 @@ impl Manager {
         tasks.sort_by_key(|(id, _, _)| *id);
         let reply_to = Nobody.start().recipient();
         let (mut queued, mut running) = (0, 0);
+        let mut kinds = HashSet::new();
         for (id, r, start) in tasks {
             let task = Pending {
                 id,
@@ -727,6 +735,7 @@ impl Manager {
                 retried: r.retried,
                 attempt_base: r.attempt_base,
             };
+            kinds.insert(task.spec.name.clone());
             match start {
                 Some(s) => {
                     running += 1;
@@ -741,11 +750,19 @@ impl Manager {
             }
         }
         let grace = self.journal.as_ref().map_or(Duration::ZERO, |j| j.grace);
+        // Unclaimed runs are requeued after `grace`: their kinds' windows
+        // last at least that long, so they find them open.
+        let window = self.awaiting.grace().max(grace);
+        self.open_windows(&kinds, now, window);
+        self.hold_orphans(&kinds);
+        self.arm_provider_timer(ctx);
         log::info!(
             "task store {}: recovered {queued} queued task(s), {running} running (their workers \
-             have {} to claim them), {kept} kept result(s)",
+             have {} to claim them), {kept} kept result(s); they wait up to {} for workers \
+             that provide them",
             path.display(),
-            humantime::format_duration(grace)
+            humantime::format_duration(grace),
+            humantime::format_duration(window)
         );
         if running > 0 {
             ctx.run_later(grace, |act, ctx| act.reclaim_unclaimed(ctx));
@@ -770,9 +787,14 @@ impl Manager {
                 let first = |t: &Pending| {
                     t.id == run && t.session == RECOVERED_SESSION && t.started_times == 0
                 };
-                let level = self.queues.iter().position(|q| q.iter().any(first))?;
-                let i = self.queues[level].iter().position(first)?;
-                let mut t = self.queues[level].remove(i)?;
+                let queued = self.queues.iter().position(|q| q.iter().any(first));
+                let mut t = match queued {
+                    Some(level) => {
+                        let i = self.queues[level].iter().position(first)?;
+                        self.queues[level].remove(i)?
+                    }
+                    None => self.awaiting.take(first)?,
+                };
                 t.started_times = t.started_times.max(1);
                 j.start(t.id, run, t.started_times);
                 t
@@ -806,8 +828,16 @@ impl Manager {
         let (mut requeued, mut failed) = (0, 0);
         for task in left {
             if task.started_times.saturating_sub(task.attempt_base) < task.spec.attempts.max(1) {
-                requeued += 1;
-                self.requeue_front(task);
+                if self.sched.provides(&task.spec.name) {
+                    requeued += 1;
+                    self.requeue_front(task);
+                } else if let Some(task) = self.hold_front(task) {
+                    failed += 1;
+                    let msg = format!("no worker provides task {} any more", task.spec.name);
+                    self.reply(task, TaskOutcome::Failed(msg));
+                } else {
+                    requeued += 1;
+                }
             } else {
                 failed += 1;
                 self.reply(
@@ -819,7 +849,6 @@ impl Manager {
         log::info!(
             "recovered running task(s) no worker claimed: {requeued} requeued, {failed} failed"
         );
-        // Tasks no worker provides yet wait: more workers may come back.
         self.dispatch(ctx);
     }
 
@@ -837,7 +866,8 @@ impl Manager {
     /// next start instead of being answered; an attached client is told so.
     /// Returns how many.
     pub(super) fn keep_queue(&mut self) -> usize {
-        let kept: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        let mut kept: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        kept.extend(self.awaiting.drain());
         for t in &kept {
             if !t.detached {
                 t.reply_to.do_send(TaskReply {

@@ -315,7 +315,7 @@ impl Manager {
     /// Puts the retries that are due back in the queue at their priority.
     fn retries_due(&mut self, ctx: &mut Context<Self>) {
         for mut task in self.retrying.take_due(Instant::now()) {
-            if !self.sched.provides(&task.spec.name) {
+            if !self.runnable(&task.spec.name) {
                 let msg = format!("no worker provides task {} any more", task.spec.name);
                 self.reply(task, TaskOutcome::Failed(msg));
                 continue;

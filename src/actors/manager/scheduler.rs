@@ -64,7 +64,9 @@ impl WorkerState {
         (f64::from(self.busy() + 1) * self.avg_us.unwrap_or(1.0).max(1.0)) as u64
     }
 
-    fn routing_names(&self) -> impl Iterator<Item = &str> {
+    /// The names it is picked for: its tasks, and [`EVAL_TASK`] if it
+    /// allows eval.
+    pub fn routing_names(&self) -> impl Iterator<Item = &str> {
         self.tasks
             .iter()
             .map(String::as_str)
