@@ -331,13 +331,13 @@ fn recovered_tasks_wait_for_a_provider_for_the_grace_then_fail() {
 
         assert_eq!(
             result(&mgr, ids[0], true).await,
-            TaskState::Finished(TaskOutcome::Failed("worker lost before completion".into())),
+            TaskState::finished(TaskOutcome::Failed("worker lost before completion".into())),
             "the unclaimed run, after the recovery grace"
         );
         for &id in &ids[1..] {
             assert_eq!(
                 result(&mgr, id, true).await,
-                TaskState::Finished(TaskOutcome::Failed(
+                TaskState::finished(TaskOutcome::Failed(
                     "no worker provides task t: waited 600ms for one".into()
                 ))
             );
