@@ -219,9 +219,18 @@ async fn accept_loop(
             Ok(a) => a,
             Err(why) => {
                 handshake::refuse(stream, why);
+                let limits = gate.limits();
                 let (log, limit) = match why {
-                    Refusal::Handshakes => (&mut refusal_logs[1], gate.limits().max_handshakes),
-                    _ => (&mut refusal_logs[0], gate.limits().max_connections),
+                    Refusal::Handshakes => (
+                        &mut refusal_logs[1],
+                        format!(
+                            "{} in all, {} per address; the oldest began less than {} ago",
+                            limits.max_handshakes,
+                            limits.max_handshakes_per_address,
+                            humantime::format_duration(admission::EVICTABLE_AFTER)
+                        ),
+                    ),
+                    _ => (&mut refusal_logs[0], limits.max_connections.to_string()),
                 };
                 if log.pass(Instant::now()).is_some() {
                     log::warn!(
