@@ -144,6 +144,15 @@ impl Outcome {
             error: format!("result of {len} bytes exceeds the frame limit of {max} bytes"),
         }
     }
+
+    /// The failure that stands in for a result nested deeper than
+    /// [`MAX_VALUE_DEPTH`]: a worker sends it instead, and the manager takes
+    /// a deeper result from a worker as it.
+    pub fn too_deep() -> Outcome {
+        Outcome::Failed {
+            error: format!("result nested deeper than {MAX_VALUE_DEPTH} levels"),
+        }
+    }
 }
 
 /// Per-worker line of a status report.

@@ -10,7 +10,9 @@ use crate::actors::connection::{Connection, Peer};
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::*;
-use crate::protocol::{Assign, Established, FromWorker, Outcome, ToWorker, WireMessage};
+use crate::protocol::{
+    value_depth, Assign, Established, FromWorker, Outcome, ToWorker, WireMessage, MAX_VALUE_DEPTH,
+};
 
 /// One connected worker. See the module docs.
 pub struct WorkerLink {
@@ -100,6 +102,14 @@ impl Peer for WorkerLink {
                 Self::register(conn, r, ctx)
             }
             (Some(worker), FromWorker::Finished { run_id, outcome }) => {
+                // Results are held to the bound on arguments: no client is
+                // sent a value deeper than PROTOCOL.md §5 lets it expect.
+                let outcome = match outcome {
+                    Outcome::Done { value } if value_depth(&value) > MAX_VALUE_DEPTH => {
+                        Outcome::too_deep()
+                    }
+                    outcome => outcome,
+                };
                 let outcome = match outcome {
                     Outcome::Done { value } => TaskOutcome::Done(value),
                     Outcome::Failed { error } => TaskOutcome::Failed(error),

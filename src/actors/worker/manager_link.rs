@@ -199,9 +199,9 @@ impl Handler<SlotFinished> for Connection<ManagerLink> {
 
     fn handle(&mut self, msg: SlotFinished, ctx: &mut Self::Context) {
         let outcome = match msg.outcome {
-            TaskOutcome::Done(value) if value_depth(&value) > MAX_VALUE_DEPTH => Outcome::Failed {
-                error: format!("result nested deeper than {MAX_VALUE_DEPTH} levels"),
-            },
+            TaskOutcome::Done(value) if value_depth(&value) > MAX_VALUE_DEPTH => {
+                Outcome::too_deep()
+            }
             TaskOutcome::Done(value) => Outcome::Done { value },
             TaskOutcome::Failed(error) => {
                 log::debug!("run {} failed: {}", msg.run, escaped(&error));
