@@ -1706,6 +1706,36 @@ async fn outcomes_past_the_byte_bound_evict_the_oldest() {
     }
 }
 
+/// One outcome per id: a wait on a detached task whose result is too large
+/// to keep gets the failure every later read gets, not the value; a wait on
+/// one that is kept gets what is kept.
+#[actix::test]
+async fn a_wait_gets_the_outcome_that_is_kept() {
+    let mgr = keeping_manager(Duration::from_secs(3600), 100, 500);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    for (request, len) in [(1, 100), (2, 1000)] {
+        let id = detach(&mgr, 1, &s, request).await;
+        assert_eq!(assigned(&mut link).await, vec![id]);
+        let wait = mgr.send(GetResult {
+            task: id,
+            wait: true,
+            session: 2,
+        });
+        let value = Value::from("y".repeat(len));
+        report(&mgr, w, id, TaskOutcome::Done(value)).await;
+        let waited = within("the wait to end", wait).await.unwrap();
+        let kept = state(&mgr, id).await;
+        assert_eq!(waited, kept, "a result of {len} bytes");
+        if len > 500 {
+            assert!(
+                matches!(&kept, TaskState::Finished(o) if matches!(&**o, TaskOutcome::Failed(e) if e.contains("not kept"))),
+                "{kept:?}"
+            );
+        }
+    }
+}
+
 /// An outcome expires `result_ttl` after its task finished.
 #[actix::test]
 async fn outcomes_expire_after_the_ttl() {

@@ -397,6 +397,8 @@ impl Manager {
     }
 
     /// Hands `task`'s outcome to its waiters and its client, or keeps it.
+    /// A detached task's waiters get the outcome as kept, so every reader
+    /// of its id sees the same one.
     fn deliver(&mut self, task: Pending, outcome: TaskOutcome) {
         let waiters = self.waiters.remove(&task.id).unwrap_or_default();
         if waiters.is_empty() && !task.detached {
@@ -406,13 +408,16 @@ impl Manager {
             });
         }
         let outcome = Arc::new(outcome);
+        let outcome = if task.detached {
+            self.results.insert(task.id, outcome, Instant::now())
+        } else {
+            outcome
+        };
         self.waiting -= waiters.len();
         for w in waiters {
             let _ = w.tx.send(outcome.clone());
         }
-        if task.detached {
-            self.results.insert(task.id, outcome, Instant::now());
-        } else {
+        if !task.detached {
             task.reply_to.do_send(TaskReply {
                 request_id: task.request_id,
                 outcome: Arc::unwrap_or_clone(outcome),
