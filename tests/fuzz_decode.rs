@@ -327,7 +327,7 @@ impl Wire for ToWorker {
     }
     fn error_text(&self) -> Option<&str> {
         match self {
-            ToWorker::Error { message } => Some(message),
+            ToWorker::Error { message, .. } => Some(message),
             _ => None,
         }
     }
@@ -1464,6 +1464,7 @@ fn valid_seeds(out: &mut Seeds) {
         "error",
         ToWorker::Error {
             message: "registration refused: capacity must be at least 1".into(),
+            permanent: true,
         },
     );
 }

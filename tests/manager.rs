@@ -1125,11 +1125,77 @@ async fn a_worker_claiming_more_slots_than_the_bound_is_refused() {
     .unwrap();
     assert_eq!(
         refused.unwrap_err(),
-        format!("capacity must be at most {MAX_WORKER_CAPACITY}")
+        Refusal::permanent(format!("capacity must be at most {MAX_WORKER_CAPACITY}"))
     );
     assert_eq!(status(&mgr).await.capacity, 0);
     register(&mgr, MAX_WORKER_CAPACITY, &["t"]).await;
     assert_eq!(status(&mgr).await.capacity, u64::from(MAX_WORKER_CAPACITY));
+}
+
+/// Each refusal says whether retrying can help: a registration that is
+/// wrong in itself is refused for good; one naming a run the manager still
+/// tracks (it has not yet noticed the worker's old connection is gone) only
+/// for now, and the same registration is taken once that run is let go.
+#[actix::test]
+async fn registration_refusals_say_whether_retrying_can_help() {
+    let mgr = paused_manager(3);
+    let try_register = |capacity: u32, tasks: &[&str], running: Vec<(RunId, SlotIndex)>| {
+        mgr.send(RegisterWorker {
+            address: "stub".into(),
+            capacity,
+            tasks: tasks.iter().map(|t| t.to_string()).collect(),
+            eval: false,
+            running,
+            link: Link::start().recipient(),
+        })
+    };
+    for (capacity, tasks, running, why) in [
+        (0, &["t"][..], vec![], "capacity must be at least 1"),
+        (
+            1,
+            &[][..],
+            vec![],
+            "a worker must provide at least one task",
+        ),
+        (
+            2,
+            &["t"][..],
+            vec![(1, 0), (2, 0)],
+            "running runs must name distinct slots below the capacity",
+        ),
+        (
+            2,
+            &["t"][..],
+            vec![(1, 2)],
+            "running runs must name distinct slots below the capacity",
+        ),
+    ] {
+        let refused = within("registration", try_register(capacity, tasks, running))
+            .await
+            .unwrap();
+        assert_eq!(refused, Err(Refusal::permanent(why)));
+    }
+
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let task = accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
+    assert_eq!(assigned(&mut link).await, vec![task]);
+    let refused = within("registration", try_register(1, &["t"], vec![(task, 0)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(Refusal::for_now(format!(
+            "run {task} is already known to this manager"
+        )))
+    );
+    within("WorkerLost", mgr.send(WorkerLost { worker: w }))
+        .await
+        .unwrap();
+    let again = within("registration", try_register(1, &["t"], vec![(task, 0)]))
+        .await
+        .unwrap();
+    assert!(again.is_ok(), "{again:?}");
 }
 
 /// A task whose worker is lost is requeued and runs elsewhere under a fresh

@@ -151,7 +151,7 @@ async fn a_finished_past_the_message_limit_closes_the_worker() {
     let (got, _) = tokio::join!(c.queue("deep", Value::Nil), async {
         w.answer(nested(125)).await;
         match w.recv().await {
-            Some(ToWorker::Error { message }) => assert_eq!(
+            Some(ToWorker::Error { message, .. }) => assert_eq!(
                 message, "undecodable message: nested deeper than 128 levels",
                 "{message:?}"
             ),

@@ -642,10 +642,15 @@ pub enum ToWorker {
     },
     /// "Still here" on a quiet connection.
     Heartbeat {},
-    /// A protocol error, sent just before closing.
+    /// A protocol error or a refused registration, sent just before closing.
     Error {
         /// One line for a person.
         message: String,
+        /// The worker would be refused the same way on every new
+        /// connection: it should stop rather than reconnect. False if
+        /// absent; not sent when false, so older peers read the same bytes.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        permanent: bool,
     },
 }
 

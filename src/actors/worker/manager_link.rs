@@ -159,7 +159,11 @@ impl Peer for ManagerLink {
                     s.do_send(CancelRun(run_id));
                 }
             }
-            ToWorker::Error { message } => {
+            ToWorker::Error {
+                message,
+                permanent: true,
+            } => conn.role.pool.do_send(RefusedForGood(message)),
+            ToWorker::Error { message, .. } => {
                 // A refused registration says the same on every try.
                 static SAYS: RateLimit = RateLimit::new(WARN_WINDOW);
                 crate::log_limited!(
