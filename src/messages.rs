@@ -198,7 +198,7 @@ pub struct ClientGone {
 /// Worker connection → Manager: a worker announced itself. Replies with its
 /// id, or why it was refused.
 #[derive(Message)]
-#[rtype(result = "Result<WorkerId, String>")]
+#[rtype(result = "Result<WorkerId, Refusal>")]
 pub struct RegisterWorker {
     /// Peer address, for status and logs.
     pub address: String,
@@ -212,6 +212,37 @@ pub struct RegisterWorker {
     pub running: Vec<(RunId, SlotIndex)>,
     /// Where assignments and cancels go.
     pub link: Recipient<WorkerOrder>,
+}
+
+/// Why the manager refused a worker's registration, and whether trying
+/// again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why}")]
+pub struct Refusal {
+    /// One line for a person: the WHY of `registration refused: WHY`.
+    pub why: String,
+    /// The registration itself is at fault (the worker's settings, or a
+    /// malformed message): the same one is refused however often and long
+    /// the worker tries. Otherwise the refusal may heal with time.
+    pub permanent: bool,
+}
+
+impl Refusal {
+    /// A refusal no retry can heal.
+    pub fn permanent(why: impl Into<String>) -> Refusal {
+        Refusal {
+            why: why.into(),
+            permanent: true,
+        }
+    }
+
+    /// A refusal that may heal: the worker should try again later.
+    pub fn for_now(why: impl Into<String>) -> Refusal {
+        Refusal {
+            why: why.into(),
+            permanent: false,
+        }
+    }
 }
 
 /// Worker connection → Manager: a run ended and its slot is free again.
@@ -405,6 +436,13 @@ pub struct DrainSlot;
 #[rtype(result = "()")]
 pub struct Registered(pub WorkerId);
 
+/// Worker connection → WorkerPool: the manager refused this worker for
+/// good (an `error` marked `permanent`); the pool stops trying. The text is
+/// the manager's, unescaped.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RefusedForGood(pub String);
+
 /// Worker connection → WorkerPool: the connection closed; `None` for a
 /// clean close by the peer.
 #[derive(Message, Debug)]
@@ -433,7 +471,8 @@ pub struct GetPoolState;
 pub struct WaitGaveUp;
 
 /// Why a worker pool stopped trying to reach its manager. It runs nothing
-/// more; its owner decides what follows (`argon worker` exits 77).
+/// more; its owner decides what follows (`argon worker` exits 77 for a
+/// wrong key, 78 for a refusal).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GaveUp {
     /// The manager does not use the worker's key: retrying cannot help.
@@ -441,6 +480,15 @@ pub enum GaveUp {
     BadKey {
         /// The manager's address.
         mgr: String,
+    },
+    /// The manager refused the registration for good: the worker's
+    /// settings must change first.
+    #[error("the manager at {mgr} refused this worker: {why}")]
+    Refused {
+        /// The manager's address.
+        mgr: String,
+        /// The manager's reason, escaped for a terminal.
+        why: String,
     },
 }
 

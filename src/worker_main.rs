@@ -13,7 +13,7 @@ use crate::client::ClientError;
 use crate::config::Config;
 use crate::launch::{
     check_mgr_addr, exit_code, handshake_settings, init_logging, install_panic_hook, load_config,
-    Failure, KeyArgs, DEFAULT_MGR,
+    Failure, KeyArgs, DEFAULT_MGR, EXIT_CONFIG,
 };
 use crate::messages::{GaveUp, WaitGaveUp};
 use crate::runtime;
@@ -113,10 +113,12 @@ fn stopped_at_once(signo: i32) -> Failure {
 }
 
 /// The exit of a worker whose pool gave up: a refused key is the key
-/// error clients report (exit 77).
+/// error clients report (exit 77); a registration refused for good is a
+/// configuration the manager cannot take (exit 78).
 fn gave_up_failure(why: GaveUp) -> Failure {
     match why {
         GaveUp::BadKey { mgr } => Failure::from(ClientError::Auth { addr: mgr }),
+        refused @ GaveUp::Refused { .. } => Failure::new(EXIT_CONFIG, refused.to_string()),
     }
 }
 

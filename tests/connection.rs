@@ -193,7 +193,7 @@ async fn frames_read_with_the_one_that_closed_the_connection_are_dropped() {
     }
     rest.write.write_all(&buf).await.expect("send");
     match within("the manager's error", reader.next()).await {
-        Some(Ok(ToWorker::Error { message })) => {
+        Some(Ok(ToWorker::Error { message, .. })) => {
             assert_eq!(message, "unexpected drain before registering")
         }
         other => panic!("expected an error, got {other:?}"),

@@ -340,6 +340,43 @@ fn wrong_key_is_refused_and_manager_keeps_serving() {
     sys.manager.assert_healthy();
 }
 
+/// 6b. A worker the manager refuses for good (here: a frame limit below the
+///     manager's) stops with exit 78 and one line saying why, instead of
+///     retrying forever; the manager keeps serving.
+#[test]
+fn worker_refused_for_good_exits_78() {
+    let mut sys = System::start(1, 1, ManagerOpts::default());
+    let addr = sys.manager.addr.clone();
+    let small = sys
+        .dir
+        .write("small.toml", "[security]\nmax_frame_bytes = 1024\n");
+    let refused = common::Worker::start_with(
+        &addr,
+        &sys.manager.key,
+        2,
+        &["--config".as_ref(), small.as_os_str()],
+    );
+    let out = refused.proc.finish(STARTUP);
+    assert_eq!(out.code, Some(78), "{out}");
+    assert_eq!(
+        out.stderr.lines().last().unwrap_or_default(),
+        format!(
+            "argon: the manager at {addr} refused this worker: the worker accepts frames \
+             up to 1024 bytes, less than the manager's 16777216: give both the same \
+             security.max_frame_bytes"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        out.stderr.matches("1024 bytes").count(),
+        1,
+        "said once: {out}"
+    );
+    let s = sys.manager.status();
+    assert_eq!((s.workers, s.capacity), (1, 1), "{s:?}");
+    sys.manager.assert_healthy();
+}
+
 /// 7. Nothing listening: exit 69, saying so.
 #[test]
 fn unreachable_manager_exits_69() {

@@ -327,7 +327,7 @@ impl Wire for ToWorker {
     }
     fn error_text(&self) -> Option<&str> {
         match self {
-            ToWorker::Error { message } => Some(message),
+            ToWorker::Error { message, .. } => Some(message),
             _ => None,
         }
     }
@@ -1464,6 +1464,7 @@ fn valid_seeds(out: &mut Seeds) {
         "error",
         ToWorker::Error {
             message: "registration refused: capacity must be at least 1".into(),
+            permanent: true,
         },
     );
 }
@@ -1571,6 +1572,78 @@ fn edge_seeds(out: &mut Seeds) {
         Mp::message(
             "ping",
             vec![("id", Mp::uint(1)), ("x", nested(500, 0, &Mp::Nil))],
+        ),
+        Undecodable,
+    );
+    // An ext is a scalar, like a str or a bin: it adds no level.
+    edge(
+        FromClient,
+        "deep-126-ext",
+        submit_with(nested(126, 0, &Mp::Ext(1, vec![7]))),
+        Decodes,
+    );
+    edge(
+        FromClient,
+        "deep-127-ext",
+        submit_with(nested(127, 0, &Mp::Ext(1, vec![7]))),
+        Undecodable,
+    );
+    // `finished`, `reply` and `result` wrap a value in 4 levels, so 124 is
+    // the most they carry; `submit` and `assign` wrap it in 2.
+    let finished = |levels| {
+        Mp::message(
+            "finished",
+            vec![
+                ("run_id", Mp::uint(1)),
+                (
+                    "outcome",
+                    Mp::message("done", vec![("value", nested(levels, 1, &Mp::Nil))]),
+                ),
+            ],
+        )
+    };
+    edge(FromWorker, "finished-deep-124", finished(124), Decodes);
+    edge(FromWorker, "finished-deep-125", finished(125), Undecodable);
+    let reply = |levels| {
+        Mp::message(
+            "reply",
+            vec![
+                ("id", Mp::uint(1)),
+                (
+                    "outcome",
+                    Mp::message("done", vec![("value", nested(levels, 0, &Mp::Nil))]),
+                ),
+            ],
+        )
+    };
+    edge(ToClient, "reply-deep-124", reply(124), Decodes);
+    edge(ToClient, "reply-deep-125", reply(125), Undecodable);
+    let result = |levels| {
+        Mp::message(
+            "result",
+            vec![
+                ("id", Mp::uint(1)),
+                ("task_id", Mp::uint(2)),
+                (
+                    "state",
+                    Mp::message("done", vec![("value", nested(levels, 2, &Mp::Nil))]),
+                ),
+            ],
+        )
+    };
+    edge(ToClient, "result-deep-124", result(124), Decodes);
+    edge(ToClient, "result-deep-125", result(125), Undecodable);
+    edge(
+        ToWorker,
+        "assign-deep-127",
+        Mp::message(
+            "assign",
+            vec![
+                ("run_id", Mp::uint(1)),
+                ("slot", Mp::uint(0)),
+                ("task", Mp::str("echo")),
+                ("args", nested(127, 0, &Mp::Nil)),
+            ],
         ),
         Undecodable,
     );

@@ -1125,11 +1125,77 @@ async fn a_worker_claiming_more_slots_than_the_bound_is_refused() {
     .unwrap();
     assert_eq!(
         refused.unwrap_err(),
-        format!("capacity must be at most {MAX_WORKER_CAPACITY}")
+        Refusal::permanent(format!("capacity must be at most {MAX_WORKER_CAPACITY}"))
     );
     assert_eq!(status(&mgr).await.capacity, 0);
     register(&mgr, MAX_WORKER_CAPACITY, &["t"]).await;
     assert_eq!(status(&mgr).await.capacity, u64::from(MAX_WORKER_CAPACITY));
+}
+
+/// Each refusal says whether retrying can help: a registration that is
+/// wrong in itself is refused for good; one naming a run the manager still
+/// tracks (it has not yet noticed the worker's old connection is gone) only
+/// for now, and the same registration is taken once that run is let go.
+#[actix::test]
+async fn registration_refusals_say_whether_retrying_can_help() {
+    let mgr = paused_manager(3);
+    let try_register = |capacity: u32, tasks: &[&str], running: Vec<(RunId, SlotIndex)>| {
+        mgr.send(RegisterWorker {
+            address: "stub".into(),
+            capacity,
+            tasks: tasks.iter().map(|t| t.to_string()).collect(),
+            eval: false,
+            running,
+            link: Link::start().recipient(),
+        })
+    };
+    for (capacity, tasks, running, why) in [
+        (0, &["t"][..], vec![], "capacity must be at least 1"),
+        (
+            1,
+            &[][..],
+            vec![],
+            "a worker must provide at least one task",
+        ),
+        (
+            2,
+            &["t"][..],
+            vec![(1, 0), (2, 0)],
+            "running runs must name distinct slots below the capacity",
+        ),
+        (
+            2,
+            &["t"][..],
+            vec![(1, 2)],
+            "running runs must name distinct slots below the capacity",
+        ),
+    ] {
+        let refused = within("registration", try_register(capacity, tasks, running))
+            .await
+            .unwrap();
+        assert_eq!(refused, Err(Refusal::permanent(why)));
+    }
+
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    let task = accept(&mgr, 1, &s, 1, spec("t", Priority::Normal)).await;
+    assert_eq!(assigned(&mut link).await, vec![task]);
+    let refused = within("registration", try_register(1, &["t"], vec![(task, 0)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(Refusal::for_now(format!(
+            "run {task} is already known to this manager"
+        )))
+    );
+    within("WorkerLost", mgr.send(WorkerLost { worker: w }))
+        .await
+        .unwrap();
+    let again = within("registration", try_register(1, &["t"], vec![(task, 0)]))
+        .await
+        .unwrap();
+    assert!(again.is_ok(), "{again:?}");
 }
 
 /// A task whose worker is lost is requeued and runs elsewhere under a fresh
@@ -1703,6 +1769,36 @@ async fn outcomes_past_the_byte_bound_evict_the_oldest() {
         TaskState::Finished(o) if matches!(&*o, TaskOutcome::Failed(e) if e.contains("result_max_bytes")) =>
             {}
         other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// One outcome per id: a wait on a detached task whose result is too large
+/// to keep gets the failure every later read gets, not the value; a wait on
+/// one that is kept gets what is kept.
+#[actix::test]
+async fn a_wait_gets_the_outcome_that_is_kept() {
+    let mgr = keeping_manager(Duration::from_secs(3600), 100, 500);
+    let s = Session::start();
+    let (w, mut link) = register(&mgr, 1, &["t"]).await;
+    for (request, len) in [(1, 100), (2, 1000)] {
+        let id = detach(&mgr, 1, &s, request).await;
+        assert_eq!(assigned(&mut link).await, vec![id]);
+        let wait = mgr.send(GetResult {
+            task: id,
+            wait: true,
+            session: 2,
+        });
+        let value = Value::from("y".repeat(len));
+        report(&mgr, w, id, TaskOutcome::Done(value)).await;
+        let waited = within("the wait to end", wait).await.unwrap();
+        let kept = state(&mgr, id).await;
+        assert_eq!(waited, kept, "a result of {len} bytes");
+        if len > 500 {
+            assert!(
+                matches!(&kept, TaskState::Finished(o) if matches!(&**o, TaskOutcome::Failed(e) if e.contains("not kept"))),
+                "{kept:?}"
+            );
+        }
     }
 }
 

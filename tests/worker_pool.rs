@@ -274,6 +274,50 @@ async fn a_worker_registers_the_runs_its_slots_still_hold() {
     wait_for_pool(&pool, "both slots idle", |s| s.idle == 2).await;
 }
 
+/// Accepts the worker's connection and refuses its registration.
+async fn refuse(listener: &TcpListener, why: &str, permanent: bool) {
+    let mut m = FakeManager::accept(listener).await;
+    let Some(FromWorker::Register(_)) = m.recv().await else {
+        panic!("expected register");
+    };
+    m.send(ToWorker::Error {
+        message: format!("registration refused: {why}"),
+        permanent,
+    })
+    .await;
+}
+
+/// A registration refused for now is tried again on the backoff; one
+/// refused for good (`permanent`) is not: the pool gives up and says why.
+#[actix::test]
+async fn a_registration_refused_for_good_is_not_retried() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let pool = start_worker(
+        worker_settings(addr.clone(), 1, Duration::from_millis(20)),
+        TaskRegistry::with_builtins(),
+    );
+    let gave_up = pool.send(WaitGaveUp);
+
+    refuse(&listener, "run 7 is already known to this manager", false).await;
+    refuse(&listener, "capacity must be at most 65536\n\x1b[2J", true).await;
+    assert_eq!(
+        within("the pool to give up", gave_up)
+            .await
+            .expect("pool alive"),
+        GaveUp::Refused {
+            mgr: addr,
+            why: "capacity must be at most 65536\\n\\u{1b}[2J".into(),
+        }
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), listener.accept())
+            .await
+            .is_err(),
+        "the worker connected again"
+    );
+}
+
 async fn panics(_: Value) -> Result<Value, TaskError> {
     panic!("kaboom")
 }

@@ -16,7 +16,7 @@ from typing import Any, Callable, List
 
 import pytest
 
-from argon_tasks import Client, ConnectionLost, TaskFailed, Worker, current_run
+from argon_tasks import Client, ConnectionLost, RegistrationRefused, TaskFailed, Worker, current_run
 
 from conftest import WAIT, Manager, Proc, ThreadWorker, eventually
 
@@ -339,6 +339,14 @@ def test_worker_env_fallbacks(manager: Manager, key_file: str, monkeypatch: pyte
     serve(w)
     with Client() as c:
         assert c.run("env_echo", {"k": "v"}) == {"k": "v"}
+
+
+def test_a_worker_refused_for_good_stops(manager: Manager, key_file: str) -> None:
+    # A frame limit below the manager's is refused `permanent`: no retry helps.
+    w = make_worker(manager, key_file, max_frame=1024)
+    w.add_task("small", lambda x: x)
+    with pytest.raises(RegistrationRefused, match="security.max_frame_bytes"):
+        asyncio.run(asyncio.wait_for(w.serve(), WAIT))
 
 
 def test_task_names_are_checked() -> None:

@@ -29,11 +29,103 @@ pub fn encode_message<T: Serialize>(
 }
 
 /// Parses one message from plaintext, refusing nesting deeper than
-/// [`MAX_DECODE_DEPTH`], so no input can exhaust a thread's stack.
+/// [`MAX_DECODE_DEPTH`] (see [`check_nesting`]), so no input can exhaust a
+/// thread's stack.
 pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    check_nesting(bytes, MAX_DECODE_DEPTH)?;
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
-    de.set_max_depth(MAX_DECODE_DEPTH);
+    // rmp_serde's own count leaves out the maps it reads as enums (every
+    // message's envelope, outcomes) but counts ext values, and refuses at
+    // its limit rather than past it: one above ours never refuses what
+    // passed the count above, and still bounds the stack on its own.
+    de.set_max_depth(MAX_DECODE_DEPTH + 1);
     T::deserialize(&mut de).map_err(|e| WireError::Decode(e.to_string()))
+}
+
+/// Refuses a MessagePack value nested deeper than `max` levels, the way
+/// `docs/PROTOCOL.md` §5 counts them: each array and map is one level,
+/// every other value (str, bin, ext, number, nil, bool) none. Reads only
+/// the headers, without recursion. Input that ends early or is not
+/// MessagePack passes, for the decoder to refuse in its own words.
+pub fn check_nesting(bytes: &[u8], max: usize) -> Result<(), WireError> {
+    // Items still to come in each open array or map, innermost last.
+    let mut open: Vec<u64> = Vec::new();
+    let mut at = 0usize;
+    loop {
+        let Some(&marker) = bytes.get(at) else {
+            return Ok(());
+        };
+        at += 1;
+        let items = match marker {
+            0x80..=0x8f => Some(2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => Some(u64::from(marker & 0x0f)),
+            0xdc => read_be(bytes, &mut at, 2),
+            0xdd => read_be(bytes, &mut at, 4),
+            0xde => read_be(bytes, &mut at, 2).map(|n| 2 * n),
+            0xdf => read_be(bytes, &mut at, 4).map(|n| 2 * n),
+            _ => {
+                let Some(skip) = scalar_len(marker, bytes, &mut at) else {
+                    return Ok(());
+                };
+                at = at.saturating_add(skip);
+                None
+            }
+        };
+        if let Some(items) = items {
+            if open.len() >= max {
+                return Err(WireError::Decode(format!(
+                    "nested deeper than {max} levels"
+                )));
+            }
+            if items > 0 {
+                open.push(items);
+                continue;
+            }
+        }
+        // One item is complete: count it off, and every container it completes.
+        loop {
+            let Some(left) = open.last_mut() else {
+                return Ok(());
+            };
+            *left -= 1;
+            if *left > 0 {
+                break;
+            }
+            open.pop();
+        }
+    }
+}
+
+/// The `n`-byte big-endian number at `at`, which it then passes; `None`
+/// past the end of `bytes`.
+fn read_be(bytes: &[u8], at: &mut usize, n: usize) -> Option<u64> {
+    let field = bytes.get(*at..at.checked_add(n)?)?;
+    *at += n;
+    Some(field.iter().fold(0, |v, &b| v << 8 | u64::from(b)))
+}
+
+/// Bytes that follow the header of a value that is not an array or map,
+/// reading (and passing) its length field if it has one; `None` for input
+/// that ends early or a marker MessagePack does not use.
+fn scalar_len(marker: u8, bytes: &[u8], at: &mut usize) -> Option<usize> {
+    let len = |at: &mut usize, n| read_be(bytes, at, n).map(|l| l as usize);
+    Some(match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 0,
+        0xa0..=0xbf => usize::from(marker & 0x1f),
+        0xcc | 0xd0 => 1,
+        0xcd | 0xd1 => 2,
+        0xca | 0xce | 0xd2 => 4,
+        0xcb | 0xcf | 0xd3 => 8,
+        // fixext 1, 2, 4, 8, 16: a type byte and the data.
+        0xd4..=0xd8 => 1 + (1 << (marker - 0xd4)),
+        0xc4 | 0xd9 => len(at, 1)?,
+        0xc5 | 0xda => len(at, 2)?,
+        0xc6 | 0xdb => len(at, 4)?,
+        0xc7 => len(at, 1)?.saturating_add(1),
+        0xc8 => len(at, 2)?.saturating_add(1),
+        0xc9 => len(at, 4)?.saturating_add(1),
+        _ => return None,
+    })
 }
 
 /// Turns a decode error for a well-formed message of another direction
@@ -450,6 +542,86 @@ mod tests {
             r.decode(&mut buf),
             Err(WireError::NotAllowed("pong"))
         ));
+    }
+
+    fn nested(depth: usize, inner: Value) -> Value {
+        (0..depth).fold(inner, |v, i| match i % 2 {
+            0 => Value::Array(vec![Value::Nil, v]),
+            _ => Value::Map(vec![(Value::from("k"), v)]),
+        })
+    }
+
+    /// Every kind of scalar, in each of its encodings, beside the nesting.
+    fn scalars() -> Vec<Value> {
+        let mut all = vec![
+            Value::Nil,
+            Value::Boolean(true),
+            Value::F32(1.5),
+            Value::F64(2.5),
+            Value::Array(vec![]),
+            Value::Map(vec![]),
+        ];
+        for n in [0u64, 200, 60_000, 4_000_000_000, u64::MAX] {
+            all.push(Value::from(n));
+        }
+        for n in [-5i64, -100, -30_000, -2_000_000_000, i64::MIN] {
+            all.push(Value::from(n));
+        }
+        for len in [0usize, 31, 200, 70_000] {
+            all.push(Value::from("s".repeat(len)));
+            all.push(Value::Binary(vec![7; len]));
+        }
+        for len in [1usize, 2, 3, 4, 8, 16, 17, 300, 70_000] {
+            all.push(Value::Ext(5, vec![9; len]));
+        }
+        all
+    }
+
+    fn encoded(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_message(v, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn nesting_counts_arrays_and_maps_as_value_depth_does() {
+        let wide = Value::Array(scalars());
+        let cases = [
+            wide.clone(),
+            nested(40, wide.clone()),
+            nested(3, Value::Map(vec![(nested(5, Value::Nil), wide.clone())])),
+            nested(60, Value::Ext(1, vec![1, 2])),
+            nested(119, Value::Array(vec![])),
+        ];
+        for v in cases {
+            let depth = crate::protocol::value_depth(&v);
+            let bytes = encoded(&v);
+            assert!(check_nesting(&bytes, depth).is_ok(), "depth {depth}");
+            assert!(check_nesting(&bytes, depth - 1).is_err(), "depth {depth}");
+        }
+        for v in scalars() {
+            let depth = crate::protocol::value_depth(&v);
+            assert!(check_nesting(&encoded(&v), depth).is_ok(), "{depth}");
+        }
+    }
+
+    #[test]
+    fn nesting_passes_input_cut_short_for_the_decoder_to_refuse() {
+        let v = nested(10, Value::Array(scalars()));
+        let (bytes, depth) = (encoded(&v), crate::protocol::value_depth(&v));
+        for cut in 0..bytes.len() {
+            assert!(check_nesting(&bytes[..cut], depth).is_ok(), "cut at {cut}");
+        }
+        assert!(check_nesting(&[0x91, 0xc1], 0).is_err(), "the array counts");
+        assert!(
+            check_nesting(&[0xc1, 0x91, 0x91], 1).is_ok(),
+            "not MessagePack"
+        );
+        let deep = [0xdd, 0xff, 0xff, 0xff, 0xff].repeat(200);
+        assert!(
+            check_nesting(&deep, 128).is_err(),
+            "declared counts past the input"
+        );
     }
 
     #[test]

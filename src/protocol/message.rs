@@ -144,6 +144,15 @@ impl Outcome {
             error: format!("result of {len} bytes exceeds the frame limit of {max} bytes"),
         }
     }
+
+    /// The failure that stands in for a result nested deeper than
+    /// [`MAX_VALUE_DEPTH`]: a worker sends it instead, and the manager takes
+    /// a deeper result from a worker as it.
+    pub fn too_deep() -> Outcome {
+        Outcome::Failed {
+            error: format!("result nested deeper than {MAX_VALUE_DEPTH} levels"),
+        }
+    }
 }
 
 /// Per-worker line of a status report.
@@ -633,10 +642,15 @@ pub enum ToWorker {
     },
     /// "Still here" on a quiet connection.
     Heartbeat {},
-    /// A protocol error, sent just before closing.
+    /// A protocol error or a refused registration, sent just before closing.
     Error {
         /// One line for a person.
         message: String,
+        /// The worker would be refused the same way on every new
+        /// connection: it should stop rather than reconnect. False if
+        /// absent; not sent when false, so older peers read the same bytes.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        permanent: bool,
     },
 }
 

@@ -516,7 +516,7 @@ class Worker:
         elif name == "registered" and not self._registered:
             self._on_registered(link, fields)
         elif name == "error":
-            self._on_error(link, _wire.get_str(fields, "message", ""))
+            self._on_error(link, _wire.get_str(fields, "message", ""), fields.get("permanent") is True)
         else:
             raise ProtocolError(f"a manager may not send {peer_text(name, 40)}")
 
@@ -540,10 +540,11 @@ class Worker:
             ", ".join(self._tasks),
         )
 
-    def _on_error(self, link: Link, message: str) -> None:
+    def _on_error(self, link: Link, message: str, permanent: bool) -> None:
         shown = peer_text(message)
-        if not self._registered and message.startswith("registration refused"):
-            if _RETRYABLE_REFUSAL in message:
+        if permanent or (not self._registered and message.startswith("registration refused")):
+            # Managers that predate `permanent` are judged by their text.
+            if not permanent and _RETRYABLE_REFUSAL in message:
                 link.close(f"the manager refused the registration for now: {shown}")
                 return
             self._fatal = RegistrationRefused("the manager refused the registration", message)

@@ -397,6 +397,8 @@ impl Manager {
     }
 
     /// Hands `task`'s outcome to its waiters and its client, or keeps it.
+    /// A detached task's waiters get the outcome as kept, so every reader
+    /// of its id sees the same one.
     fn deliver(&mut self, task: Pending, outcome: TaskOutcome) {
         let waiters = self.waiters.remove(&task.id).unwrap_or_default();
         if waiters.is_empty() && !task.detached {
@@ -406,13 +408,16 @@ impl Manager {
             });
         }
         let outcome = Arc::new(outcome);
+        let outcome = if task.detached {
+            self.results.insert(task.id, outcome, Instant::now())
+        } else {
+            outcome
+        };
         self.waiting -= waiters.len();
         for w in waiters {
             let _ = w.tx.send(outcome.clone());
         }
-        if task.detached {
-            self.results.insert(task.id, outcome, Instant::now());
-        } else {
+        if !task.detached {
             task.reply_to.do_send(TaskReply {
                 request_id: task.request_id,
                 outcome: Arc::unwrap_or_clone(outcome),
@@ -1114,30 +1119,40 @@ impl Handler<ClientGone> for Manager {
 }
 
 impl Handler<RegisterWorker> for Manager {
-    type Result = Result<WorkerId, String>;
+    type Result = Result<WorkerId, Refusal>;
 
     fn handle(&mut self, msg: RegisterWorker, ctx: &mut Self::Context) -> Self::Result {
         if msg.capacity == 0 {
-            return Err("capacity must be at least 1".into());
+            return Err(Refusal::permanent("capacity must be at least 1"));
         }
         if msg.capacity > MAX_WORKER_CAPACITY {
-            return Err(format!("capacity must be at most {MAX_WORKER_CAPACITY}"));
+            return Err(Refusal::permanent(format!(
+                "capacity must be at most {MAX_WORKER_CAPACITY}"
+            )));
         }
         if msg.tasks.is_empty() && !msg.eval {
-            return Err("a worker must provide at least one task".into());
+            return Err(Refusal::permanent(
+                "a worker must provide at least one task",
+            ));
         }
         let mut busy: Vec<SlotIndex> = msg.running.iter().map(|(_, slot)| *slot).collect();
         busy.sort_unstable();
         busy.dedup();
         if busy.len() != msg.running.len() || busy.last().is_some_and(|&s| s >= msg.capacity) {
-            return Err("running runs must name distinct slots below the capacity".into());
+            return Err(Refusal::permanent(
+                "running runs must name distinct slots below the capacity",
+            ));
         }
+        // The manager has not yet noticed the worker's previous connection
+        // is gone; once it has, the run is no longer known.
         if let Some((run, _)) = msg
             .running
             .iter()
             .find(|(run, _)| self.runs.contains_key(run))
         {
-            return Err(format!("run {run} is already known to this manager"));
+            return Err(Refusal::for_now(format!(
+                "run {run} is already known to this manager"
+            )));
         }
         let id = self.sched.add(
             msg.address.clone(),

@@ -64,8 +64,15 @@ impl ResultStore {
 
     /// Keeps `outcome` of task `id`, finished at `now`, then evicts the
     /// oldest outcomes past the bounds. An outcome larger than `max_bytes`
-    /// on its own is kept as a failure that says so.
-    pub fn insert(&mut self, id: TaskId, outcome: Arc<TaskOutcome>, now: Instant) {
+    /// on its own is kept as a failure that says so. Returns the outcome as
+    /// kept, the one every reader of `id` is to get (even when the count
+    /// bound evicts it at once).
+    pub fn insert(
+        &mut self,
+        id: TaskId,
+        outcome: Arc<TaskOutcome>,
+        now: Instant,
+    ) -> Arc<TaskOutcome> {
         self.expire(now);
         let mut size = outcome_size(&outcome);
         let outcome = if size > self.max_bytes {
@@ -78,7 +85,7 @@ impl ResultStore {
         } else {
             outcome
         };
-        if let Some((_, old)) = self.kept.insert(id, (outcome, size)) {
+        if let Some((_, old)) = self.kept.insert(id, (outcome.clone(), size)) {
             self.bytes -= old;
             self.order.retain(|(t, _)| *t != id);
         }
@@ -94,6 +101,7 @@ impl ResultStore {
                 self.max_bytes
             );
         }
+        outcome
     }
 
     /// The outcome of task `id`, unless it expired by `now` or was evicted.

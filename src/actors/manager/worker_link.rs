@@ -10,7 +10,9 @@ use crate::actors::connection::{Connection, Peer};
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::*;
-use crate::protocol::{Assign, Established, FromWorker, Outcome, ToWorker, WireMessage};
+use crate::protocol::{
+    value_depth, Assign, Established, FromWorker, Outcome, ToWorker, WireMessage, MAX_VALUE_DEPTH,
+};
 
 /// One connected worker. See the module docs.
 pub struct WorkerLink {
@@ -53,7 +55,7 @@ impl WorkerLink {
                  give both the same security.max_frame_bytes",
                 r.max_frame
             );
-            conn.close_with_error(format!("registration refused: {why}"), ctx);
+            Self::refuse(conn, Refusal::permanent(why), ctx);
             return;
         }
         let reg = RegisterWorker {
@@ -82,10 +84,31 @@ impl WorkerLink {
                         ctx,
                     );
                 }
-                Ok(Err(why)) => conn.close_with_error(format!("registration refused: {why}"), ctx),
+                Ok(Err(refusal)) => Self::refuse(conn, refusal, ctx),
                 Err(_) => conn.close_with_error("manager unavailable".into(), ctx),
             })
             .wait(ctx);
+    }
+
+    /// Sends `error` `registration refused: WHY`, marked `permanent` when
+    /// retrying cannot help, then closes. Logged at most once per window.
+    fn refuse(conn: &mut Connection<Self>, refusal: Refusal, ctx: &mut Context<Connection<Self>>) {
+        static REFUSALS: RateLimit = RateLimit::new(WARN_WINDOW);
+        let message = format!("registration refused: {}", refusal.why);
+        log_limited!(
+            REFUSALS,
+            log::Level::Warn,
+            "[worker {}] {message}; closing",
+            conn.role.peer
+        );
+        conn.send(
+            ToWorker::Error {
+                message,
+                permanent: refusal.permanent,
+            },
+            ctx,
+        );
+        conn.close(ctx);
     }
 }
 
@@ -100,6 +123,14 @@ impl Peer for WorkerLink {
                 Self::register(conn, r, ctx)
             }
             (Some(worker), FromWorker::Finished { run_id, outcome }) => {
+                // Results are held to the bound on arguments: no client is
+                // sent a value deeper than PROTOCOL.md §5 lets it expect.
+                let outcome = match outcome {
+                    Outcome::Done { value } if value_depth(&value) > MAX_VALUE_DEPTH => {
+                        Outcome::too_deep()
+                    }
+                    outcome => outcome,
+                };
                 let outcome = match outcome {
                     Outcome::Done { value } => TaskOutcome::Done(value),
                     Outcome::Failed { error } => TaskOutcome::Failed(error),
@@ -143,7 +174,10 @@ impl Peer for WorkerLink {
     }
 
     fn error_message(message: String) -> Option<ToWorker> {
-        Some(ToWorker::Error { message })
+        Some(ToWorker::Error {
+            message,
+            permanent: false,
+        })
     }
 }
 

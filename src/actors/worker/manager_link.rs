@@ -159,7 +159,11 @@ impl Peer for ManagerLink {
                     s.do_send(CancelRun(run_id));
                 }
             }
-            ToWorker::Error { message } => {
+            ToWorker::Error {
+                message,
+                permanent: true,
+            } => conn.role.pool.do_send(RefusedForGood(message)),
+            ToWorker::Error { message, .. } => {
                 // A refused registration says the same on every try.
                 static SAYS: RateLimit = RateLimit::new(WARN_WINDOW);
                 crate::log_limited!(
@@ -199,9 +203,9 @@ impl Handler<SlotFinished> for Connection<ManagerLink> {
 
     fn handle(&mut self, msg: SlotFinished, ctx: &mut Self::Context) {
         let outcome = match msg.outcome {
-            TaskOutcome::Done(value) if value_depth(&value) > MAX_VALUE_DEPTH => Outcome::Failed {
-                error: format!("result nested deeper than {MAX_VALUE_DEPTH} levels"),
-            },
+            TaskOutcome::Done(value) if value_depth(&value) > MAX_VALUE_DEPTH => {
+                Outcome::too_deep()
+            }
             TaskOutcome::Done(value) => Outcome::Done { value },
             TaskOutcome::Failed(error) => {
                 log::debug!("run {} failed: {}", msg.run, escaped(&error));

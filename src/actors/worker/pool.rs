@@ -6,8 +6,10 @@
 //! logarithmic backoff when the manager goes away (logging tries 1, 2, 4,
 //! 8, ... only), and on [`Drain`] tells the manager, stops its slots taking
 //! work, lets them finish (up to a deadline), and then leaves. A manager
-//! that refuses its key is not retried: the pool gives up and answers
-//! [`WaitGaveUp`].
+//! that refuses its key, or refuses its registration for good (an `error`
+//! marked `permanent`), is not retried: the pool gives up and answers
+//! [`WaitGaveUp`]. A registration refused for now is retried on the
+//! backoff, like a manager that went away.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +199,19 @@ impl Handler<Registered> for WorkerPool {
     }
 }
 
+impl Handler<RefusedForGood> for WorkerPool {
+    type Result = ();
+
+    fn handle(&mut self, msg: RefusedForGood, _: &mut Self::Context) {
+        let why = msg.0;
+        let why = why.strip_prefix("registration refused: ").unwrap_or(&why);
+        self.give_up(GaveUp::Refused {
+            mgr: self.settings.mgr.clone(),
+            why: escaped(why).to_string(),
+        });
+    }
+}
+
 impl Handler<LinkClosed> for WorkerPool {
     type Result = ();
 
@@ -205,6 +220,9 @@ impl Handler<LinkClosed> for WorkerPool {
         self.worker_id = None;
         if self.draining {
             self.finish_drain();
+            return;
+        }
+        if self.gave_up.is_some() {
             return;
         }
         match msg.0 {
