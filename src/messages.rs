@@ -257,6 +257,20 @@ pub struct RunFinished {
     pub outcome: TaskOutcome,
 }
 
+/// Worker connection → Manager: a run was refused by its slot and never
+/// started (the slot was draining); the slot is free again, and the task
+/// goes back to the head of its queue without spending an attempt.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunRefused {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The run.
+    pub run: RunId,
+    /// Why, as the worker says it.
+    pub reason: String,
+}
+
 /// Worker connection → Manager: the worker is draining; assign it nothing more.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -2166,3 +2166,55 @@ async fn tasks_back_from_the_grace_may_pass_the_bound_and_newcomers_wait() {
     assert_eq!(order, (1..=8).collect::<Vec<i64>>());
     assert_eq!(replies(&mut s).await.len(), 8);
 }
+
+/// A run a draining worker's slot refused never started: the task goes
+/// back to the head of its queue and runs elsewhere, without spending an
+/// attempt (so with 2 attempts it still survives one worker lost after).
+#[actix::test]
+async fn a_run_refused_by_a_draining_slot_is_queued_again_without_spending_an_attempt() {
+    let mgr = paused_manager(3);
+    let (a, mut link_a) = register(&mgr, 1, &["t"]).await;
+    let mut s = Session::start();
+    let task = accept(
+        &mgr,
+        1,
+        &s,
+        1,
+        TaskSpec {
+            attempts: 2,
+            ..spec("t", Priority::Normal)
+        },
+    )
+    .await;
+    assert_eq!(assigned(&mut link_a).await, vec![task]);
+    mgr.send(WorkerDraining { worker: a }).await.expect("alive");
+    let (b, mut link_b) = register(&mgr, 1, &["t"]).await;
+    mgr.send(RunRefused {
+        worker: a,
+        run: task,
+        reason: "the worker is shutting down".into(),
+    })
+    .await
+    .expect("alive");
+    let on_b = assigned(&mut link_b).await;
+    assert_eq!(on_b.len(), 1, "the refused task runs on the other worker");
+    assert!(
+        assigned(&mut link_a).await.is_empty(),
+        "not on the draining one"
+    );
+
+    // Its first real run is lost: one attempt of two is spent, so it is
+    // queued again rather than failed.
+    let (c, mut link_c) = register(&mgr, 1, &["t"]).await;
+    mgr.send(WorkerLost { worker: b }).await.expect("alive");
+    let on_c = assigned(&mut link_c).await;
+    assert_eq!(on_c.len(), 1, "requeued after the loss: attempts were left");
+    finish(&mgr, c, on_c[0]).await;
+    let replies = s.drain().await;
+    assert_eq!(replies.len(), 1);
+    assert!(
+        matches!(replies[0].outcome, TaskOutcome::Done(_)),
+        "{:?}",
+        replies[0].outcome
+    );
+}

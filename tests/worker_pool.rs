@@ -457,3 +457,36 @@ async fn a_cancelled_blocking_task_holds_its_slot_until_it_returns() {
     assert_cancelled(&reports.next().await, 1);
     assert_eq!(exec(&slot, sleep_run(3, 1)).await, Ok(()));
 }
+
+/// An assign that reaches a draining worker (it crossed the worker's
+/// `drain` on the wire) is answered `denied`: not run, so the manager can
+/// give it to another worker instead of failing it.
+#[actix::test]
+async fn a_draining_worker_answers_an_assign_with_denied() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let pool = start_worker(
+        worker_settings(addr, 2, Duration::from_millis(20)),
+        TaskRegistry::with_builtins(),
+    );
+    let mut m = FakeManager::accept(&listener).await;
+    m.register(1).await;
+    m.send(long_sleep(7, 0)).await;
+    wait_for_pool(&pool, "slot 0 to be busy", |s| s.idle == 1).await;
+    let drained = pool.send(Drain {
+        deadline: Duration::from_secs(60),
+    });
+    assert!(matches!(m.recv().await, Some(FromWorker::Drain {})));
+    m.send(long_sleep(8, 1)).await;
+    match m.recv().await {
+        Some(FromWorker::Finished {
+            run_id: 8,
+            outcome: Outcome::Denied { reason, .. },
+        }) => assert!(reason.contains("shutting down"), "{reason:?}"),
+        other => panic!("expected run 8 denied, got {other:?}"),
+    }
+    m.send(ToWorker::Cancel { run_id: 7, slot: 0 }).await;
+    within("the drain to end", drained)
+        .await
+        .expect("pool alive");
+}

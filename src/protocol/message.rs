@@ -605,7 +605,8 @@ pub enum FromWorker {
     Finished {
         /// The assign's run id.
         run_id: u64,
-        /// What happened (a `denied` is taken as failed).
+        /// What happened; `denied` for a run the worker did not start,
+        /// which the manager queues again without spending an attempt.
         outcome: Outcome,
     },
     /// Shutting down; send no more tasks.

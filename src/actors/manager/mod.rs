@@ -594,6 +594,24 @@ impl Manager {
         }
     }
 
+    /// Puts back a task whose run never started: at the head of its queue,
+    /// or of its kind's window when no worker provides it any more; when
+    /// the manager is shutting down, as its queued tasks are (answered as
+    /// not started, or kept for the next start by a task store).
+    fn requeue_refused(&mut self, task: Pending) {
+        if self.shutdown.is_some() {
+            match self.journal {
+                Some(_) => self.keep_for_next_start(task),
+                None => self.reply(task, TaskOutcome::Failed(NOT_STARTED.to_string())),
+            }
+        } else if self.sched.provides(&task.spec.name) {
+            self.requeue_front(task);
+        } else if let Some(task) = self.hold_front(task) {
+            let msg = format!("no worker provides task {} any more", task.spec.name);
+            self.reply(task, TaskOutcome::Failed(msg));
+        }
+    }
+
     fn requeue_front(&mut self, mut task: Pending) {
         task.waiting_since = Instant::now();
         self.queues[task.level.index()].push_front(task);
@@ -1259,6 +1277,34 @@ impl Handler<RunFinished> for Manager {
                 self.dispatch(ctx);
             }
         }
+        self.check_drained();
+    }
+}
+
+impl Handler<RunRefused> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunRefused, ctx: &mut Self::Context) {
+        let run = match self.runs.remove(&msg.run) {
+            Some(r) if r.worker == msg.worker => r,
+            Some(r) => {
+                self.runs.insert(msg.run, r);
+                return;
+            }
+            None => return,
+        };
+        self.sched.release(msg.worker, run.slot, None);
+        if let Some(mut task) = run.task {
+            log::debug!(
+                "worker {} did not start task {} ({}); queued again",
+                msg.worker,
+                task.id,
+                crate::logsafe::escaped(&msg.reason)
+            );
+            task.started_times = task.started_times.saturating_sub(1);
+            self.requeue_refused(task);
+        }
+        self.dispatch(ctx);
         self.check_drained();
     }
 }

@@ -491,6 +491,20 @@ impl Journal {
     }
 }
 
+/// Tells the attached client of `task` that its task stays in the store
+/// for the next start instead of being answered now.
+fn kept_for_next_start(task: &Pending) {
+    if !task.detached {
+        task.reply_to.do_send(TaskReply {
+            request_id: task.request_id,
+            outcome: TaskOutcome::Failed(format!(
+                "manager shutting down: task {} kept for the next start",
+                task.id
+            )),
+        });
+    }
+}
+
 /// Stops the process: the store can no longer record what the manager
 /// promises. What was committed is recovered at the next start.
 fn store_failed(path: &Path, why: &str) -> ! {
@@ -869,15 +883,7 @@ impl Manager {
         let mut kept: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
         kept.extend(self.awaiting.drain());
         for t in &kept {
-            if !t.detached {
-                t.reply_to.do_send(TaskReply {
-                    request_id: t.request_id,
-                    outcome: TaskOutcome::Failed(format!(
-                        "manager shutting down: task {} kept for the next start",
-                        t.id
-                    )),
-                });
-            }
+            kept_for_next_start(t);
         }
         if let Some(j) = self.journal.as_ref() {
             log::info!(
@@ -887,6 +893,12 @@ impl Manager {
             );
         }
         kept.len()
+    }
+
+    /// Lets go of a task the store keeps for the next start (the manager
+    /// stops): its record stays, and an attached client is told so.
+    pub(super) fn keep_for_next_start(&mut self, task: Pending) {
+        kept_for_next_start(&task);
     }
 
     /// A run a registering worker reports that belongs to a recovered task:

@@ -134,7 +134,13 @@ impl Peer for WorkerLink {
                 let outcome = match outcome {
                     Outcome::Done { value } => TaskOutcome::Done(value),
                     Outcome::Failed { error } => TaskOutcome::Failed(error),
-                    Outcome::Denied { reason, .. } => TaskOutcome::Failed(reason),
+                    Outcome::Denied { reason, .. } => {
+                        return conn.role.manager.do_send(RunRefused {
+                            worker,
+                            run: run_id,
+                            reason,
+                        })
+                    }
                 };
                 conn.role.manager.do_send(RunFinished {
                     worker,

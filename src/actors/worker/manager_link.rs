@@ -71,9 +71,11 @@ impl ManagerLink {
         let request = target.send(exec);
         conn.ask(request, move |res, conn, ctx| match res {
             Ok(Ok(())) => {}
+            // Not run: the manager gives the task to another worker.
             Ok(Err(SlotBusy::Draining)) => {
-                let outcome = Outcome::Failed {
-                    error: "the worker is shutting down".into(),
+                let outcome = Outcome::Denied {
+                    reason: "the worker is shutting down".into(),
+                    retry_after_ms: 0,
                 };
                 conn.send(
                     FromWorker::Finished {
