@@ -340,6 +340,11 @@ pub struct ShutdownReport {
     /// Of those, runs whose workers had not reported them stopped when the
     /// manager stopped waiting (a blocking task cannot be stopped).
     pub unconfirmed: usize,
+    /// With a task store: of the running tasks, those still running at the
+    /// deadline, left running on their workers and kept recorded as
+    /// running, for the workers to hand their outcomes over after the next
+    /// start (none is cancelled then).
+    pub kept_running: usize,
 }
 
 // ---- from the Manager ----

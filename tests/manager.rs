@@ -1475,6 +1475,7 @@ async fn shutdown_answers_the_queue_lets_running_tasks_finish_and_denies_new_one
             not_started: 1,
             cancelled: 0,
             unconfirmed: 0,
+            kept_running: 0,
         }
     );
     // Asked again, it answers at once with the same report.
@@ -1561,6 +1562,7 @@ async fn at_the_drain_deadline_running_tasks_are_cancelled_and_answered() {
             not_started: 0,
             cancelled: 2,
             unconfirmed: 1,
+            kept_running: 0,
         }
     );
 }

@@ -205,15 +205,12 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
         mgr.proc.stderr()
     );
 
+    // A run nobody claims after the restart is queued again without
+    // spending an attempt: no task fails for the crash.
     let results = rt.block_on(collect(&client, &accepted));
-    let mut failed = 0;
     for (id, i, r) in results {
         match r {
             Ok(v) => assert_eq!(v, Value::from(i), "task {id} echoes its own number"),
-            Err(ClientError::Failed(e)) => {
-                assert!(e.contains("worker lost before completion"), "task {id}: {e}");
-                failed += 1;
-            }
             Err(e) => panic!(
                 "task {id} (number {i}) has no outcome after the restart: {e}\n--- manager stderr\n{}",
                 mgr.proc.stderr()
@@ -226,11 +223,7 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
         .lines()
         .find(|l| l.contains("recovered"))
         .map(str::to_string);
-    eprintln!(
-        "{} accepted, {failed} failed as their worker was lost more often than their attempts; \
-         {recovered:?}",
-        accepted.len()
-    );
+    eprintln!("{} accepted, none failed; {recovered:?}", accepted.len());
 }
 
 /// SIGTERM with a store: the queued task is kept (its client is told so),

@@ -241,21 +241,21 @@ async fn third_life(dir: &Path, ids: &[TaskId]) {
 
 const GRACE: Duration = Duration::from_millis(300);
 
+/// A recovered run no worker claims within the grace is queued again
+/// without spending an attempt (whether it ran is unknown; a manager crash
+/// must not fail a task): with one attempt it still runs once more, and
+/// that run's loss then spends it.
 #[test]
-fn an_unclaimed_run_is_requeued_within_its_attempts_or_failed_after_the_grace() {
-    // Attempts left: requeued.
-    let dir = tempfile::tempdir().unwrap();
-    let ids = first_life(dir.path(), &[], 2);
-    let path = dir.path().to_path_buf();
-    life(move || async move { requeued_after_grace(&path, ids[0]).await });
-    // No attempt left: failed as its worker lost.
-    let dir = tempfile::tempdir().unwrap();
-    let ids = first_life(dir.path(), &[], 1);
-    let path = dir.path().to_path_buf();
-    life(move || async move { failed_after_grace(&path, ids[0]).await });
+fn an_unclaimed_run_is_queued_again_after_the_grace_without_spending_an_attempt() {
+    for attempts in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = first_life(dir.path(), &[], attempts);
+        let path = dir.path().to_path_buf();
+        life(move || async move { requeued_after_grace(&path, ids[0], attempts).await });
+    }
 }
 
-async fn requeued_after_grace(dir: &Path, task: TaskId) {
+async fn requeued_after_grace(dir: &Path, task: TaskId, attempts: u32) {
     let grace = GRACE;
     let mgr = manager_over(dir, grace).await;
     let began = Instant::now();
@@ -268,21 +268,23 @@ async fn requeued_after_grace(dir: &Path, task: TaskId) {
     );
     assert_eq!(arg, Value::from(0));
     assert_ne!(run, task, "the new run has a fresh id");
+    if attempts == 1 {
+        // The run after the restart is the task's one attempt: losing it
+        // fails the task.
+        within("WorkerLost", mgr.send(WorkerLost { worker }))
+            .await
+            .unwrap();
+        assert_eq!(
+            result(&mgr, task, true).await,
+            TaskState::finished(TaskOutcome::Failed("worker lost before completion".into()))
+        );
+        return;
+    }
     finish(&mgr, worker, run, Value::from("again")).await;
     assert_eq!(
         result(&mgr, task, true).await,
         TaskState::finished(TaskOutcome::Done(Value::from("again")))
     );
-}
-
-async fn failed_after_grace(dir: &Path, task: TaskId) {
-    let mgr = manager_over(dir, GRACE).await;
-    let (_, mut link) = register(&mgr, 1, vec![]).await;
-    assert_eq!(
-        result(&mgr, task, true).await,
-        TaskState::finished(TaskOutcome::Failed("worker lost before completion".into()))
-    );
-    link.assert_none("a failed task does not run").await;
 }
 
 /// Recovered tasks wait for a worker that provides them for the provider
@@ -329,12 +331,9 @@ fn recovered_tasks_wait_for_a_provider_for_the_grace_then_fail() {
             .unwrap();
         assert_eq!(result(&mgr, ids[1], false).await, TaskState::Queued);
 
-        assert_eq!(
-            result(&mgr, ids[0], true).await,
-            TaskState::finished(TaskOutcome::Failed("worker lost before completion".into())),
-            "the unclaimed run, after the recovery grace"
-        );
-        for &id in &ids[1..] {
+        // The unclaimed run is queued again after the recovery grace, into
+        // its kind's window, and fails with the queued ones.
+        for &id in &ids {
             assert_eq!(
                 result(&mgr, id, true).await,
                 TaskState::finished(TaskOutcome::Failed(
@@ -479,6 +478,61 @@ fn a_graceful_stop_keeps_queued_tasks_for_the_next_start() {
             result(&mgr, kept, true).await,
             TaskState::finished(TaskOutcome::Done(Value::from("two"))),
             "a kept task runs after the restart, detached"
+        );
+    });
+}
+
+/// With a store, a task still running at the drain's deadline is not
+/// failed: its run goes on uncancelled, its client is told it was kept,
+/// and the next start finds it running, for its worker to claim.
+#[test]
+fn a_task_running_at_the_drain_deadline_is_kept_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (task, run) = life(move || async move {
+        let mgr = manager_over(&path, WAIT).await;
+        let mut session = Session::start();
+        let (_, mut link) = register(&mgr, 1, vec![]).await;
+        let attached = SubmitTask {
+            session: SESSION,
+            request_id: 1,
+            spec: spec(1, Priority::Normal, 1),
+            reply_to: session.recipient(),
+            detach: false,
+        };
+        let task = within("accept", mgr.send(attached)).await.unwrap().unwrap();
+        let (run, _, _) = next_assign(&mut link).await;
+        let report = within(
+            "the drain",
+            mgr.send(Shutdown {
+                deadline: Duration::from_millis(50),
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (report.running, report.kept_running, report.cancelled),
+            (1, 1, 0)
+        );
+        let reply = session.next().await;
+        assert_eq!(
+            reply.outcome,
+            TaskOutcome::Failed(format!(
+                "manager shutting down: task {task} kept for the next start"
+            ))
+        );
+        link.assert_none("the run is not cancelled").await;
+        (task, run)
+    });
+    let path = dir.path().to_path_buf();
+    life(move || async move {
+        let mgr = manager_over(&path, WAIT).await;
+        assert_eq!(result(&mgr, task, false).await, TaskState::Running);
+        let (worker, _link) = register(&mgr, 1, vec![(run, 0)]).await;
+        finish(&mgr, worker, run, Value::from("done")).await;
+        assert_eq!(
+            result(&mgr, task, true).await,
+            TaskState::finished(TaskOutcome::Done(Value::from("done")))
         );
     });
 }

@@ -699,11 +699,15 @@ impl Manager {
 
     /// The drain's deadline: answers the tasks still running as cancelled,
     /// cancels their runs, and waits at most `timeout_grace` for the workers
-    /// to report them stopped.
+    /// to report them stopped. With a task store they are kept instead
+    /// ([`Manager::keep_running`]).
     fn drain_deadline(&mut self, ctx: &mut Context<Self>) {
         let Some(d) = self.shutdown.as_ref().filter(|d| !d.done) else {
             return;
         };
+        if self.journal.is_some() {
+            return self.keep_running();
+        }
         let msg = format!(
             "manager shutting down: task cancelled at the drain deadline ({})",
             humantime::format_duration(d.limit)
@@ -1354,7 +1358,10 @@ impl Handler<WorkerLost> for Manager {
                 continue;
             };
             in_flight += 1;
-            if self.shutdown.is_some() {
+            if self.shutdown.is_some() && self.journal.is_some() {
+                // Its start stays recorded: requeued at the next start.
+                self.keep_for_next_start(task);
+            } else if self.shutdown.is_some() {
                 // Requeued, it could not start: see `shed_queue`.
                 let msg = "worker lost before completion (not requeued: manager shutting down)";
                 self.reply(task, TaskOutcome::Failed(msg.to_string()));

@@ -827,7 +827,8 @@ impl Manager {
     }
 
     /// The recovery grace is over: recovered runs no worker claimed are
-    /// requeued while attempts remain, or failed as their worker lost.
+    /// queued again without spending an attempt: whether they ran is not
+    /// known, and a manager crash must not fail a task.
     fn reclaim_unclaimed(&mut self, ctx: &mut Context<Self>) {
         let Some(j) = self.journal.as_mut() else {
             return;
@@ -840,24 +841,17 @@ impl Manager {
         // Requeued at the head one by one: newest first, so the oldest ends up in front.
         left.sort_unstable_by_key(|t| std::cmp::Reverse(t.id));
         let (mut requeued, mut failed) = (0, 0);
-        for task in left {
-            if task.started_times.saturating_sub(task.attempt_base) < task.spec.attempts.max(1) {
-                if self.sched.provides(&task.spec.name) {
-                    requeued += 1;
-                    self.requeue_front(task);
-                } else if let Some(task) = self.hold_front(task) {
-                    failed += 1;
-                    let msg = format!("no worker provides task {} any more", task.spec.name);
-                    self.reply(task, TaskOutcome::Failed(msg));
-                } else {
-                    requeued += 1;
-                }
-            } else {
+        for mut task in left {
+            task.started_times = task.started_times.saturating_sub(1).max(task.attempt_base);
+            if self.sched.provides(&task.spec.name) {
+                requeued += 1;
+                self.requeue_front(task);
+            } else if let Some(task) = self.hold_front(task) {
                 failed += 1;
-                self.reply(
-                    task,
-                    TaskOutcome::Failed("worker lost before completion".into()),
-                );
+                let msg = format!("no worker provides task {} any more", task.spec.name);
+                self.reply(task, TaskOutcome::Failed(msg));
+            } else {
+                requeued += 1;
             }
         }
         log::info!(
@@ -893,6 +887,37 @@ impl Manager {
             );
         }
         kept.len()
+    }
+
+    /// The drain's deadline with a store: the tasks still running stay
+    /// recorded as running and their runs go on, for their workers to hand
+    /// the outcomes over (or claim the runs) after the next start; nothing
+    /// is cancelled, and an attached client is told its task was kept.
+    pub(super) fn keep_running(&mut self) {
+        let late: Vec<Pending> = self
+            .runs
+            .values_mut()
+            .filter_map(|r| r.task.take())
+            .collect();
+        for task in &late {
+            kept_for_next_start(task);
+        }
+        if !late.is_empty() {
+            log::info!(
+                "drain deadline: {} running task(s) left running on their workers, kept in \
+                 task store {} for the next start",
+                late.len(),
+                self.journal
+                    .as_ref()
+                    .map(|j| j.path.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(d) = self.shutdown.as_mut() {
+            d.past_deadline = true;
+            d.report.kept_running = late.len();
+        }
+        self.check_drained();
     }
 
     /// Lets go of a task the store keeps for the next start (the manager
