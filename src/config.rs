@@ -8,7 +8,7 @@
 //! max_frame_bytes = 16777216       # largest frame accepted or sent (16 MiB)
 //! handshake_timeout = "5s"         # a peer must finish its handshake within this
 //! heartbeat_interval = "5s"        # quiet connections say so; 3 silent intervals = gone
-//! max_outgoing_bytes = 67108864    # bytes held for a peer that does not read (64 MiB)
+//! max_outgoing_bytes = 67108864    # bytes held for a peer before the sender slows (64 MiB)
 //!
 //! [manager]
 //! host = "127.0.0.1"               # address to listen on
@@ -68,10 +68,11 @@ pub struct SecuritySection {
     /// three intervals is disconnected (its tasks are then answered or
     /// requeued as for any lost worker). Default 5 s.
     pub heartbeat_interval: Option<Dur>,
-    /// Bound on the bytes one connection holds for a peer that is slow to
-    /// read them; past it (or with no byte taken for three heartbeat
-    /// intervals) the connection is closed. At least `max_frame_bytes`.
-    /// Default 64 MiB.
+    /// Bytes one connection holds for its peer before it slows down: past
+    /// it the connection takes on no more answers to the peer's requests,
+    /// and a manager sends a worker no assign past half of it. (A peer that
+    /// takes no byte for three heartbeat intervals is closed.) At least
+    /// `max_frame_bytes`. Default 64 MiB.
     pub max_outgoing_bytes: Option<usize>,
 }
 

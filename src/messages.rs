@@ -212,6 +212,62 @@ pub struct RegisterWorker {
     pub running: Vec<(RunId, SlotIndex)>,
     /// Where assignments and cancels go.
     pub link: Recipient<WorkerOrder>,
+    /// What the worker's connection holds for it; `None` where nothing
+    /// measures it (an actor standing in for a connection).
+    pub load: Option<std::sync::Arc<LinkLoad>>,
+}
+
+/// The bytes a worker's connection holds for it, shared by the connection
+/// and the manager. The manager assigns the worker nothing while the
+/// assign would take them over `limit`, so big tasks wait in the queue
+/// (with their credits unspent) instead of piling up in a connection the
+/// worker reads as fast as it can.
+#[derive(Debug)]
+pub struct LinkLoad {
+    /// Bytes waiting in the connection's outgoing buffer, as it last set.
+    pub waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of assigns the manager sent the connection that it has not
+    /// encoded yet (their size as the manager reckoned it).
+    pub reserved: std::sync::atomic::AtomicUsize,
+    /// Past this many bytes, no assign is sent.
+    pub limit: usize,
+    /// Set by the manager when it held an assign back: once the bytes are
+    /// back under `limit`, the connection says so ([`WorkerReady`]).
+    pub wanted: std::sync::atomic::AtomicBool,
+}
+
+impl LinkLoad {
+    /// A load over `waiting`, the connection's own count, held to `limit`.
+    pub fn new(waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>, limit: usize) -> LinkLoad {
+        LinkLoad {
+            waiting,
+            reserved: Default::default(),
+            limit,
+            wanted: Default::default(),
+        }
+    }
+
+    /// Bytes held for the worker now, encoded or not.
+    pub fn held(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.waiting.load(Relaxed) + self.reserved.load(Relaxed)
+    }
+
+    /// Whether `more` bytes would take it over its limit. A connection that
+    /// holds nothing always takes one more, whatever its size.
+    pub fn over(&self, more: usize) -> bool {
+        let held = self.held();
+        held > 0 && held + more > self.limit
+    }
+}
+
+/// Worker connection → Manager: the bytes held for the worker are back
+/// under its limit after the manager held an assign back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerReady {
+    /// The worker.
+    pub worker: WorkerId,
 }
 
 /// Why the manager refused a worker's registration, and whether trying
@@ -375,6 +431,9 @@ pub enum WorkerOrder {
         args: Value,
         /// Deadline, if any.
         timeout: Option<Duration>,
+        /// Bytes the manager reserved for it in the worker's [`LinkLoad`],
+        /// given back once it is encoded.
+        reserved: usize,
     },
     /// Stop a run; its finish still comes and frees the slot.
     Cancel {

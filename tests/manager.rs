@@ -42,6 +42,7 @@ async fn register(mgr: &Addr<Manager>, capacity: u32, tasks: &[&str]) -> (Worker
             eval: false,
             running: vec![],
             link: link.recipient(),
+            load: None,
         }),
     )
     .await
@@ -1064,6 +1065,7 @@ async fn runs_a_worker_brings_to_registration_are_cancelled_and_hold_their_slots
             eval: false,
             running: vec![(9_001, 2), (9_002, 0)],
             link: link.recipient(),
+            load: None,
         }),
     )
     .await
@@ -1097,6 +1099,7 @@ async fn runs_a_worker_brings_to_registration_are_cancelled_and_hold_their_slots
                 eval: false,
                 running,
                 link: Link::start().recipient(),
+                load: None,
             }),
         )
         .await
@@ -1119,6 +1122,7 @@ async fn a_worker_claiming_more_slots_than_the_bound_is_refused() {
             eval: false,
             running: vec![],
             link: Link::start().recipient(),
+            load: None,
         }),
     )
     .await
@@ -1147,6 +1151,7 @@ async fn registration_refusals_say_whether_retrying_can_help() {
             eval: false,
             running,
             link: Link::start().recipient(),
+            load: None,
         })
     };
     for (capacity, tasks, running, why) in [
@@ -1236,6 +1241,7 @@ async fn the_old_run_of_a_requeued_task_is_cancelled_when_its_worker_returns() {
             eval: false,
             running: vec![(task, 0)],
             link: back.recipient(),
+            load: None,
         }),
     )
     .await
@@ -2219,4 +2225,53 @@ async fn a_run_refused_by_a_draining_slot_is_queued_again_without_spending_an_at
         "{:?}",
         replies[0].outcome
     );
+}
+
+/// The manager sends a worker no assign that would take the bytes its link
+/// holds past the link's limit (one always goes to a link that holds
+/// nothing): the rest wait in the queue with their credits unspent, and go
+/// once the link says it has room again.
+#[actix::test]
+async fn big_tasks_wait_in_the_queue_while_the_workers_link_is_full() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let mgr = paused_manager(3);
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let load = Arc::new(LinkLoad::new(waiting.clone(), 2500));
+    let mut link = Link::start();
+    let worker = within(
+        "registration",
+        mgr.send(RegisterWorker {
+            address: "stub".into(),
+            capacity: 4,
+            tasks: vec!["t".into()],
+            eval: false,
+            running: vec![],
+            link: link.recipient(),
+            load: Some(load.clone()),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let s = Session::start();
+    let big = |n: u64| TaskSpec::new("t", Value::Binary(vec![n as u8; 1000]));
+    for n in 0..4 {
+        accept(&mgr, 1, &s, n, big(n)).await;
+    }
+    // Two of about 1,030 bytes fit under 2,500; the third would not.
+    let first = assigns(link.drain().await);
+    assert_eq!(first.len(), 2, "{first:?}");
+    let reserved = load.reserved.load(Ordering::Relaxed);
+    assert!((2000..2500).contains(&reserved), "{reserved}");
+    assert_eq!(status(&mgr).await.queued, 2);
+    assert!(load.wanted.load(Ordering::Relaxed));
+
+    // The link encoded them and the worker read them all.
+    load.reserved.store(0, Ordering::Relaxed);
+    waiting.store(0, Ordering::Relaxed);
+    mgr.send(WorkerReady { worker }).await.unwrap();
+    let rest = assigns(link.drain().await);
+    assert_eq!(rest.len(), 2, "the held tasks go once there is room");
+    assert_eq!(status(&mgr).await.queued, 0);
 }

@@ -59,6 +59,7 @@ async fn register_echo(mgr: &Addr<Manager>) -> (WorkerId, Stub<WorkerOrder>) {
             eval: false,
             running: vec![],
             link: link.recipient(),
+            load: None,
         }),
     )
     .await

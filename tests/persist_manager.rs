@@ -69,6 +69,7 @@ async fn register(
             eval: false,
             running,
             link: link.recipient(),
+            load: None,
         }),
     )
     .await
@@ -321,6 +322,7 @@ fn recovered_tasks_wait_for_a_provider_for_the_grace_then_fail() {
                 eval: false,
                 running: vec![],
                 link: other.recipient(),
+                load: None,
             }),
         )
         .await

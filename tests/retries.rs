@@ -48,6 +48,7 @@ async fn register(mgr: &Addr<Manager>, tasks: &[&str]) -> (WorkerId, Link) {
             eval: false,
             running: vec![],
             link: link.recipient(),
+            load: None,
         }),
     )
     .await

@@ -118,6 +118,7 @@ async fn a_status_of_a_thousand_workers_fits_and_the_client_lives_on() {
                 eval: false,
                 running: vec![],
                 link: link.recipient(),
+                load: None,
             }),
         )
         .await

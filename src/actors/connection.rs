@@ -11,12 +11,16 @@
 //!
 //! Frames to the peer are sealed straight into one outgoing buffer, which a
 //! flushing future empties into the socket after the actor has handled what
-//! its mailbox holds, so a burst of replies becomes few syscalls. The buffer
-//! is bounded (`max_outgoing`): a peer that stops reading while frames are
-//! due is closed once the bound is passed, or once it has taken no byte for
-//! the silence limit while bytes wait, with one log line; its role then
-//! handles the loss as any other (a client's tasks are cancelled, a
-//! worker's runs requeued). A wire error is logged once, with the peer's
+//! its mailbox holds, so a burst of replies becomes few syscalls. Past
+//! `max_outgoing` bytes waiting, the connection takes on no more answers to
+//! the peer's requests (they wait, and at [`MAX_OPEN_REQUESTS`] it stops
+//! reading): a peer that reads slowly is slowed, never dropped for the
+//! volume the other side chose to send. A peer that takes no byte for the
+//! silence limit while bytes wait is not reading: the connection is closed
+//! with one log line, and its role handles the loss as any other (a client's tasks are
+//! cancelled, a worker's runs requeued). The bytes waiting are published
+//! ([`Connection::backlog`]) for the manager, which sends a worker no
+//! assign that would take them past half the bound. A wire error is logged once, with the peer's
 //! address, and closes the connection; a message the role may not receive
 //! is answered with the protocol's `error` message first. Those lines are
 //! escaped and rate-limited per kind ([`crate::logsafe`]): any peer can
@@ -49,6 +53,8 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -129,6 +135,9 @@ pub trait Peer: Sized + Unpin + 'static {
     /// A message arrived from the peer.
     fn received(conn: &mut Connection<Self>, msg: Self::In, ctx: &mut Context<Connection<Self>>);
 
+    /// The socket took bytes of what waited for the peer.
+    fn flushed(_conn: &mut Connection<Self>, _ctx: &mut Context<Connection<Self>>) {}
+
     /// The connection is closed; `failure` says why, `None` for a clean close.
     fn stopped(&mut self, failure: Option<String>);
 
@@ -182,6 +191,11 @@ pub struct Connection<P: Peer> {
     _permit: Option<crate::protocol::handshake::Guard>,
     /// Its part of the manager's bound on all connections' outgoing bytes.
     outgoing: Option<Share>,
+    /// The length of `out`, for whoever decides what to send this peer.
+    backlog: Arc<AtomicUsize>,
+    /// The answers' future, while it waits for `out` to fall under the
+    /// bound.
+    answers_held: Option<Waker>,
 }
 
 impl<P: Peer> Connection<P> {
@@ -215,6 +229,8 @@ impl<P: Peer> Connection<P> {
             close_token: None,
             _permit: rest.permit,
             outgoing: rest.outgoing,
+            backlog: Arc::default(),
+            answers_held: None,
         }
     }
 
@@ -267,17 +283,19 @@ impl<P: Peer> Connection<P> {
         {
             return self.abandon(self.evicted_why(), ctx);
         }
-        if self.out.len() > self.max_outgoing {
-            let why = format!(
-                "peer is not reading: {} bytes waiting, over the bound of {}",
-                self.out.len(),
-                self.max_outgoing
-            );
-            return self.abandon(why, ctx);
-        }
         if let Some(w) = self.flush_waker.take() {
             w.wake();
         }
+    }
+
+    /// The bytes waiting for the peer, kept current by the connection.
+    pub fn backlog(&self) -> Arc<AtomicUsize> {
+        self.backlog.clone()
+    }
+
+    /// The bound on bytes waiting for the peer (`security.max_outgoing_bytes`).
+    pub fn max_outgoing(&self) -> usize {
+        self.max_outgoing
     }
 
     /// Waits for `request` (e.g. an actix `send`) and then runs `then` with
@@ -309,6 +327,11 @@ impl<P: Peer> Connection<P> {
         loop {
             if let Some(share) = self.outgoing.as_ref().filter(|s| s.over()) {
                 share.wake_when_under(task.waker());
+                return Poll::Pending;
+            }
+            if self.out.len() > self.max_outgoing {
+                // The flusher wakes this once the peer took enough.
+                self.answers_held = Some(task.waker().clone());
                 return Poll::Pending;
             }
             let Poll::Ready(Some(then)) = self.asks.poll_next_unpin(task) else {
@@ -373,6 +396,7 @@ impl<P: Peer> Connection<P> {
     /// bytes waiting and the sent front of the allocation they sit in
     /// (spare capacity is left out: an idle buffer is not a slow peer's).
     fn report_outgoing(&self) {
+        self.backlog.store(self.out.len(), Ordering::Relaxed);
         if let Some(share) = &self.outgoing {
             share.set(self.out.len() + self.sent_front);
         }
@@ -406,6 +430,24 @@ impl<P: Peer> Connection<P> {
 
     /// Writes what `out` holds until the socket would block; see [`Steady`].
     fn flush(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
+        let before = self.out.len();
+        let step = self.flush_out(ctx, task);
+        if self.out.len() < before {
+            if self.out.len() <= self.max_outgoing {
+                if let Some(w) = self.answers_held.take() {
+                    w.wake();
+                }
+            }
+            P::flushed(self, ctx);
+        }
+        step
+    }
+
+    fn flush_out(
+        &mut self,
+        ctx: &mut Context<Self>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
         let Some(io) = self.write_half.as_mut() else {
             return Poll::Ready(());
         };

@@ -27,7 +27,7 @@ use crate::protocol::{
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-static ASSIGN_OVERHEAD: LazyLock<usize> = LazyLock::new(assign_overhead);
+pub(super) static ASSIGN_OVERHEAD: LazyLock<usize> = LazyLock::new(assign_overhead);
 
 /// One connected client. See the module docs.
 pub struct ClientSession {

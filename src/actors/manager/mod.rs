@@ -226,6 +226,8 @@ pub struct Manager {
     settings: ManagerSettings,
     sched: Scheduler,
     links: IdMap<Recipient<WorkerOrder>>,
+    /// What each worker's link holds for it, where it is measured.
+    loads: IdMap<Arc<LinkLoad>>,
     queues: [VecDeque<Pending>; 3],
     runs: IdMap<Run>,
     next_id: u64,
@@ -286,6 +288,7 @@ impl Manager {
             settings,
             sched: Scheduler::new(),
             links: IdMap::default(),
+            loads: IdMap::default(),
             queues: Default::default(),
             runs: IdMap::default(),
             next_id: random_id_base(),
@@ -458,8 +461,15 @@ impl Manager {
         }
     }
 
-    /// Starts `task` on `worker`, spending one of its credits.
-    fn start(&mut self, mut task: Pending, worker: WorkerId, ctx: &mut Context<Self>) {
+    /// Starts `task` on `worker`, spending one of its credits; its assign
+    /// takes `bytes` on the worker's link.
+    fn start(
+        &mut self,
+        mut task: Pending,
+        worker: WorkerId,
+        bytes: usize,
+        ctx: &mut Context<Self>,
+    ) {
         let credit = if self.links.contains_key(&worker) {
             self.sched.assign(worker)
         } else {
@@ -498,12 +508,17 @@ impl Manager {
                 act.expire(run, limit, ctx)
             });
         }
+        if let Some(load) = self.loads.get(&worker) {
+            load.reserved
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
         self.links[&worker].do_send(WorkerOrder::Assign {
             run,
             slot,
             name: task.spec.name.clone(),
             args: task.spec.args.clone(),
             timeout: task.spec.timeout,
+            reserved: bytes,
         });
         self.runs.insert(
             run,
@@ -583,10 +598,10 @@ impl Manager {
                 if self.sched.idle_slots() == 0 {
                     return;
                 }
-                match self.sched.pick(&self.queues[level][i].spec.name) {
-                    Some(worker) => {
+                match pick_for(&mut self.sched, &self.loads, &self.queues[level][i].spec) {
+                    Some((worker, bytes)) => {
                         let t = self.queues[level].remove(i).expect("index in range");
-                        self.start(t, worker, ctx);
+                        self.start(t, worker, bytes, ctx);
                     }
                     None => i += 1,
                 }
@@ -885,6 +900,37 @@ impl Manager {
     }
 }
 
+/// The worker a task of `spec` goes to now, and the bytes its assign takes:
+/// the least loaded that provides it, has a free slot, and has room on its
+/// link for the assign ([`LinkLoad`]). A worker without room is set aside
+/// until its link says it has some ([`WorkerReady`]), and the next is tried.
+fn pick_for(
+    sched: &mut Scheduler,
+    loads: &IdMap<Arc<LinkLoad>>,
+    spec: &TaskSpec,
+) -> Option<(WorkerId, usize)> {
+    let mut bytes = None;
+    loop {
+        let worker = sched.pick(&spec.name)?;
+        let Some(load) = loads.get(&worker) else {
+            return Some((worker, 0));
+        };
+        let size = *bytes.get_or_insert_with(|| {
+            *client_session::ASSIGN_OVERHEAD + spec.name.len() + codec::encoded_len(&spec.args)
+        });
+        if !load.over(size) {
+            return Some((worker, size));
+        }
+        load.wanted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        sched.set_congested(worker, true);
+        log::debug!(
+            "worker {worker}: {} bytes wait on its link; an assign of {size} waits for room",
+            load.held()
+        );
+    }
+}
+
 /// Task and run ids start at a random point, so a worker that reconnects
 /// after a manager restart and reports a run from before cannot be mistaken
 /// for a run of the new manager's.
@@ -986,11 +1032,11 @@ impl Manager {
         // Start it now if a free slot provides it, even when the queue is
         // full: after every dispatch no queued task fits a free slot, so this
         // overtakes nobody, and the bound is on waiting tasks only.
-        if let Some(worker) = self.sched.pick(&task.spec.name) {
+        if let Some((worker, bytes)) = pick_for(&mut self.sched, &self.loads, &task.spec) {
             if let Some(j) = self.journal.as_mut() {
                 j.accept(&task);
             }
-            self.start(task, worker, ctx);
+            self.start(task, worker, bytes, ctx);
             return Ok(id);
         }
         let free = self.queue_limit().saturating_sub(self.held() as u64) as usize;
@@ -1210,6 +1256,9 @@ impl Handler<RegisterWorker> for Manager {
             msg.link.do_send(WorkerOrder::Cancel { run, slot });
         }
         self.links.insert(id, msg.link);
+        if let Some(load) = msg.load {
+            self.loads.insert(id, load);
+        }
         log::info!(
             "worker {id} joined from {} with {} slot(s), {} busy with earlier runs \
              ({attached} of recovered tasks attached, the rest cancelled); capacity now {}",
@@ -1285,6 +1334,15 @@ impl Handler<RunFinished> for Manager {
     }
 }
 
+impl Handler<WorkerReady> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerReady, ctx: &mut Self::Context) {
+        self.sched.set_congested(msg.worker, false);
+        self.dispatch(ctx);
+    }
+}
+
 impl Handler<RunRefused> for Manager {
     type Result = ();
 
@@ -1344,6 +1402,7 @@ impl Handler<WorkerLost> for Manager {
             .map(str::to_string)
             .collect();
         self.links.remove(&msg.worker);
+        self.loads.remove(&msg.worker);
         let mut lost: Vec<RunId> = self
             .runs
             .iter()

@@ -39,6 +39,9 @@ pub struct WorkerState {
     pub eval: bool,
     /// Draining workers get nothing new.
     pub draining: bool,
+    /// Its link holds as much as the manager sends it: it gets nothing new
+    /// until the link has room (its free slots do not count as idle).
+    pub congested: bool,
     /// Moving average of its task time, microseconds.
     pub avg_us: Option<f64>,
     load_key: Option<u64>,
@@ -47,7 +50,13 @@ pub struct WorkerState {
 impl WorkerState {
     /// Whether it can take one more task now.
     pub fn has_idle_slot(&self) -> bool {
-        !self.draining && !self.free.is_empty()
+        self.takes() && !self.free.is_empty()
+    }
+
+    /// Whether its free slots count as idle: it is neither draining nor
+    /// congested.
+    fn takes(&self) -> bool {
+        !self.draining && !self.congested
     }
 
     /// Slots busy with runs (assigned and not yet reported finished).
@@ -114,6 +123,7 @@ impl Scheduler {
             tasks,
             eval,
             draining: false,
+            congested: false,
             avg_us: None,
             load_key: None,
         };
@@ -162,7 +172,30 @@ impl Scheduler {
             }
         }
         self.capacity -= u64::from(w.capacity);
-        self.idle -= w.free.len() as u64;
+        if !w.congested {
+            self.idle -= w.free.len() as u64;
+        }
+    }
+
+    /// Marks a worker's link as congested (or not any more): see
+    /// [`WorkerState::congested`].
+    pub fn set_congested(&mut self, id: WorkerId, congested: bool) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.congested == congested {
+            return;
+        }
+        w.congested = congested;
+        if !w.draining {
+            let free = w.free.len() as u64;
+            if congested {
+                self.idle -= free;
+            } else {
+                self.idle += free;
+            }
+        }
+        self.reindex(id);
     }
 
     /// The least-loaded worker with an idle slot that provides `task`.
@@ -175,7 +208,7 @@ impl Scheduler {
     pub fn assign(&mut self, id: WorkerId) -> Option<SlotIndex> {
         let w = self.workers.get_mut(&id)?;
         let slot = w.free.pop()?;
-        if !w.draining {
+        if w.takes() {
             self.idle -= 1;
         }
         self.reindex(id);
@@ -193,7 +226,7 @@ impl Scheduler {
             return;
         }
         w.free.push(slot);
-        if !w.draining {
+        if w.takes() {
             self.idle += 1;
         }
         if let Some(t) = took {
@@ -330,6 +363,30 @@ mod tests {
         s.assign(fast);
         // fast is now full (4 slots): slow is the only choice.
         assert_eq!(s.pick("t"), Some(slow));
+    }
+
+    #[test]
+    fn a_congested_worker_is_not_picked_and_its_free_slots_are_not_idle() {
+        let mut s = Scheduler::new();
+        let a = s.add("a".into(), 3, names(&["echo"]), false, &[]);
+        let b = s.add("b".into(), 2, names(&["echo"]), false, &[]);
+        assert_eq!(s.idle_slots(), 5);
+        s.set_congested(a, true);
+        assert_eq!((s.idle_slots(), s.capacity()), (2, 5));
+        assert_eq!(s.pick("echo"), Some(b));
+        let slot = s.assign(b).unwrap();
+        s.assign(b).unwrap();
+        assert_eq!((s.idle_slots(), s.pick("echo")), (0, None));
+        s.release(b, slot, None);
+        s.set_congested(a, false);
+        assert_eq!(s.idle_slots(), 4);
+        // Draining while congested, then removed: nothing counted twice.
+        s.set_congested(a, true);
+        s.drain(a);
+        s.set_congested(a, false);
+        assert_eq!((s.idle_slots(), s.capacity()), (1, 2));
+        s.remove(a);
+        assert_eq!((s.idle_slots(), s.capacity()), (1, 2));
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! `WorkerLink`: the role of a manager-side connection to one worker. The
 //! actor is `Connection<WorkerLink>`: it registers the worker with the
 //! [`Manager`], sends finished runs and the drain notice straight to it, and
-//! encodes the manager's orders ([`WorkerOrder`]) for the worker.
+//! encodes the manager's orders ([`WorkerOrder`]) for the worker. It shares
+//! the bytes it holds for the worker with the manager ([`LinkLoad`]) and
+//! tells it when they fall back under their limit after it held an assign
+//! back.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use actix::prelude::*;
 
@@ -20,6 +26,7 @@ pub struct WorkerLink {
     manager: Addr<Manager>,
     worker: Option<WorkerId>,
     registering: bool,
+    load: Option<Arc<LinkLoad>>,
 }
 
 impl WorkerLink {
@@ -38,6 +45,7 @@ impl WorkerLink {
                 manager,
                 worker: None,
                 registering: false,
+                load: None,
             },
         )
     }
@@ -58,6 +66,8 @@ impl WorkerLink {
             Self::refuse(conn, Refusal::permanent(why), ctx);
             return;
         }
+        let load = Arc::new(LinkLoad::new(conn.backlog(), conn.max_outgoing() / 2));
+        conn.role.load = Some(load.clone());
         let reg = RegisterWorker {
             address: conn.role.peer.clone(),
             capacity: r.capacity,
@@ -65,6 +75,7 @@ impl WorkerLink {
             eval: r.eval,
             running: r.running.iter().map(|x| (x.run_id, x.slot)).collect(),
             link: ctx.address().recipient(),
+            load: Some(load),
         };
         // Orders the manager sends while registering wait in the mailbox
         // until `registered` is out.
@@ -116,6 +127,16 @@ impl Peer for WorkerLink {
     type In = FromWorker;
     type Out = ToWorker;
     const LABEL: &'static str = "worker";
+
+    fn flushed(conn: &mut Connection<Self>, _: &mut Context<Connection<Self>>) {
+        let (Some(load), Some(worker)) = (&conn.role.load, conn.role.worker) else {
+            return;
+        };
+        if load.wanted.load(Ordering::Relaxed) && !load.over(0) {
+            load.wanted.store(false, Ordering::Relaxed);
+            conn.role.manager.do_send(WorkerReady { worker });
+        }
+    }
 
     fn received(conn: &mut Connection<Self>, msg: FromWorker, ctx: &mut Context<Connection<Self>>) {
         match (conn.role.worker, msg) {
@@ -198,13 +219,19 @@ impl Handler<WorkerOrder> for Connection<WorkerLink> {
                 name,
                 args,
                 timeout,
-            } => ToWorker::Assign(Assign {
-                run_id: run,
-                slot,
-                task: name,
-                args,
-                timeout_ms: timeout.map(|d| d.as_millis() as u64),
-            }),
+                reserved,
+            } => {
+                if let Some(load) = &self.role.load {
+                    load.reserved.fetch_sub(reserved, Ordering::Relaxed);
+                }
+                ToWorker::Assign(Assign {
+                    run_id: run,
+                    slot,
+                    task: name,
+                    args,
+                    timeout_ms: timeout.map(|d| d.as_millis() as u64),
+                })
+            }
             WorkerOrder::Cancel { run, slot } => ToWorker::Cancel { run_id: run, slot },
         };
         self.send(wire, ctx);
