@@ -48,6 +48,7 @@ pub struct ManagerHandle {
     /// Cancelled to stop the accept loop and close every connection.
     closing: CancellationToken,
     gate: Arc<Gate>,
+    failure: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl ManagerHandle {
@@ -80,6 +81,18 @@ impl ManagerHandle {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Resolves with why if the manager stops for good on an error (its
+    /// task store failed); never otherwise. It stops accepting first.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.clone();
+        let why = match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        };
+        self.closing.cancel();
+        why
     }
 
     /// [`ManagerHandle::drain`], then [`ManagerHandle::close`] within
@@ -139,6 +152,7 @@ pub async fn start_manager_for(
             );
         }
     }
+    let failure = manager.failure();
     let manager = manager.start();
     let closing = CancellationToken::new();
     let outgoing = OutgoingBudget::new(limits.max_outgoing_total);
@@ -156,6 +170,7 @@ pub async fn start_manager_for(
         manager,
         closing,
         gate,
+        failure,
     })
 }
 

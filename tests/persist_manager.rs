@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use argon::actors::manager::persist::STORE_BUSY;
-use argon::actors::manager::{Store, StoreError};
+use argon::actors::manager::journal::STORE_BUSY;
+use argon::actors::manager::{RedbStore, StoreError};
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{DeadList, Priority, Value};
@@ -365,9 +365,11 @@ async fn a_worker_claiming_an_unknown_run_has_it_cancelled() {
 #[actix::test]
 async fn a_corrupt_store_is_an_error_that_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(argon::actors::manager::persist::STORE_FILE);
+    let file = dir
+        .path()
+        .join(argon::actors::manager::store::redb::STORE_FILE);
     std::fs::write(&file, vec![0xa5u8; 8192]).unwrap();
-    let err: StoreError = match Store::open(dir.path()) {
+    let err: StoreError = match RedbStore::open(dir.path()) {
         Ok(_) => panic!("a corrupt store opened"),
         Err(e) => e,
     };
@@ -611,10 +613,10 @@ fn answered_tasks_and_expired_results_leave_the_store() {
 
 /// Opens the store in `dir`, retrying while the writer thread of a manager
 /// whose life ended still holds it.
-fn open_blocking(dir: &Path) -> Store {
+fn open_blocking(dir: &Path) -> RedbStore {
     let deadline = Instant::now() + WAIT;
     loop {
-        match Store::open(dir) {
+        match RedbStore::open(dir) {
             Ok(s) => return s,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -759,4 +761,74 @@ fn a_retry_running_at_the_crash_keeps_its_retries_used_and_its_own_attempts() {
         let (worker, mut link) = register(&mgr, 1, vec![]).await;
         fails_after_runs(&mgr, &mut link, worker, task, 2).await;
     });
+}
+
+/// A store that takes records until it fails: what a full or broken disk
+/// looks like to the manager.
+struct FailingStore {
+    left: usize,
+}
+
+impl argon::actors::manager::TaskStore for FailingStore {
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        "task store under test".into()
+    }
+
+    fn take_recovered(&mut self) -> argon::actors::manager::store::Recovered {
+        Default::default()
+    }
+
+    fn start(&mut self, _: argon::actors::manager::store::CommitSink) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn record(&mut self, _: argon::actors::manager::store::Record) -> Result<(), StoreError> {
+        if self.left == 0 {
+            return Err(StoreError {
+                path: "/nowhere".into(),
+                what: "no space left on device".into(),
+            });
+        }
+        self.left -= 1;
+        Ok(())
+    }
+
+    fn close(&mut self) {}
+}
+
+/// A store that fails while the manager runs stops the manager with an
+/// error its owner can read (the binary exits with it): the library never
+/// ends the process itself.
+#[actix::test]
+async fn a_failing_store_stops_the_manager_with_its_error() {
+    let manager = Manager::with_store(settings(WAIT), FailingStore { left: 0 });
+    let mut failure = manager.failure();
+    let mgr = manager.start();
+    let (_, _link) = register(&mgr, 1, vec![]).await;
+    let session = Session::start();
+    let _ = mgr
+        .send(SubmitTask {
+            session: SESSION,
+            request_id: 1,
+            spec: spec(1, Priority::Normal, 1),
+            reply_to: session.recipient(),
+            detach: true,
+        })
+        .await;
+    let why = within("the failure", failure.wait_for(Option::is_some))
+        .await
+        .expect("the manager says why")
+        .clone()
+        .unwrap_or_default();
+    assert!(why.contains("no space left on device"), "{why}");
+    within("the manager to stop", async {
+        while mgr.connected() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
 }

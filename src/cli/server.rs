@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use argon::actors::manager::retry::MAX_RETRIES;
-use argon::actors::manager::{Manager, Store};
+use argon::actors::manager::{Manager, RedbStore};
 use argon::actors::ManagerSettings;
 use argon::admission::{self, ConnectionLimits};
 use argon::config::Config;
@@ -182,7 +182,8 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     let mut signals = runtime::Signals::new();
     let manager = match a.persist.as_deref().or(config.manager.persist.as_deref()) {
         Some(dir) => {
-            let store = Store::open(dir).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
+            let store =
+                RedbStore::open(dir).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
             Manager::with_store(settings, store)
         }
         None => Manager::new(settings),
@@ -198,8 +199,10 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    signals.next().await;
-    until_stopped(handle.shutdown(drain), &mut signals).await
+    tokio::select! {
+        _ = signals.next() => until_stopped(handle.shutdown(drain), &mut signals).await,
+        why = handle.failed() => Err(Failure::new(EXIT_FAILED, why)),
+    }
 }
 
 /// Runs a graceful stop (`stop`) unless another signal comes first: then

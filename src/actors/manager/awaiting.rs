@@ -81,10 +81,6 @@ impl Awaiting {
         }
     }
 
-    pub(super) fn set_grace(&mut self, grace: Duration) {
-        self.grace = grace;
-    }
-
     /// How long a window lasts.
     pub(super) fn grace(&self) -> Duration {
         self.grace

@@ -28,17 +28,20 @@
 
 pub mod awaiting;
 pub mod client_session;
+pub mod journal;
 pub mod metrics;
 pub mod overview;
-pub mod persist;
+mod recovery;
 pub mod results;
 pub mod retry;
 pub mod scheduler;
+pub mod store;
 pub mod turns;
 pub mod worker_link;
 
 pub use client_session::ClientSession;
-pub use persist::{Store, StoreError};
+pub use store::redb::RedbStore;
+pub use store::{MemoryStore, StoreError, TaskStore};
 pub use worker_link::WorkerLink;
 
 use std::cmp::Reverse;
@@ -115,7 +118,7 @@ pub struct ManagerSettings {
     pub recovery_grace: Duration,
     /// With a task store: most records waiting for their commit when a
     /// submit is still accepted; past it submits are denied "store busy".
-    /// Default [`persist::STORE_BACKLOG`].
+    /// Default [`journal::STORE_BACKLOG`].
     pub store_backlog: u64,
     /// How long the tasks of a kind whose last provider went wait for
     /// another before they fail ([`awaiting`]); zero fails them at once.
@@ -141,7 +144,7 @@ impl Default for ManagerSettings {
             retry_jitter: retry::uniform_jitter,
             dead_max: 1000,
             recovery_grace: crate::protocol::DEFAULT_HEARTBEAT * crate::protocol::SILENT_INTERVALS,
-            store_backlog: persist::STORE_BACKLOG,
+            store_backlog: journal::STORE_BACKLOG,
             provider_grace: None,
         }
     }
@@ -171,14 +174,27 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
-struct Pending {
-    id: TaskId,
+/// Where a task's one outcome goes.
+enum ReplyTo {
+    /// To the session that submitted it (an attached task).
+    Session(Recipient<TaskReply>),
+    /// To the result store, read by task id: a detached task, or any task
+    /// recovered from a store.
+    Kept,
+}
+
+/// The submit a task came from.
+struct Origin {
     session: SessionId,
     request_id: u64,
+}
+
+struct Pending {
+    id: TaskId,
+    /// `None` for a task recovered from a store: its session is gone.
+    origin: Option<Origin>,
     spec: TaskSpec,
-    reply_to: Recipient<TaskReply>,
-    /// Outlives its session; its outcome goes to `results`.
-    detached: bool,
+    reply: ReplyTo,
     started_times: u32,
     level: Priority,
     waiting_since: Instant,
@@ -191,6 +207,26 @@ struct Pending {
     /// `started_times` when its current try began: worker loss spends the
     /// attempts of one try.
     attempt_base: u32,
+}
+
+impl Pending {
+    /// Whether it outlives its session: its outcome is kept by id.
+    fn detached(&self) -> bool {
+        matches!(self.reply, ReplyTo::Kept)
+    }
+
+    /// Whether it is request `request_id` of `session`.
+    fn of_request(&self, session: SessionId, request_id: u64) -> bool {
+        self.origin
+            .as_ref()
+            .is_some_and(|o| o.session == session && o.request_id == request_id)
+    }
+
+    /// Whether it is an attached task of `session` (one that goes when
+    /// its session does).
+    fn attached_to(&self, session: SessionId) -> bool {
+        !self.detached() && self.origin.as_ref().is_some_and(|o| o.session == session)
+    }
 }
 
 /// One run of a task in one worker slot.
@@ -251,8 +287,10 @@ pub struct Manager {
     awaiting: Awaiting,
     /// Tasks that failed after using their retries.
     dead: DeadStore,
-    /// The task store, in durable mode ([`persist`]).
-    journal: Option<persist::Journal>,
+    /// The task store and what waits for its commits ([`journal`]).
+    journal: journal::Journal,
+    /// Set when the manager stops for good on an error (its store failed).
+    failure: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// One `GetResult` with `wait`.
@@ -275,15 +313,36 @@ pub const SHUTTING_DOWN: &str = "manager shutting down";
 pub const NOT_STARTED: &str = "manager shutting down: task not started";
 
 impl Manager {
-    /// A manager with no workers.
+    /// A manager with no workers and no task store (nothing is kept).
     pub fn new(settings: ManagerSettings) -> Manager {
+        Manager::with_store(settings, MemoryStore)
+    }
+
+    /// A manager over `store` (for example [`RedbStore::open`]): a durable
+    /// one continues its ids, and its tasks and results are recovered when
+    /// the actor starts.
+    pub fn with_store(settings: ManagerSettings, store: impl TaskStore) -> Manager {
+        let durable = store.durable();
+        let journal = journal::Journal::new(
+            Box::new(store),
+            settings.recovery_grace,
+            settings.store_backlog,
+        );
         let results = ResultStore::new(
             settings.result_ttl,
             settings.result_max,
             settings.result_max_bytes,
         );
         let dead = DeadStore::new(settings.dead_max);
-        let grace = settings.provider_grace.unwrap_or(awaiting::PROVIDER_GRACE);
+        let grace = settings.provider_grace.unwrap_or(if durable {
+            awaiting::PROVIDER_GRACE_STORED
+        } else {
+            awaiting::PROVIDER_GRACE
+        });
+        let mut results = results;
+        if durable {
+            results.track_gone();
+        }
         Manager {
             settings,
             sched: Scheduler::new(),
@@ -305,8 +364,15 @@ impl Manager {
             retrying: Retrying::default(),
             awaiting: Awaiting::new(grace, awaiting::MAX_WINDOWS),
             dead,
-            journal: None,
+            journal,
+            failure: tokio::sync::watch::channel(None).0,
         }
+    }
+
+    /// Resolves with why, if the manager stops for good on an error (its
+    /// task store failed); a receiver taken before the actor starts.
+    pub fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.failure.subscribe()
     }
 
     fn fresh_id(&mut self) -> u64 {
@@ -393,9 +459,8 @@ impl Manager {
                     .push(&task.spec.name, task.worker, address, error);
             }
         }
-        match self.journal.as_mut() {
-            Some(j) => j.finish(task, outcome),
-            None => self.deliver(task, outcome),
+        if let Some((task, outcome)) = self.journal.finish(task, outcome) {
+            self.deliver(task, outcome);
         }
     }
 
@@ -404,25 +469,26 @@ impl Manager {
     /// of its id sees the same one.
     fn deliver(&mut self, task: Pending, outcome: TaskOutcome) {
         let waiters = self.waiters.remove(&task.id).unwrap_or_default();
-        if waiters.is_empty() && !task.detached {
-            return task.reply_to.do_send(TaskReply {
-                request_id: task.request_id,
+        if let (true, ReplyTo::Session(to), Some(origin)) =
+            (waiters.is_empty(), &task.reply, &task.origin)
+        {
+            return to.do_send(TaskReply {
+                request_id: origin.request_id,
                 outcome,
             });
         }
         let outcome = Arc::new(outcome);
-        let outcome = if task.detached {
-            self.results.insert(task.id, outcome, Instant::now())
-        } else {
-            outcome
+        let outcome = match task.reply {
+            ReplyTo::Kept => self.results.insert(task.id, outcome, Instant::now()),
+            ReplyTo::Session(_) => outcome,
         };
         self.waiting -= waiters.len();
         for w in waiters {
             let _ = w.tx.send(outcome.clone());
         }
-        if !task.detached {
-            task.reply_to.do_send(TaskReply {
-                request_id: task.request_id,
+        if let (ReplyTo::Session(to), Some(origin)) = (&task.reply, &task.origin) {
+            to.do_send(TaskReply {
+                request_id: origin.request_id,
                 outcome: Arc::unwrap_or_clone(outcome),
             });
         }
@@ -452,7 +518,7 @@ impl Manager {
         {
             return TaskState::Running;
         }
-        if self.journal.as_ref().is_some_and(|j| j.holds(id)) {
+        if self.journal.holds(id) {
             return TaskState::Running;
         }
         match self.results.get(id, Instant::now()) {
@@ -495,14 +561,12 @@ impl Manager {
         // one (ids share one counter), so a late report of an earlier run is
         // never taken for the current one.
         // A recovered task's earlier run may still be reported by its id.
-        let run = if task.started_times == 1 && task.session != persist::RECOVERED_SESSION {
+        let run = if task.started_times == 1 && task.origin.is_some() {
             task.id
         } else {
             self.fresh_id()
         };
-        if let Some(j) = self.journal.as_mut() {
-            j.start(task.id, run, task.started_times);
-        }
+        self.journal.start_run(task.id, run, task.started_times);
         if let Some(limit) = task.spec.timeout {
             ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
                 act.expire(run, limit, ctx)
@@ -615,9 +679,10 @@ impl Manager {
     /// not started, or kept for the next start by a task store).
     fn requeue_refused(&mut self, task: Pending) {
         if self.shutdown.is_some() {
-            match self.journal {
-                Some(_) => self.keep_for_next_start(task),
-                None => self.reply(task, TaskOutcome::Failed(NOT_STARTED.to_string())),
+            if self.journal.durable() {
+                self.keep_for_next_start(task);
+            } else {
+                self.reply(task, TaskOutcome::Failed(NOT_STARTED.to_string()));
             }
         } else if self.sched.provides(&task.spec.name) {
             self.requeue_front(task);
@@ -652,7 +717,7 @@ impl Manager {
             .iter()
             .find_map(|(id, r)| r.task.as_ref().filter(|t| which(t)).map(|_| *id));
         let Some(run) = run else {
-            return self.journal.as_mut()?.take_unclaimed(which);
+            return self.journal.take_unclaimed(which);
         };
         let task = self.runs.get_mut(&run)?.task.take();
         self.cancel_run(run);
@@ -668,7 +733,7 @@ impl Manager {
     /// with it, queued tasks are kept for the next start instead
     /// ([`Manager::keep_queue`]).
     fn shed_queue(&mut self) -> usize {
-        if self.journal.is_some() {
+        if self.journal.durable() {
             return self.keep_queue();
         }
         let mut shed: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
@@ -684,7 +749,7 @@ impl Manager {
         let now = Instant::now();
         let not_started = self.shed_queue() + self.shed_retries();
         let running = self.runs.values().filter(|r| r.task.is_some()).count();
-        let queued = if self.journal.is_some() {
+        let queued = if self.journal.durable() {
             "kept for the next start"
         } else {
             "answered as not started"
@@ -720,7 +785,7 @@ impl Manager {
         let Some(d) = self.shutdown.as_ref().filter(|d| !d.done) else {
             return;
         };
-        if self.journal.is_some() {
+        if self.journal.durable() {
             return self.keep_running();
         }
         let msg = format!(
@@ -751,7 +816,7 @@ impl Manager {
     /// Ends the drain once nothing is left to wait for: before the deadline,
     /// no task running; after it, no cancelled run unreported.
     fn check_drained(&mut self) {
-        let committing = self.journal.as_ref().is_some_and(|j| j.answering());
+        let committing = self.journal.answering();
         let runs = &self.runs;
         let Some(d) = self.shutdown.as_mut().filter(|d| !d.done) else {
             return;
@@ -782,7 +847,7 @@ impl Manager {
             0 => String::new(),
             n => format!(", {n} of them not reported stopped by their workers"),
         };
-        let queued = if self.journal.is_some() {
+        let queued = if self.journal.durable() {
             "kept for the next start"
         } else {
             "answered as not started"
@@ -796,9 +861,7 @@ impl Manager {
             r.not_started
         );
         let waiters = std::mem::take(&mut d.waiters);
-        if let Some(j) = self.journal.as_mut() {
-            j.close();
-        }
+        self.journal.close();
         for w in waiters {
             let _ = w.send(r);
         }
@@ -970,8 +1033,8 @@ impl Handler<SubmitTask> for Manager {
         let result = self.submit(msg, ctx);
         self.metrics.submitted(&result);
         // In durable mode an acceptance is sent once it is committed.
-        match self.journal.as_mut().filter(|_| result.is_ok()) {
-            Some(j) => j.accept_reply().unwrap_or(Response::reply(result)),
+        match self.journal.accept_reply() {
+            Some(reply) => reply,
             None => Response::reply(result),
         }
     }
@@ -986,7 +1049,7 @@ impl Manager {
         if let Some(deny) = self.deny_shutting_down() {
             return Err(deny);
         }
-        if let Some(busy) = self.journal.as_ref().and_then(|j| j.busy()) {
+        if let Some(busy) = self.journal.busy() {
             return Err(self.deny(busy));
         }
         if self.sched.capacity() == 0 {
@@ -1013,14 +1076,20 @@ impl Manager {
             )));
         }
         msg.spec.retries = Some(retries);
+        let session = msg.session;
         let task = Pending {
             id: self.fresh_id(),
-            session: msg.session,
-            request_id: msg.request_id,
+            origin: Some(Origin {
+                session,
+                request_id: msg.request_id,
+            }),
             level: msg.spec.priority,
             spec: msg.spec,
-            reply_to: msg.reply_to,
-            detached: msg.detach,
+            reply: if msg.detach {
+                ReplyTo::Kept
+            } else {
+                ReplyTo::Session(msg.reply_to)
+            },
             started_times: 0,
             waiting_since: Instant::now(),
             accepted_at: Instant::now(),
@@ -1033,15 +1102,13 @@ impl Manager {
         // full: after every dispatch no queued task fits a free slot, so this
         // overtakes nobody, and the bound is on waiting tasks only.
         if let Some((worker, bytes)) = pick_for(&mut self.sched, &self.loads, &task.spec) {
-            if let Some(j) = self.journal.as_mut() {
-                j.accept(&task);
-            }
+            self.journal.accept(&task);
             self.start(task, worker, bytes, ctx);
             return Ok(id);
         }
         let free = self.queue_limit().saturating_sub(self.held() as u64) as usize;
         if free == 0 {
-            return Err(self.deny_place(task.session, "queue full"));
+            return Err(self.deny_place(session, "queue full"));
         }
         // Places are held for waiting clients only while the queue has work
         // for every slot, or half its bound where that is less (with a
@@ -1049,15 +1116,13 @@ impl Manager {
         // running dry takes anyone.
         let dry_below = self.sched.capacity().min((self.queue_limit() / 2).max(1));
         let running_dry = (self.queued() as u64) < dry_below;
-        if !self.turns.admit(task.session, free, Instant::now()) && !running_dry {
+        if !self.turns.admit(session, free, Instant::now()) && !running_dry {
             return Err(self.deny_place(
-                task.session,
+                session,
                 "queue full for newcomers: places go to waiting clients in turn",
             ));
         }
-        if let Some(j) = self.journal.as_mut() {
-            j.accept(&task);
-        }
+        self.journal.accept(&task);
         self.queues[task.level.index()].push_back(task);
         self.dispatch(ctx);
         Ok(id)
@@ -1068,7 +1133,7 @@ impl Handler<CancelTask> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: CancelTask, _: &mut Self::Context) {
-        match self.take_task(|t| t.session == msg.session && t.request_id == msg.request_id) {
+        match self.take_task(|t| t.of_request(msg.session, msg.request_id)) {
             Some(task) => {
                 log::debug!("task {} cancelled by its client", task.id);
                 self.reply(task, TaskOutcome::Failed(CANCELLED.to_string()));
@@ -1139,7 +1204,7 @@ impl Handler<ClientGone> for Manager {
     fn handle(&mut self, msg: ClientGone, _: &mut Self::Context) {
         self.metrics.client(false);
         self.turns.gone(msg.session);
-        let attached = |t: &Pending| t.session == msg.session && !t.detached;
+        let attached = |t: &Pending| t.attached_to(msg.session);
         let mut let_go: Vec<TaskId> = Vec::new();
         for q in &mut self.queues {
             let_go.extend(q.iter().filter(|t| attached(t)).map(|t| t.id));
@@ -1162,10 +1227,8 @@ impl Handler<ClientGone> for Manager {
             self.cancel_run(*run);
         }
         self.forget_waiters(&let_go);
-        if let Some(j) = self.journal.as_mut() {
-            for id in &let_go {
-                j.drop_task(*id);
-            }
+        for id in &let_go {
+            self.journal.drop_task(*id);
         }
         let mut ended = 0;
         for list in self.waiters.values_mut() {
@@ -1417,7 +1480,7 @@ impl Handler<WorkerLost> for Manager {
                 continue;
             };
             in_flight += 1;
-            if self.shutdown.is_some() && self.journal.is_some() {
+            if self.shutdown.is_some() && self.journal.durable() {
                 // Its start stays recorded: requeued at the next start.
                 self.keep_for_next_start(task);
             } else if self.shutdown.is_some() {

@@ -268,9 +268,7 @@ impl Manager {
             return;
         }
         task.retried += 1;
-        if let Some(j) = self.journal.as_mut() {
-            j.retry(&task);
-        }
+        self.journal.retry(&task);
         let planned = backoff(
             self.settings.retry_base,
             self.settings.retry_max,

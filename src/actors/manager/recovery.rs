@@ -1,0 +1,336 @@
+//! Durable mode's part of the manager: starting over a task store and
+//! taking over what it held, and keeping tasks for the next start when the
+//! manager stops. With a store that keeps nothing none of this does
+//! anything.
+//!
+//! Recovery: tasks never started are queued again by priority in id
+//! (acceptance) order; tasks recorded as started wait for a worker to claim
+//! their run when it registers (then the run is attached and its result
+//! accepted), for at most the recovery grace; then they are queued again
+//! without spending an attempt (whether they ran is unknown, and a crash
+//! must not fail a task). A restart loses every provider at once: the
+//! recovered tasks wait for workers that provide them in the windows of
+//! [`super::awaiting`], opened at the start for at least the recovery
+//! grace. A recovered task keeps its retries used, so it gets only those
+//! left. A task that was waiting for its retry is queued again at once: the
+//! backoff's due time is not recorded (it is in-process time, and a restart
+//! is itself a wait). A retry whose record was not yet committed at the
+//! crash is not counted. A worker that claims the first run of a task
+//! recovered as queued (its start was not yet committed) gets it attached
+//! too. Every recovered task is detached: its outcome goes to the result
+//! store. New ids continue past the recorded high-water mark plus
+//! [`ID_GAP`], so an id is never handed out twice.
+//!
+//! A store that fails to write stops the manager ([`Manager::failure`]):
+//! what was committed is recovered at the next start.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::time::Instant;
+
+use super::journal::{now_ms, Deferred, ID_GAP};
+use super::store::{CommitSink, Committed, StoreFailed, StoredOutcome};
+use super::{Manager, Pending, ReplyTo, Run};
+use crate::messages::*;
+
+impl Manager {
+    /// Starts the store, and installs what it held (once, when the actor
+    /// starts).
+    pub(super) fn recover(&mut self, ctx: &mut Context<Self>) {
+        let sink = CommitSink {
+            committed: ctx.address().recipient(),
+            failed: ctx.address().recipient(),
+        };
+        if let Err(e) = self.journal.start(sink) {
+            return self.store_failed(e.to_string(), ctx);
+        }
+        if !self.journal.durable() {
+            return;
+        }
+        let recovered = self.journal.take_recovered();
+        if let Some(high) = recovered.high_id {
+            self.next_id = high.saturating_add(ID_GAP);
+        }
+        let now = Instant::now();
+        let wall = now_ms();
+        let mut results = recovered.results;
+        results.sort_by_key(|(id, r)| (r.finished_ms, *id));
+        let mut expired = Vec::new();
+        let kept = results.len();
+        for (id, r) in results {
+            let age = Duration::from_millis(wall.saturating_sub(r.finished_ms));
+            let Some(at) = now
+                .checked_sub(age)
+                .filter(|_| age < self.settings.result_ttl)
+            else {
+                expired.push(id);
+                continue;
+            };
+            let outcome = match r.outcome {
+                StoredOutcome::Done(v) => TaskOutcome::Done(v),
+                StoredOutcome::Failed(e) => TaskOutcome::Failed(e),
+            };
+            self.results.insert(id, Arc::new(outcome), at);
+        }
+        for id in expired {
+            self.journal.forget(id);
+        }
+        self.forget_gone();
+        let mut tasks = recovered.tasks;
+        tasks.sort_by_key(|(id, _, _)| *id);
+        let (mut queued, mut running) = (0, 0);
+        let mut kinds = HashSet::new();
+        for (id, r, start) in tasks {
+            let task = Pending {
+                id,
+                origin: None,
+                reply: ReplyTo::Kept,
+                level: r.priority,
+                spec: TaskSpec {
+                    name: r.name,
+                    args: r.args,
+                    priority: r.priority,
+                    timeout: r.timeout_ms.map(Duration::from_millis),
+                    attempts: r.attempts,
+                    retries: Some(r.retries),
+                },
+                started_times: start.as_ref().map_or(r.attempt_base, |s| s.started_times),
+                waiting_since: now,
+                accepted_at: now,
+                worker: None,
+                retried: r.retried,
+                attempt_base: r.attempt_base,
+            };
+            kinds.insert(task.spec.name.clone());
+            match start {
+                Some(s) => {
+                    running += 1;
+                    self.journal.unclaimed.insert(s.run, task);
+                }
+                None => {
+                    queued += 1;
+                    self.queues[task.level.index()].push_back(task);
+                }
+            }
+        }
+        let grace = self.journal.grace;
+        // Unclaimed runs are requeued after `grace`: their kinds' windows
+        // last at least that long, so they find them open.
+        let window = self.awaiting.grace().max(grace);
+        self.open_windows(&kinds, now, window);
+        self.hold_orphans(&kinds);
+        self.arm_provider_timer(ctx);
+        log::info!(
+            "{}: recovered {queued} queued task(s), {running} running (their workers have {} \
+             to claim them), {kept} kept result(s); they wait up to {} for workers that \
+             provide them",
+            self.journal.describe(),
+            humantime::format_duration(grace),
+            humantime::format_duration(window)
+        );
+        if running > 0 {
+            ctx.run_later(grace, |act, ctx| act.reclaim_unclaimed(ctx));
+        }
+    }
+
+    /// The recovered task whose run `run` a registering worker reports, if
+    /// there is one: it is attached to the run instead of the run being
+    /// cancelled.
+    pub(super) fn claim_recovered(
+        &mut self,
+        run: RunId,
+        ctx: &mut Context<Self>,
+    ) -> Option<Pending> {
+        let task = match self.journal.unclaimed.remove(&run) {
+            Some(t) => t,
+            None => {
+                // A first run whose start was not committed: its id is the
+                // task's. A task recovered after a retry was scheduled has
+                // started before, so its first run ended.
+                let first = |t: &Pending| t.id == run && t.origin.is_none() && t.started_times == 0;
+                let queued = self.queues.iter().position(|q| q.iter().any(first));
+                let mut t = match queued {
+                    Some(level) => {
+                        let i = self.queues[level].iter().position(first)?;
+                        self.queues[level].remove(i)?
+                    }
+                    None => self.awaiting.take(first)?,
+                };
+                t.started_times = t.started_times.max(1);
+                self.journal.start_run(t.id, run, t.started_times);
+                t
+            }
+        };
+        if let Some(limit) = task.spec.timeout {
+            ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
+                act.expire(run, limit, ctx)
+            });
+        }
+        log::debug!(
+            "recovered task {} attached to its running run {run}",
+            task.id
+        );
+        Some(task)
+    }
+
+    /// The recovery grace is over: recovered runs no worker claimed are
+    /// queued again without spending an attempt: whether they ran is not
+    /// known, and a manager crash must not fail a task.
+    fn reclaim_unclaimed(&mut self, ctx: &mut Context<Self>) {
+        let mut left: Vec<Pending> = self.journal.unclaimed.drain().map(|(_, t)| t).collect();
+        if left.is_empty() || self.shutdown.is_some() {
+            // Shutting down: they stay in the store for the next start.
+            return;
+        }
+        // Requeued at the head one by one: newest first, so the oldest ends up in front.
+        left.sort_unstable_by_key(|t| std::cmp::Reverse(t.id));
+        let (mut requeued, mut failed) = (0, 0);
+        for mut task in left {
+            task.started_times = task.started_times.saturating_sub(1).max(task.attempt_base);
+            if self.sched.provides(&task.spec.name) {
+                requeued += 1;
+                self.requeue_front(task);
+            } else if let Some(task) = self.hold_front(task) {
+                failed += 1;
+                let msg = format!("no worker provides task {} any more", task.spec.name);
+                self.reply(task, TaskOutcome::Failed(msg));
+            } else {
+                requeued += 1;
+            }
+        }
+        log::info!(
+            "recovered running task(s) no worker claimed: {requeued} requeued, {failed} failed"
+        );
+        self.dispatch(ctx);
+    }
+
+    /// Sends deletions for the outcomes the result store let go.
+    pub(super) fn forget_gone(&mut self) {
+        for id in self.results.take_gone() {
+            self.journal.forget(id);
+        }
+    }
+
+    /// Graceful shutdown with a durable store: queued tasks stay recorded
+    /// for the next start instead of being answered; an attached client is
+    /// told so. Returns how many.
+    pub(super) fn keep_queue(&mut self) -> usize {
+        let mut kept: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        kept.extend(self.awaiting.drain());
+        for t in kept.iter() {
+            kept_for_next_start(t);
+        }
+        log::info!(
+            "{} queued task(s) kept in {} for the next start",
+            kept.len(),
+            self.journal.describe()
+        );
+        kept.len()
+    }
+
+    /// The drain's deadline with a durable store: the tasks still running
+    /// stay recorded as running and their runs go on, for their workers to
+    /// hand the outcomes over (or claim the runs) after the next start;
+    /// nothing is cancelled, and an attached client is told its task was
+    /// kept.
+    pub(super) fn keep_running(&mut self) {
+        let late: Vec<Pending> = self
+            .runs
+            .values_mut()
+            .filter_map(|r| r.task.take())
+            .collect();
+        for task in &late {
+            kept_for_next_start(task);
+        }
+        if !late.is_empty() {
+            log::info!(
+                "drain deadline: {} running task(s) left running on their workers, kept in {} \
+                 for the next start",
+                late.len(),
+                self.journal.describe()
+            );
+        }
+        if let Some(d) = self.shutdown.as_mut() {
+            d.past_deadline = true;
+            d.report.kept_running = late.len();
+        }
+        self.check_drained();
+    }
+
+    /// Lets go of a task the store keeps for the next start (the manager
+    /// stops): its record stays, and an attached client is told so.
+    pub(super) fn keep_for_next_start(&mut self, task: Pending) {
+        kept_for_next_start(&task);
+    }
+
+    /// A run a registering worker reports that belongs to a recovered task:
+    /// the run as the manager tracks it.
+    pub(super) fn attached_run(worker: WorkerId, slot: SlotIndex, mut task: Pending) -> Run {
+        task.worker = Some(worker);
+        Run {
+            worker,
+            slot,
+            started: Instant::now(),
+            task: Some(task),
+        }
+    }
+
+    /// The store failed: the manager stops serving, says why to whoever
+    /// waits on [`Manager::failure`], and stops. What was committed is
+    /// recovered at the next start.
+    pub(super) fn store_failed(&mut self, why: String, ctx: &mut Context<Self>) {
+        log::error!(
+            "{} failed: {why}; stopping (committed tasks are recovered at the next start)",
+            self.journal.describe()
+        );
+        let _ = self
+            .failure
+            .send(Some(format!("{} failed: {why}", self.journal.describe())));
+        ctx.stop();
+    }
+}
+
+/// Tells the attached client of `task` that its task stays in the store
+/// for the next start instead of being answered now.
+fn kept_for_next_start(task: &Pending) {
+    if let (ReplyTo::Session(to), Some(origin)) = (&task.reply, &task.origin) {
+        to.do_send(TaskReply {
+            request_id: origin.request_id,
+            outcome: TaskOutcome::Failed(format!(
+                "manager shutting down: task {} kept for the next start",
+                task.id
+            )),
+        });
+    }
+}
+
+impl Handler<Committed> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Committed, _: &mut Self::Context) {
+        for d in self.journal.committed(msg.upto) {
+            match d {
+                Deferred::Accept(id, tx) => {
+                    let _ = tx.send(Ok(id));
+                }
+                Deferred::Outcome(answered) => {
+                    let (task, outcome) = *answered;
+                    self.deliver(task, outcome);
+                }
+            }
+        }
+        self.forget_gone();
+        self.check_drained();
+    }
+}
+
+impl Handler<StoreFailed> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreFailed, ctx: &mut Self::Context) {
+        self.store_failed(msg.0, ctx)
+    }
+}
