@@ -5,7 +5,7 @@
 //! The accept loop asks a [`Gate`] before it sends its hello. Past
 //! `max_connections` connections the connection is refused at once with a
 //! refusal frame ([`crate::protocol::handshake::refuse`]), counted, and
-//! logged at most once a second ([`Throttle`]).
+//! logged at most once a second (a [`crate::logsafe::RateLimit`]).
 //!
 //! Handshakes cost a peer no key, so their slots must not be something a
 //! peer without the key can hold against everyone else. When
@@ -335,41 +335,6 @@ fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Permit> {
         })
 }
 
-/// Lets one log line of a kind through per interval and counts the ones it
-/// held back, for the next line to report.
-#[derive(Debug)]
-pub struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl Throttle {
-    /// At most one line per `every`.
-    pub fn new(every: Duration) -> Throttle {
-        Throttle {
-            every,
-            last: None,
-            held: 0,
-        }
-    }
-
-    /// Whether to log the event that happens `now`: `Some(n)` with the
-    /// number of events held back since the last line, or `None`.
-    pub fn pass(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.every => {
-                self.held += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.held))
-            }
-        }
-    }
-}
-
 /// The accept loop's pause after an accept error (out of descriptors,
 /// typically): 100 ms, doubling up to 1 s, back to 100 ms after a success.
 #[derive(Debug, Default)]
@@ -527,17 +492,6 @@ mod tests {
             max_connections_for(u64::MAX) as u64,
             u64::MAX - DESCRIPTOR_RESERVE
         );
-    }
-
-    #[test]
-    fn throttle_passes_one_line_a_second_and_counts_the_rest() {
-        let mut t = Throttle::new(Duration::from_secs(1));
-        let t0 = Instant::now();
-        assert_eq!(t.pass(t0), Some(0));
-        assert_eq!(t.pass(t0 + Duration::from_millis(10)), None);
-        assert_eq!(t.pass(t0 + Duration::from_millis(900)), None);
-        assert_eq!(t.pass(t0 + Duration::from_millis(1000)), Some(2));
-        assert_eq!(t.pass(t0 + Duration::from_millis(1500)), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::net::TcpListener;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actors::{
     ClientSession, Manager, ManagerSettings, WorkerLink, WorkerPool, WorkerSettings,
 };
-use crate::admission::{self, AcceptBackoff, ConnectionLimits, Eviction, Gate, Throttle};
+use crate::admission::{self, AcceptBackoff, ConnectionLimits, Eviction, Gate};
 use crate::log_limited;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::{Drain, GetStatus, Shutdown, ShutdownReport};
@@ -193,13 +193,11 @@ async fn accept_loop(
     outgoing: Arc<OutgoingBudget>,
     closing: CancellationToken,
 ) {
+    // Each of these lines at most once a second, with a count of the rest.
+    static ACCEPT_FAILED: RateLimit = RateLimit::new(Duration::from_secs(1));
+    static REFUSED: [RateLimit; 2] = [const { RateLimit::new(Duration::from_secs(1)) }; 2];
+    static EVICTED: RateLimit = RateLimit::new(Duration::from_secs(1));
     let mut backoff = AcceptBackoff::default();
-    let mut failure_log = Throttle::new(Duration::from_secs(1));
-    let mut refusal_logs = [
-        Throttle::new(Duration::from_secs(1)),
-        Throttle::new(Duration::from_secs(1)),
-    ];
-    let mut eviction_log = Throttle::new(Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -216,16 +214,12 @@ async fn accept_loop(
             }
             Err(e) => {
                 let pause = backoff.failed();
-                if let Some(held) = failure_log.pass(Instant::now()) {
-                    let held = match held {
-                        0 => String::new(),
-                        n => format!(" ({n} more failures since the last report)"),
-                    };
-                    log::error!(
-                        "accept failed: {e}; pausing {}{held}",
-                        humantime::format_duration(pause)
-                    );
-                }
+                log_limited!(
+                    ACCEPT_FAILED,
+                    log::Level::Error,
+                    "accept failed: {e}; pausing {}",
+                    humantime::format_duration(pause)
+                );
                 tokio::time::sleep(pause).await;
                 continue;
             }
@@ -235,9 +229,9 @@ async fn accept_loop(
             Err(why) => {
                 handshake::refuse(stream, why);
                 let limits = gate.limits();
-                let (log, limit) = match why {
+                let (limiter, limit) = match why {
                     Refusal::Handshakes => (
-                        &mut refusal_logs[1],
+                        &REFUSED[1],
                         format!(
                             "{} in all, {} per address; the oldest began less than {} ago",
                             limits.max_handshakes,
@@ -245,33 +239,33 @@ async fn accept_loop(
                             humantime::format_duration(admission::EVICTABLE_AFTER)
                         ),
                     ),
-                    _ => (&mut refusal_logs[0], limits.max_connections.to_string()),
+                    _ => (&REFUSED[0], limits.max_connections.to_string()),
                 };
-                if log.pass(Instant::now()).is_some() {
-                    log::warn!(
-                        "refusing connections: {why} (limit {limit}); {} refused so far",
-                        gate.refused(why)
-                    );
-                }
+                log_limited!(
+                    limiter,
+                    log::Level::Warn,
+                    "refusing connections: {why} (limit {limit}); {} refused so far",
+                    gate.refused(why)
+                );
                 continue;
             }
         };
         if let Some(why) = admitted.evicted {
-            if eviction_log.pass(Instant::now()).is_some() {
-                let share = match why {
-                    Eviction::Full => format!("all {}", gate.limits().max_handshakes),
-                    Eviction::Address => format!(
-                        "{} from {}",
-                        gate.limits().max_handshakes_per_address,
-                        peer.ip()
-                    ),
-                };
-                log::warn!(
-                    "handshake slots taken ({share}): closing the oldest handshake to admit \
-                     a new connection; {} evicted so far",
-                    gate.evicted()
-                );
-            }
+            let share = match why {
+                Eviction::Full => format!("all {}", gate.limits().max_handshakes),
+                Eviction::Address => format!(
+                    "{} from {}",
+                    gate.limits().max_handshakes_per_address,
+                    peer.ip()
+                ),
+            };
+            log_limited!(
+                EVICTED,
+                log::Level::Warn,
+                "handshake slots taken ({share}): closing the oldest handshake to admit a new \
+                 connection; {} evicted so far",
+                gate.evicted()
+            );
         }
         let _ = stream.set_nodelay(true);
         let manager = manager.clone();

@@ -287,8 +287,25 @@ fn default_max_connections_follows_the_descriptor_limit() {
     let mut refused = connect(&m.addr);
     assert_eq!(first_bytes(&mut refused, 10), REFUSED_CONNECTIONS);
     drop(held);
-    let out = m.client_cmd("ping", [] as [&str; 0]).run();
-    assert_eq!(out.code, Some(0), "{out}");
+    ping_once_room(&m);
+}
+
+/// Pings the manager until it answers, while it is still at its connection
+/// limit (it may not yet have noticed connections that just closed), within
+/// [`STARTUP`].
+fn ping_once_room(m: &Manager) {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        let out = m.client_cmd("ping", [] as [&str; 0]).run();
+        if out.code == Some(0) {
+            return;
+        }
+        assert!(
+            out.code == Some(76) && Instant::now() < deadline,
+            "ping after the held connections closed: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Past `max_handshakes`, a new connection is refused while the oldest
@@ -487,12 +504,8 @@ fn out_of_descriptors_the_accept_loop_backs_off_and_logs_rarely() {
         t0.elapsed(),
         m.proc.stderr()
     );
-    assert!(m
-        .proc
-        .stderr()
-        .contains("more failures since the last report"));
+    assert!(m.proc.stderr().contains("more in the last"));
     drop(held);
-    let out = m.client_cmd("ping", [] as [&str; 0]).run();
-    assert_eq!(out.code, Some(0), "{out}");
+    ping_once_room(&m);
     m.assert_healthy();
 }

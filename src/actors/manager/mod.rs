@@ -64,11 +64,8 @@ use awaiting::Awaiting;
 use metrics::ManagerMetrics;
 use results::ResultStore;
 use retry::{DeadStore, Retrying};
-use scheduler::{Scheduler, EVAL_TASK};
+use scheduler::{Scheduler, TaskTime, EVAL_TASK};
 use turns::Turns;
-
-/// Weight of the newest sample in the cluster-wide average task time.
-const EWMA_WEIGHT: f64 = 0.05;
 
 /// Most slots one worker may register. The manager keeps a credit per
 /// free slot, so a worker claiming billions would have it allocate
@@ -267,7 +264,8 @@ pub struct Manager {
     queues: [VecDeque<Pending>; 3],
     runs: IdMap<Run>,
     next_id: u64,
-    avg_us: Option<f64>,
+    /// The cluster's moving average of task time.
+    avg: TaskTime,
     completed: u64,
     failed: u64,
     denied: u64,
@@ -351,7 +349,7 @@ impl Manager {
             queues: Default::default(),
             runs: IdMap::default(),
             next_id: random_id_base(),
-            avg_us: None,
+            avg: TaskTime::default(),
             completed: 0,
             failed: 0,
             denied: 0,
@@ -415,7 +413,7 @@ impl Manager {
         if cap == 0 {
             return Duration::from_secs(1);
         }
-        let avg = self.avg_us.unwrap_or(100_000.0);
+        let avg = self.avg.micros().unwrap_or(100_000.0);
         Duration::from_micros((avg * needed as f64 / cap as f64) as u64)
             .clamp(Duration::from_millis(10), Duration::from_secs(60))
     }
@@ -632,7 +630,7 @@ impl Manager {
 
     /// Moves queue heads that waited too long one level up.
     fn promote_aged(&mut self, now: Instant) {
-        let Some(avg) = self.avg_us else {
+        let Some(avg) = self.avg.micros() else {
             return;
         };
         let limit = Duration::from_micros((avg * self.settings.aging_factor) as u64);
@@ -902,7 +900,7 @@ impl Manager {
                 normal: self.queues[1].len() as u64,
                 low: self.queues[2].len() as u64,
             },
-            avg_task_ms: self.avg_us.unwrap_or(0.0) / 1000.0,
+            avg_task_ms: self.avg.micros().unwrap_or(0.0) / 1000.0,
             completed: self.completed,
             failed: self.failed,
             denied: self.denied,
@@ -922,7 +920,7 @@ impl Manager {
                 address: w.address.clone(),
                 capacity: w.capacity,
                 in_flight: w.busy(),
-                avg_ms: w.avg_us.unwrap_or(0.0) / 1000.0,
+                avg_ms: w.avg.micros().unwrap_or(0.0) / 1000.0,
                 tasks: Vec::new(),
                 eval: w.eval,
                 draining: w.draining,
@@ -1367,16 +1365,10 @@ impl Handler<RunFinished> for Manager {
         match run.task {
             Some(task) => {
                 self.metrics.run_time(took);
-                // Averages are over successful runs: a failure's time says
-                // little about how long the next task will take.
                 let ok = matches!(msg.outcome, TaskOutcome::Done(_));
                 self.sched.release(msg.worker, run.slot, ok.then_some(took));
                 if ok {
-                    let sample = took.as_secs_f64() * 1e6;
-                    self.avg_us = Some(match self.avg_us {
-                        Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
-                        None => sample,
-                    });
+                    self.avg.add(took);
                 }
                 // The freed slot is refilled before the reply goes out, so
                 // the worker's next assign leaves first (see PERFORMANCE.md).

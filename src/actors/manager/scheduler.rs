@@ -19,8 +19,31 @@ use crate::messages::{SlotIndex, WorkerId};
 
 pub use crate::task::EVAL_TASK;
 
-/// Weight of the newest sample in a worker's moving average of task time.
-const EWMA_WEIGHT: f64 = 0.125;
+/// A moving average of task time: the one kind the manager keeps, per
+/// worker (for routing) and for the cluster (for `retry_after`, aging and
+/// status). Only successful runs count: a failure's time says little about
+/// how long the next task will take.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TaskTime(Option<f64>);
+
+impl TaskTime {
+    /// Weight of the newest sample.
+    pub const WEIGHT: f64 = 0.1;
+
+    /// Counts one run that took `took`.
+    pub fn add(&mut self, took: Duration) {
+        let sample = took.as_secs_f64() * 1e6;
+        self.0 = Some(match self.0 {
+            Some(avg) => avg + (sample - avg) * Self::WEIGHT,
+            None => sample,
+        });
+    }
+
+    /// The average in microseconds, once a run has counted.
+    pub fn micros(&self) -> Option<f64> {
+        self.0
+    }
+}
 
 /// What the manager knows about one worker.
 #[derive(Debug, Clone)]
@@ -42,8 +65,8 @@ pub struct WorkerState {
     /// Its link holds as much as the manager sends it: it gets nothing new
     /// until the link has room (its free slots do not count as idle).
     pub congested: bool,
-    /// Moving average of its task time, microseconds.
-    pub avg_us: Option<f64>,
+    /// Moving average of its task time.
+    pub avg: TaskTime,
     load_key: Option<u64>,
 }
 
@@ -70,7 +93,7 @@ impl WorkerState {
     }
 
     fn load(&self) -> u64 {
-        (f64::from(self.busy() + 1) * self.avg_us.unwrap_or(1.0).max(1.0)) as u64
+        (f64::from(self.busy() + 1) * self.avg.micros().unwrap_or(1.0).max(1.0)) as u64
     }
 
     /// The names it is picked for: its tasks, and [`EVAL_TASK`] if it
@@ -124,7 +147,7 @@ impl Scheduler {
             eval,
             draining: false,
             congested: false,
-            avg_us: None,
+            avg: TaskTime::default(),
             load_key: None,
         };
         for name in w.routing_names() {
@@ -230,11 +253,7 @@ impl Scheduler {
             self.idle += 1;
         }
         if let Some(t) = took {
-            let sample = t.as_secs_f64() * 1e6;
-            w.avg_us = Some(match w.avg_us {
-                Some(avg) => avg + (sample - avg) * EWMA_WEIGHT,
-                None => sample,
-            });
+            w.avg.add(t);
         }
         self.reindex(id);
     }
