@@ -9,14 +9,11 @@ mod args;
 mod bench;
 mod cluster;
 mod demo;
-mod detach;
 mod failed;
-mod load;
 mod map;
 mod server;
 mod status;
 mod submit;
-mod sweep;
 mod tasks;
 
 use std::path::PathBuf;
