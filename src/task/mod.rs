@@ -355,9 +355,9 @@ impl TaskRegistry {
     }
 
     /// Accepts eval scripts within `limits` (the operator's `--allow-eval`).
-    #[cfg(feature = "eval")]
     /// Each runs in a process started from this program, whose `main` must
     /// call [`eval::serve_if_runner`] first; see [`eval::Evaluator::new`].
+    #[cfg(feature = "eval")]
     pub fn enable_eval(&mut self, limits: eval::EvalLimits) -> &mut Self {
         self.enable_evaluator(eval::Evaluator::new(limits))
     }
