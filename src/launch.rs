@@ -47,6 +47,18 @@ impl Failure {
     }
 }
 
+/// The failure of asking for `what` from a build without the cargo
+/// feature `feature` (exit 2): refused rather than left undone.
+pub fn not_built(feature: &str, what: &str) -> Failure {
+    Failure::new(
+        EXIT_USAGE,
+        format!(
+            "{what} needs the cargo feature `{feature}`, which this argon was built without \
+             (build it with default features, or with --features {feature})"
+        ),
+    )
+}
+
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         Failure::new(e.exit_code(), e.to_string())

@@ -15,7 +15,8 @@
 //! - [`task`]: the task registry and the built-in tasks.
 //! - [`runtime`]: starting managers, workers and embedded clusters.
 //! - [`admission`]: the manager's limits on connections and handshakes.
-//! - [`http`]: the manager's read-only HTTP side: metrics, health, readiness.
+//! - `http`: the manager's read-only HTTP side: metrics, health, readiness
+//!   (cargo feature `http`).
 //! - [`worker_main`]: the worker process, for `argon worker` and worker
 //!   programs with tasks of their own.
 //! - [`launch`]: logging, config loading, key flags and exit codes shared by
@@ -35,12 +36,15 @@ pub mod admission;
 pub mod client;
 pub mod config;
 pub mod duration;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod json;
 pub mod launch;
 pub mod logsafe;
 pub mod messages;
 pub mod outgoing;
+#[cfg(not(feature = "http"))]
+mod plain_metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod task;

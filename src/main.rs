@@ -21,6 +21,7 @@ mod cli;
 
 fn main() -> ExitCode {
     argon::outgoing::fix_large_allocations();
+    #[cfg(feature = "eval")]
     argon::task::eval::serve_if_runner();
     let cli = cli::Cli::parse();
     init_logging(cli::default_log_level(&cli.command), cli.verbose, cli.quiet);

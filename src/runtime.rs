@@ -332,14 +332,18 @@ fn log_handshake_failure(peer: SocketAddr, e: &WireError) {
 /// actix system.
 ///
 /// `settings.allow_eval` decides whether eval scripts run: if set and the
-/// registry has no eval entry, one with default limits is added; if unset,
-/// any eval entry is removed.
-pub fn start_worker(settings: WorkerSettings, mut registry: TaskRegistry) -> Addr<WorkerPool> {
-    if settings.allow_eval {
-        if !registry.allows_eval() {
-            registry.enable_eval(EvalLimits::default());
-        }
-    } else {
+/// registry has no eval entry, one with default limits is added (in a build
+/// without the cargo feature `eval`, an error is logged and the worker runs
+/// without); if unset, any eval entry is removed.
+pub fn start_worker(mut settings: WorkerSettings, mut registry: TaskRegistry) -> Addr<WorkerPool> {
+    if settings.allow_eval
+        && !registry.allows_eval()
+        && !registry.enable_eval_if_built(EvalLimits::default())
+    {
+        log::error!("allow_eval is set, but this build has no eval (cargo feature `eval`): the worker takes no scripts");
+        settings.allow_eval = false;
+    }
+    if !settings.allow_eval {
         registry.disable_eval();
     }
     WorkerPool::new(settings, Arc::new(registry)).start()

@@ -13,7 +13,7 @@ use crate::client::ClientError;
 use crate::config::Config;
 use crate::launch::{
     check_mgr_addr, exit_code, handshake_settings, init_logging, install_panic_hook, load_config,
-    Failure, KeyArgs, DEFAULT_MGR, EXIT_CONFIG,
+    not_built, Failure, KeyArgs, DEFAULT_MGR, EXIT_CONFIG,
 };
 use crate::messages::{GaveUp, WaitGaveUp};
 use crate::runtime;
@@ -41,6 +41,24 @@ pub struct WorkerArgs {
     pub instances: u32,
 }
 
+/// Turns eval on in `registry`, with the config's `[eval]` limits, when
+/// `flag` (`--allow-eval`) or `worker.allow_eval` asks for it; returns
+/// whether it did. In a build without the cargo feature `eval`, asking is
+/// an error (exit 2) rather than a worker that takes no scripts.
+pub fn allow_eval(
+    flag: bool,
+    config: &Config,
+    registry: &mut TaskRegistry,
+) -> Result<bool, Failure> {
+    if !(flag || config.worker.allow_eval.unwrap_or(false)) {
+        return Ok(false);
+    }
+    if !registry.enable_eval_if_built(config.eval.clone()) {
+        return Err(not_built("eval", "--allow-eval (or worker.allow_eval)"));
+    }
+    Ok(true)
+}
+
 /// Runs a worker with `registry`'s tasks plus the command tasks of the
 /// config file, until SIGINT/SIGTERM, then drains it; a second signal
 /// while draining stops it at once (exit 130 or 143).
@@ -55,12 +73,9 @@ pub async fn run_worker(
         .map(|c| c as usize)
         .or(config.worker.capacity)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let allow_eval = a.allow_eval || config.worker.allow_eval.unwrap_or(false);
     crate::task::command::warn_missing(&config.tasks);
     registry.register_commands(&config.tasks);
-    if allow_eval {
-        registry.enable_eval(config.eval.clone());
-    }
+    let allow_eval = allow_eval(a.allow_eval, config, &mut registry)?;
     let mgr = a
         .mgr
         .or_else(|| config.worker.mgr.clone())
@@ -157,6 +172,7 @@ pub struct WorkerCli {
 /// }
 /// ```
 pub fn worker_main(registry: TaskRegistry) -> std::process::ExitCode {
+    #[cfg(feature = "eval")]
     crate::task::eval::serve_if_runner();
     let cli = WorkerCli::parse();
     init_logging(log::LevelFilter::Info, cli.verbose, cli.quiet);

@@ -16,6 +16,7 @@ fn parse_json(what: &str, text: &str) -> serde_json::Value {
 /// A bench where every task fails still prints its report (here JSON) but
 /// exits 1 and says how many failed.
 #[test]
+#[cfg(feature = "bench")]
 fn bench_with_failed_tasks_exits_1() {
     let sys = System::start(1, 2, ManagerOpts::default());
     let out = sys

@@ -98,6 +98,7 @@ fn bare_word_arguments_get_a_quoting_hint() {
 /// `cluster --config` runs the config's command tasks, allows eval when
 /// the config says so, and uses its key file instead of a fresh one.
 #[test]
+#[cfg(feature = "eval")]
 fn cluster_honours_the_config_file() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
@@ -123,6 +124,7 @@ fn cluster_honours_the_config_file() {
 
 /// `cluster --allow-eval` runs eval scripts.
 #[test]
+#[cfg(feature = "eval")]
 fn cluster_allow_eval_flag() {
     let (_proc, addr, key) = start_cluster(argon([
         "cluster",

@@ -77,6 +77,7 @@ impl RawClient {
 
 impl RawClient {
     /// Connects to the cluster's manager with the cluster's own key.
+    #[cfg(feature = "http")]
     async fn to_cluster(c: &argon::runtime::Cluster) -> RawClient {
         let stream = TcpStream::connect(c.manager.addr).await.expect("connect");
         let est = within(
@@ -91,6 +92,7 @@ impl RawClient {
 }
 
 /// The manager's `argon_result_waits` gauge.
+#[cfg(feature = "http")]
 async fn result_waits(m: &ManagerHandle) -> u64 {
     let snapshot = within(
         "metrics",
@@ -210,6 +212,7 @@ async fn frames_read_with_the_one_that_closed_the_connection_are_dropped() {
 /// then `MAX_OPEN_REQUESTS + 8` waits for its result and a ping (id 7), all in
 /// one write; returns once the manager holds the bound of waits, that is
 /// once the connection stopped reading. Also the task's id.
+#[cfg(feature = "http")]
 async fn paused_client(heartbeat: Duration) -> (argon::runtime::Cluster, RawClient, u64) {
     use argon::protocol::MAX_OPEN_REQUESTS;
     let mut hs = handshake();
@@ -267,6 +270,7 @@ async fn paused_client(heartbeat: Duration) -> (argon::runtime::Cluster, RawClie
 /// Ends the task by id from another connection, then reads every answer
 /// the paused client is owed: a result per wait, and the pong. Returns how
 /// many results came before the pong.
+#[cfg(feature = "http")]
 async fn release(cluster: &argon::runtime::Cluster, c: &mut RawClient, task_id: u64) -> u64 {
     use argon::protocol::MAX_OPEN_REQUESTS;
     let mut other = RawClient::to_cluster(cluster).await;
@@ -296,6 +300,7 @@ async fn release(cluster: &argon::runtime::Cluster, c: &mut RawClient, task_id: 
 /// waits, the ping is not read meanwhile (its pong comes after an answer
 /// freed a place, not before), and once the task ends every request is
 /// answered and nothing is lost.
+#[cfg(feature = "http")]
 #[actix::test]
 async fn a_connection_stops_reading_while_its_open_requests_are_at_the_bound() {
     let (cluster, mut c, task_id) = paused_client(Duration::from_secs(60)).await;
@@ -311,6 +316,7 @@ async fn a_connection_stops_reading_while_its_open_requests_are_at_the_bound() {
 /// peer's heartbeats wait unread in the socket: they still count. A client
 /// that goes on sending them keeps its connection for many silence limits
 /// (100 ms heartbeats: 300 ms), and gets every answer once the task ends.
+#[cfg(feature = "http")]
 #[actix::test]
 async fn a_paused_connection_lives_while_its_peer_writes() {
     let beat = Duration::from_millis(100);
@@ -326,6 +332,7 @@ async fn a_paused_connection_lives_while_its_peer_writes() {
 /// A paused connection whose peer sends nothing at all, not even
 /// heartbeats, is closed as silent after the silence limit, as it would be
 /// while read.
+#[cfg(feature = "http")]
 #[actix::test]
 async fn a_paused_connection_whose_peer_is_silent_is_closed() {
     let (_cluster, mut c, _) = paused_client(Duration::from_millis(100)).await;
@@ -343,6 +350,7 @@ async fn a_paused_connection_whose_peer_is_silent_is_closed() {
 /// never stops reading a stock client: with 600 waits on one connection, a
 /// ping still gets its pong at once, and every wait is answered once the
 /// task ends.
+#[cfg(feature = "http")]
 #[actix::test]
 async fn the_client_library_holds_back_waits_past_its_share() {
     use argon::client::MAX_OPEN_WAITS;

@@ -15,6 +15,8 @@
 //! `cargo test --test dashboard -- --ignored` runs one more: it puts the
 //! cluster under load and saves the page as docs/dashboard.png.
 
+#![cfg(all(feature = "http", feature = "bench"))]
+
 mod browser;
 mod common;
 

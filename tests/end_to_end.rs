@@ -779,6 +779,7 @@ fn keygen_is_private_and_refuses_to_overwrite() {
 
 /// 13. `argon demo` completes every task and fails none.
 #[test]
+#[cfg(feature = "bench")]
 fn demo_completes_every_task() {
     let out = argon(["demo", "--tasks", "600"])
         .limit(Duration::from_secs(60))

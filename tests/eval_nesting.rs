@@ -4,6 +4,8 @@
 //! keeps its id (it did not die and register again), and the task held in
 //! its other slot meanwhile completes.
 
+#![cfg(feature = "eval")]
+
 mod common;
 
 use std::ffi::OsStr;

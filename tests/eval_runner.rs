@@ -4,6 +4,8 @@
 //! stack overflow is reported as the script's error while the worker (this
 //! process) lives on.
 
+#![cfg(feature = "eval")]
+
 use std::time::{Duration, Instant};
 
 use argon::task::eval::{eval_args, EvalLimits, Evaluator};

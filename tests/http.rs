@@ -5,6 +5,8 @@
 //! a strict Content-Security-Policy, and a token guards all but `/healthz`.
 //! (tests/dashboard.rs loads the page in a browser.)
 
+#![cfg(feature = "http")]
+
 mod common;
 
 use std::collections::HashMap;

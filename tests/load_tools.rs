@@ -2,6 +2,8 @@
 //! `argon worker --instances N`, `argon bench --idle-clients N --hold DUR`
 //! and `argon bench --detach`.
 
+#![cfg(feature = "bench")]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Actor-level test of the `Manager`'s metrics: what `GetMetrics` returns
 //! after submits, denies, runs and client sessions, with a paused clock.
 
+#![cfg(feature = "http")]
+
 mod support;
 
 use std::time::Duration;

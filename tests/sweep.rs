@@ -4,6 +4,8 @@
 //! with the cluster, and that the SVG is a well-formed document. Nothing
 //! here asserts how fast anything is.
 
+#![cfg(feature = "bench")]
+
 mod common;
 
 use std::time::Duration;

@@ -13,6 +13,7 @@ use common::{Manager, ManagerOpts, TempDir, Worker};
 
 /// A manager plus one worker started with `extra` flags, registered.
 struct Setup {
+    #[cfg_attr(not(feature = "eval"), allow(dead_code))]
     dir: TempDir,
     manager: Manager,
     worker: Worker,
@@ -214,6 +215,7 @@ fn client_timeout_stops_a_long_task() {
 /// value comes back as JSON; endless loops, memory hogs, file access and
 /// syntax errors are refused with clear errors and the worker keeps serving.
 #[test]
+#[cfg(feature = "eval")]
 fn eval_runs_scripts_within_limits() {
     let toml = "[eval]\nmax_time = \"1s\"\n";
     let mut s = setup(Some(toml), true);

@@ -39,6 +39,7 @@ pub struct ClusterArgs {
 }
 
 /// Starts an embedded cluster on 127.0.0.1; a failure is exit 1 with one line.
+#[cfg(feature = "bench")]
 pub async fn start_cluster(
     workers: usize,
     capacity: usize,
@@ -69,13 +70,10 @@ pub async fn start_cluster_with(
 /// The config's part in a cluster: its command tasks, eval (with its
 /// limits) and key file with its transport settings.
 fn cluster_options(allow_eval: bool, config: &Config) -> Result<ClusterOptions, Failure> {
-    let allow_eval = allow_eval || config.worker.allow_eval.unwrap_or(false);
     let mut registry = TaskRegistry::with_builtins();
     warn_missing(&config.tasks);
     registry.register_commands(&config.tasks);
-    if allow_eval {
-        registry.enable_eval(config.eval.clone());
-    }
+    let allow_eval = argon::worker_main::allow_eval(allow_eval, config, &mut registry)?;
     let handshake = match &config.security.key_file {
         Some(path) => Some((
             path.clone(),

@@ -3,7 +3,7 @@
 //! bounded queue shows: tasks are denied, clients back off and retry, and
 //! every task still completes exactly once.
 
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::Args;
@@ -13,8 +13,8 @@ use argon::client::ClientConfig;
 use argon::launch::{Failure, EXIT_FAILED};
 use argon::protocol::Value;
 
+use super::bench::driver::{self, Counts, Load, Mode, Until};
 use super::cluster::start_cluster;
-use super::load::{self, progress_bar, LoadSpec};
 
 /// `argon demo`
 #[derive(Args, Debug)]
@@ -68,34 +68,33 @@ pub async fn demo(
     );
     outln!("far more than fits: the manager denies the excess at once and clients retry on a backoff.\n");
 
-    let config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
-    let conns = load::connect_retrying(
-        config,
-        clients,
-        Duration::from_millis(5),
-        Duration::from_millis(500),
-    )
-    .await?;
-    let pb = progress_bar(tasks);
-    let spec = LoadSpec {
-        tasks,
-        windows: vec![window; clients as usize],
-        make: Arc::new(task_for),
+    let mut config = ClientConfig::new(cluster.manager.addr.to_string(), cluster.handshake.clone());
+    config.min_backoff = Duration::from_millis(5);
+    config.max_backoff = Duration::from_millis(500);
+    let conns = driver::connect(&config, u64::from(clients)).await?;
+    let lanes = driver::lanes(&conns, &vec![window; clients as usize]);
+    let load = Load {
+        mode: Mode::Attached,
+        until: Until::Tasks(tasks),
+        make: Box::new(task_for),
         check_echo: true,
     };
-    let report = load::run(&conns, spec, &pb).await;
+    let report = Mutex::new(Counts::default());
+    let pb = driver::progress_bar(tasks);
+    let elapsed = driver::run(&lanes, &load, &report, &pb).await;
     pb.finish_and_clear();
     cluster.shutdown(Duration::from_secs(2)).await;
+    let report = report.into_inner().expect("tally lock");
 
     let ms = |us: u64| us as f64 / 1000.0;
     let count = |name: &str| report.per_task.get(name).copied().unwrap_or(0);
     outln!(
         "completed  {} of {tasks} tasks ({} echo, {} sleep) in {:.2} s: {:.0} tasks/s",
-        report.completed(),
+        report.answered(),
         count("echo"),
         count("sleep"),
-        report.elapsed.as_secs_f64(),
-        report.throughput()
+        elapsed.as_secs_f64(),
+        report.answered() as f64 / elapsed.as_secs_f64().max(1e-9)
     );
     outln!(
         "denied     {} times, all retried; {} tasks were denied at least once",

@@ -6,28 +6,31 @@
 //! the `--config` file, then the built-in default.
 
 mod args;
+#[cfg(feature = "bench")]
 mod bench;
 mod cluster;
+#[cfg(feature = "bench")]
 mod demo;
-mod detach;
 mod failed;
-mod load;
 mod map;
 mod server;
 mod status;
 mod submit;
-mod sweep;
 mod tasks;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(not(feature = "bench"))]
+use argon::launch::not_built;
 use argon::launch::{load_config, Failure};
 use argon::worker_main::WorkerArgs;
 
+#[cfg(feature = "bench")]
 use bench::BenchArgs;
 use cluster::ClusterArgs;
+#[cfg(feature = "bench")]
 use demo::DemoArgs;
 use failed::FailedArgs;
 use map::MapArgs;
@@ -86,9 +89,26 @@ pub enum Command {
     /// unless the config file names one; its command tasks too).
     Cluster(ClusterArgs),
     /// Start an embedded cluster and overrun it with work, showing what Argon does when full.
+    #[cfg(feature = "bench")]
     Demo(DemoArgs),
     /// Load generator: throughput and round-trip percentiles against a manager.
+    #[cfg(feature = "bench")]
     Bench(BenchArgs),
+    /// Not in this build (it needs the cargo feature `bench`).
+    #[cfg(not(feature = "bench"))]
+    Demo(NotBuilt),
+    /// Not in this build (it needs the cargo feature `bench`).
+    #[cfg(not(feature = "bench"))]
+    Bench(NotBuilt),
+}
+
+/// The arguments of a subcommand this build leaves out, whatever they are:
+/// the command is refused with the feature it needs, not with a parse error.
+#[cfg(not(feature = "bench"))]
+#[derive(clap::Args, Debug)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
 }
 
 /// The default log level for a command: servers say what they do, client
@@ -117,7 +137,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status(a) => system.block_on(status::status(a, &config)),
         Command::Ping(a) => system.block_on(status::ping(a, &config)),
         Command::Cluster(a) => system.block_on(cluster::cluster(a, &config)),
+        #[cfg(feature = "bench")]
         Command::Demo(a) => system.block_on(demo::demo(a)),
+        #[cfg(feature = "bench")]
         Command::Bench(a) => system.block_on(bench::bench(a, &config)),
+        #[cfg(not(feature = "bench"))]
+        Command::Demo(_) => Err(not_built("bench", "argon demo")),
+        #[cfg(not(feature = "bench"))]
+        Command::Bench(_) => Err(not_built("bench", "argon bench")),
     }
 }

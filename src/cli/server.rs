@@ -12,7 +12,9 @@ use argon::actors::manager::{Manager, RedbStore};
 use argon::actors::ManagerSettings;
 use argon::admission::{self, ConnectionLimits};
 use argon::config::Config;
-use argon::launch::{handshake_settings, Failure, KeyArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE};
+use argon::launch::{
+    handshake_settings, not_built, Failure, KeyArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE,
+};
 use argon::runtime;
 use argon::task::TaskRegistry;
 use argon::worker_main::{run_worker, WorkerArgs};
@@ -84,15 +86,8 @@ pub fn keygen(path: &Path) -> Result<(), Failure> {
 /// [`until_stopped`]).
 pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     let hs = handshake_settings(&a.key, config)?;
-    let http = a.http.clone().or_else(|| config.manager.http.clone());
-    let http_token = match a
-        .http_token_file
-        .as_deref()
-        .or(config.manager.http_token_file.as_deref())
-    {
-        Some(path) => Some(read_http_token(path)?),
-        None => None,
-    };
+    #[cfg_attr(not(feature = "http"), allow(unused_variables))]
+    let http = http_side(&a, config)?;
     let host = a
         .host
         .or_else(|| config.manager.host.clone())
@@ -192,9 +187,10 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot listen on {bind}: {e}")))?;
     outln!("argon manager listening on {}", handle.addr);
-    if let Some(http) = http {
-        let addr = argon::http::start(&http, handle.manager.clone(), http_token)
-            .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot serve HTTP on {http}: {e}")))?;
+    #[cfg(feature = "http")]
+    if let Some((bind, token)) = http {
+        let addr = argon::http::start(&bind, handle.manager.clone(), token)
+            .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot serve HTTP on {bind}: {e}")))?;
         outln!("argon manager http on {addr}");
     }
     use std::io::Write;
@@ -221,6 +217,30 @@ pub async fn until_stopped<F: std::future::Future>(
             ))
         }
     }
+}
+
+/// The HTTP side `a` and the config ask for: where it listens and the
+/// token it requires, if any. Asking for it from a build without the cargo
+/// feature `http` is an error.
+fn http_side(
+    a: &ManagerArgs,
+    config: &Config,
+) -> Result<Option<(String, Option<String>)>, Failure> {
+    let token = match a
+        .http_token_file
+        .as_deref()
+        .or(config.manager.http_token_file.as_deref())
+    {
+        Some(path) => Some(read_http_token(path)?),
+        None => None,
+    };
+    let Some(bind) = a.http.clone().or_else(|| config.manager.http.clone()) else {
+        return Ok(None);
+    };
+    if cfg!(not(feature = "http")) {
+        return Err(not_built("http", "--http (or manager.http)"));
+    }
+    Ok(Some((bind, token)))
 }
 
 /// The bearer token in `path`, without surrounding whitespace; an empty or

@@ -357,11 +357,22 @@ impl TaskRegistry {
     /// Accepts eval scripts within `limits` (the operator's `--allow-eval`).
     /// Each runs in a process started from this program, whose `main` must
     /// call [`eval::serve_if_runner`] first; see [`eval::Evaluator::new`].
+    #[cfg(feature = "eval")]
     pub fn enable_eval(&mut self, limits: eval::EvalLimits) -> &mut Self {
         self.enable_evaluator(eval::Evaluator::new(limits))
     }
 
+    /// [`TaskRegistry::enable_eval`] in a build with the cargo feature
+    /// `eval`; returns whether the build has it (without, nothing changes).
+    #[cfg_attr(not(feature = "eval"), allow(unused_variables))]
+    pub fn enable_eval_if_built(&mut self, limits: eval::EvalLimits) -> bool {
+        #[cfg(feature = "eval")]
+        self.enable_eval(limits);
+        cfg!(feature = "eval")
+    }
+
     /// Accepts eval scripts, run by `evaluator`.
+    #[cfg(feature = "eval")]
     pub fn enable_evaluator(&mut self, evaluator: eval::Evaluator) -> &mut Self {
         let evaluator = Arc::new(evaluator);
         self.tasks.insert(
@@ -578,6 +589,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "eval")]
     fn names_are_sorted_without_reserved_ones() {
         let mut r = TaskRegistry::with_builtins();
         r.enable_eval(eval::EvalLimits::default());

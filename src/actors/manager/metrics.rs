@@ -10,12 +10,18 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use actix::prelude::*;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+#[cfg(feature = "http")]
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::counter::Counter,
+    metrics::family::Family,
+    metrics::gauge::Gauge,
+    metrics::histogram::{exponential_buckets, Histogram},
+    registry::Registry,
+};
+
+#[cfg(not(feature = "http"))]
+use crate::plain_metrics::{exponential_buckets, Counter, Family, Gauge, Histogram, Registry};
 
 use super::overview::{FailureLog, SampleWindow};
 use super::Manager;
@@ -38,18 +44,21 @@ pub const DENY_REASONS: [&str; 6] = [
     "other",
 ];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[cfg_attr(feature = "http", derive(EncodeLabelSet))]
 struct ReasonLabel {
     reason: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[cfg_attr(feature = "http", derive(EncodeLabelSet))]
 struct TaskLabels {
     task: String,
     outcome: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[cfg_attr(feature = "http", derive(EncodeLabelSet))]
 struct PriorityLabel {
     priority: String,
 }
@@ -58,6 +67,7 @@ struct PriorityLabel {
 type Outcomes = [Counter; 2];
 
 /// The manager's metrics registry and the handles it updates.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub struct ManagerMetrics {
     registry: Registry,
     submitted: Counter,
@@ -333,6 +343,7 @@ impl ManagerMetrics {
     }
 
     /// The text exposition of every metric.
+    #[cfg(feature = "http")]
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -367,11 +378,13 @@ fn deny_reason_index(r: &Rejection) -> usize {
 }
 
 /// Asks the manager for its metrics, encoded as Prometheus text.
+#[cfg(feature = "http")]
 #[derive(Message, Debug)]
 #[rtype(result = "MetricsSnapshot")]
 pub struct GetMetrics;
 
 /// The answer to [`GetMetrics`].
+#[cfg(feature = "http")]
 #[derive(Debug, Clone)]
 pub struct MetricsSnapshot {
     /// The OpenMetrics text exposition (Prometheus scrapes it).
@@ -396,6 +409,7 @@ impl Handler<ClientOpened> for Manager {
     }
 }
 
+#[cfg(feature = "http")]
 impl Handler<GetMetrics> for Manager {
     type Result = MessageResult<GetMetrics>;
 
@@ -423,11 +437,12 @@ impl Handler<GetMetrics> for Manager {
     }
 }
 
+#[cfg(feature = "http")]
 fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "http"))]
 mod tests {
     use super::*;
 

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{check_args, check_script, evaluate, EvalArgs, EvalLimits};
+use super::script::{check_args, check_script, evaluate, EvalArgs};
+use super::EvalLimits;
 use crate::protocol::{Value, MAX_DECODE_DEPTH};
 use crate::task::command::{kill_and_reap, read_capped, spawn, GroupGuard};
 use crate::task::{TaskContext, TaskError};

@@ -16,19 +16,22 @@
 //! (§8.1) gives a client nothing for coming back early, so probes take
 //! nothing from the others. Latency figures leave probes out.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
+use argon::client::{Client, ClientConfig};
 use argon::launch::{Failure, EXIT_FAILED, EXIT_USAGE};
 use argon::protocol::{ClusterStatus, Value};
 
-use super::load::{latency_histogram, percentile};
+use super::driver::{
+    self, latency_histogram, percentile, record, End, Lane, Load, Mode, OnDeny, Tally, TaskRecord,
+    Until,
+};
 
 /// Every this many clients, one is a probe (see the module docs).
 pub const PROBE_EVERY: u64 = 8;
@@ -36,17 +39,11 @@ pub const PROBE_EVERY: u64 = 8;
 /// A probe submits again every `retry_after` / this after a deny.
 pub const PROBE_DIVISOR: u32 = 20;
 
-/// Shortest wait after a deny, as the protocol asks.
-const MIN_RESUBMIT: Duration = Duration::from_millis(10);
-
 /// Most client connections one step may open.
 pub const MAX_SWEEP_CLIENTS: u64 = 10_000;
 
 /// Largest offered load, as a multiple of capacity.
 pub const MAX_LOAD: f64 = 1000.0;
-
-/// Connections opened at once.
-const CONNECT_BATCH: usize = 64;
 
 /// How often the manager's status is sampled during a window.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -70,6 +67,16 @@ impl TaskMs {
     /// Mean duration, milliseconds.
     pub fn mean(&self) -> f64 {
         (self.min + self.max) as f64 / 2.0
+    }
+
+    /// The duration of task number `i` of a step whose tasks draw from
+    /// `seed`: the `i`th number of the SplitMix64 sequence from `seed`,
+    /// spread evenly over the range.
+    fn draw(&self, seed: u64, i: u32) -> u64 {
+        let mut z = seed.wrapping_add((u64::from(i) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.min + (z ^ (z >> 31)) % (self.max - self.min + 1)
     }
 }
 
@@ -323,19 +330,6 @@ async fn settle(observer: &Client) {
     log::warn!("sweep: the manager was still busy {SETTLE:?} after a step");
 }
 
-/// Opens `n` connections, [`CONNECT_BATCH`] at a time.
-async fn connect_all(config: &ClientConfig, n: u64) -> Result<Vec<Client>, ClientError> {
-    let mut conns = Vec::with_capacity(n as usize);
-    while (conns.len() as u64) < n {
-        let batch = CONNECT_BATCH.min((n - conns.len() as u64) as usize);
-        let tries = (0..batch).map(|_| Client::connect(config.clone()));
-        for c in join_all(tries).await {
-            conns.push(c?);
-        }
-    }
-    Ok(conns)
-}
-
 /// Times of one step.
 #[derive(Clone, Copy)]
 struct Clock {
@@ -352,6 +346,8 @@ impl Clock {
     }
 }
 
+/// Measures one offered load: `n` connections, one lane each, every
+/// [`PROBE_EVERY`]th a probe.
 async fn run_step(
     config: &ClientConfig,
     observer: &Client,
@@ -360,23 +356,45 @@ async fn run_step(
     plan: &SweepPlan,
     drain: Duration,
 ) -> Result<StepReport, Failure> {
-    let conns = connect_all(config, n).await?;
+    let lanes: Vec<Lane> = driver::connect(config, n)
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| Lane {
+            client,
+            on_deny: if i as u64 % PROBE_EVERY == PROBE_EVERY - 1 {
+                OnDeny::Probe {
+                    divisor: PROBE_DIVISOR,
+                }
+            } else {
+                OnDeny::Backoff
+            },
+        })
+        .collect();
     let start = Instant::now();
     let clock = Clock {
         from: start + plan.warmup,
         to: start + plan.warmup + plan.step,
         drain_until: start + plan.warmup + plan.step + drain,
     };
-    let stats = Arc::new(Mutex::new(StepStats::new(clock)));
-    let loops = conns.iter().enumerate().map(|(i, c)| {
-        let probe = i as u64 % PROBE_EVERY == PROBE_EVERY - 1;
-        client_loop(c.clone(), probe, plan.task_ms, clock, stats.clone())
-    });
-    let (_, samples) = tokio::join!(join_all(loops), sample_status(observer, clock));
-    drop(conns);
-    let stats = Arc::into_inner(stats)
-        .and_then(|m| m.into_inner().ok())
-        .ok_or_else(|| Failure::new(EXIT_FAILED, "a client outlived its step of the sweep"))?;
+    let seed = getrandom::u64().unwrap_or(0x5eed);
+    let task_ms = plan.task_ms;
+    let run = Load {
+        mode: Mode::Attached,
+        until: Until::Window {
+            to: clock.to,
+            answers_by: clock.drain_until,
+        },
+        make: Box::new(move |i| ("sleep".into(), Value::from(task_ms.draw(seed, i)))),
+        check_echo: false,
+    };
+    let stats = Mutex::new(StepStats::new(clock));
+    let pb = ProgressBar::hidden();
+    let (_, samples) = tokio::join!(
+        driver::run(&lanes, &run, &stats, &pb),
+        sample_status(observer, clock)
+    );
+    let stats = stats.into_inner().expect("stats lock");
     Ok(stats.report(load, n, plan.step, &samples))
 }
 
@@ -395,117 +413,6 @@ async fn sample_status(observer: &Client, clock: Clock) -> Vec<ClusterStatus> {
         sleep(SAMPLE_EVERY).await;
     }
     samples
-}
-
-/// How one task went.
-struct TaskRecord {
-    probe: bool,
-    first: Instant,
-    /// When the first deny came and the `retry_after` it gave.
-    first_deny: Option<(Instant, Duration)>,
-    denials: u32,
-    /// When the accepted submit was sent.
-    accepted: Option<Instant>,
-    end: End,
-}
-
-enum End {
-    Done(Instant),
-    Failed(Instant),
-    /// Denied, and the window closed before its next try.
-    Abandoned,
-    /// Accepted, no answer by the end of the drain.
-    Unfinished,
-    Error(String),
-}
-
-/// One client: one task outstanding at a time until the window closes.
-async fn client_loop(
-    client: Client,
-    probe: bool,
-    task_ms: TaskMs,
-    clock: Clock,
-    stats: Arc<Mutex<StepStats>>,
-) {
-    let mut rng = SplitMix(getrandom::u64().unwrap_or(0x5eed));
-    let opts = QueueOptions {
-        retry: Some(false),
-        ..QueueOptions::default()
-    };
-    while Instant::now() < clock.to {
-        let ms = task_ms.min + rng.next() % (task_ms.max - task_ms.min + 1);
-        let mut t = TaskRecord {
-            probe,
-            first: Instant::now(),
-            first_deny: None,
-            denials: 0,
-            accepted: None,
-            end: End::Abandoned,
-        };
-        let stop = loop {
-            let sent = Instant::now();
-            let answer = match client.submit("sleep", Value::from(ms), &opts).await {
-                Ok(s) => tokio::select! {
-                    r = s.result() => Some(r),
-                    _ = sleep_until(clock.drain_until) => None,
-                },
-                Err(e) => Some(Err(e)),
-            };
-            match answer {
-                None => {
-                    t.accepted = Some(sent);
-                    t.end = End::Unfinished;
-                    break true;
-                }
-                Some(Ok(_)) => {
-                    t.accepted = Some(sent);
-                    t.end = End::Done(Instant::now());
-                    break false;
-                }
-                Some(Err(ClientError::Denied { retry_after, .. })) => {
-                    let now = Instant::now();
-                    t.denials += 1;
-                    let first = *t.first_deny.get_or_insert((now, retry_after));
-                    let wait = if probe {
-                        (first.1 / PROBE_DIVISOR).max(MIN_RESUBMIT)
-                    } else {
-                        client.config().retry_delay(t.denials, retry_after)
-                    };
-                    if now + wait >= clock.to {
-                        t.end = End::Abandoned;
-                        break true;
-                    }
-                    sleep(wait).await;
-                }
-                Some(Err(ClientError::Failed(_))) => {
-                    t.accepted = Some(sent);
-                    t.end = End::Failed(Instant::now());
-                    break false;
-                }
-                Some(Err(e)) => {
-                    t.end = End::Error(e.to_string());
-                    break true;
-                }
-            }
-        };
-        stats.lock().expect("stats lock").add(&t);
-        if stop {
-            return;
-        }
-    }
-}
-
-/// A small generator for task durations.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 /// Ratios are kept in thousandths, from 0.001 to a million.
@@ -600,56 +507,6 @@ impl StepStats {
         }
     }
 
-    fn add(&mut self, t: &TaskRecord) {
-        let c = self.clock;
-        if c.inside(t.first) {
-            self.tried += 1;
-            self.denied_first += u64::from(t.first_deny.is_some());
-        }
-        if let Some((at, _)) = t.first_deny {
-            if c.inside(at) && !t.probe {
-                self.denied_tasks += 1;
-                self.denials += u64::from(t.denials);
-            }
-        }
-        if t.accepted.is_some_and(|a| c.inside(a)) {
-            self.accepted += 1;
-        }
-        if let (Some((at, predicted)), Some(accepted)) = (t.first_deny, t.accepted) {
-            if c.inside(at) {
-                let fit = if t.probe {
-                    &mut self.needed
-                } else {
-                    &mut self.taken
-                };
-                fit.add(predicted, accepted - at);
-            }
-        }
-        match &t.end {
-            End::Done(done) if c.inside(*done) => {
-                self.completed += 1;
-                if !t.probe {
-                    let accepted = t.accepted.unwrap_or(t.first);
-                    self.from_accept
-                        .saturating_record(((*done - accepted).as_micros() as u64).max(1));
-                    self.from_first
-                        .saturating_record(((*done - t.first).as_micros() as u64).max(1));
-                }
-            }
-            End::Failed(done) if c.inside(*done) => self.failed += 1,
-            End::Done(_) | End::Failed(_) => {}
-            End::Abandoned => self.abandoned += 1,
-            End::Unfinished => self.unfinished += 1,
-            End::Error(e) => {
-                self.errors += 1;
-                if self.error_texts.len() < KEPT_ERRORS {
-                    self.error_texts
-                        .push(argon::logsafe::escaped(e).max_chars(200).to_string());
-                }
-            }
-        }
-    }
-
     fn report(
         self,
         load: f64,
@@ -704,6 +561,56 @@ impl StepStats {
     }
 }
 
+impl Tally for StepStats {
+    fn add(&mut self, t: TaskRecord) {
+        let c = self.clock;
+        if c.inside(t.first) {
+            self.tried += 1;
+            self.denied_first += u64::from(t.first_deny.is_some());
+        }
+        if let Some((at, _)) = t.first_deny {
+            if c.inside(at) && !t.probe {
+                self.denied_tasks += 1;
+                self.denials += u64::from(t.denials);
+            }
+        }
+        if t.accepted.is_some_and(|a| c.inside(a)) {
+            self.accepted += 1;
+        }
+        if let (Some((at, predicted)), Some(accepted)) = (t.first_deny, t.accepted) {
+            if c.inside(at) {
+                let fit = if t.probe {
+                    &mut self.needed
+                } else {
+                    &mut self.taken
+                };
+                fit.add(predicted, accepted - at);
+            }
+        }
+        match &t.end {
+            End::Done { at, .. } if c.inside(*at) => {
+                self.completed += 1;
+                if !t.probe {
+                    let accepted = t.accepted.unwrap_or(t.first);
+                    record(&mut self.from_accept, *at - accepted);
+                    record(&mut self.from_first, *at - t.first);
+                }
+            }
+            End::Failed { at, .. } if c.inside(*at) => self.failed += 1,
+            End::Done { .. } | End::Failed { .. } | End::Accepted { .. } => {}
+            End::Abandoned => self.abandoned += 1,
+            End::Unfinished => self.unfinished += 1,
+            End::Error(e) => {
+                self.errors += 1;
+                if self.error_texts.len() < KEPT_ERRORS {
+                    self.error_texts
+                        .push(argon::logsafe::escaped(e).max_chars(200).to_string());
+                }
+            }
+        }
+    }
+}
+
 /// The report as a table, one line per step.
 pub fn describe(r: &SweepReport) -> String {
     let mut out = format!(
@@ -754,232 +661,6 @@ pub fn describe(r: &SweepReport) -> String {
     out
 }
 
-/// The sweep as an SVG: throughput, latency, deny rate and the fit of
-/// `retry_after`, each against the offered load.
-pub fn svg(r: &SweepReport) -> Result<String, String> {
-    plot::draw(r).map_err(|e| format!("cannot draw the plot: {e}"))
-}
-
-mod plot {
-    //! The four panels of [`super::svg`].
-
-    use plotters::coord::combinators::WithKeyPoints;
-    use plotters::coord::types::RangedCoordf64;
-    use plotters::prelude::*;
-
-    use super::SweepReport;
-
-    type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-    type Chart<'a, 'b> =
-        ChartContext<'a, SVGBackend<'b>, Cartesian2d<WithKeyPoints<LogCoord<f64>>, RangedCoordf64>>;
-    type Res = Result<(), Box<dyn std::error::Error>>;
-
-    const FONT: &str = "sans-serif";
-
-    fn loads(r: &SweepReport) -> (f64, f64) {
-        let lo = r.steps.iter().map(|s| s.load).fold(f64::MAX, f64::min);
-        let hi = r.steps.iter().map(|s| s.load).fold(0.0, f64::max);
-        if r.steps.is_empty() {
-            (0.5, 2.0)
-        } else {
-            (lo / 1.3, hi * 1.3)
-        }
-    }
-
-    fn load_label(x: &f64) -> String {
-        let s = format!("{x:.2}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
-
-    fn chart<'a, 'b>(
-        area: &'a Area<'b>,
-        r: &SweepReport,
-        title: &str,
-        y: std::ops::Range<f64>,
-    ) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
-        let (lo, hi) = loads(r);
-        let ticks = r.steps.iter().map(|s| s.load).collect();
-        let c = ChartBuilder::on(area)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(58)
-            .build_cartesian_2d((lo..hi).log_scale().with_key_points(ticks), y)?;
-        Ok(c)
-    }
-
-    fn legend<'a, 'b: 'a>(c: &mut Chart<'a, 'b>, at: SeriesLabelPosition) -> Res {
-        c.configure_series_labels()
-            .position(at)
-            .border_style(BLACK.mix(0.4))
-            .background_style(WHITE.mix(0.9))
-            .label_font((FONT, 13))
-            .draw()?;
-        Ok(())
-    }
-
-    fn line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
-        move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-    }
-
-    fn series<'a, 'b: 'a>(
-        c: &mut Chart<'a, 'b>,
-        pts: Vec<(f64, f64)>,
-        color: RGBColor,
-        label: &str,
-    ) -> Res {
-        c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-            .label(label)
-            .legend(line(color));
-        c.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
-        Ok(())
-    }
-
-    fn mesh<'a, 'b: 'a>(c: &mut Chart<'a, 'b>, y_desc: &str) -> Res {
-        c.configure_mesh()
-            .x_desc("offered load (x capacity)")
-            .y_desc(y_desc)
-            .x_label_formatter(&load_label)
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .light_line_style(TRANSPARENT)
-            .draw()?;
-        Ok(())
-    }
-
-    fn dashed<'a, 'b: 'a>(
-        c: &mut Chart<'a, 'b>,
-        r: &SweepReport,
-        y: f64,
-        color: RGBColor,
-        label: Option<&str>,
-    ) -> Res {
-        let (lo, hi) = loads(r);
-        let s = c.draw_series(DashedLineSeries::new(
-            vec![(lo, y), (hi, y)],
-            8,
-            5,
-            color.stroke_width(1),
-        ))?;
-        if let Some(label) = label {
-            s.label(label).legend(line(color));
-        }
-        Ok(())
-    }
-
-    pub fn draw(r: &SweepReport) -> Result<String, Box<dyn std::error::Error>> {
-        let mut text = String::new();
-        {
-            let root = SVGBackend::with_string(&mut text, (1200, 860)).into_drawing_area();
-            root.fill(&WHITE)?;
-            let title = format!(
-                "Argon degradation curve: {} slots on {} worker(s), queue bound {} (factor {:.1}), sleep {}-{} ms",
-                r.capacity, r.workers, r.queue_limit, r.queue_factor, r.task_ms_min, r.task_ms_max
-            );
-            let root = root.titled(&title, (FONT, 20))?;
-            let panels = root.split_evenly((2, 2));
-            throughput(&panels[0], r)?;
-            latency(&panels[1], r)?;
-            denies(&panels[2], r)?;
-            retry_after(&panels[3], r)?;
-            root.present()?;
-        }
-        Ok(text)
-    }
-
-    fn throughput(area: &Area<'_>, r: &SweepReport) -> Res {
-        let top = r
-            .steps
-            .iter()
-            .map(|s| s.accepted_per_s)
-            .fold(r.capacity_tasks_per_s, f64::max)
-            * 1.25;
-        let mut c = chart(area, r, "Accepted tasks per second", 0.0..top.max(1.0))?;
-        mesh(&mut c, "tasks/s")?;
-        dashed(
-            &mut c,
-            r,
-            r.capacity_tasks_per_s,
-            BLACK,
-            Some("capacity / mean task time"),
-        )?;
-        let pts = r.steps.iter().map(|s| (s.load, s.accepted_per_s)).collect();
-        series(&mut c, pts, BLUE, "accepted")?;
-        legend(&mut c, SeriesLabelPosition::LowerRight)
-    }
-
-    fn latency(area: &Area<'_>, r: &SweepReport) -> Res {
-        let top = r
-            .steps
-            .iter()
-            .map(|s| s.first_p99_ms.max(s.accept_p99_ms))
-            .fold(1.0, f64::max)
-            * 1.15;
-        let mut c = chart(area, r, "Latency of accepted tasks", 0.0..top)?;
-        mesh(&mut c, "ms")?;
-        let pick = |f: fn(&super::StepReport) -> f64| -> Vec<(f64, f64)> {
-            r.steps.iter().map(|s| (s.load, f(s))).collect()
-        };
-        series(
-            &mut c,
-            pick(|s| s.accept_p50_ms),
-            BLUE,
-            "p50 from acceptance",
-        )?;
-        series(
-            &mut c,
-            pick(|s| s.accept_p99_ms),
-            CYAN,
-            "p99 from acceptance",
-        )?;
-        series(&mut c, pick(|s| s.first_p50_ms), RED, "p50 from first try")?;
-        series(
-            &mut c,
-            pick(|s| s.first_p99_ms),
-            MAGENTA,
-            "p99 from first try",
-        )?;
-        legend(&mut c, SeriesLabelPosition::UpperLeft)
-    }
-
-    fn denies(area: &Area<'_>, r: &SweepReport) -> Res {
-        let mut c = chart(area, r, "Tasks denied at their first submit", 0.0..100.0)?;
-        mesh(&mut c, "% of tasks")?;
-        let pts = r
-            .steps
-            .iter()
-            .map(|s| (s.load, s.deny_rate * 100.0))
-            .collect();
-        series(&mut c, pts, RED, "deny rate")?;
-        legend(&mut c, SeriesLabelPosition::UpperLeft)
-    }
-
-    fn retry_after(area: &Area<'_>, r: &SweepReport) -> Res {
-        let fits: Vec<_> = r
-            .steps
-            .iter()
-            .filter_map(|s| s.retry_after_needed.as_ref().map(|f| (s.load, f)))
-            .collect();
-        let top = fits.iter().map(|(_, f)| f.ratio_p90).fold(2.0, f64::max) * 1.1;
-        let mut c = chart(area, r, "retry_after / wait a probe needed", 0.0..top)?;
-        mesh(&mut c, "ratio")?;
-        dashed(&mut c, r, 1.0, BLACK, Some("exact"))?;
-        dashed(&mut c, r, 0.75, GREEN, Some("within 25 %"))?;
-        dashed(&mut c, r, 1.25, GREEN, None)?;
-        c.draw_series(fits.iter().map(|(x, f)| {
-            PathElement::new(
-                vec![(*x, f.ratio_p10), (*x, f.ratio_p90)],
-                BLUE.mix(0.6).stroke_width(2),
-            )
-        }))?
-        .label("p10 to p90")
-        .legend(line(RGBColor(120, 120, 255)));
-        let pts = fits.iter().map(|(x, f)| (*x, f.ratio_p50)).collect();
-        series(&mut c, pts, BLUE, "median")?;
-        legend(&mut c, SeriesLabelPosition::UpperRight)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1019,22 +700,30 @@ mod tests {
         let mut s = StepStats::new(c);
         let at = |ms: u64| c.from + Duration::from_millis(ms);
         // Denied at 1 s with retry_after 400 ms, accepted at 1.5 s, done at 2 s.
-        s.add(&TaskRecord {
+        s.add(TaskRecord {
+            task: "sleep".into(),
             probe: false,
             first: at(1000),
             first_deny: Some((at(1000), Duration::from_millis(400))),
             denials: 2,
             accepted: Some(at(1500)),
-            end: End::Done(at(2000)),
+            end: End::Done {
+                at: at(2000),
+                wrong: false,
+            },
         });
         // Tried before the window, done inside it.
-        s.add(&TaskRecord {
+        s.add(TaskRecord {
+            task: "sleep".into(),
             probe: true,
             first: c.from - Duration::from_millis(100),
             first_deny: None,
             denials: 0,
             accepted: Some(c.from - Duration::from_millis(100)),
-            end: End::Done(at(200)),
+            end: End::Done {
+                at: at(200),
+                wrong: false,
+            },
         });
         let r = s.report(2.0, 4, Duration::from_secs(10), &[]);
         assert_eq!((r.tried, r.accepted, r.completed), (1, 1, 2));
@@ -1050,63 +739,14 @@ mod tests {
     }
 
     #[test]
-    fn the_plot_is_an_svg_document() {
-        let step = |load: f64| StepReport {
-            load,
-            clients: (load * 8.0) as u64,
-            probes: 1,
-            window_s: 10.0,
-            accepted: 200,
-            accepted_per_s: 20.0,
-            completed: 200,
-            completed_per_s: 20.0,
-            failed: 0,
-            tried: 200,
-            deny_rate: 0.1,
-            denials_per_denied_task: 1.2,
-            abandoned: 0,
-            unfinished: 0,
-            errors: 0,
-            error_texts: vec![],
-            accept_p50_ms: 350.0,
-            accept_p99_ms: 500.0,
-            first_p50_ms: 400.0,
-            first_p99_ms: 900.0,
-            retry_after_needed: Some(WaitFit {
-                samples: 10,
-                predicted_p50_ms: 100.0,
-                wait_p50_ms: 100.0,
-                ratio_p10: 0.8,
-                ratio_p50: 1.0,
-                ratio_p90: 1.3,
-            }),
-            retry_after_taken: None,
-            queued_mean: 1.0,
-            queued_max: 2,
-            in_flight_mean: 8.0,
-            manager_avg_task_ms: 350.0,
-        };
-        let r = SweepReport {
-            version: "0".into(),
-            started_unix_s: 0,
-            manager: "127.0.0.1:1".into(),
-            workers: 2,
-            capacity: 8,
-            queue_limit: 24,
-            queue_factor: 3.0,
-            task: "sleep".into(),
-            task_ms_min: 200,
-            task_ms_max: 500,
-            capacity_tasks_per_s: 22.9,
-            warmup_s: 1.0,
-            window_s: 10.0,
-            probe_every: PROBE_EVERY,
-            steps: [0.5, 1.0, 2.0, 5.0, 10.0].map(step).to_vec(),
-        };
-        let text = svg(&r).expect("drawn");
-        assert!(text.starts_with("<svg"), "{}", &text[..80.min(text.len())]);
-        assert!(text.trim_end().ends_with("</svg>"));
-        assert!(text.contains("Accepted tasks per second"));
-        assert!(describe(&r).lines().count() == 7, "{}", describe(&r));
+    fn task_durations_spread_over_the_range() {
+        let ms = TaskMs { min: 20, max: 40 };
+        let drawn: Vec<u64> = (0..1000).map(|i| ms.draw(7, i)).collect();
+        assert!(drawn.iter().all(|d| (20..=40).contains(d)), "{drawn:?}");
+        for d in [20, 30, 40] {
+            assert!(drawn.contains(&d), "{d} never drawn");
+        }
+        assert_eq!(ms.draw(7, 3), ms.draw(7, 3));
+        assert_eq!(TaskMs { min: 5, max: 5 }.draw(1, 9), 5);
     }
 }

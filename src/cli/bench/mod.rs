@@ -1,29 +1,33 @@
-//! `argon bench`: a load generator against a running manager (or, with
-//! `--cluster`, an embedded one). It keeps `concurrency` tasks in flight over
-//! `clients` connections until `tasks` are done, retries denials (and counts
-//! them), and reports throughput and round-trip percentiles. With
-//! `--idle-clients` it only opens connections and holds them, to measure what
-//! idle clients cost the manager. With `--sweep` it measures the degradation
-//! curve instead (see [`super::sweep`]); with `--detach`, accepts/s of
-//! detached submissions (see [`super::detach`]).
+//! `argon bench`: load against a running manager (or, with `--cluster`, an
+//! embedded one). A plain run keeps `concurrency` tasks in flight over
+//! `clients` connections until `tasks` are done and reports throughput and
+//! round-trip percentiles; `--detach` measures accepts/s of detached
+//! submissions, then completions/s ([`fixed`]); `--sweep` measures the
+//! degradation curve ([`sweep`], drawn by [`plot`]). All three run on the
+//! one load driver, [`driver`], which `argon demo` uses too. With
+//! `--idle-clients` it only opens connections and holds them, to measure
+//! what idle clients cost the manager.
 
-use std::sync::Arc;
+pub mod driver;
+mod fixed;
+mod plot;
+mod sweep;
+
 use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
 
 use argon::actors::ManagerSettings;
-use argon::client::{Client, ClientConfig};
+use argon::client::ClientConfig;
 use argon::config::Config;
 use argon::launch::{Failure, EXIT_FAILED};
 use argon::runtime;
 
 use super::args::{client_config, parse_json_arg, ClientArgs};
 use super::cluster::start_cluster;
-use super::detach;
-use super::load::{self, BenchPlan, LoadSpec};
-use super::sweep::{self, SweepPlan, TaskMs};
+use fixed::BenchPlan;
+use sweep::{SweepPlan, TaskMs};
 
 /// `argon bench`
 #[derive(Args, Debug)]
@@ -135,24 +139,34 @@ pub async fn bench(a: BenchArgs, config: &Config) -> Result<(), Failure> {
         payload: a.payload,
     };
     let show = !a.json;
-    if a.detach {
-        return run_detached(&a, &plan, config, show).await;
-    }
-    let report = on_target(&a, config, |cc| measure(cc, &plan, show)).await?;
-    if a.json {
-        let text =
-            serde_json::to_string(&report).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
-        outln!("{text}");
+    let (failed, of) = if a.detach {
+        let report = on_target(&a, config, |cc| fixed::measure_detached(cc, &plan, show)).await?;
+        print(&report, a.json, fixed::describe_detached)?;
+        (report.failed, format!("{} detached", plan.tasks))
     } else {
-        outln!("{}", describe(&report));
-    }
-    match report.failed {
+        let report = on_target(&a, config, |cc| fixed::measure(cc, &plan, show)).await?;
+        print(&report, a.json, fixed::describe)?;
+        (report.failed, (report.tasks + report.failed).to_string())
+    };
+    match failed {
         0 => Ok(()),
         n => Err(Failure::new(
             EXIT_FAILED,
-            format!("{n} of {} task(s) failed", report.tasks + n),
+            format!("{n} of {of} task(s) failed"),
         )),
     }
+}
+
+/// Prints `report` as one line of JSON, or as `describe` puts it.
+fn print<R: Serialize>(report: &R, json: bool, describe: fn(&R) -> String) -> Result<(), Failure> {
+    if json {
+        let text =
+            serde_json::to_string(report).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
+        outln!("{text}");
+    } else {
+        outln!("{}", describe(report));
+    }
+    Ok(())
 }
 
 /// Runs `measure` against an embedded cluster (`--cluster`: `--workers` ×
@@ -200,7 +214,7 @@ async fn run_sweep(a: &BenchArgs, config: &Config) -> Result<(), Failure> {
         std::fs::write(path, format!("{json}\n")).map_err(|e| failed("the report", path, &e))?;
     }
     if let Some(path) = &a.svg {
-        let text = sweep::svg(&report).map_err(|e| Failure::new(EXIT_FAILED, e))?;
+        let text = plot::svg(&report).map_err(|e| Failure::new(EXIT_FAILED, e))?;
         std::fs::write(path, text).map_err(|e| failed("the plot", path, &e))?;
     }
     if a.json {
@@ -217,100 +231,6 @@ async fn run_sweep(a: &BenchArgs, config: &Config) -> Result<(), Failure> {
     }
 }
 
-/// `argon bench --detach`: on a running manager or an embedded cluster;
-/// prints the report, and any task not accepted, failed or unread makes it
-/// a failure (exit 1).
-async fn run_detached(
-    a: &BenchArgs,
-    plan: &BenchPlan,
-    config: &Config,
-    show: bool,
-) -> Result<(), Failure> {
-    let report = on_target(a, config, |cc| detach::measure(cc, plan, show)).await?;
-    if a.json {
-        let text =
-            serde_json::to_string(&report).map_err(|e| Failure::new(EXIT_FAILED, e.to_string()))?;
-        outln!("{text}");
-    } else {
-        outln!("{}", detach::describe(&report));
-    }
-    match report.failed {
-        0 => Ok(()),
-        n => Err(Failure::new(
-            EXIT_FAILED,
-            format!("{n} of {} detached task(s) failed", plan.tasks),
-        )),
-    }
-}
-
-/// The result, as `--json` prints it.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
-    /// Completed tasks.
-    pub tasks: usize,
-    /// Completed tasks per second.
-    pub throughput: f64,
-    /// Round-trip percentiles and maximum, microseconds.
-    pub p50_us: u64,
-    /// 90th percentile.
-    pub p90_us: u64,
-    /// 99th percentile.
-    pub p99_us: u64,
-    /// Slowest.
-    pub max_us: u64,
-    /// Denials that were retried.
-    pub denied: u64,
-    /// Tasks that failed.
-    pub failed: usize,
-    /// Wall time, seconds.
-    pub elapsed_s: f64,
-    /// Tasks in flight.
-    pub concurrency: u32,
-    /// Connections.
-    pub clients: u32,
-    /// Task name.
-    pub task: String,
-    /// Payload bytes per task.
-    pub payload: usize,
-}
-
-/// Runs `plan` against the manager `config` points at.
-pub async fn measure(
-    config: ClientConfig,
-    plan: &BenchPlan,
-    show_progress: bool,
-) -> Result<BenchReport, Failure> {
-    let clients = plan.connections();
-    let conns = plan.connect(config).await?;
-    let args = plan.task_args();
-    let name = plan.task.clone();
-    let spec = LoadSpec {
-        tasks: plan.tasks,
-        windows: plan.windows(),
-        make: Arc::new(move |_| (name.clone(), args.clone())),
-        check_echo: plan.task == "echo",
-    };
-    let pb = plan.progress_bar(show_progress);
-    let r = load::run(&conns, spec, &pb).await;
-    pb.finish_and_clear();
-    load::check_outcomes(u64::from(r.wrong), r.failed, &r.errors)?;
-    Ok(BenchReport {
-        tasks: r.completed(),
-        throughput: r.throughput(),
-        p50_us: r.percentile_us(50.0),
-        p90_us: r.percentile_us(90.0),
-        p99_us: r.percentile_us(99.0),
-        max_us: r.percentile_us(100.0),
-        denied: r.denials,
-        failed: r.failed as usize,
-        elapsed_s: r.elapsed.as_secs_f64(),
-        concurrency: plan.concurrency,
-        clients,
-        task: plan.task.clone(),
-        payload: plan.payload,
-    })
-}
-
 /// Opens `n` authenticated connections that send nothing, prints one line
 /// once all are up, holds them for `hold` (or until `stop` resolves), then
 /// closes them. Measures what idle clients cost a manager.
@@ -320,21 +240,7 @@ pub async fn hold_idle(
     hold: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), Failure> {
-    /// Connections opened at once, so the manager's accept backlog never overflows.
-    const BATCH: u32 = 64;
-    let open_all = async {
-        let mut conns = Vec::with_capacity(n as usize);
-        let mut opened = 0;
-        while opened < n {
-            let batch = BATCH.min(n - opened);
-            let tries = (0..batch).map(|_| Client::connect(config.clone()));
-            for c in futures_util::future::join_all(tries).await {
-                conns.push(c?);
-            }
-            opened += batch;
-        }
-        Ok::<_, Failure>(conns)
-    };
+    let open_all = driver::connect(&config, u64::from(n));
     tokio::pin!(stop);
     // `stop` is polled first, so its signal handlers are in place before the
     // line below tells anyone they may signal us.
@@ -356,27 +262,4 @@ pub async fn hold_idle(
     }
     drop(conns);
     Ok(())
-}
-
-/// The human-readable summary.
-pub fn describe(r: &BenchReport) -> String {
-    let ms = |us: u64| us as f64 / 1000.0;
-    format!(
-        "{} {} tasks ({} B payload, {} in flight over {} connection(s)) in {:.2} s: {:.0} tasks/s\n\
-         round trip  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms\n\
-         denied {} (retried)  failed {}",
-        r.tasks,
-        r.task,
-        r.payload,
-        r.concurrency,
-        r.clients,
-        r.elapsed_s,
-        r.throughput,
-        ms(r.p50_us),
-        ms(r.p90_us),
-        ms(r.p99_us),
-        ms(r.max_us),
-        r.denied,
-        r.failed
-    )
 }
