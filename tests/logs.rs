@@ -133,6 +133,8 @@ fn peer_text_with_newlines_stays_on_its_line() {
             eval: false,
             running: vec![],
             max_frame: 0,
+            finished: Vec::new(),
+            finished_dropped: 0,
         });
         rest.writer.write(&register, &mut buf).expect("encode");
         let error = FromWorker::Error {

@@ -441,6 +441,38 @@ pub struct Register {
     /// worker whose limit is below its own.
     #[serde(default)]
     pub max_frame: u64,
+    /// Outcomes of runs that ended while the worker had no manager, oldest
+    /// first: as many as fit this frame; the rest follow as `finished`
+    /// messages once `registered` arrives. Their slots are free (they are
+    /// not in `running`). Not sent when empty, so a worker with nothing to
+    /// hand over encodes as before; a manager that predates the field
+    /// ignores it.
+    #[serde(
+        default,
+        deserialize_with = "grown",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub finished: Vec<FinishedRun>,
+    /// Outcomes of such runs the worker dropped, the oldest first, past its
+    /// bounds (`worker.kept_outcomes_max`, `worker.kept_outcomes_max_bytes`)
+    /// since it last handed outcomes over. 0 if absent; not sent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub finished_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A run's outcome as a worker hands it over in `register`: what a
+/// `finished` message says, for a run that ended while the worker had no
+/// manager.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FinishedRun {
+    /// The run's id, from its `assign`.
+    pub run_id: u64,
+    /// What happened: `done` or `failed`.
+    pub outcome: Outcome,
 }
 
 /// A task the manager hands to a worker: one run of it, in one slot.
