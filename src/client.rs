@@ -579,6 +579,7 @@ fn submit_message(id: u64, task: &str, args: Value, opts: &QueueOptions) -> From
         attempts: opts.attempts,
         retries: opts.retries,
         detach: false,
+        want_id: false,
     })
 }
 

@@ -89,7 +89,7 @@ pub enum Rejection {
 /// message's reply; an accepted task's outcome comes later as a
 /// [`TaskReply`] to `reply_to`.
 #[derive(Message)]
-#[rtype(result = "Result<TaskId, Rejection>")]
+#[rtype(result = "Result<Accepted, Rejection>")]
 pub struct SubmitTask {
     /// Submitting session.
     pub session: SessionId,
@@ -102,6 +102,62 @@ pub struct SubmitTask {
     /// Keep the task when its session leaves, and keep its outcome for
     /// [`GetResult`] instead of sending a [`TaskReply`].
     pub detach: bool,
+}
+
+/// The answer to a [`SubmitTask`] the manager accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The task's manager-wide id.
+    pub task: TaskId,
+    /// The task outlives the manager (it has a task store, and answered
+    /// once the acceptance was committed): only then is an attached client
+    /// that asks (`want_id`) told the id.
+    pub durable: bool,
+}
+
+/// What the manager's [`SubmitTask`] handler returns: its answer at once
+/// (every rejection, and an acceptance without a task store), or once the
+/// acceptance is committed to the store.
+pub enum SubmitAnswer {
+    /// At once; an acceptance is not durable.
+    Now(Result<TaskId, Rejection>),
+    /// Once the task store committed it; an acceptance is durable.
+    Committed(Response<Result<TaskId, Rejection>>),
+}
+
+/// The answer a store's commit resolves, as [`SubmitAnswer::Committed`]
+/// holds it (the type actix needs to hand it on).
+struct Commit;
+
+impl Message for Commit {
+    type Result = Result<TaskId, Rejection>;
+}
+
+impl<A: Actor> actix::dev::MessageResponse<A, SubmitTask> for SubmitAnswer {
+    fn handle(
+        self,
+        ctx: &mut A::Context,
+        tx: Option<actix::dev::OneshotSender<Result<Accepted, Rejection>>>,
+    ) {
+        let durable = matches!(self, SubmitAnswer::Committed(_));
+        let answer = move |r: Result<TaskId, Rejection>| {
+            if let Some(tx) = tx {
+                let _ = tx.send(r.map(|task| Accepted { task, durable }));
+            }
+        };
+        match self {
+            SubmitAnswer::Now(r) => answer(r),
+            SubmitAnswer::Committed(later) => {
+                let (inner, committed) = tokio::sync::oneshot::channel();
+                actix::dev::MessageResponse::<A, Commit>::handle(later, ctx, Some(inner));
+                actix_rt::spawn(async move {
+                    if let Ok(r) = committed.await {
+                        answer(r);
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// Client connection → Manager: cancel the task a session submitted under

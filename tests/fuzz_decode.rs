@@ -1193,6 +1193,7 @@ fn valid_seeds(out: &mut Seeds) {
             attempts: 3,
             retries: None,
             detach: false,
+            want_id: false,
         }),
     );
     add(
@@ -1210,6 +1211,22 @@ fn valid_seeds(out: &mut Seeds) {
             attempts: 0,
             retries: None,
             detach: false,
+            want_id: false,
+        }),
+    );
+    add(
+        out,
+        "submit-want-id",
+        FromClient::Submit(Submit {
+            id: 9,
+            task: "sleep".into(),
+            args: Value::from(3000),
+            priority: Priority::Normal,
+            timeout_ms: None,
+            attempts: 0,
+            retries: None,
+            detach: false,
+            want_id: true,
         }),
     );
     add(out, "cancel", FromClient::Cancel { id: 7 });
@@ -1232,6 +1249,7 @@ fn valid_seeds(out: &mut Seeds) {
             attempts: 0,
             retries: Some(3),
             detach: true,
+            want_id: false,
         }),
     );
     add(

@@ -109,6 +109,7 @@ fn peer_text_with_newlines_stays_on_its_line() {
             attempts: 0,
             retries: None,
             detach: false,
+            want_id: false,
         });
         rest.writer.write(&submit, &mut buf).expect("encode");
         let bad = one_entry("evil\nINJECTED-name", vec![]);

@@ -375,6 +375,15 @@ pub struct Submit {
     /// not sent when false, so an attached submit encodes as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub detach: bool,
+    /// For an attached submit: ask for the task's id in an `accepted`
+    /// (besides the later `reply`), so that the client can wait on the task
+    /// again by id if the connection is lost. Only a manager with a task
+    /// store (`--persist`) answers it, since only its tasks outlive it.
+    /// False if absent; not sent when false, so older managers (which
+    /// ignore it) and older clients (which never ask, and so are never sent
+    /// an `accepted` they do not expect) see the same bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub want_id: bool,
 }
 
 /// Where a task named by its id is, in a `result` message.
@@ -579,7 +588,9 @@ pub enum ToClient {
         /// The ping's id.
         id: u64,
     },
-    /// A detached `submit` was accepted (instead of its `reply`).
+    /// A detached `submit` was accepted (instead of its `reply`); or an
+    /// attached one that asked with `want_id`, accepted by a manager with a
+    /// task store (its `reply` still follows).
     Accepted {
         /// The submit's request id.
         id: u64,
