@@ -113,7 +113,7 @@ impl WorkerPool {
             log::Level::Warn,
             "outcomes kept for the manager over their bound ({} outcomes, {} bytes): dropped \
              the {gone} oldest, {} since the last registration; the manager will not learn \
-             them (it runs such tasks again)",
+             them (a manager that waits for such a run runs its task again)",
             b.max,
             b.max_bytes,
             self.kept.dropped()
