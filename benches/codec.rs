@@ -38,6 +38,7 @@ fn submit(payload: usize) -> FromClient {
         attempts: 1,
         retries: None,
         detach: false,
+        want_id: false,
     })
 }
 

@@ -12,6 +12,14 @@
 //! [`Client::cancel_task`] name it later, from this or any other client
 //! holding the key.
 //!
+//! Waiting again: with retry on, an attached submit asks for its task's id
+//! (`want_id`), which a manager with a task store tells. If the connection
+//! is lost before the answer, [`Submitted::result`] reconnects and waits on
+//! that id (a restarted durable manager runs its recovered tasks detached),
+//! for at most [`ClientConfig::reattach_for`]; the caller gets the task's
+//! one outcome. A task whose id was not told fails with
+//! [`ClientError::Disconnected`] as before.
+//!
 //! A result wait is a request the manager holds open until the task ends,
 //! and the manager stops reading a connection with
 //! [`MAX_OPEN_REQUESTS`] requests open: the driver keeps at most
@@ -52,10 +60,15 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// Bound on connecting (TCP connect plus handshake).
     pub connect_timeout: Duration,
+    /// With `retry`: how long after losing its connection a task waited on
+    /// ([`Submitted::result`]) keeps trying to reconnect and wait on its id
+    /// again (see the module docs).
+    pub reattach_for: Duration,
 }
 
 impl ClientConfig {
-    /// Defaults: no retry, backoff 10 ms to 5 s, connect timeout 5 s.
+    /// Defaults: no retry, backoff 10 ms to 5 s, connect timeout 5 s,
+    /// waiting again for 5 min.
     pub fn new(mgr: impl Into<String>, handshake: HandshakeSettings) -> ClientConfig {
         ClientConfig {
             mgr: mgr.into(),
@@ -64,6 +77,7 @@ impl ClientConfig {
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            reattach_for: Duration::from_secs(300),
         }
     }
 
@@ -94,7 +108,8 @@ pub struct QueueOptions {
     /// default (`manager.default_retries`, 0 unless set). At most 10.
     /// Unlike `retry`, which resends denied tasks from the client.
     pub retries: Option<u32>,
-    /// Overrides the client's `retry` setting for this task.
+    /// Overrides the client's `retry` setting for this task: resending it
+    /// when denied, and waiting on it again when the connection is lost.
     pub retry: Option<bool>,
 }
 
@@ -195,6 +210,15 @@ struct Request {
     id: u64,
     /// Where the answer goes; `None` for a message that gets none (cancel).
     reply: Option<oneshot::Sender<Answer>>,
+    /// For an attached submit that asked for its task's id: where the
+    /// `accepted` goes (the `reply` still goes to `reply`).
+    accepted: Option<oneshot::Sender<u64>>,
+}
+
+/// A request sent and not answered yet.
+struct Waiter {
+    reply: oneshot::Sender<Answer>,
+    accepted: Option<oneshot::Sender<u64>>,
 }
 
 /// A task sent with [`Client::submit`]: wait for its answer with
@@ -203,6 +227,9 @@ pub struct Submitted {
     client: Client,
     id: u64,
     answer: oneshot::Receiver<Answer>,
+    /// The task's id, from the manager's `accepted`, when it was asked.
+    accepted: Option<oneshot::Receiver<u64>>,
+    task_id: Option<u64>,
 }
 
 impl Submitted {
@@ -217,16 +244,39 @@ impl Submitted {
         self.client.cancel(self.id).await
     }
 
+    /// The task's manager-wide id, once the manager told it: only to a
+    /// submit with retry on, and only a manager with a task store does.
+    pub fn task_id(&mut self) -> Option<u64> {
+        if self.task_id.is_none() {
+            self.task_id = self.accepted.as_mut().and_then(|rx| rx.try_recv().ok());
+        }
+        self.task_id
+    }
+
     /// Waits for its answer. A deny is [`ClientError::Denied`]: a submitted
-    /// task is not retried.
+    /// task is not retried. With retry on, a connection lost before the
+    /// answer is not the end while the task's id is known: the client waits
+    /// on it again for at most [`ClientConfig::reattach_for`] (see the
+    /// module docs).
     pub async fn result(self) -> Result<Value, ClientError> {
-        let answer = self
-            .answer
+        let limit = self.client.inner.config.reattach_for;
+        self.result_until(Instant::now() + limit).await
+    }
+
+    /// [`Submitted::result`], trying to wait on the task again only until
+    /// `deadline` (the CLI's `--retry-for`).
+    pub async fn result_until(mut self, deadline: Instant) -> Result<Value, ClientError> {
+        let answer = (&mut self.answer)
             .await
-            .unwrap_or_else(|_| Err(ClientError::Disconnected("connection closed".into())))?;
+            .unwrap_or_else(|_| Err(ClientError::Disconnected("connection closed".into())));
         match answer {
-            ToClient::Reply { outcome, .. } => outcome_result(outcome),
-            other => Err(unexpected("a reply", &other)),
+            Ok(ToClient::Reply { outcome, .. }) => outcome_result(outcome),
+            Ok(other) => Err(unexpected("a reply", &other)),
+            Err(ClientError::Disconnected(why)) => match self.task_id() {
+                Some(task) => self.client.wait_again(task, why, deadline).await,
+                None => Err(ClientError::Disconnected(why)),
+            },
+            Err(e) => Err(e),
         }
     }
 }
@@ -307,12 +357,23 @@ impl Client {
         &self,
         make: impl FnOnce(u64) -> FromClient,
     ) -> Result<(u64, oneshot::Receiver<Answer>), ClientError> {
+        self.start_with(make, None).await
+    }
+
+    /// [`Client::start`], with where an `accepted` for an attached submit
+    /// goes.
+    async fn start_with(
+        &self,
+        make: impl FnOnce(u64) -> FromClient,
+        accepted: Option<oneshot::Sender<u64>>,
+    ) -> Result<(u64, oneshot::Receiver<Answer>), ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         let req = Request {
             msg: make(id),
             id,
             reply: Some(reply),
+            accepted,
         };
         let tx = self.sender().await?;
         if tx.send(req).is_err() {
@@ -328,7 +389,9 @@ impl Client {
     }
 
     /// Sends `task` and returns at once with a handle to its answer, for
-    /// waiting on or cancelling it. A deny is the handle's result (no retry).
+    /// waiting on or cancelling it. A deny is the handle's result (no
+    /// resend); with retry on, it asks for the task's id, to wait on it
+    /// again if the connection is lost ([`Submitted::result`]).
     pub async fn submit(
         &self,
         task: &str,
@@ -340,14 +403,85 @@ impl Client {
                 "arguments nested deeper than {MAX_VALUE_DEPTH} levels"
             )));
         }
+        let want_id = opts.retry.unwrap_or(self.inner.config.retry);
+        let (tx, accepted) = match want_id {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
         let (id, answer) = self
-            .start(|id| submit_message(id, task, args, opts))
+            .start_with(
+                |id| {
+                    let mut msg = submit_message(id, task, args, opts);
+                    if let FromClient::Submit(s) = &mut msg {
+                        s.want_id = want_id;
+                    }
+                    msg
+                },
+                tx,
+            )
             .await?;
         Ok(Submitted {
             client: self.clone(),
             id,
             answer,
+            accepted,
+            task_id: None,
         })
+    }
+
+    /// Waits on task `task` again, its connection having been lost (`lost`
+    /// says how): reconnects on the retry backoff until `deadline`, then
+    /// waits for its outcome by id. See the module docs.
+    async fn wait_again(
+        &self,
+        task: u64,
+        lost: String,
+        deadline: Instant,
+    ) -> Result<Value, ClientError> {
+        log::info!(
+            "connection to the manager lost while waiting on task {task} ({}); waiting on it \
+             again by id",
+            crate::logsafe::escaped(&lost)
+        );
+        let mut tries = 0u32;
+        loop {
+            let err = match self.result(task, true).await {
+                Ok(value) => return Ok(value),
+                Err(ClientError::UnknownTask(_)) => {
+                    return Err(ClientError::Disconnected(format!(
+                        "{lost}; the manager reached again does not know task {task} (it \
+                         drops an attached task whose connection ends, unless restarted \
+                         with its task store)"
+                    )))
+                }
+                Err(
+                    e @ (ClientError::Unreachable { .. }
+                    | ClientError::AtLimit { .. }
+                    | ClientError::Disconnected(_)),
+                ) => e,
+                Err(e) => return Err(e),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Disconnected(format!(
+                    "{lost}; gave up waiting on task {task} again: {err}"
+                )));
+            }
+            tries += 1;
+            let delay = self
+                .inner
+                .config
+                .retry_delay(tries, REATTACH_BASE)
+                .min(deadline - now);
+            log::debug!(
+                "task {task}: {}; trying again in {delay:?}",
+                crate::logsafe::escaped(&err)
+            );
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// Cancels the task submitted under request id `id` on this client's
@@ -358,6 +492,7 @@ impl Client {
             msg: FromClient::Cancel { id },
             id,
             reply: None,
+            accepted: None,
         };
         tx.send(req)
             .map_err(|_| ClientError::Disconnected("connection closed".into()))
@@ -579,8 +714,13 @@ fn submit_message(id: u64, task: &str, args: Value, opts: &QueueOptions) -> From
         attempts: opts.attempts,
         retries: opts.retries,
         detach: false,
+        want_id: false,
     })
 }
+
+/// Base of the backoff between tries to reach the manager again while
+/// waiting on a task (the first comes after 0.2 s, then 0.34 s, ...).
+const REATTACH_BASE: Duration = Duration::from_millis(200);
 
 async fn open(config: &ClientConfig) -> Result<mpsc::UnboundedSender<Request>, ClientError> {
     let addr = config.mgr.clone();
@@ -633,7 +773,7 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
     let mut liveness = Liveness::new(rest.heartbeat);
     let beat = liveness.interval();
     let mut writer = FramedWrite::new(rest.write, rest.writer);
-    let mut pending: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
+    let mut pending: HashMap<u64, Waiter> = HashMap::new();
     let mut waits = Waits::default();
     let mut ticks = tokio::time::interval_at(
         tokio::time::Instant::now() + beat,
@@ -669,7 +809,7 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
                     match writer.feed(req.msg).await {
                         Ok(()) => {
                             if let Some(reply) = req.reply {
-                                pending.insert(req.id, reply);
+                                pending.insert(req.id, Waiter { reply, accepted: req.accepted });
                             }
                         }
                         // The encoder checks the size before sealing, so the
@@ -706,8 +846,16 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
                     }
                     Some(Ok(msg)) => {
                         let Some(id) = msg.reply_id() else { continue };
-                        if let Some(tx) = pending.remove(&id) {
-                            let _ = tx.send(Ok(msg));
+                        // An attached submit's `accepted` is not its answer.
+                        if let ToClient::Accepted { task_id, .. } = msg {
+                            if let Some(tx) = pending.get_mut(&id).and_then(|w| w.accepted.take()) {
+                                log::debug!("request {id}: accepted as task {task_id}");
+                                let _ = tx.send(task_id);
+                                continue;
+                            }
+                        }
+                        if let Some(w) = pending.remove(&id) {
+                            let _ = w.reply.send(Ok(msg));
                         }
                         if let Some(req) = waits.answered(id) {
                             if let Err(e) = writer.send(req.msg).await {
@@ -717,7 +865,7 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
                                 break Some(e.to_string());
                             }
                             if let Some(reply) = req.reply {
-                                pending.insert(req.id, reply);
+                                pending.insert(req.id, Waiter { reply, accepted: req.accepted });
                             }
                         }
                     }
@@ -731,16 +879,29 @@ async fn drive(est: handshake::Established, mut rx: mpsc::UnboundedReceiver<Requ
     rx.close();
     for req in waits.held.drain(..) {
         if let Some(reply) = req.reply {
-            pending.insert(req.id, reply);
+            pending.insert(
+                req.id,
+                Waiter {
+                    reply,
+                    accepted: None,
+                },
+            );
         }
     }
+    // Not sent: their `accepted` can never come.
     while let Ok(req) = rx.try_recv() {
         if let Some(reply) = req.reply {
-            pending.insert(req.id, reply);
+            pending.insert(
+                req.id,
+                Waiter {
+                    reply,
+                    accepted: None,
+                },
+            );
         }
     }
-    for (_, tx) in pending {
-        let _ = tx.send(Err(ClientError::Disconnected(reason.clone())));
+    for (_, w) in pending {
+        let _ = w.reply.send(Err(ClientError::Disconnected(reason.clone())));
     }
 }
 

@@ -29,6 +29,8 @@
 //! capacity = 4                     # slots: tasks run at once
 //! allow_eval = false               # accept eval scripts
 //! drain_timeout = "30s"            # on SIGTERM, wait this long for tasks in flight
+//! kept_outcomes_max = 1000         # outcomes kept while the manager is away
+//! kept_outcomes_max_bytes = 67108864 # and their bytes (64 MiB); past either the oldest go
 //!
 //! [client]
 //! mgr = "127.0.0.1:8000"
@@ -161,6 +163,13 @@ pub struct WorkerSection {
     pub allow_eval: Option<bool>,
     /// On SIGINT/SIGTERM, how long to wait for tasks in flight. Default 30 s.
     pub drain_timeout: Option<Dur>,
+    /// Most outcomes of runs that ended while the manager was away kept
+    /// for the next registration; past it the oldest go. 0 keeps none.
+    /// Default 1000.
+    pub kept_outcomes_max: Option<usize>,
+    /// Most bytes of such outcomes (their MessagePack size); past it the
+    /// oldest go. Default 64 MiB.
+    pub kept_outcomes_max_bytes: Option<usize>,
 }
 
 /// `[client]`: for `submit`, `status`, `ping`, `bench`.
@@ -387,6 +396,8 @@ mod tests {
             [worker]
             capacity = 2
             drain_timeout = "1m"
+            kept_outcomes_max = 10
+            kept_outcomes_max_bytes = 4096
             [client]
             retry = true
             "#,
@@ -397,6 +408,8 @@ mod tests {
             Some(Dur(Duration::from_millis(250)))
         );
         assert_eq!(c.worker.drain_timeout, Some(Dur(Duration::from_secs(60))));
+        assert_eq!(c.worker.kept_outcomes_max, Some(10));
+        assert_eq!(c.worker.kept_outcomes_max_bytes, Some(4096));
         assert_eq!(c.manager.queue_factor, Some(5));
         assert_eq!(c.manager.max_connections, Some(100));
         assert_eq!(c.manager.max_handshakes, Some(10));

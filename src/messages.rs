@@ -89,7 +89,7 @@ pub enum Rejection {
 /// message's reply; an accepted task's outcome comes later as a
 /// [`TaskReply`] to `reply_to`.
 #[derive(Message)]
-#[rtype(result = "Result<TaskId, Rejection>")]
+#[rtype(result = "Result<Accepted, Rejection>")]
 pub struct SubmitTask {
     /// Submitting session.
     pub session: SessionId,
@@ -102,6 +102,62 @@ pub struct SubmitTask {
     /// Keep the task when its session leaves, and keep its outcome for
     /// [`GetResult`] instead of sending a [`TaskReply`].
     pub detach: bool,
+}
+
+/// The answer to a [`SubmitTask`] the manager accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The task's manager-wide id.
+    pub task: TaskId,
+    /// The task outlives the manager (it has a task store, and answered
+    /// once the acceptance was committed): only then is an attached client
+    /// that asks (`want_id`) told the id.
+    pub durable: bool,
+}
+
+/// What the manager's [`SubmitTask`] handler returns: its answer at once
+/// (every rejection, and an acceptance without a task store), or once the
+/// acceptance is committed to the store.
+pub enum SubmitAnswer {
+    /// At once; an acceptance is not durable.
+    Now(Result<TaskId, Rejection>),
+    /// Once the task store committed it; an acceptance is durable.
+    Committed(Response<Result<TaskId, Rejection>>),
+}
+
+/// The answer a store's commit resolves, as [`SubmitAnswer::Committed`]
+/// holds it (the type actix needs to hand it on).
+struct Commit;
+
+impl Message for Commit {
+    type Result = Result<TaskId, Rejection>;
+}
+
+impl<A: Actor> actix::dev::MessageResponse<A, SubmitTask> for SubmitAnswer {
+    fn handle(
+        self,
+        ctx: &mut A::Context,
+        tx: Option<actix::dev::OneshotSender<Result<Accepted, Rejection>>>,
+    ) {
+        let durable = matches!(self, SubmitAnswer::Committed(_));
+        let answer = move |r: Result<TaskId, Rejection>| {
+            if let Some(tx) = tx {
+                let _ = tx.send(r.map(|task| Accepted { task, durable }));
+            }
+        };
+        match self {
+            SubmitAnswer::Now(r) => answer(r),
+            SubmitAnswer::Committed(later) => {
+                let (inner, committed) = tokio::sync::oneshot::channel();
+                actix::dev::MessageResponse::<A, Commit>::handle(later, ctx, Some(inner));
+                actix_rt::spawn(async move {
+                    if let Ok(r) = committed.await {
+                        answer(r);
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// Client connection → Manager: cancel the task a session submitted under
@@ -491,12 +547,16 @@ pub struct SlotFinished {
 }
 
 /// Worker connection → WorkerSlot, as it registers: report finished runs
-/// to `reporter` from now on. Replies with the run the slot is busy with.
+/// to `reporter` from now on, or to `keeper` once `reporter` is gone.
+/// Replies with the run the slot is busy with.
 #[derive(Message)]
 #[rtype(result = "Option<RunId>")]
 pub struct AttachSlot {
-    /// Where finished runs go.
+    /// Where finished runs go: the connection to the manager.
     pub reporter: Recipient<SlotFinished>,
+    /// Where they go while the worker has no connection: the pool, which
+    /// keeps them for the next registration.
+    pub keeper: Recipient<SlotFinished>,
 }
 
 /// Anyone → WorkerSlot: the run it is busy with, if any.
@@ -509,10 +569,40 @@ pub struct GetSlotState;
 #[rtype(result = "()")]
 pub struct DrainSlot;
 
-/// Worker connection → WorkerPool: registered under this id.
+/// Worker connection → WorkerPool: registered under this id; the outcomes
+/// the connection took from the pool are handed over.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Registered(pub WorkerId);
+pub struct Registered {
+    /// The manager's id for this worker.
+    pub worker: WorkerId,
+    /// The largest frame body the manager accepts (its `registered`; 0 if
+    /// unsaid): the next `register` is sized to fit it.
+    pub max_frame: usize,
+}
+
+/// Worker connection → WorkerPool, as it registers: hand over the outcomes
+/// kept while the worker had no manager ([`KeptOutcomes`]).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "KeptOutcomes")]
+pub struct TakeKept;
+
+/// What [`TakeKept`] hands the connection: the pool keeps none of it until
+/// the connection gives back what it did not hand over ([`LinkClosed`]).
+#[derive(Debug, Default)]
+pub struct KeptOutcomes {
+    /// Oldest first.
+    pub runs: std::collections::VecDeque<crate::actors::worker::KeptRun>,
+    /// Outcomes dropped past the bounds since the last hand-over.
+    pub dropped: u64,
+    /// How many of `runs` may go in the `register` at most: none when the
+    /// last connection ended before `registered` after a `register` that
+    /// carried some (it may have been too large for the manager), else
+    /// all that fit the frame.
+    pub in_register: bool,
+    /// The frame limit the last manager announced (0: none yet).
+    pub manager_max_frame: usize,
+}
 
 /// Worker connection → WorkerPool: the manager refused this worker for
 /// good (an `error` marked `permanent`); the pool stops trying. The text is
@@ -521,11 +611,23 @@ pub struct Registered(pub WorkerId);
 #[rtype(result = "()")]
 pub struct RefusedForGood(pub String);
 
-/// Worker connection → WorkerPool: the connection closed; `None` for a
-/// clean close by the peer.
+/// Worker connection → WorkerPool: the connection closed, with what it
+/// had not handed over.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct LinkClosed(pub Option<String>);
+pub struct LinkClosed {
+    /// Why; `None` for a clean close by the peer.
+    pub failure: Option<String>,
+    /// Outcomes taken from the pool or reported by slots and not handed
+    /// over (no `registered` came, or the connection could not send them):
+    /// kept again, ahead of newer ones. Oldest first.
+    pub unsent: std::collections::VecDeque<crate::actors::worker::KeptRun>,
+    /// The dropped count taken with them, not yet told to a manager.
+    pub dropped: u64,
+    /// The connection's `register` carried outcomes and no `registered`
+    /// came back.
+    pub register_failed: bool,
+}
 
 /// Runtime → WorkerPool: stop taking tasks, finish those in flight (up to
 /// `deadline`), then close. Replies once drained.

@@ -532,6 +532,7 @@ impl Cluster {
                         handshake: hs.clone(),
                         backoff_base: Duration::from_millis(50),
                         backoff_max: Duration::from_secs(2),
+                        keep: crate::actors::worker::KeepBounds::default(),
                     },
                     opts.registry.clone(),
                 )

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+use crate::actors::worker::kept::{KeepBounds, DEFAULT_KEPT_MAX, DEFAULT_KEPT_MAX_BYTES};
 use crate::actors::WorkerSettings;
 use crate::client::ClientError;
 use crate::config::Config;
@@ -88,6 +89,13 @@ pub async fn run_worker(
         handshake: hs,
         backoff_base: Duration::from_millis(200),
         backoff_max: Duration::from_secs(10),
+        keep: KeepBounds {
+            max: config.worker.kept_outcomes_max.unwrap_or(DEFAULT_KEPT_MAX),
+            max_bytes: config
+                .worker
+                .kept_outcomes_max_bytes
+                .unwrap_or(DEFAULT_KEPT_MAX_BYTES),
+        },
     };
     let drain = config
         .worker

@@ -31,8 +31,9 @@ fn manager_example_loads() {
     );
 }
 
-/// The worker example sets the manager, capacity, drain timeout, a command
-/// task and eval limits.
+/// The worker example sets the manager, capacity, drain timeout, the
+/// bounds on outcomes kept while the manager is away, a command task and
+/// eval limits.
 #[test]
 fn worker_example_loads() {
     let c = load("worker.toml");
@@ -40,6 +41,8 @@ fn worker_example_loads() {
     assert_eq!(c.worker.capacity, Some(4));
     assert_eq!(c.worker.allow_eval, Some(false));
     assert_eq!(c.worker.drain_timeout, Some(Dur(Duration::from_secs(30))));
+    assert_eq!(c.worker.kept_outcomes_max, Some(1000));
+    assert_eq!(c.worker.kept_outcomes_max_bytes, Some(64 * 1024 * 1024));
     let wc = &c.tasks["wordcount"];
     assert_eq!(wc.command[0], "python3");
     assert_eq!(wc.timeout, Some(Dur(Duration::from_secs(10))));

@@ -234,6 +234,7 @@ async fn paused_client(heartbeat: Duration) -> (argon::runtime::Cluster, RawClie
         attempts: 0,
         retries: None,
         detach: true,
+        want_id: false,
     }))
     .await;
     let task_id = match c.recv().await {

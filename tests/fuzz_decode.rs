@@ -40,10 +40,10 @@ use argon::protocol::codec::{decode_message, encode_message, LEN_PREFIX};
 use argon::protocol::crypto::{Opener, Sealer};
 use argon::protocol::handshake::{HandshakeSettings, HELLO_LEN, HELLO_MAGIC};
 use argon::protocol::{
-    Assign, AuthFrame, CancelState, ClusterStatus, DeadList, DeadTask, FrameReader, FrameWriter,
-    FromClient, FromWorker, MasterKey, Outcome, Priority, QueuedByPriority, Register, Role,
-    RunningRun, Submit, TaskState, ToClient, ToWorker, Value, WireError, WireMessage, WorkerStatus,
-    ALL_NAMES, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Assign, AuthFrame, CancelState, ClusterStatus, DeadList, DeadTask, FinishedRun, FrameReader,
+    FrameWriter, FromClient, FromWorker, MasterKey, Outcome, Priority, QueuedByPriority, Register,
+    Role, RunningRun, Submit, TaskState, ToClient, ToWorker, Value, WireError, WireMessage,
+    WorkerStatus, ALL_NAMES, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use argon::runtime::{start_manager, ManagerHandle};
 use bytes::{BufMut, BytesMut};
@@ -1193,6 +1193,7 @@ fn valid_seeds(out: &mut Seeds) {
             attempts: 3,
             retries: None,
             detach: false,
+            want_id: false,
         }),
     );
     add(
@@ -1210,6 +1211,22 @@ fn valid_seeds(out: &mut Seeds) {
             attempts: 0,
             retries: None,
             detach: false,
+            want_id: false,
+        }),
+    );
+    add(
+        out,
+        "submit-want-id",
+        FromClient::Submit(Submit {
+            id: 9,
+            task: "sleep".into(),
+            args: Value::from(3000),
+            priority: Priority::Normal,
+            timeout_ms: None,
+            attempts: 0,
+            retries: None,
+            detach: false,
+            want_id: true,
         }),
     );
     add(out, "cancel", FromClient::Cancel { id: 7 });
@@ -1232,6 +1249,7 @@ fn valid_seeds(out: &mut Seeds) {
             attempts: 0,
             retries: Some(3),
             detach: true,
+            want_id: false,
         }),
     );
     add(
@@ -1399,6 +1417,34 @@ fn valid_seeds(out: &mut Seeds) {
             eval: true,
             running: vec![RunningRun { run_id: 9, slot: 2 }],
             max_frame: DEFAULT_MAX_FRAME as u64,
+            finished: Vec::new(),
+            finished_dropped: 0,
+        }),
+    );
+    add(
+        out,
+        "register-handover",
+        FromWorker::Register(Register {
+            capacity: 4,
+            tasks: vec!["echo".into()],
+            eval: false,
+            running: vec![RunningRun { run_id: 9, slot: 2 }],
+            max_frame: DEFAULT_MAX_FRAME as u64,
+            finished: vec![
+                FinishedRun {
+                    run_id: 1 << 62,
+                    outcome: Outcome::Done {
+                        value: args.clone(),
+                    },
+                },
+                FinishedRun {
+                    run_id: (1 << 62) + 1,
+                    outcome: Outcome::Failed {
+                        error: "exit status 3".into(),
+                    },
+                },
+            ],
+            finished_dropped: 2,
         }),
     );
     add(

@@ -72,6 +72,8 @@ fn silent_worker_is_dropped_by_the_manager() {
                     eval: false,
                     running: vec![],
                     max_frame: 0,
+                    finished: Vec::new(),
+                    finished_dropped: 0,
                 }),
                 &mut buf,
             )

@@ -1,7 +1,8 @@
 //! End-to-end tests of what peers can do to the logs of the real binary:
 //! text with newlines stays inside its line and is cut to a bounded length,
 //! a flood of wrong-key connections costs one line, and a worker whose
-//! manager is away logs tries 1, 2, 4, 8, ... only.
+//! manager is away logs tries 1, 2, 4, 8, ... only, and one line for the
+//! outcomes it drops past its bound.
 
 mod common;
 
@@ -109,6 +110,7 @@ fn peer_text_with_newlines_stays_on_its_line() {
             attempts: 0,
             retries: None,
             detach: false,
+            want_id: false,
         });
         rest.writer.write(&submit, &mut buf).expect("encode");
         let bad = one_entry("evil\nINJECTED-name", vec![]);
@@ -133,6 +135,8 @@ fn peer_text_with_newlines_stays_on_its_line() {
             eval: false,
             running: vec![],
             max_frame: 0,
+            finished: Vec::new(),
+            finished_dropped: 0,
         });
         rest.writer.write(&register, &mut buf).expect("encode");
         let error = FromWorker::Error {
@@ -225,4 +229,106 @@ fn an_unreachable_manager_is_logged_at_doubling_tries() {
         .collect();
     assert_eq!(&tries[..3], [1, 2, 4], "{log}");
     assert!(tries.iter().all(|t| t.is_power_of_two()), "{log}");
+}
+
+/// The manager's end of one worker connection, for the test below.
+struct FakeManager {
+    reader: tokio_util::codec::FramedRead<
+        tokio::net::tcp::OwnedReadHalf,
+        argon::protocol::FrameReader<FromWorker>,
+    >,
+    rest: argon::protocol::Writing,
+}
+
+impl FakeManager {
+    async fn accept(listener: &tokio::net::TcpListener, hs: &HandshakeSettings) -> FakeManager {
+        let (stream, _) = tokio::time::timeout(STARTUP, listener.accept())
+            .await
+            .expect("the worker connects")
+            .expect("accept");
+        let est = handshake::accept(stream, hs).await.expect("handshake");
+        let (reader, rest) = est.reader::<FromWorker>();
+        FakeManager { reader, rest }
+    }
+
+    async fn send(&mut self, msg: argon::protocol::ToWorker) {
+        let mut buf = BytesMut::new();
+        self.rest.writer.write(&msg, &mut buf).expect("encode");
+        self.rest.write.write_all(&buf).await.expect("send");
+    }
+
+    /// Takes the `register` and answers `registered`.
+    async fn register(&mut self) -> Register {
+        loop {
+            let next = tokio::time::timeout(STARTUP, self.reader.next()).await;
+            match next.expect("a message from the worker") {
+                Some(Ok(FromWorker::Heartbeat {})) => continue,
+                Some(Ok(FromWorker::Register(r))) => {
+                    self.send(argon::protocol::ToWorker::Registered {
+                        worker_id: 1,
+                        max_frame: 0,
+                    })
+                    .await;
+                    return r;
+                }
+                other => panic!("expected register, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// A worker (`worker.kept_outcomes_max = 1` in its config file) whose
+/// manager went away while three runs went on: past the bound the oldest
+/// outcomes go, with one warning that counts them (not one per outcome),
+/// and the next `register` hands over the newest and says how many went.
+#[test]
+fn a_worker_past_its_bound_of_kept_outcomes_warns_once_with_the_count() {
+    let dir = TempDir::new();
+    let key_path = dir.keygen("key");
+    let cfg = dir.write("worker.toml", "[worker]\nkept_outcomes_max = 1\n");
+    let hs = HandshakeSettings::new(MasterKey::load(&key_path).expect("key"));
+    let rt = runtime();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let mut w =
+        common::Worker::start_with(&addr, &key_path, 3, &["--config".as_ref(), cfg.as_os_str()]);
+    rt.block_on(async {
+        let mut m = FakeManager::accept(&listener, &hs).await;
+        m.register().await;
+        for (slot, ms) in [(0u32, 100u64), (1, 200), (2, 300)] {
+            m.send(argon::protocol::ToWorker::Assign(argon::protocol::Assign {
+                run_id: 7 + u64::from(slot),
+                slot,
+                task: "sleep".into(),
+                args: Value::from(ms),
+                timeout_ms: None,
+            }))
+            .await;
+        }
+        // Lets the assigns reach the slots, then goes away.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    });
+    assert!(
+        w.proc.wait_stderr("dropped the 1 oldest", STARTUP),
+        "{}",
+        w.proc.stderr()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let reg = rt.block_on(async {
+        let mut m = FakeManager::accept(&listener, &hs).await;
+        m.register().await
+    });
+    let handed: Vec<u64> = reg.finished.iter().map(|f| f.run_id).collect();
+    assert_eq!((handed, reg.finished_dropped), (vec![9], 2), "{reg:?}");
+    w.proc.kill();
+    let log = w.proc.stderr();
+    let warned = lines_with(&log, "over their bound");
+    assert_eq!(warned.len(), 1, "one line for two drops:\n{log}");
+    assert!(
+        warned[0].contains("(1 outcomes, 67108864 bytes)") && warned[0].contains("1 since"),
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "its outcome is kept").len(), 1, "{log}");
 }

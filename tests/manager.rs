@@ -77,6 +77,10 @@ async fn submit(
     )
     .await
     .expect("manager alive")
+    .map(|a| {
+        assert!(!a.durable, "a manager without a store says so");
+        a.task
+    })
 }
 
 /// Submits a task that must be accepted and returns its id.
@@ -1605,6 +1609,7 @@ async fn detach(mgr: &Addr<Manager>, session: SessionId, to: &Session, request_i
     .await
     .expect("manager alive")
     .expect("detached task accepted")
+    .task
 }
 
 async fn state(mgr: &Addr<Manager>, task: TaskId) -> TaskState {

@@ -33,6 +33,7 @@ async fn submit(
     )
     .await
     .expect("manager alive")
+    .map(|a| a.task)
 }
 
 async fn report(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, outcome: TaskOutcome) {
@@ -160,11 +161,13 @@ async fn kept_results_and_waiting_result_requests_show_in_metrics() {
     let first = within("a submit", mgr.send(detached(1)))
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .task;
     let second = within("a submit", mgr.send(detached(2)))
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .task;
     let wait = mgr.send(GetResult {
         task: second,
         wait: true,

@@ -87,7 +87,7 @@ fn spec(arg: i64, priority: Priority, attempts: u32) -> TaskSpec {
 }
 
 async fn submit(mgr: &Addr<Manager>, to: &Session, request_id: u64, spec: TaskSpec) -> TaskId {
-    within(
+    let accepted = within(
         "a submit to be answered",
         mgr.send(SubmitTask {
             session: SESSION,
@@ -99,7 +99,9 @@ async fn submit(mgr: &Addr<Manager>, to: &Session, request_id: u64, spec: TaskSp
     )
     .await
     .expect("manager alive")
-    .expect("accepted")
+    .expect("accepted");
+    assert!(accepted.durable, "a manager with a store says so");
+    accepted.task
 }
 
 /// The next assign `link` gets: (run, slot, argument).
@@ -442,11 +444,13 @@ fn a_graceful_stop_keeps_queued_tasks_for_the_next_start() {
         let running = within("accept", mgr.send(ask(1, 1)))
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .task;
         let kept = within("accept", mgr.send(ask(2, 2)))
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .task;
         let (run, _, _) = next_assign(&mut link).await;
         let stopped = mgr.send(Shutdown {
             deadline: Duration::from_secs(5),
@@ -504,7 +508,11 @@ fn a_task_running_at_the_drain_deadline_is_kept_running() {
             reply_to: session.recipient(),
             detach: false,
         };
-        let task = within("accept", mgr.send(attached)).await.unwrap().unwrap();
+        let task = within("accept", mgr.send(attached))
+            .await
+            .unwrap()
+            .unwrap()
+            .task;
         let (run, _, _) = next_assign(&mut link).await;
         let report = within(
             "the drain",
@@ -570,7 +578,8 @@ fn answered_tasks_and_expired_results_leave_the_store() {
         )
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .task;
         let (run, _, _) = next_assign(&mut link).await;
         finish(&mgr, worker, run, Value::from(1)).await;
         let detached = submit(&mgr, &session, 2, spec(2, Priority::Normal, 1)).await;

@@ -512,6 +512,7 @@ fn protocol_md_matches_the_code() {
         attempts: 1,
         retries: None,
         detach: false,
+        want_id: false,
     });
     let bytes = encoded(&submit);
     assert_eq!(bytes.len(), 74);
@@ -573,6 +574,7 @@ fn protocol_md_matches_the_code() {
             attempts: 0,
             retries: None,
             detach: false,
+            want_id: false,
         })
     );
     // {"ping": {"id": 3, "extra": [1, 2]}}: unknown fields are ignored.

@@ -62,6 +62,8 @@ impl RawWorker {
             eval: false,
             running: vec![],
             max_frame: 0,
+            finished: Vec::new(),
+            finished_dropped: 0,
         }))
         .await;
         match w.recv().await {

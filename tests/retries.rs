@@ -83,6 +83,7 @@ async fn submit(
     )
     .await
     .unwrap()
+    .map(|a| a.task)
 }
 
 async fn fail(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, error: &str) {

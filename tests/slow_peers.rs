@@ -66,6 +66,7 @@ async fn flood_without_reading(addr: &str, key: &std::path::Path, submits: u64) 
             attempts: 0,
             retries: None,
             detach: false,
+            want_id: false,
         });
         buf.clear();
         rest.writer.write(&msg, &mut buf).expect("encode");

@@ -96,6 +96,7 @@ async fn a_status_of_a_thousand_workers_fits_and_the_client_lives_on() {
             handshake: settings(&key),
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_millis(50),
+            keep: argon::actors::worker::KeepBounds::default(),
         },
         registry,
     );

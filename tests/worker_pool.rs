@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use argon::actors::worker::KeepBounds;
 use argon::actors::{ManagerSettings, WorkerPool, WorkerSettings, WorkerSlot};
 use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
 use argon::messages::*;
 use argon::protocol::handshake::{self, HandshakeSettings};
 use argon::protocol::{
-    Assign, FrameReader, FrameWriter, FromWorker, MasterKey, Outcome, Register, RunningRun,
-    ToWorker,
+    Assign, FinishedRun, FrameReader, FrameWriter, FromWorker, MasterKey, Outcome, Register,
+    RunningRun, ToWorker,
 };
 use argon::runtime::{start_manager, start_worker, ManagerHandle};
 use argon::{TaskError, TaskRegistry, Value};
@@ -41,6 +42,7 @@ fn worker_settings(mgr: String, capacity: usize, backoff: Duration) -> WorkerSet
         handshake: handshake(),
         backoff_base: backoff,
         backoff_max: backoff,
+        keep: argon::actors::worker::KeepBounds::default(),
     }
 }
 
@@ -118,12 +120,63 @@ async fn attached_slot_with(registry: TaskRegistry) -> (Addr<WorkerSlot>, Stub<S
         "AttachSlot",
         slot.send(AttachSlot {
             reporter: reports.recipient(),
+            keeper: Stub::<SlotFinished>::start().recipient(),
         }),
     )
     .await
     .expect("slot alive");
     assert_eq!(busy, None, "a new slot is idle");
     (slot, reports)
+}
+
+/// A reporter that is gone at once, as a connection to a manager that
+/// went away is.
+struct Gone;
+
+impl Actor for Gone {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<SlotFinished> for Gone {
+    type Result = ();
+
+    fn handle(&mut self, msg: SlotFinished, _: &mut Self::Context) {
+        panic!("a stopped reporter got {msg:?}");
+    }
+}
+
+/// A run that ends after its reporter (the connection) is gone is reported
+/// to the keeper (the pool), not lost.
+#[actix::test]
+async fn a_run_that_ends_after_its_connection_is_gone_goes_to_the_keeper() {
+    let slot = WorkerSlot::new(0, Arc::new(TaskRegistry::with_builtins())).start();
+    let gone = Gone.start();
+    let mut kept = Stub::<SlotFinished>::start();
+    within(
+        "AttachSlot",
+        slot.send(AttachSlot {
+            reporter: gone.clone().recipient(),
+            keeper: kept.recipient(),
+        }),
+    )
+    .await
+    .expect("slot alive");
+    within("the reporter to stop", async {
+        while gone.connected() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(exec(&slot, sleep_run(5, 1)).await, Ok(()));
+    let done = kept.next().await;
+    assert_eq!(
+        (done.run, done.outcome),
+        (5, TaskOutcome::Done(Value::from(1)))
+    );
 }
 
 /// The slot's own state decides: busy, it refuses by the mailbox reply and
@@ -203,15 +256,46 @@ impl FakeManager {
     }
 
     async fn register(&mut self, worker_id: u64) -> Register {
+        self.register_with(worker_id, 0).await
+    }
+
+    /// Takes the worker's `register` and answers `registered`, announcing
+    /// `max_frame` as the manager's frame limit.
+    async fn register_with(&mut self, worker_id: u64, max_frame: u64) -> Register {
         let Some(FromWorker::Register(r)) = self.recv().await else {
             panic!("expected register");
         };
         self.send(ToWorker::Registered {
             worker_id,
-            max_frame: 0,
+            max_frame,
         })
         .await;
         r
+    }
+}
+
+fn assign(run_id: u64, slot: u32, task: &str, args: Value) -> ToWorker {
+    ToWorker::Assign(Assign {
+        run_id,
+        slot,
+        task: task.into(),
+        args,
+        timeout_ms: None,
+    })
+}
+
+fn done(run_id: u64, value: Value) -> FinishedRun {
+    FinishedRun {
+        run_id,
+        outcome: Outcome::Done { value },
+    }
+}
+
+/// The worker's next message, which must be `finished` for `run_id`.
+async fn finished(m: &mut FakeManager, run_id: u64) -> Outcome {
+    match m.recv().await {
+        Some(FromWorker::Finished { run_id: r, outcome }) if r == run_id => outcome,
+        other => panic!("expected run {run_id} finished, got {other:?}"),
     }
 }
 
@@ -272,6 +356,167 @@ async fn a_worker_registers_the_runs_its_slots_still_hold() {
         other => panic!("expected run 7 finished, got {other:?}"),
     }
     wait_for_pool(&pool, "both slots idle", |s| s.idle == 2).await;
+}
+
+/// A run that ends while the worker has no manager is not lost: its outcome
+/// is handed over in the next `register` (its slot free, not in
+/// `running`), once, beside a run still going; nothing of it follows the
+/// registration.
+#[actix::test]
+async fn a_run_that_ends_while_the_manager_is_away_is_handed_over_in_the_next_register() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let pool = start_worker(
+        worker_settings(addr, 2, Duration::from_millis(20)),
+        TaskRegistry::with_builtins(),
+    );
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register(1).await;
+    assert_eq!((reg.finished.len(), reg.finished_dropped), (0, 0));
+    m.send(assign(7, 0, "sleep", Value::from(200))).await;
+    m.send(long_sleep(8, 1)).await;
+    wait_for_pool(&pool, "both slots busy", |s| s.idle == 0).await;
+    drop(m);
+    wait_for_pool(&pool, "run 7 to end while away", |s| s.idle == 1).await;
+
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register(2).await;
+    assert_eq!(reg.finished, vec![done(7, Value::from(200))]);
+    assert_eq!(reg.finished_dropped, 0);
+    assert_eq!(reg.running, vec![RunningRun { run_id: 8, slot: 1 }]);
+    m.send(ToWorker::Cancel { run_id: 8, slot: 1 }).await;
+    match finished(&mut m, 8).await {
+        Outcome::Failed { error } => assert!(error.contains("cancelled"), "{error:?}"),
+        other => panic!("expected run 8 cancelled, got {other:?}"),
+    }
+    drop(m);
+
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register(3).await;
+    assert_eq!(
+        (reg.finished.len(), reg.running.len(), reg.finished_dropped),
+        (0, 0, 0),
+        "handed over once: {reg:?}"
+    );
+}
+
+/// Past `kept_outcomes_max` the oldest outcomes go: the `register` hands
+/// over the newest and counts the rest in `finished_dropped`, once.
+#[actix::test]
+async fn past_the_bound_the_oldest_kept_outcomes_go_and_are_counted() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let mut settings = worker_settings(addr, 4, Duration::from_millis(20));
+    settings.keep = KeepBounds {
+        max: 2,
+        max_bytes: 1 << 20,
+    };
+    let pool = start_worker(settings, TaskRegistry::with_builtins());
+    let mut m = FakeManager::accept(&listener).await;
+    m.register(1).await;
+    for (run, ms) in [(11, 100), (12, 200), (13, 300), (14, 400)] {
+        m.send(assign(run, (run - 11) as u32, "sleep", Value::from(ms)))
+            .await;
+    }
+    wait_for_pool(&pool, "all slots busy", |s| s.idle == 0).await;
+    drop(m);
+    wait_for_pool(&pool, "all runs to end while away", |s| s.idle == 4).await;
+
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register(2).await;
+    assert_eq!(
+        reg.finished,
+        vec![done(13, Value::from(300)), done(14, Value::from(400))]
+    );
+    assert_eq!(reg.finished_dropped, 2);
+    drop(m);
+
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register(3).await;
+    assert_eq!(
+        (reg.finished.len(), reg.finished_dropped),
+        (0, 0),
+        "{reg:?}"
+    );
+}
+
+/// Ends the worker's current connection while it registers: takes its
+/// `register` and closes, with a refusal for now or without a word.
+async fn close_while_registering(listener: &TcpListener, refuse: bool) -> Register {
+    let mut m = FakeManager::accept(listener).await;
+    let Some(FromWorker::Register(r)) = m.recv().await else {
+        panic!("expected register");
+    };
+    if refuse {
+        m.send(ToWorker::Error {
+            message: "registration refused: run 1 is already known to this manager".into(),
+            permanent: false,
+        })
+        .await;
+    }
+    r
+}
+
+/// Kept outcomes that do not fit the `register` frame (the smaller of the
+/// worker's limit and the one its manager announced) follow as `finished`
+/// once `registered` arrives. Outcomes not yet handed over when a
+/// connection ends while registering are kept for the next one; one that
+/// ends without a word (its `register` may have been too large for the
+/// manager) makes the next `register` carry none: all follow `registered`.
+#[actix::test]
+async fn kept_outcomes_past_the_register_frame_follow_registered() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let pool = start_worker(
+        worker_settings(addr, 3, Duration::from_millis(20)),
+        TaskRegistry::with_builtins(),
+    );
+    // `sleep` answers with its arguments: ~1.5 kB each, so that two fit a
+    // `register` of 4 KiB and three do not.
+    let big = |run: u64| {
+        Value::Array(vec![
+            Value::from(100),
+            Value::from("x".repeat(1500)),
+            run.into(),
+        ])
+    };
+    let ids = |reg: &Register| -> Vec<u64> { reg.finished.iter().map(|f| f.run_id).collect() };
+    let run_while_away = |m: FakeManager, runs: [u64; 3]| {
+        let pool = pool.clone();
+        async move {
+            let mut m = m;
+            for (slot, run) in runs.into_iter().enumerate() {
+                m.send(assign(run, slot as u32, "sleep", big(run))).await;
+            }
+            wait_for_pool(&pool, "all slots busy", |s| s.idle == 0).await;
+            drop(m);
+            wait_for_pool(&pool, "the runs to end while away", |s| s.idle == 3).await;
+        }
+    };
+
+    let mut m = FakeManager::accept(&listener).await;
+    m.register_with(1, 4096).await;
+    run_while_away(m, [31, 32, 33]).await;
+    let reg = close_while_registering(&listener, true).await;
+    assert_eq!(ids(&reg), vec![31, 32], "the oldest that fit");
+    let reg = close_while_registering(&listener, false).await;
+    assert_eq!(ids(&reg), vec![31, 32], "all kept after a refusal");
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register_with(2, 4096).await;
+    assert_eq!(ids(&reg), Vec::<u64>::new(), "none after a silent close");
+    for run in [31, 32, 33] {
+        assert_eq!(
+            finished(&mut m, run).await,
+            Outcome::Done { value: big(run) }
+        );
+    }
+
+    run_while_away(m, [41, 42, 43]).await;
+    let mut m = FakeManager::accept(&listener).await;
+    let reg = m.register_with(3, 4096).await;
+    assert_eq!(ids(&reg), vec![41, 42]);
+    assert_eq!(reg.finished[1], done(42, big(42)));
+    assert_eq!(finished(&mut m, 43).await, Outcome::Done { value: big(43) });
 }
 
 /// Accepts the worker's connection and refuses its registration.

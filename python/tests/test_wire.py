@@ -58,6 +58,13 @@ def test_submit_encoding_matches_section_9_1() -> None:
     assert plain == bytes.fromhex(SUBMIT_91)
 
 
+def test_submit_asks_for_the_task_id_only_when_told_to() -> None:
+    asked = _wire.unpack(encode_submit("echo", 1, "normal", None, None, _wire.DEFAULT_MAX_FRAME, None, True))
+    assert asked == {"task": "echo", "args": 1, "want_id": True}
+    plain = _wire.unpack(encode_submit("echo", 1, "normal", None, None, _wire.DEFAULT_MAX_FRAME))
+    assert plain == {"task": "echo", "args": 1}, "left out when false, as before"
+
+
 def test_key_file_trims_trailing_whitespace_only(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_bytes(KEY_TEXT[:-1] + b" \t\r\n\x0c")

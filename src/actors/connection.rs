@@ -352,6 +352,13 @@ impl<P: Peer> Connection<P> {
         Poll::Pending
     }
 
+    /// Whether a message [`Connection::send`] queues now still leaves: the
+    /// connection is neither stopping nor dropping what it queued. After
+    /// [`Connection::close`] it is, until what was queued is flushed.
+    pub fn can_send(&self, ctx: &Context<Self>) -> bool {
+        self.write_half.is_some() && ctx.state().alive()
+    }
+
     /// Bytes queued for the peer and not yet taken by the socket.
     pub fn unsent(&self) -> usize {
         self.out.len()

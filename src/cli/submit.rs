@@ -1,8 +1,10 @@
 //! `argon submit` and `argon eval`: queue one task (or one Rhai script) and
 //! print its result as JSON. With `--retry`, denies and an unreachable
-//! manager are retried on a backoff for at most `--retry-for`. With
-//! `--detach`, print the task's id once it is accepted instead, and leave it
-//! running (see `argon result` and `argon cancel`).
+//! manager are retried on a backoff for at most `--retry-for`, and a task
+//! whose manager goes away while it runs is waited on again by its id once
+//! the manager is back (a manager with a task store tells the id), within
+//! the same bound. With `--detach`, print the task's id once it is accepted
+//! instead, and leave it running (see `argon result` and `argon cancel`).
 
 use argon::actors::manager::retry::MAX_RETRIES;
 use std::io::Read;
@@ -28,7 +30,9 @@ pub struct TaskOptArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// When denied or the manager is unreachable, retry on a logarithmic
-    /// backoff instead of exiting 75 or 69 (for at most --retry-for).
+    /// backoff instead of exiting 75 or 69 (for at most --retry-for); when
+    /// the manager goes away while the task runs, wait on the task again
+    /// once it is back (a manager with --persist).
     #[arg(long)]
     pub retry: bool,
     /// Give up retrying after this long: exit 75 if still denied, 69 if the
@@ -122,7 +126,14 @@ async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Re
         .retry_for
         .or(config.client.retry_for.map(|d| d.0))
         .unwrap_or(DEFAULT_RETRY_FOR);
-    let (args, opts) = (&args, &opts);
+    let deadline = Instant::now() + limit;
+    // Attached, the task asks for its id (with retry), to be waited on
+    // again if its manager goes away; `submit` never resends a deny.
+    let attached = QueueOptions {
+        retry: Some(retry),
+        ..opts.clone()
+    };
+    let (args, opts, attached) = (&args, &opts, &attached);
     if o.detach {
         let send = |c: Client| async move { c.submit_detached(task, args.clone(), opts).await };
         let id = if retry {
@@ -133,7 +144,10 @@ async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Re
         outln!("{id}");
         return Ok(());
     }
-    let send = |c: Client| async move { c.queue_with(task, args.clone(), opts).await };
+    let send = |c: Client| async move {
+        let submitted = c.submit(task, args.clone(), attached).await?;
+        submitted.result_until(deadline).await
+    };
     let value = if retry {
         retrying(&cc, limit, send).await?
     } else {

@@ -375,6 +375,7 @@ mod tests {
             attempts: 2,
             retries: Some(1),
             detach: false,
+            want_id: false,
         })
     }
 

@@ -375,6 +375,15 @@ pub struct Submit {
     /// not sent when false, so an attached submit encodes as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub detach: bool,
+    /// For an attached submit: ask for the task's id in an `accepted`
+    /// (besides the later `reply`), so that the client can wait on the task
+    /// again by id if the connection is lost. Only a manager with a task
+    /// store (`--persist`) answers it, since only its tasks outlive it.
+    /// False if absent; not sent when false, so older managers (which
+    /// ignore it) and older clients (which never ask, and so are never sent
+    /// an `accepted` they do not expect) see the same bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub want_id: bool,
 }
 
 /// Where a task named by its id is, in a `result` message.
@@ -441,6 +450,38 @@ pub struct Register {
     /// worker whose limit is below its own.
     #[serde(default)]
     pub max_frame: u64,
+    /// Outcomes of runs that ended while the worker had no manager, oldest
+    /// first: as many as fit this frame; the rest follow as `finished`
+    /// messages once `registered` arrives. Their slots are free (they are
+    /// not in `running`). Not sent when empty, so a worker with nothing to
+    /// hand over encodes as before; a manager that predates the field
+    /// ignores it.
+    #[serde(
+        default,
+        deserialize_with = "grown",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub finished: Vec<FinishedRun>,
+    /// Outcomes of such runs the worker dropped, the oldest first, past its
+    /// bounds (`worker.kept_outcomes_max`, `worker.kept_outcomes_max_bytes`)
+    /// since it last handed outcomes over. 0 if absent; not sent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub finished_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A run's outcome as a worker hands it over in `register`: what a
+/// `finished` message says, for a run that ended while the worker had no
+/// manager.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FinishedRun {
+    /// The run's id, from its `assign`.
+    pub run_id: u64,
+    /// What happened: `done` or `failed`.
+    pub outcome: Outcome,
 }
 
 /// A task the manager hands to a worker: one run of it, in one slot.
@@ -547,7 +588,9 @@ pub enum ToClient {
         /// The ping's id.
         id: u64,
     },
-    /// A detached `submit` was accepted (instead of its `reply`).
+    /// A detached `submit` was accepted (instead of its `reply`); or an
+    /// attached one that asked with `want_id`, accepted by a manager with a
+    /// task store (its `reply` still follows).
     Accepted {
         /// The submit's request id.
         id: u64,

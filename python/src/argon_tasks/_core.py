@@ -6,6 +6,14 @@ first call after a loss), matches answers to requests by id, resends denied
 submits on a logarithmic backoff, and fails what was pending when the
 connection ends. Requests are :class:`Call` objects whose ``on_done``
 callback hands the outcome to the front end that made them.
+
+Waiting again: a submit with retry on asks for its task's id
+(``want_id``), which a manager with a task store tells in an ``accepted``.
+When the connection ends before the ``reply``, such a submit becomes a
+wait on that id (``result_request`` with ``wait``): the Core reconnects on
+the backoff and asks again, for at most ``retry_for`` seconds from the
+loss, so the caller still gets the task's one outcome from a restarted
+manager. A submit whose id was not told fails with ConnectionLost.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from ._text import peer_text
 from .errors import (
     ArgonError,
     ClientClosed,
+    ConnectError,
     ConnectionLost,
     Denied,
     FrameTooLarge,
@@ -44,6 +53,12 @@ CANCELLED = "cancelled by the client"
 
 _SUBMIT_HEAD = b"\x81\xa6submit"
 _ID_KEY = b"\xa2id"
+_REATTACH_BASE = 0.2
+"""Base of the backoff between tries to reach the manager again while
+waiting on a task, in seconds (0.2, 0.34, 0.42, ...)."""
+_WAIT_AGAIN = 1.0
+"""Pause before asking again when the manager answered a wait at once
+with ``queued`` or ``running`` (it holds a bounded number of waits)."""
 
 
 def resolve_mgr(mgr: Optional[str]) -> str:
@@ -115,10 +130,13 @@ def encode_submit(
     attempts: Optional[int],
     max_frame: int,
     retries: Optional[int] = None,
+    want_id: bool = False,
 ) -> bytes:
     """The packed fields of a ``submit`` other than ``id``, checked:
     ValueError for bad options or arguments nested too deep, TypeError for
-    arguments MessagePack cannot hold, FrameTooLarge if it cannot fit."""
+    arguments MessagePack cannot hold, FrameTooLarge if it cannot fit.
+    ``want_id`` asks a manager with a task store for the task's id (see the
+    module doc)."""
     if not isinstance(task, str) or not task:
         raise ValueError("task must be a non-empty string")
     fields: Dict[str, Any] = {"task": task, "args": args}
@@ -138,6 +156,8 @@ def encode_submit(
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= _wire.U32_MAX:
             raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
         fields["retries"] = retries
+    if want_id:
+        fields["want_id"] = True
     if _wire.value_depth(args) > _wire.MAX_VALUE_DEPTH:
         raise ValueError(f"arguments nested deeper than {_wire.MAX_VALUE_DEPTH} levels are not accepted")
     body = _wire.pack(fields)
@@ -148,7 +168,9 @@ def encode_submit(
 
 
 class Call:
-    """One request: a submit, a ping or a status request."""
+    """One request: a submit, a ping or a status request; a submit whose
+    connection was lost becomes a wait on its task (kind
+    ``result_request``)."""
 
     __slots__ = (
         "kind",
@@ -165,6 +187,10 @@ class Call:
         "value",
         "error",
         "on_done",
+        "task_id",
+        "lost",
+        "lost_at",
+        "tries",
     )
 
     def __init__(self, kind: str, task: str, body: bytes, retry: bool, on_done: Callable[["Call"], None]) -> None:
@@ -182,6 +208,12 @@ class Call:
         self.value: Any = None
         self.error: Optional[BaseException] = None
         self.on_done = on_done
+        # The task's id once an `accepted` told it; why and when the
+        # connection was lost, for a submit that waits on its task again.
+        self.task_id: Optional[int] = None
+        self.lost = ""
+        self.lost_at = 0.0
+        self.tries = 0
 
     def outcome(self) -> Any:
         """The value, or raises the error."""
@@ -225,11 +257,17 @@ class Core:
         for c in calls:
             self.start(c)
 
-    def _send(self, link: Link, call: Call) -> None:
+    def _rid(self) -> int:
         rid = self._next_id
         self._next_id = rid + 1
+        return rid
+
+    def _send(self, link: Link, call: Call) -> None:
+        rid = self._rid()
         if call.kind == "submit":
             plain = b"".join((_SUBMIT_HEAD, bytes([0x80 | (1 + _fields_in(call.body))]), _ID_KEY, _wire.pack(rid), call.body[1:]))
+        elif call.kind == "result_request":
+            plain = _wire.pack({"result_request": {"id": rid, "task_id": call.task_id, "wait": True}})
         else:
             plain = _wire.pack({call.kind: {"id": rid}})
         try:
@@ -285,7 +323,10 @@ class Core:
         waiting = list(self._waiting)
         self._waiting.clear()
         for c in waiting:
-            self.finish(c, error=error)
+            if c.kind == "result_request" and isinstance(error, ConnectError):
+                self._wait_again_later(c, error)
+            else:
+                self.finish(c, error=error)
 
     async def connect(self) -> None:
         """Opens the connection if it is not open; raises what opening raised."""
@@ -303,6 +344,19 @@ class Core:
     # --- answers -----------------------------------------------------------
 
     def _on_message(self, name: str, fields: Dict[Any, Any]) -> None:
+        if name == "accepted":
+            # An attached submit's id (a detached submit is not made here);
+            # one that comes after its reply is for nobody.
+            asked = self._pending.get(_wire.get_int(fields, "id"))
+            task_id = _wire.get_int(fields, "task_id")
+            if asked is not None and asked.kind == "submit":
+                asked.task_id = task_id
+            return
+        if name == "result":
+            self._on_result(fields)
+            return
+        if name == "cancel_result":
+            return  # of a cancel sent for a task waited on again
         if name == "reply":
             rid = fields.get("id")
             outcome = fields.get("outcome")
@@ -351,6 +405,66 @@ class Core:
         else:
             raise ProtocolError(f"a manager may not send {peer_text(name, 40)} to a client")
 
+    def _on_result(self, fields: Dict[Any, Any]) -> None:
+        """The answer to a wait on a task whose connection was lost."""
+        rid = _wire.get_int(fields, "id")
+        kind, state = _wire.one_entry(fields.get("state"), "state")
+        call = self._pending.get(rid)
+        if call is None or call.kind != "result_request":
+            return
+        del self._pending[rid]
+        call.rid = None
+        if kind == "done":
+            if "value" not in state:
+                raise ProtocolError("state done has no value")
+            self.finish(call, value=state["value"])
+        elif kind == "failed":
+            self.finish(call, error=TaskFailed(call.task, _wire.get_str(state, "error")))
+        elif kind == "unknown":
+            why = (
+                f"{call.lost}; the manager reached again does not know task {call.task_id} (it drops an "
+                "attached task whose connection ends, unless restarted with its task store)"
+            )
+            self.finish(call, error=ConnectionLost(why))
+        elif kind in ("queued", "running"):
+            call.link = None
+            call.timer = self.loop.call_later(_WAIT_AGAIN, self._retry, call)
+        else:
+            raise ProtocolError(f"unknown task state {peer_text(kind, 40)}")
+
+    def _wait_again(self, call: Call, reason: str) -> None:
+        """``call``'s connection ended before its answer: wait on its task
+        again by id (see the module doc)."""
+        call.rid = None
+        call.link = None
+        if call.kind == "result_request":
+            # Lost again while waiting: on the backoff, within the bound.
+            self._wait_again_later(call, ConnectionLost(reason))
+            return
+        call.kind = "result_request"
+        call.lost = f"connection to the manager lost: {reason}"
+        call.lost_at = time.monotonic()
+        log.info(
+            "connection to the manager lost while waiting on task %d (%s); waiting on it again by id",
+            call.task_id,
+            peer_text(reason, 200),
+        )
+        self.start(call)
+
+    def _wait_again_later(self, call: Call, error: BaseException) -> None:
+        """Another try to reach the manager for ``call``'s wait failed with
+        ``error``: tries again on the backoff, or gives up past ``retry_for``."""
+        s = self.settings
+        call.tries += 1
+        delay = backoff_delay(call.tries, _REATTACH_BASE, s.min_backoff, s.max_backoff)
+        waited = time.monotonic() - call.lost_at
+        if s.retry_for is not None and waited + delay > s.retry_for:
+            why = f"{call.lost}; gave up waiting on task {call.task_id} again after {waited:.1f} s: {error}"
+            self.finish(call, error=ConnectionLost(why))
+            return
+        log.debug("task %d: %s; trying again in %.2f s", call.task_id, error, delay)
+        call.timer = self.loop.call_later(delay, self._retry, call)
+
     def _denied(self, call: Call, reason: str, retry_after: float) -> None:
         s = self.settings
         if not call.retry:
@@ -378,7 +492,10 @@ class Core:
         for c in lost:
             if c.rid is not None:
                 self._pending.pop(c.rid, None)
-            self.finish(c, error=ConnectionLost(f"connection to the manager lost: {reason}"))
+            if c.retry and c.task_id is not None and not self.closed:
+                self._wait_again(c, reason)
+            else:
+                self.finish(c, error=ConnectionLost(f"connection to the manager lost: {reason}"))
 
     # --- ending calls --------------------------------------------------------
 
@@ -417,13 +534,20 @@ class Core:
             return
         link = call.link
         if call.rid is not None and link is not None:
-            if link.is_open:
+            if link.is_open and call.kind == "result_request":
+                # Waited on again: the task is not a submit of this connection.
+                link.send({"cancel_task": {"id": self._rid(), "task_id": call.task_id}})
+            elif link.is_open:
                 link.send({"cancel": {"id": call.rid}})
             return
         try:
             self._waiting.remove(call)
         except ValueError:
             pass
+        if call.kind == "result_request":
+            why = f"{call.lost}; stopped waiting on task {call.task_id}, cancelled while reconnecting (it may still run)"
+            self.finish(call, error=ConnectionLost(why))
+            return
         self.finish(call, error=TaskFailed(call.task, CANCELLED))
 
     async def close(self) -> None:

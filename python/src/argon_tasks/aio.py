@@ -45,6 +45,12 @@ class TaskHandle:
         """Whether the task's outcome is known."""
         return self._fut.done()
 
+    @property
+    def task_id(self) -> Optional[int]:
+        """The task's manager-wide id once the manager told it (with retry
+        on, a manager with a task store does), else None."""
+        return self._call.task_id
+
     def cancel(self) -> None:
         """Asks the manager to cancel the task. Its outcome then is
         usually :class:`TaskFailed` with ``error == "cancelled by the client"``,
@@ -89,6 +95,13 @@ class AsyncClient:
     raises :class:`Overloaded`; with ``retry=False`` a deny raises
     :class:`Denied` at once. At most ``max_in_flight`` calls are pending at
     once: more wait for room. Use it from one event loop only.
+
+    With retry on, a task asks for its id, which a manager with a task
+    store (``--persist``) tells. If the connection is lost before the
+    task's result, the client reconnects on a backoff and waits on that id
+    again, for up to ``retry_for`` seconds from the loss, so a restarted
+    manager's result still reaches the caller; a task whose id was not told
+    raises :class:`ConnectionLost` as above.
     """
 
     def __init__(
@@ -198,9 +211,10 @@ class AsyncClient:
         (None: the manager's default, 0 unless configured). Raises ValueError, TypeError or FrameTooLarge
         at once for arguments that cannot be sent."""
         core = self._core()
-        body = encode_submit(task, args, priority, timeout, attempts, self._settings.max_frame, retries)
+        retry_ = self._settings.retry if retry is None else retry
+        body = encode_submit(task, args, priority, timeout, attempts, self._settings.max_frame, retries, retry_)
         await self._take_room()
-        call, fut = self._new_call(core, "submit", task, body, self._settings.retry if retry is None else retry)
+        call, fut = self._new_call(core, "submit", task, body, retry_)
         core.start(call)
         link = core._link
         if link is not None and link.write_paused:

@@ -74,6 +74,12 @@ class TaskFuture:
         """Whether the task's outcome is known."""
         return self.future.done()
 
+    @property
+    def task_id(self) -> Optional[int]:
+        """The task's manager-wide id once the manager told it (with retry
+        on, a manager with a task store does), else None."""
+        return self._call.task_id
+
     def result(self, timeout: Optional[float] = None) -> Any:
         """The task's value, waiting at most ``timeout`` seconds
         (TimeoutError after that; the task goes on). Raises TaskFailed,
@@ -227,8 +233,9 @@ class Client:
         retry: Optional[bool],
         retries: Optional[int] = None,
     ) -> TaskFuture:
-        body = encode_submit(task, args, priority, timeout, attempts, self._settings.max_frame, retries)
-        call, cf = self._new_call("submit", task, body, self._settings.retry if retry is None else retry)
+        retry_ = self._settings.retry if retry is None else retry
+        body = encode_submit(task, args, priority, timeout, attempts, self._settings.max_frame, retries, retry_)
+        call, cf = self._new_call("submit", task, body, retry_)
         return TaskFuture(task, self, call, cf)
 
     def submit(
@@ -317,7 +324,7 @@ class Client:
                             except StopIteration:
                                 exhausted = True
                                 break
-                            body = encode_submit(task, item, priority, timeout, attempts, max_frame, retries)
+                            body = encode_submit(task, item, priority, timeout, attempts, max_frame, retries, retry_)
                             batch.append(Call("submit", task, body, retry_, on_done))
                     finally:
                         room.give(granted - len(batch))

@@ -55,6 +55,9 @@ class ConnectionLost(ArgonError):
     """The connection to the manager ended while the call was pending.
 
     The task may or may not have run. The client reconnects for later calls.
+    With retry on, a task whose id a manager with a task store told is
+    waited on again instead; this is raised only when that gives nothing
+    (no manager within ``retry_for``, or one that does not know the task).
     """
 
 

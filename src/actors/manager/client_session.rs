@@ -6,6 +6,10 @@
 //! [`CancelById`], and `dead_request` becomes [`GetDeadList`], answered on
 //! this connection when the manager replies.
 //!
+//! An accepted submit is answered `accepted` with its task's id when it is
+//! detached, or when it asked (`want_id`) and the manager has a task store;
+//! an attached task's `reply` comes later either way.
+//!
 //! A submit is checked here, where the wire is known, before the manager
 //! sees it: arguments nested too deep for the decoders, or too large for the
 //! `assign` frame they must travel in to a worker, fail that one task at
@@ -92,6 +96,7 @@ impl ClientSession {
     fn submit(conn: &mut Connection<Self>, s: Submit, ctx: &mut Context<Connection<Self>>) {
         let request_id = s.id;
         let detach = s.detach;
+        let want_id = s.want_id;
         if let Some(error) = conn.role.unfit(&s) {
             conn.send(
                 ToClient::Reply {
@@ -120,11 +125,15 @@ impl ClientSession {
         let request = conn.role.manager.send(msg);
         conn.ask(request, move |res, conn, ctx| {
             let outcome = match res {
-                Ok(Ok(task_id)) if detach => {
+                // An attached task is told its id only where it outlives
+                // the manager, so the client can wait on it again after a
+                // restart: elsewhere that would cost a frame per task for
+                // nothing.
+                Ok(Ok(a)) if detach || (want_id && a.durable) => {
                     conn.send(
                         ToClient::Accepted {
                             id: request_id,
-                            task_id,
+                            task_id: a.task,
                         },
                         ctx,
                     );

@@ -1025,15 +1025,15 @@ impl Actor for Manager {
 }
 
 impl Handler<SubmitTask> for Manager {
-    type Result = Response<Result<TaskId, Rejection>>;
+    type Result = SubmitAnswer;
 
     fn handle(&mut self, msg: SubmitTask, ctx: &mut Self::Context) -> Self::Result {
         let result = self.submit(msg, ctx);
         self.metrics.submitted(&result);
         // In durable mode an acceptance is sent once it is committed.
         match self.journal.accept_reply() {
-            Some(reply) => reply,
-            None => Response::reply(result),
+            Some(reply) => SubmitAnswer::Committed(reply),
+            None => SubmitAnswer::Now(result),
         }
     }
 }

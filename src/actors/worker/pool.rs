@@ -10,6 +10,10 @@
 //! marked `permanent`), is not retried: the pool gives up and answers
 //! [`WaitGaveUp`]. A registration refused for now is retried on the
 //! backoff, like a manager that went away.
+//!
+//! While it has no manager, the pool keeps the outcomes of runs that end
+//! ([`Kept`], bounded by [`WorkerSettings::keep`]) and hands them to the
+//! next connection, which hands them over as it registers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +23,11 @@ use futures_util::future::join_all;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use super::kept::{KeepBounds, Kept, KeptRun};
+use super::manager_link::wire_outcome;
 use super::{ManagerLink, WorkerSlot};
 use crate::actors::Connection;
-use crate::logsafe::escaped;
+use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::*;
 use crate::protocol::handshake::{self, HandshakeSettings};
 use crate::protocol::{Role, WireError};
@@ -42,6 +48,8 @@ pub struct WorkerSettings {
     pub backoff_base: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// Bounds on the outcomes kept while the manager is away.
+    pub keep: KeepBounds,
 }
 
 /// Delay before reconnect attempt `n` (1-based): base × (1 + ln n), capped.
@@ -63,11 +71,19 @@ pub struct WorkerPool {
     drained: Vec<oneshot::Sender<()>>,
     gave_up: Option<GaveUp>,
     gave_up_waiters: Vec<oneshot::Sender<GaveUp>>,
+    /// Outcomes of runs that ended with no connection to take them.
+    kept: Kept,
+    /// The frame limit the last manager announced; 0 before the first.
+    manager_max_frame: usize,
+    /// The last connection closed while registering with a `register`
+    /// that carried outcomes: the next one carries none.
+    register_failed: bool,
 }
 
 impl WorkerPool {
     /// A pool that runs tasks from `registry`.
     pub fn new(settings: WorkerSettings, registry: Arc<TaskRegistry>) -> WorkerPool {
+        let keep = settings.keep;
         WorkerPool {
             settings,
             registry,
@@ -79,7 +95,29 @@ impl WorkerPool {
             drained: Vec::new(),
             gave_up: None,
             gave_up_waiters: Vec::new(),
+            kept: Kept::new(keep),
+            manager_max_frame: 0,
+            register_failed: false,
         }
+    }
+
+    /// Logs that `gone` kept outcomes were dropped past the bounds.
+    fn dropped(&self, gone: usize) {
+        if gone == 0 {
+            return;
+        }
+        static DROPS: RateLimit = RateLimit::new(WARN_WINDOW);
+        let b = self.kept.bounds();
+        crate::log_limited!(
+            DROPS,
+            log::Level::Warn,
+            "outcomes kept for the manager over their bound ({} outcomes, {} bytes): dropped \
+             the {gone} oldest, {} since the last registration; the manager will not learn \
+             them (a manager that waits for such a run runs its task again)",
+            b.max,
+            b.max_bytes,
+            self.kept.dropped()
+        );
     }
 
     /// Stops trying for good; whoever waits on [`WaitGaveUp`] learns why.
@@ -167,6 +205,12 @@ impl WorkerPool {
         if let Some(c) = self.conn.take() {
             c.do_send(CloseConnection);
         }
+        if !self.kept.is_empty() {
+            log::warn!(
+                "stopping with {} outcome(s) of runs kept for a manager that did not come back",
+                self.kept.len()
+            );
+        }
         for tx in self.drained.drain(..) {
             let _ = tx.send(());
         }
@@ -190,12 +234,54 @@ impl Handler<Registered> for WorkerPool {
     fn handle(&mut self, msg: Registered, _: &mut Self::Context) {
         log::info!(
             "registered as worker {} with {} slot(s): {}",
-            msg.0,
+            msg.worker,
             self.settings.capacity,
             self.registry.names().join(", ")
         );
-        self.worker_id = Some(msg.0);
+        self.worker_id = Some(msg.worker);
         self.failures = 0;
+        self.manager_max_frame = msg.max_frame;
+        self.register_failed = false;
+    }
+}
+
+impl Handler<TakeKept> for WorkerPool {
+    type Result = MessageResult<TakeKept>;
+
+    fn handle(&mut self, _: TakeKept, _: &mut Self::Context) -> Self::Result {
+        let (runs, dropped) = self.kept.take();
+        MessageResult(KeptOutcomes {
+            runs,
+            dropped,
+            in_register: !self.register_failed,
+            manager_max_frame: self.manager_max_frame,
+        })
+    }
+}
+
+impl Handler<SlotFinished> for WorkerPool {
+    type Result = ();
+
+    /// A run ended with no connection to take its outcome: kept.
+    fn handle(&mut self, msg: SlotFinished, _: &mut Self::Context) {
+        let frame = match self.manager_max_frame {
+            0 => self.settings.handshake.max_frame,
+            theirs => theirs.min(self.settings.handshake.max_frame),
+        };
+        let kept = KeptRun::new(msg.run, wire_outcome(msg.run, msg.outcome), frame);
+        if self.kept.is_empty() {
+            log::info!(
+                "run {} ended while the manager is away: its outcome is kept for the next \
+                 registration (at most {} outcomes, {} bytes)",
+                msg.run,
+                self.kept.bounds().max,
+                self.kept.bounds().max_bytes
+            );
+        } else {
+            log::debug!("run {} ended while the manager is away: kept", msg.run);
+        }
+        let gone = self.kept.push(kept);
+        self.dropped(gone);
     }
 }
 
@@ -218,6 +304,15 @@ impl Handler<LinkClosed> for WorkerPool {
     fn handle(&mut self, msg: LinkClosed, ctx: &mut Self::Context) {
         self.conn = None;
         self.worker_id = None;
+        self.register_failed |= msg.register_failed;
+        if !msg.unsent.is_empty() || msg.dropped > 0 {
+            log::debug!(
+                "{} outcome(s) not handed over: kept for the next connection",
+                msg.unsent.len()
+            );
+            let gone = self.kept.put_back(msg.unsent, msg.dropped);
+            self.dropped(gone);
+        }
         if self.draining {
             self.finish_drain();
             return;
@@ -225,7 +320,7 @@ impl Handler<LinkClosed> for WorkerPool {
         if self.gave_up.is_some() {
             return;
         }
-        match msg.0 {
+        match msg.failure {
             Some(e) => log::warn!("lost the manager: {}", escaped(&e)),
             None => log::warn!("the manager closed the connection"),
         }

@@ -7,7 +7,9 @@
 //! cancel or the task's timeout cancels the task's token and the slot keeps
 //! waiting for the future, which ends promptly for every kind of task but a
 //! blocking native one (whose thread cannot be stopped). The slot is free
-//! again only when the future has ended, and then reports the run finished.
+//! again only when the future has ended, and then reports the run finished:
+//! to the connection that attached it, or to the pool, which keeps the
+//! outcome for the next registration, once that connection is gone.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +34,7 @@ pub struct WorkerSlot {
     index: SlotIndex,
     registry: Arc<TaskRegistry>,
     reporter: Option<Recipient<SlotFinished>>,
+    keeper: Option<Recipient<SlotFinished>>,
     current: Option<Current>,
     draining: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
@@ -44,6 +47,7 @@ impl WorkerSlot {
             index,
             registry,
             reporter: None,
+            keeper: None,
             current: None,
             draining: false,
             idle_waiters: Vec::new(),
@@ -74,13 +78,18 @@ impl WorkerSlot {
             Some(why) => TaskOutcome::Failed(why),
             None => outcome,
         };
-        match &self.reporter {
-            Some(r) => r.do_send(SlotFinished {
-                slot: self.index,
-                run,
-                outcome,
-            }),
-            None => log::debug!("slot {}: run {run} ended with nobody to tell", self.index),
+        let done = SlotFinished {
+            slot: self.index,
+            run,
+            outcome,
+        };
+        // A connection that has stopped is no longer connected. One that
+        // stops with this still in its mailbox loses it, as it loses the
+        // frames it had queued: the manager then runs the task again.
+        match (&self.reporter, &self.keeper) {
+            (Some(r), _) if r.connected() => r.do_send(done),
+            (_, Some(k)) => k.do_send(done),
+            _ => log::debug!("slot {}: run {run} ended with nobody to tell", self.index),
         }
         for w in self.idle_waiters.drain(..) {
             let _ = w.send(());
@@ -170,6 +179,7 @@ impl Handler<AttachSlot> for WorkerSlot {
 
     fn handle(&mut self, msg: AttachSlot, _: &mut Self::Context) -> Option<RunId> {
         self.reporter = Some(msg.reporter);
+        self.keeper = Some(msg.keeper);
         self.current.as_ref().map(|c| c.run)
     }
 }
