@@ -271,6 +271,12 @@ pub struct RegisterWorker {
     /// What the worker's connection holds for it; `None` where nothing
     /// measures it (an actor standing in for a connection).
     pub load: Option<std::sync::Arc<LinkLoad>>,
+    /// Outcomes of runs that ended while it had no manager, handed over:
+    /// each is its task's outcome if that task is one this manager
+    /// recovered and nobody claimed yet.
+    pub finished: Vec<(RunId, TaskOutcome)>,
+    /// Such outcomes the worker dropped past its bounds.
+    pub finished_dropped: u64,
 }
 
 /// The bytes a worker's connection holds for it, shared by the connection

@@ -18,6 +18,11 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Adds `n`; returns the count before.
+    pub fn inc_by(&self, n: u64) -> u64 {
+        self.0.fetch_add(n, Ordering::Relaxed)
+    }
+
     /// The count.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)

@@ -43,6 +43,8 @@ async fn register(mgr: &Addr<Manager>, capacity: u32, tasks: &[&str]) -> (Worker
             running: vec![],
             link: link.recipient(),
             load: None,
+            finished: vec![],
+            finished_dropped: 0,
         }),
     )
     .await
@@ -1070,6 +1072,8 @@ async fn runs_a_worker_brings_to_registration_are_cancelled_and_hold_their_slots
             running: vec![(9_001, 2), (9_002, 0)],
             link: link.recipient(),
             load: None,
+            finished: vec![],
+            finished_dropped: 0,
         }),
     )
     .await
@@ -1104,6 +1108,8 @@ async fn runs_a_worker_brings_to_registration_are_cancelled_and_hold_their_slots
                 running,
                 link: Link::start().recipient(),
                 load: None,
+                finished: vec![],
+                finished_dropped: 0,
             }),
         )
         .await
@@ -1127,6 +1133,8 @@ async fn a_worker_claiming_more_slots_than_the_bound_is_refused() {
             running: vec![],
             link: Link::start().recipient(),
             load: None,
+            finished: vec![],
+            finished_dropped: 0,
         }),
     )
     .await
@@ -1156,6 +1164,8 @@ async fn registration_refusals_say_whether_retrying_can_help() {
             running,
             link: Link::start().recipient(),
             load: None,
+            finished: vec![],
+            finished_dropped: 0,
         })
     };
     for (capacity, tasks, running, why) in [
@@ -1246,6 +1256,8 @@ async fn the_old_run_of_a_requeued_task_is_cancelled_when_its_worker_returns() {
             running: vec![(task, 0)],
             link: back.recipient(),
             load: None,
+            finished: vec![],
+            finished_dropped: 0,
         }),
     )
     .await
@@ -2254,6 +2266,8 @@ async fn big_tasks_wait_in_the_queue_while_the_workers_link_is_full() {
             running: vec![],
             link: link.recipient(),
             load: Some(load.clone()),
+            finished: vec![],
+            finished_dropped: 0,
         }),
     )
     .await

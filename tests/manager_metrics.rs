@@ -63,6 +63,8 @@ async fn register_echo(mgr: &Addr<Manager>) -> (WorkerId, Stub<WorkerOrder>) {
             running: vec![],
             link: link.recipient(),
             load: None,
+            finished: vec![],
+            finished_dropped: 0,
         }),
     )
     .await

@@ -70,6 +70,8 @@ async fn register(
             running,
             link: link.recipient(),
             load: None,
+            finished: vec![],
+            finished_dropped: 0,
         }),
     )
     .await
@@ -325,6 +327,8 @@ fn recovered_tasks_wait_for_a_provider_for_the_grace_then_fail() {
                 running: vec![],
                 link: other.recipient(),
                 load: None,
+                finished: vec![],
+                finished_dropped: 0,
             }),
         )
         .await
@@ -840,4 +844,48 @@ async fn a_failing_store_stops_the_manager_with_its_error() {
         }
     })
     .await;
+}
+
+/// A run that ended while its worker had no manager is handed over when the
+/// worker registers again: the recovered task takes that outcome, once, and
+/// is not run again. An outcome for a run no task waits for is let go.
+#[test]
+fn an_outcome_handed_over_at_registration_is_its_recovered_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = first_life(dir.path(), &[(1, Priority::Normal)], 1);
+    let path = dir.path().to_path_buf();
+    life(move || async move {
+        let mgr = manager_over(&path, WAIT).await;
+        assert_eq!(result(&mgr, ids[0], false).await, TaskState::Running);
+        let link = Link::start();
+        within(
+            "registration",
+            mgr.send(RegisterWorker {
+                address: "stub".into(),
+                capacity: 1,
+                tasks: vec!["t".into()],
+                eval: false,
+                running: vec![],
+                link: link.recipient(),
+                load: None,
+                finished: vec![
+                    (ids[0], TaskOutcome::Done(Value::from("kept"))),
+                    (u64::MAX - 7, TaskOutcome::Done(Value::from("stray"))),
+                ],
+                finished_dropped: 2,
+            }),
+        )
+        .await
+        .unwrap()
+        .expect("worker accepted");
+        assert_eq!(
+            result(&mgr, ids[0], true).await,
+            TaskState::finished(TaskOutcome::Done(Value::from("kept")))
+        );
+        // The queued task runs; the handed-over one does not run again.
+        let mut link = link;
+        let (_, _, arg) = next_assign(&mut link).await;
+        assert_eq!(arg, Value::from(1));
+        link.assert_none("no second run of the handed-over task").await;
+    });
 }

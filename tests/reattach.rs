@@ -335,11 +335,9 @@ fn the_cli_submit_with_retry_survives_a_kill_9_and_restart() {
 }
 
 /// The same with a task that counts its runs: it ran once, its outcome
-/// handed over by the worker after the restart. Needs the manager to record
-/// a handed-over outcome as its task's (docs/PROTOCOL.md §7.4); the manager
-/// of today ignores it and runs the task again after `recovery_grace`.
+/// handed over by the worker after the restart and recorded as its task's
+/// (docs/PROTOCOL.md §7.4).
 #[test]
-#[ignore = "needs the manager side of the hand-over (issue 18, item 4)"]
 fn the_cli_task_runs_once_across_a_crash() {
     let dir = TempDir::new();
     let key = dir.keygen("key");

@@ -50,6 +50,8 @@ async fn register(mgr: &Addr<Manager>, tasks: &[&str]) -> (WorkerId, Link) {
             running: vec![],
             link: link.recipient(),
             load: None,
+            finished: vec![],
+            finished_dropped: 0,
         }),
     )
     .await

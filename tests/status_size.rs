@@ -120,6 +120,8 @@ async fn a_status_of_a_thousand_workers_fits_and_the_client_lives_on() {
                 running: vec![],
                 link: link.recipient(),
                 load: None,
+                finished: vec![],
+                finished_dropped: 0,
             }),
         )
         .await

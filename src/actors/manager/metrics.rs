@@ -86,6 +86,7 @@ pub struct ManagerMetrics {
     clients: Gauge,
     predicted_wait: Gauge<f64, AtomicU64>,
     retries: Counter,
+    outcomes_dropped: Counter,
     retrying: Gauge,
     awaiting_provider: Gauge,
     results_kept: Gauge,
@@ -225,6 +226,13 @@ impl ManagerMetrics {
             "Retries scheduled after a failed run",
             retries.clone(),
         );
+        let outcomes_dropped = Counter::default();
+        registry.register(
+            "argon_worker_outcomes_dropped",
+            "Outcomes of runs that ended while their worker had no manager, which the worker \
+             dropped past its bounds instead of handing them over",
+            outcomes_dropped.clone(),
+        );
         let predicted_wait = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "argon_predicted_wait_seconds",
@@ -249,6 +257,7 @@ impl ManagerMetrics {
             clients,
             predicted_wait,
             retries,
+            outcomes_dropped,
             retrying,
             awaiting_provider,
             results_kept,
@@ -264,6 +273,11 @@ impl ManagerMetrics {
     /// A failed run will be retried.
     pub fn retried(&self) {
         self.retries.inc();
+    }
+
+    /// A registering worker dropped `n` outcomes it could not keep.
+    pub fn outcomes_dropped(&self, n: u64) {
+        self.outcomes_dropped.inc_by(n);
     }
 
     /// Counts a submit and how it was answered.

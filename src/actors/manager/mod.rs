@@ -671,6 +671,17 @@ impl Manager {
         }
     }
 
+    /// A run of `task` ended with `outcome`: it is answered, or it waits
+    /// for a retry when it failed with retries left.
+    fn finished(&mut self, task: Pending, outcome: TaskOutcome, ctx: &mut Context<Self>) {
+        match outcome {
+            TaskOutcome::Failed(error) if task.spec.retries.unwrap_or(0) > 0 => {
+                self.failed_run(task, error, ctx)
+            }
+            outcome => self.reply(task, outcome),
+        }
+    }
+
     /// Puts back a task whose run never started: at the head of its queue,
     /// or of its kind's window when no worker provides it any more; when
     /// the manager is shutting down, as its queued tasks are (answered as
@@ -1274,10 +1285,12 @@ impl Handler<RegisterWorker> for Manager {
         }
         // The manager has not yet noticed the worker's previous connection
         // is gone; once it has, the run is no longer known.
-        if let Some((run, _)) = msg
+        if let Some(run) = msg
             .running
             .iter()
-            .find(|(run, _)| self.runs.contains_key(run))
+            .map(|(run, _)| run)
+            .chain(msg.finished.iter().map(|(run, _)| run))
+            .find(|run| self.runs.contains_key(run))
         {
             return Err(Refusal::for_now(format!(
                 "run {run} is already known to this manager"
@@ -1320,6 +1333,27 @@ impl Handler<RegisterWorker> for Manager {
         if let Some(load) = msg.load {
             self.loads.insert(id, load);
         }
+        let kept = msg.finished.len();
+        let mut taken = 0;
+        for (run, outcome) in msg.finished {
+            if self.handed_over(run, outcome, ctx) {
+                taken += 1;
+            }
+        }
+        if kept > 0 {
+            log::info!(
+                "worker {id} handed over {kept} outcome(s) of runs that ended while it had no \
+                 manager: {taken} taken as their tasks' outcomes, the rest let go"
+            );
+        }
+        if msg.finished_dropped > 0 {
+            self.metrics.outcomes_dropped(msg.finished_dropped);
+            log::warn!(
+                "worker {id} dropped {} outcome(s) of runs that ended while it had no manager \
+                 (past worker.kept_outcomes_max or kept_outcomes_max_bytes): their tasks run again",
+                msg.finished_dropped
+            );
+        }
         log::info!(
             "worker {id} joined from {} with {} slot(s), {} busy with earlier runs \
              ({attached} of recovered tasks attached, the rest cancelled); capacity now {}",
@@ -1352,12 +1386,11 @@ impl Handler<RunFinished> for Manager {
                 self.runs.insert(msg.run, r);
                 return;
             }
+            // Not a run of this manager's: perhaps one that ended while
+            // the worker had no manager, handed over after `registered`.
             None => {
-                log::debug!(
-                    "worker {} reported unknown run {}; ignored",
-                    msg.worker,
-                    msg.run
-                );
+                self.handed_over(msg.run, msg.outcome, ctx);
+                self.check_drained();
                 return;
             }
         };
@@ -1373,12 +1406,7 @@ impl Handler<RunFinished> for Manager {
                 // The freed slot is refilled before the reply goes out, so
                 // the worker's next assign leaves first (see PERFORMANCE.md).
                 self.dispatch(ctx);
-                match msg.outcome {
-                    TaskOutcome::Failed(error) if task.spec.retries.unwrap_or(0) > 0 => {
-                        self.failed_run(task, error, ctx)
-                    }
-                    outcome => self.reply(task, outcome),
-                }
+                self.finished(task, msg.outcome, ctx);
             }
             None => {
                 self.sched.release(msg.worker, run.slot, None);

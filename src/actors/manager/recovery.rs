@@ -144,26 +144,10 @@ impl Manager {
         run: RunId,
         ctx: &mut Context<Self>,
     ) -> Option<Pending> {
-        let task = match self.journal.unclaimed.remove(&run) {
-            Some(t) => t,
-            None => {
-                // A first run whose start was not committed: its id is the
-                // task's. A task recovered after a retry was scheduled has
-                // started before, so its first run ended.
-                let first = |t: &Pending| t.id == run && t.origin.is_none() && t.started_times == 0;
-                let queued = self.queues.iter().position(|q| q.iter().any(first));
-                let mut t = match queued {
-                    Some(level) => {
-                        let i = self.queues[level].iter().position(first)?;
-                        self.queues[level].remove(i)?
-                    }
-                    None => self.awaiting.take(first)?,
-                };
-                t.started_times = t.started_times.max(1);
-                self.journal.start_run(t.id, run, t.started_times);
-                t
-            }
-        };
+        let (task, recorded) = self.recovered_run(run)?;
+        if !recorded {
+            self.journal.start_run(task.id, run, task.started_times);
+        }
         if let Some(limit) = task.spec.timeout {
             ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
                 act.expire(run, limit, ctx)
@@ -174,6 +158,51 @@ impl Manager {
             task.id
         );
         Some(task)
+    }
+
+    /// Takes the recovered task run `run` belongs to, if it is one nobody
+    /// claimed yet, and whether its start is recorded: a run recorded as
+    /// going, or a first run whose start was not committed (its id is the
+    /// task's; a task recovered after a retry was scheduled has started
+    /// before, so its first run ended).
+    fn recovered_run(&mut self, run: RunId) -> Option<(Pending, bool)> {
+        if let Some(t) = self.journal.unclaimed.remove(&run) {
+            return Some((t, true));
+        }
+        let first = |t: &Pending| t.id == run && t.origin.is_none() && t.started_times == 0;
+        let queued = self.queues.iter().position(|q| q.iter().any(first));
+        let mut t = match queued {
+            Some(level) => {
+                let i = self.queues[level].iter().position(first)?;
+                self.queues[level].remove(i)?
+            }
+            None => self.awaiting.take(first)?,
+        };
+        t.started_times = t.started_times.max(1);
+        Some((t, false))
+    }
+
+    /// An outcome a worker kept for run `run` while it had no manager: if
+    /// the run is of a recovered task nobody claimed, it is that task's
+    /// outcome (one outcome per id, delivered once); otherwise (another
+    /// manager's run, or one this manager already requeued) it is let go.
+    /// Returns whether it was taken.
+    pub(super) fn handed_over(
+        &mut self,
+        run: RunId,
+        outcome: TaskOutcome,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        let Some((task, _)) = self.recovered_run(run) else {
+            log::debug!("outcome of run {run} handed over by a worker: no task of this manager waits for it; let go");
+            return false;
+        };
+        log::debug!(
+            "recovered task {} takes the outcome its worker kept for run {run}",
+            task.id
+        );
+        self.finished(task, outcome, ctx);
+        true
     }
 
     /// The recovery grace is over: recovered runs no worker claimed are

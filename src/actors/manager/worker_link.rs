@@ -76,6 +76,14 @@ impl WorkerLink {
             running: r.running.iter().map(|x| (x.run_id, x.slot)).collect(),
             link: ctx.address().recipient(),
             load: Some(load),
+            // A handed-over `denied` never ran: after the recovery grace
+            // its task is queued again, as if nobody had claimed it.
+            finished: r
+                .finished
+                .into_iter()
+                .filter_map(|f| task_outcome(f.outcome).map(|o| (f.run_id, o)))
+                .collect(),
+            finished_dropped: r.finished_dropped,
         };
         // Orders the manager sends while registering wait in the mailbox
         // until `registered` is out.
@@ -147,14 +155,6 @@ impl Peer for WorkerLink {
                 // Results are held to the bound on arguments: no client is
                 // sent a value deeper than PROTOCOL.md §5 lets it expect.
                 let outcome = match outcome {
-                    Outcome::Done { value } if value_depth(&value) > MAX_VALUE_DEPTH => {
-                        Outcome::too_deep()
-                    }
-                    outcome => outcome,
-                };
-                let outcome = match outcome {
-                    Outcome::Done { value } => TaskOutcome::Done(value),
-                    Outcome::Failed { error } => TaskOutcome::Failed(error),
                     Outcome::Denied { reason, .. } => {
                         return conn.role.manager.do_send(RunRefused {
                             worker,
@@ -162,6 +162,10 @@ impl Peer for WorkerLink {
                             reason,
                         })
                     }
+                    outcome => outcome,
+                };
+                let Some(outcome) = task_outcome(outcome) else {
+                    return;
                 };
                 conn.role.manager.do_send(RunFinished {
                     worker,
@@ -235,5 +239,20 @@ impl Handler<WorkerOrder> for Connection<WorkerLink> {
             WorkerOrder::Cancel { run, slot } => ToWorker::Cancel { run_id: run, slot },
         };
         self.send(wire, ctx);
+    }
+}
+
+/// A worker's outcome as the manager takes it: a result nested deeper than
+/// the bound on values becomes the failure that says so (no client is sent
+/// a value deeper than PROTOCOL.md §5 lets it expect); `None` for a
+/// `denied`, a run that never started.
+fn task_outcome(outcome: Outcome) -> Option<TaskOutcome> {
+    match outcome {
+        Outcome::Done { value } if value_depth(&value) > MAX_VALUE_DEPTH => {
+            task_outcome(Outcome::too_deep())
+        }
+        Outcome::Done { value } => Some(TaskOutcome::Done(value)),
+        Outcome::Failed { error } => Some(TaskOutcome::Failed(error)),
+        Outcome::Denied { .. } => None,
     }
 }
