@@ -886,6 +886,7 @@ fn an_outcome_handed_over_at_registration_is_its_recovered_tasks() {
         let mut link = link;
         let (_, _, arg) = next_assign(&mut link).await;
         assert_eq!(arg, Value::from(1));
-        link.assert_none("no second run of the handed-over task").await;
+        link.assert_none("no second run of the handed-over task")
+            .await;
     });
 }

@@ -88,6 +88,9 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Every level, served first first.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
     /// Index into per-priority arrays: high 0, normal 1, low 2.
     pub fn index(self) -> usize {
         self as usize

@@ -27,13 +27,15 @@
 //!
 //! One timer serves every window: it is set for the earliest end.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use super::{Manager, Pending};
+use super::lifecycle::Event;
+use super::tasks::At;
+use super::Manager;
 use crate::logsafe::{escaped, RateLimit, WARN_WINDOW};
 use crate::messages::{TaskId, TaskOutcome, WorkerId};
 
@@ -49,13 +51,12 @@ pub const MAX_WINDOWS: usize = 10_000;
 /// Most kind names one log line shows.
 const LOGGED_KINDS: usize = 5;
 
-/// One kind's wait for a provider.
+/// One kind's wait for a provider (its tasks are in the task table, in
+/// their awaiting state).
 struct Window {
     /// When its last provider went.
     since: Instant,
     until: Instant,
-    /// Its waiting tasks, by priority level, each level in queue order.
-    tasks: [VecDeque<Pending>; 3],
 }
 
 /// The windows of the kinds that lost their providers. See the module docs.
@@ -64,7 +65,6 @@ pub(super) struct Awaiting {
     max: usize,
     windows: HashMap<String, Window>,
     ends: BTreeSet<(Instant, String)>,
-    held: usize,
     timer: Option<(Instant, SpawnHandle)>,
 }
 
@@ -76,7 +76,6 @@ impl Awaiting {
             max,
             windows: HashMap::new(),
             ends: BTreeSet::new(),
-            held: 0,
             timer: None,
         }
     }
@@ -84,11 +83,6 @@ impl Awaiting {
     /// How long a window lasts.
     pub(super) fn grace(&self) -> Duration {
         self.grace
-    }
-
-    /// Tasks waiting for a provider.
-    pub(super) fn len(&self) -> usize {
-        self.held
     }
 
     /// Whether `kind` is in its window: tasks of it are kept and accepted.
@@ -107,40 +101,16 @@ impl Awaiting {
             return false;
         }
         let until = now + grace;
-        self.windows.insert(
-            kind.to_string(),
-            Window {
-                since: now,
-                until,
-                tasks: Default::default(),
-            },
-        );
+        self.windows
+            .insert(kind.to_string(), Window { since: now, until });
         self.ends.insert((until, kind.to_string()));
         true
-    }
-
-    /// Adds `task` to its kind's window, behind the others of its level
-    /// (or ahead of them with `front`). Gives it back if the kind has no
-    /// window.
-    fn hold(&mut self, task: Pending, front: bool) -> Option<Pending> {
-        let Some(w) = self.windows.get_mut(&task.spec.name) else {
-            return Some(task);
-        };
-        let level = &mut w.tasks[task.level.index()];
-        if front {
-            level.push_front(task);
-        } else {
-            level.push_back(task);
-        }
-        self.held += 1;
-        None
     }
 
     /// Closes `kind`'s window: a provider is back.
     fn close(&mut self, kind: &str) -> Option<Window> {
         let w = self.windows.remove(kind)?;
         self.ends.remove(&(w.until, kind.to_string()));
-        self.held -= w.tasks.iter().map(VecDeque::len).sum::<usize>();
         Some(w)
     }
 
@@ -159,51 +129,10 @@ impl Awaiting {
         out
     }
 
-    /// Whether task `id` waits here.
-    pub(super) fn contains(&self, id: TaskId) -> bool {
-        self.tasks().any(|t| t.id == id)
-    }
-
-    /// Every waiting task, in no particular order.
-    fn tasks(&self) -> impl Iterator<Item = &Pending> {
-        self.windows.values().flat_map(|w| w.tasks.iter().flatten())
-    }
-
-    /// Takes the first waiting task `which` picks.
-    pub(super) fn take(&mut self, which: impl Fn(&Pending) -> bool) -> Option<Pending> {
-        for w in self.windows.values_mut() {
-            for level in &mut w.tasks {
-                if let Some(i) = level.iter().position(&which) {
-                    self.held -= 1;
-                    return level.remove(i);
-                }
-            }
-        }
-        None
-    }
-
-    /// Takes every waiting task `which` picks.
-    pub(super) fn take_all(&mut self, which: impl Fn(&Pending) -> bool) -> Vec<Pending> {
-        let mut out = Vec::new();
-        for w in self.windows.values_mut() {
-            for level in &mut w.tasks {
-                let (take, keep) = level.drain(..).partition(&which);
-                *level = keep;
-                out.extend::<VecDeque<Pending>>(take);
-            }
-        }
-        self.held -= out.len();
-        out
-    }
-
-    /// Closes every window and returns their tasks (a shutdown).
-    pub(super) fn drain(&mut self) -> Vec<Pending> {
+    /// Closes every window (a shutdown).
+    pub(super) fn close_all(&mut self) {
         self.ends.clear();
-        self.held = 0;
-        self.windows
-            .drain()
-            .flat_map(|(_, w)| w.tasks.into_iter().flatten())
-            .collect()
+        self.windows.clear();
     }
 
     fn next_end(&self) -> Option<Instant> {
@@ -251,9 +180,9 @@ impl Manager {
         if open && self.shutdown.is_none() {
             self.open_windows(&kinds, Instant::now(), self.awaiting.grace);
         }
-        let held_before = self.awaiting.len();
+        let held_before = self.tasks.awaiting();
         let failed = self.hold_orphans(&kinds);
-        let held = self.awaiting.len() - held_before;
+        let held = self.tasks.awaiting() - held_before;
         if held + failed > 0 {
             log::info!(
                 "no worker provides {} any more: {held} task(s) wait up to {} for one, \
@@ -284,34 +213,25 @@ impl Manager {
         }
     }
 
-    /// Puts `task`, requeued after its run was lost, at the head of its
-    /// level in its kind's window. Gives it back if the kind has no window.
-    pub(super) fn hold_front(&mut self, task: Pending) -> Option<Pending> {
-        self.awaiting.hold(task, true)
-    }
-
     /// Moves the queued tasks of `kinds` that no worker provides into their
     /// windows; those without one are answered at once. Returns how many
     /// were answered.
     pub(super) fn hold_orphans(&mut self, kinds: &HashSet<String>) -> usize {
-        let mut orphans = Vec::new();
-        for q in &mut self.queues {
-            let mut i = 0;
-            while i < q.len() {
-                let name = &q[i].spec.name;
-                if kinds.contains(name) && !self.sched.provides(name) {
-                    orphans.push(q.remove(i).expect("index in range"));
-                } else {
-                    i += 1;
-                }
-            }
-        }
+        let orphans: Vec<TaskId> = self
+            .tasks
+            .queued_ids()
+            .into_iter()
+            .filter(|&id| {
+                self.tasks.get(id).is_some_and(|e| {
+                    kinds.contains(&e.task.spec.name) && !self.sched.provides(&e.task.spec.name)
+                })
+            })
+            .collect();
         let mut failed = 0;
-        for t in orphans {
-            if let Some(t) = self.awaiting.hold(t, false) {
+        for id in orphans {
+            self.settle(id, At::Back);
+            if self.tasks.get(id).is_none() {
                 failed += 1;
-                let msg = format!("no worker provides task {} any more", t.spec.name);
-                self.reply(t, TaskOutcome::Failed(msg));
             }
         }
         failed
@@ -331,14 +251,13 @@ impl Manager {
         let now = Instant::now();
         let mut n = 0;
         let mut longest = Duration::ZERO;
-        for (_, w) in &mut back {
+        for (kind, w) in &back {
             longest = longest.max(now.duration_since(w.since));
-            for (level, tasks) in w.tasks.iter_mut().enumerate() {
-                while let Some(mut t) = tasks.pop_back() {
-                    t.waiting_since = now;
-                    self.queues[level].push_front(t);
-                    n += 1;
-                }
+            // Each to the head of its level, the last first: their order
+            // is kept.
+            for id in self.tasks.awaiting_of(kind).into_iter().rev() {
+                self.requeue_front(id, Event::ProviderBack);
+                n += 1;
             }
         }
         let level = if n > 0 {
@@ -395,42 +314,34 @@ impl Manager {
     /// waiting in them and those of their kinds accepted meanwhile.
     fn provider_grace_over(&mut self, ctx: &mut Context<Self>) {
         let ended = self.awaiting.ended(Instant::now());
-        let names: HashSet<&str> = ended.iter().map(|(k, _)| k.as_str()).collect();
-        let mut late: HashMap<String, Vec<Pending>> = HashMap::new();
-        for q in &mut self.queues {
-            let (theirs, rest): (VecDeque<Pending>, _) = q
-                .drain(..)
-                .partition(|t| names.contains(t.spec.name.as_str()));
-            *q = rest;
-            for t in theirs {
-                late.entry(t.spec.name.clone()).or_default().push(t);
-            }
-        }
         for (kind, w) in ended {
-            let accepted_since = late.remove(&kind).unwrap_or_default();
-            let tasks: Vec<Pending> = w
-                .tasks
-                .into_iter()
-                .flatten()
-                .chain(accepted_since)
-                .collect();
-            if !tasks.is_empty() {
+            let mut ids = self.tasks.awaiting_of(&kind);
+            ids.extend(
+                self.tasks
+                    .queued_ids()
+                    .into_iter()
+                    .filter(|&id| self.tasks.get(id).is_some_and(|e| e.task.spec.name == kind)),
+            );
+            if !ids.is_empty() {
                 log::warn!(
                     "no worker provided task {} within {}: {} task(s) failed",
                     escaped(&kind),
                     waited(w.until.saturating_duration_since(w.since)),
-                    tasks.len()
+                    ids.len()
                 );
             }
             // The wait each was given: from when it came (its kind's last
             // provider went, or it was accepted later) to the window's end.
-            for t in tasks {
-                let from = w.since.max(t.accepted_at);
+            for id in ids {
+                let Some(task) = self.tasks.leave(id, Event::GraceOver) else {
+                    continue;
+                };
+                let from = w.since.max(task.accepted_at);
                 let msg = format!(
                     "no worker provides task {kind}: waited {} for one",
                     waited(w.until.saturating_duration_since(from))
                 );
-                self.reply(t, TaskOutcome::Failed(msg));
+                self.reply(task, TaskOutcome::Failed(msg));
             }
         }
         self.arm_provider_timer(ctx);

@@ -26,7 +26,7 @@ use super::store::{
     CommitSink, Record, Recovered, ResultRecord, StartRecord, StoreFailed, StoredOutcome,
     TaskRecord, TaskStore,
 };
-use super::{IdMap, Pending};
+use super::Pending;
 use crate::logsafe::{RateLimit, WARN_WINDOW};
 use crate::messages::*;
 
@@ -69,8 +69,6 @@ pub(super) struct Journal {
     deferred: VecDeque<(u64, Deferred)>,
     /// Tasks answered whose outcome is not committed yet.
     answering: HashSet<TaskId>,
-    /// Recovered started tasks no worker has claimed yet, by run id.
-    pub(super) unclaimed: IdMap<Pending>,
     /// The receiver of the last accept's commit, for the submit's reply.
     accepted: Option<oneshot::Receiver<Result<TaskId, Rejection>>>,
     /// How long recovered runs wait for their workers' claims.
@@ -89,7 +87,6 @@ impl Journal {
             committed: 0,
             deferred: VecDeque::new(),
             answering: HashSet::new(),
-            unclaimed: Default::default(),
             accepted: None,
             grace,
             backlog,
@@ -248,19 +245,9 @@ impl Journal {
         ready
     }
 
-    /// Whether `task` is known here: recovered and unclaimed, or answered
-    /// and not yet committed.
+    /// Whether `task` was answered and its outcome is not yet committed.
     pub(super) fn holds(&self, task: TaskId) -> bool {
-        self.answering.contains(&task) || self.unclaimed.values().any(|t| t.id == task)
-    }
-
-    /// Takes an unclaimed recovered task that `which` picks.
-    pub(super) fn take_unclaimed(&mut self, which: impl Fn(&Pending) -> bool) -> Option<Pending> {
-        let run = self
-            .unclaimed
-            .iter()
-            .find_map(|(run, t)| which(t).then_some(*run))?;
-        self.unclaimed.remove(&run)
+        self.answering.contains(&task)
     }
 
     /// Whether outcomes still wait for their commit.

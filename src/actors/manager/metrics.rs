@@ -26,6 +26,8 @@ use crate::plain_metrics::{exponential_buckets, Counter, Family, Gauge, Histogra
 use super::overview::{FailureLog, SampleWindow};
 use super::Manager;
 use crate::messages::{Rejection, SessionId, TaskId};
+#[cfg(feature = "http")]
+use crate::protocol::Priority;
 
 /// Most task names given a series of their own in
 /// `argon_tasks_completed_total`; further names count as `other`.
@@ -33,6 +35,9 @@ pub const MAX_TASK_LABELS: usize = 100;
 
 /// The `task` label of tasks past [`MAX_TASK_LABELS`].
 pub const OTHER_TASK: &str = "other";
+
+/// Where "invalid" is in [`DENY_REASONS`] (a test holds the two together).
+const INVALID: usize = 4;
 
 /// The `reason` label values of `argon_tasks_denied_total`.
 pub const DENY_REASONS: [&str; 6] = [
@@ -334,11 +339,23 @@ impl ManagerMetrics {
 
     /// Submits refused because no worker provides the task.
     pub fn invalid_total(&self) -> u64 {
-        let i = DENY_REASONS
-            .iter()
-            .position(|&r| r == "invalid")
-            .expect("invalid is a deny reason");
-        self.denied[i].get()
+        self.denied[INVALID].get()
+    }
+
+    /// Submits denied so far (for want of room, or the manager stopping;
+    /// those refused as invalid are not denials).
+    pub fn denied_total(&self) -> u64 {
+        self.denied.iter().map(Counter::get).sum::<u64>() - self.invalid_total()
+    }
+
+    /// Tasks answered so far: done, and failed.
+    pub fn answered_totals(&self) -> (u64, u64) {
+        self.by_task
+            .values()
+            .chain(std::iter::once(&self.other))
+            .fold((0, 0), |(done, failed), c| {
+                (done + c[0].get(), failed + c[1].get())
+            })
     }
 
     /// Client sessions open.
@@ -429,17 +446,17 @@ impl Handler<GetMetrics> for Manager {
 
     fn handle(&mut self, _: GetMetrics, _: &mut Self::Context) -> Self::Result {
         let m = &self.metrics;
-        for (gauge, q) in m.queue_depth.iter().zip(&self.queues) {
-            gauge.set(gauge_value(q.len() as u64));
+        for (gauge, p) in m.queue_depth.iter().zip(Priority::ALL) {
+            gauge.set(gauge_value(self.tasks.queue(p).len() as u64));
         }
         m.queue_limit.set(gauge_value(self.queue_limit()));
         m.capacity.set(gauge_value(self.sched.capacity()));
         m.slots_busy.set(gauge_value(self.runs.len() as u64));
         m.workers.set(gauge_value(self.sched.len() as u64));
         m.predicted_wait.set(self.retry_after().as_secs_f64());
-        m.retrying.set(gauge_value(self.retrying.len() as u64));
+        m.retrying.set(gauge_value(self.tasks.retrying() as u64));
         m.awaiting_provider
-            .set(gauge_value(self.awaiting.len() as u64));
+            .set(gauge_value(self.tasks.awaiting() as u64));
         let (kept, bytes) = self.results.size();
         m.results_kept.set(gauge_value(kept as u64));
         m.results_kept_bytes.set(gauge_value(bytes as u64));
@@ -491,5 +508,28 @@ mod tests {
         assert!(text.contains(r#"argon_tasks_denied_total{reason="invalid"} 1"#));
         assert!(text.contains(r#"argon_tasks_denied_total{reason="waiting_clients"} 1"#));
         assert!(text.contains(r#"argon_tasks_denied_total{reason="queue_full"} 0"#));
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    #[test]
+    fn invalid_is_where_its_index_says() {
+        assert_eq!(DENY_REASONS[INVALID], "invalid");
+    }
+
+    #[test]
+    fn status_counts_come_from_the_metrics_counters() {
+        let mut m = ManagerMetrics::new();
+        m.completed("echo", true, |_| true);
+        m.completed("echo", false, |_| true);
+        m.completed("elsewhere", false, |_| false);
+        m.submitted(&Err(Rejection::Invalid("no worker provides task x".into())));
+        assert_eq!(
+            (m.answered_totals(), m.denied_total(), m.invalid_total()),
+            ((1, 2), 0, 1)
+        );
     }
 }

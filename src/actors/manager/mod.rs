@@ -29,6 +29,7 @@
 pub mod awaiting;
 pub mod client_session;
 pub mod journal;
+pub mod lifecycle;
 pub mod metrics;
 pub mod overview;
 mod recovery;
@@ -36,6 +37,7 @@ pub mod results;
 pub mod retry;
 pub mod scheduler;
 pub mod store;
+mod tasks;
 pub mod turns;
 pub mod worker_link;
 
@@ -45,7 +47,7 @@ pub use store::{MemoryStore, StoreError, TaskStore};
 pub use worker_link::WorkerLink;
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,10 +63,12 @@ use crate::protocol::{
     STATUS_MAX_TASK_NAMES, STATUS_MAX_WORKERS,
 };
 use awaiting::Awaiting;
+use lifecycle::Event;
 use metrics::ManagerMetrics;
 use results::ResultStore;
-use retry::{DeadStore, Retrying};
+use retry::{DeadStore, RetryTimer};
 use scheduler::{Scheduler, TaskTime, EVAL_TASK};
+use tasks::{At, State, Tasks};
 use turns::Turns;
 
 /// Most slots one worker may register. The manager keeps a credit per
@@ -211,19 +215,6 @@ impl Pending {
     fn detached(&self) -> bool {
         matches!(self.reply, ReplyTo::Kept)
     }
-
-    /// Whether it is request `request_id` of `session`.
-    fn of_request(&self, session: SessionId, request_id: u64) -> bool {
-        self.origin
-            .as_ref()
-            .is_some_and(|o| o.session == session && o.request_id == request_id)
-    }
-
-    /// Whether it is an attached task of `session` (one that goes when
-    /// its session does).
-    fn attached_to(&self, session: SessionId) -> bool {
-        !self.detached() && self.origin.as_ref().is_some_and(|o| o.session == session)
-    }
 }
 
 /// One run of a task in one worker slot.
@@ -234,7 +225,7 @@ struct Run {
     /// The task it runs; `None` once the task was answered or requeued
     /// while the run goes on: the worker was told to cancel it, and its
     /// slot stays busy until the worker reports it finished.
-    task: Option<Pending>,
+    task: Option<TaskId>,
 }
 
 /// A shutdown in progress, or done (see [`Shutdown`]).
@@ -261,14 +252,12 @@ pub struct Manager {
     links: IdMap<Recipient<WorkerOrder>>,
     /// What each worker's link holds for it, where it is measured.
     loads: IdMap<Arc<LinkLoad>>,
-    queues: [VecDeque<Pending>; 3],
+    /// Every task it holds, with its state ([`tasks`]).
+    tasks: Tasks,
     runs: IdMap<Run>,
     next_id: u64,
     /// The cluster's moving average of task time.
     avg: TaskTime,
-    completed: u64,
-    failed: u64,
-    denied: u64,
     /// Clients denied for a full queue, in the order they get places.
     turns: Turns,
     metrics: ManagerMetrics,
@@ -279,8 +268,8 @@ pub struct Manager {
     /// most [`MAX_RESULT_WAITERS`] in all.
     waiters: IdMap<Vec<Waiter>>,
     waiting: usize,
-    /// Failed tasks waiting out their backoff before a retry.
-    retrying: Retrying,
+    /// The timer of the waiting retries.
+    retry_timer: RetryTimer,
     /// Tasks waiting for a provider of their kind.
     awaiting: Awaiting,
     /// Tasks that failed after using their retries.
@@ -346,20 +335,17 @@ impl Manager {
             sched: Scheduler::new(),
             links: IdMap::default(),
             loads: IdMap::default(),
-            queues: Default::default(),
+            tasks: Tasks::default(),
             runs: IdMap::default(),
             next_id: random_id_base(),
             avg: TaskTime::default(),
-            completed: 0,
-            failed: 0,
-            denied: 0,
             turns: Turns::default(),
             metrics: ManagerMetrics::new(),
             shutdown: None,
             results,
             waiters: IdMap::default(),
             waiting: 0,
-            retrying: Retrying::default(),
+            retry_timer: RetryTimer::default(),
             awaiting: Awaiting::new(grace, awaiting::MAX_WINDOWS),
             dead,
             journal,
@@ -376,10 +362,6 @@ impl Manager {
     fn fresh_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
-    }
-
-    fn queued(&self) -> usize {
-        self.queues.iter().map(VecDeque::len).sum()
     }
 
     fn queue_limit(&self) -> u64 {
@@ -424,7 +406,6 @@ impl Manager {
         let needed = self.places_needed(self.turns.place(session));
         let retry_after = self.retry_after_for(needed);
         self.turns.denied(session, retry_after, Instant::now());
-        self.denied += 1;
         Rejection::Denied {
             reason: reason.to_string(),
             retry_after,
@@ -432,7 +413,6 @@ impl Manager {
     }
 
     fn deny(&mut self, reason: &str) -> Rejection {
-        self.denied += 1;
         Rejection::Denied {
             reason: reason.to_string(),
             retry_after: self.retry_after(),
@@ -444,18 +424,14 @@ impl Manager {
         let sched = &self.sched;
         self.metrics
             .completed(&task.spec.name, ok, |name| sched.provides(name));
-        match &outcome {
-            TaskOutcome::Done(_) => self.completed += 1,
-            TaskOutcome::Failed(error) => {
-                self.failed += 1;
-                let address = task
-                    .worker
-                    .and_then(|w| self.sched.get(w))
-                    .map(|w| w.address.as_str());
-                self.metrics
-                    .failures
-                    .push(&task.spec.name, task.worker, address, error);
-            }
+        if let TaskOutcome::Failed(error) = &outcome {
+            let address = task
+                .worker
+                .and_then(|w| self.sched.get(w))
+                .map(|w| w.address.as_str());
+            self.metrics
+                .failures
+                .push(&task.spec.name, task.worker, address, error);
         }
         if let Some((task, outcome)) = self.journal.finish(task, outcome) {
             self.deliver(task, outcome);
@@ -503,18 +479,11 @@ impl Manager {
 
     /// Where task `id` is, if it is queued, running or kept.
     fn state_of(&mut self, id: TaskId) -> TaskState {
-        if self.queues.iter().flatten().any(|t| t.id == id)
-            || self.retrying.contains(id)
-            || self.awaiting.contains(id)
-        {
-            return TaskState::Queued;
-        }
-        if self
-            .runs
-            .values()
-            .any(|r| r.task.as_ref().is_some_and(|t| t.id == id))
-        {
-            return TaskState::Running;
+        if let Some(e) = self.tasks.get(id) {
+            return match e.state {
+                State::Running(_) | State::Unclaimed(_) => TaskState::Running,
+                State::Queued | State::Awaiting | State::Retrying { .. } => TaskState::Queued,
+            };
         }
         if self.journal.holds(id) {
             return TaskState::Running;
@@ -525,47 +494,52 @@ impl Manager {
         }
     }
 
-    /// Starts `task` on `worker`, spending one of its credits; its assign
-    /// takes `bytes` on the worker's link.
-    fn start(
-        &mut self,
-        mut task: Pending,
-        worker: WorkerId,
-        bytes: usize,
-        ctx: &mut Context<Self>,
-    ) {
+    /// Starts task `id` (queued) on `worker`, spending one of its credits;
+    /// its assign takes `bytes` on the worker's link.
+    fn start(&mut self, id: TaskId, worker: WorkerId, bytes: usize, ctx: &mut Context<Self>) {
         let credit = if self.links.contains_key(&worker) {
             self.sched.assign(worker)
         } else {
             None
         };
-        let slot = match credit {
-            Some(slot) => slot,
-            None => {
-                log::error!(
-                    "worker {worker} was picked without a credit; task {} requeued",
-                    task.id
-                );
-                self.requeue_front(task);
-                return;
-            }
+        let Some(slot) = credit else {
+            log::error!("worker {worker} was picked without a credit; task {id} stays queued");
+            return;
         };
-        if task.started_times == 0 {
-            self.metrics.queue_wait(task.accepted_at.elapsed());
-        }
-        task.started_times += 1;
-        task.worker = Some(worker);
+        let Some(e) = self.tasks.get(id) else {
+            return;
+        };
         // A task's first run goes by the task's id; a restart gets a fresh
         // one (ids share one counter), so a late report of an earlier run is
         // never taken for the current one.
         // A recovered task's earlier run may still be reported by its id.
-        let run = if task.started_times == 1 && task.origin.is_some() {
-            task.id
+        let first = e.task.started_times == 0;
+        let run = if first && e.task.origin.is_some() {
+            id
         } else {
             self.fresh_id()
         };
-        self.journal.start_run(task.id, run, task.started_times);
-        if let Some(limit) = task.spec.timeout {
+        let Some(task) = self.tasks.task_mut(id) else {
+            return;
+        };
+        if first {
+            self.metrics.queue_wait(task.accepted_at.elapsed());
+        }
+        task.started_times += 1;
+        task.worker = Some(worker);
+        let (started, timeout) = (task.started_times, task.spec.timeout);
+        let order = WorkerOrder::Assign {
+            run,
+            slot,
+            name: task.spec.name.clone(),
+            args: task.spec.args.clone(),
+            timeout,
+            reserved: bytes,
+        };
+        self.tasks
+            .move_to(id, Event::Started, State::Running(run), At::Back);
+        self.journal.start_run(id, run, started);
+        if let Some(limit) = timeout {
             ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
                 act.expire(run, limit, ctx)
             });
@@ -574,21 +548,14 @@ impl Manager {
             load.reserved
                 .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         }
-        self.links[&worker].do_send(WorkerOrder::Assign {
-            run,
-            slot,
-            name: task.spec.name.clone(),
-            args: task.spec.args.clone(),
-            timeout: task.spec.timeout,
-            reserved: bytes,
-        });
+        self.links[&worker].do_send(order);
         self.runs.insert(
             run,
             Run {
                 worker,
                 slot,
                 started: Instant::now(),
-                task: Some(task),
+                task: Some(id),
             },
         );
     }
@@ -604,27 +571,29 @@ impl Manager {
         }
     }
 
+    /// Parts run `run` from its task (which `event` takes elsewhere): the
+    /// run goes on until its worker reports it, its task no longer waits.
+    fn part(&mut self, run: RunId) -> Option<TaskId> {
+        self.runs.get_mut(&run).and_then(|r| r.task.take())
+    }
+
     /// Answers a task whose worker has not reported by its timeout plus the
     /// grace (or schedules its retry), and cancels the run.
     fn expire(&mut self, run: RunId, limit: Duration, ctx: &mut Context<Self>) {
-        let Some(task) = self.runs.get_mut(&run).and_then(|r| r.task.take()) else {
+        let Some(id) = self.runs.get(&run).and_then(|r| r.task) else {
             return;
         };
         let worker = self.runs[&run].worker;
         log::warn!(
-            "task {} on worker {worker} gave no result within its timeout; answered as failed",
-            task.id
+            "task {id} on worker {worker} gave no result within its timeout; answered as failed"
         );
         let msg = format!(
             "no result within the task's timeout of {} (worker {worker} did not answer)",
             humantime::format_duration(limit),
         );
+        self.part(run);
         self.cancel_run(run);
-        if task.spec.retries.unwrap_or(0) > 0 {
-            self.failed_run(task, msg, ctx);
-        } else {
-            self.reply(task, TaskOutcome::Failed(msg));
-        }
+        self.finished(id, TaskOutcome::Failed(msg), Event::TimedOut, ctx);
         self.check_drained();
     }
 
@@ -635,102 +604,125 @@ impl Manager {
         };
         let limit = Duration::from_micros((avg * self.settings.aging_factor) as u64);
         for level in [Priority::Normal, Priority::Low] {
-            while let Some(head) = self.queues[level.index()].front() {
-                if now.duration_since(head.waiting_since) <= limit {
+            while let Some(&head) = self.tasks.queue(level).front() {
+                let Some(e) = self.tasks.get(head) else {
+                    break;
+                };
+                if now.duration_since(e.task.waiting_since) <= limit {
                     break;
                 }
-                let mut t = self.queues[level.index()].pop_front().expect("head exists");
-                t.level = level.promoted();
-                t.waiting_since = now;
-                log::debug!("task {} promoted to {:?} after waiting", t.id, t.level);
-                self.queues[t.level.index()].push_back(t);
+                self.tasks.promote(head, now);
+                log::debug!(
+                    "task {head} promoted to {:?} after waiting",
+                    level.promoted()
+                );
             }
         }
     }
 
     /// Starts queued tasks while there are free slots that fit them.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        if self.sched.idle_slots() == 0 || self.queued() == 0 || self.shutdown.is_some() {
+        if self.sched.idle_slots() == 0 || self.tasks.queued() == 0 || self.shutdown.is_some() {
             return;
         }
         self.promote_aged(Instant::now());
-        for level in 0..self.queues.len() {
+        for level in Priority::ALL {
             let mut i = 0;
-            while i < self.queues[level].len() {
+            while let Some(&id) = self.tasks.queue(level).get(i) {
                 if self.sched.idle_slots() == 0 {
                     return;
                 }
-                match pick_for(&mut self.sched, &self.loads, &self.queues[level][i].spec) {
-                    Some((worker, bytes)) => {
-                        let t = self.queues[level].remove(i).expect("index in range");
-                        self.start(t, worker, bytes, ctx);
-                    }
+                let Some(e) = self.tasks.get(id) else {
+                    i += 1;
+                    continue;
+                };
+                match pick_for(&mut self.sched, &self.loads, &e.task.spec) {
+                    Some((worker, bytes)) => self.start(id, worker, bytes, ctx),
                     None => i += 1,
                 }
             }
         }
     }
 
-    /// A run of `task` ended with `outcome`: it is answered, or it waits
+    /// A run of task `id` (running) ended with `outcome`, which `done`
+    /// brought (it finished, or timed out): it is answered, or it waits
     /// for a retry when it failed with retries left.
-    fn finished(&mut self, task: Pending, outcome: TaskOutcome, ctx: &mut Context<Self>) {
+    fn finished(&mut self, id: TaskId, outcome: TaskOutcome, done: Event, ctx: &mut Context<Self>) {
+        let retries = self
+            .tasks
+            .get(id)
+            .is_some_and(|e| e.task.spec.retries.unwrap_or(0) > 0);
         match outcome {
-            TaskOutcome::Failed(error) if task.spec.retries.unwrap_or(0) > 0 => {
-                self.failed_run(task, error, ctx)
+            TaskOutcome::Failed(error) if retries => self.failed_run(id, error, done, ctx),
+            outcome => {
+                if let Some(task) = self.tasks.leave(id, done) {
+                    self.reply(task, outcome);
+                }
             }
-            outcome => self.reply(task, outcome),
         }
     }
 
-    /// Puts back a task whose run never started: at the head of its queue,
-    /// or of its kind's window when no worker provides it any more; when
-    /// the manager is shutting down, as its queued tasks are (answered as
-    /// not started, or kept for the next start by a task store).
-    fn requeue_refused(&mut self, task: Pending) {
+    /// Puts back task `id` (running) whose run never started: at the head
+    /// of its queue, or of its kind's window when no worker provides it any
+    /// more; when the manager is shutting down, as its queued tasks are
+    /// (answered as not started, or kept for the next start by a store).
+    fn requeue_refused(&mut self, id: TaskId) {
+        if let Some(task) = self.tasks.task_mut(id) {
+            task.started_times = task.started_times.saturating_sub(1);
+        }
+        self.requeue_front(id, Event::Refused);
         if self.shutdown.is_some() {
-            if self.journal.durable() {
-                self.keep_for_next_start(task);
-            } else {
-                self.reply(task, TaskOutcome::Failed(NOT_STARTED.to_string()));
+            if let Some(task) = self.tasks.leave(id, Event::Stopping) {
+                match self.journal.durable() {
+                    true => self.keep_for_next_start(task),
+                    false => self.reply(task, TaskOutcome::Failed(NOT_STARTED.to_string())),
+                }
             }
-        } else if self.sched.provides(&task.spec.name) {
-            self.requeue_front(task);
-        } else if let Some(task) = self.hold_front(task) {
-            let msg = format!("no worker provides task {} any more", task.spec.name);
+        } else {
+            self.settle(id, At::Front);
+        }
+    }
+
+    /// Puts task `id` back at the head of its queue for `event`.
+    fn requeue_front(&mut self, id: TaskId, event: Event) {
+        if let Some(task) = self.tasks.task_mut(id) {
+            task.waiting_since = Instant::now();
+        }
+        self.tasks.move_to(id, event, State::Queued, At::Front);
+    }
+
+    /// Task `id`, just queued again, stays queued if a worker provides its
+    /// kind; otherwise it waits in its kind's window (at `at`), or fails
+    /// at once where the kind has none.
+    fn settle(&mut self, id: TaskId, at: At) {
+        let Some(kind) = self.tasks.get(id).map(|e| e.task.spec.name.clone()) else {
+            return;
+        };
+        if self.sched.provides(&kind) {
+            return;
+        }
+        if self.awaiting.is_open(&kind) {
+            self.tasks
+                .move_to(id, Event::ProviderLost, State::Awaiting, at);
+        } else if let Some(task) = self.tasks.leave(id, Event::Unrunnable) {
+            let msg = format!("no worker provides task {kind} any more");
             self.reply(task, TaskOutcome::Failed(msg));
         }
     }
 
-    fn requeue_front(&mut self, mut task: Pending) {
-        task.waiting_since = Instant::now();
-        self.queues[task.level.index()].push_front(task);
-    }
-
-    /// Takes the first task `which` picks out of the queue, out of the
-    /// waiting retries or the tasks waiting for a provider, or out of its
-    /// run (which is then cancelled).
-    fn take_task(&mut self, which: impl Fn(&Pending) -> bool) -> Option<Pending> {
-        for q in &mut self.queues {
-            if let Some(i) = q.iter().position(&which) {
-                return q.remove(i);
-            }
-        }
-        if let Some(task) = self.retrying.take(&which) {
-            return Some(task);
-        }
-        if let Some(task) = self.awaiting.take(&which) {
-            return Some(task);
-        }
-        let run = self
-            .runs
-            .iter()
-            .find_map(|(id, r)| r.task.as_ref().filter(|t| which(t)).map(|_| *id));
-        let Some(run) = run else {
-            return self.journal.take_unclaimed(which);
+    /// Takes task `id` out of the table for `event` (a cancel, its client
+    /// gone, the stop): its run, if it has one, is cancelled.
+    fn take_task(&mut self, id: TaskId, event: Event) -> Option<Pending> {
+        let run = match self.tasks.get(id)?.state {
+            State::Running(run) => Some(run),
+            _ => None,
         };
-        let task = self.runs.get_mut(&run)?.task.take();
-        self.cancel_run(run);
-        task
+        let task = self.tasks.leave(id, event)?;
+        if let Some(run) = run {
+            self.part(run);
+            self.cancel_run(run);
+        }
+        Some(task)
     }
 }
 
@@ -745,13 +737,23 @@ impl Manager {
         if self.journal.durable() {
             return self.keep_queue();
         }
-        let mut shed: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
-        shed.extend(self.awaiting.drain());
+        let shed = self.not_started();
         let n = shed.len();
         for t in shed {
             self.reply(t, TaskOutcome::Failed(NOT_STARTED.to_string()));
         }
         n
+    }
+
+    /// Takes every task that has not started, queued or waiting for a
+    /// provider, out of the table (the manager stops); windows close.
+    fn not_started(&mut self) -> Vec<Pending> {
+        let mut ids = self.tasks.queued_ids();
+        ids.extend(self.tasks.awaiting_ids());
+        self.awaiting.close_all();
+        ids.into_iter()
+            .filter_map(|id| self.tasks.leave(id, Event::Stopping))
+            .collect()
     }
 
     fn begin_shutdown(&mut self, limit: Duration, ctx: &mut Context<Self>) {
@@ -808,7 +810,10 @@ impl Manager {
             .map(|(id, _)| *id)
             .collect();
         for run in &late {
-            if let Some(task) = self.runs.get_mut(run).and_then(|r| r.task.take()) {
+            let answered = self
+                .part(*run)
+                .and_then(|id| self.tasks.leave(id, Event::DrainDeadline));
+            if let Some(task) = answered {
                 self.reply(task, TaskOutcome::Failed(msg.clone()));
             }
             self.cancel_run(*run);
@@ -883,7 +888,6 @@ impl Manager {
         let left = d.deadline.saturating_duration_since(Instant::now());
         let retry_after = (left + self.settings.timeout_grace)
             .clamp(Duration::from_secs(1), Duration::from_secs(60));
-        self.denied += 1;
         Some(Rejection::Denied {
             reason: SHUTTING_DOWN.to_string(),
             retry_after,
@@ -902,19 +906,19 @@ impl Manager {
             workers: self.sched.len() as u64,
             capacity: self.sched.capacity(),
             in_flight: self.runs.len() as u64,
-            queued: self.queued() as u64,
-            retrying: self.retrying.len() as u64,
-            awaiting_provider: self.awaiting.len() as u64,
+            queued: self.tasks.queued() as u64,
+            retrying: self.tasks.retrying() as u64,
+            awaiting_provider: self.tasks.awaiting() as u64,
             queue_limit: self.queue_limit(),
             queued_by_priority: QueuedByPriority {
-                high: self.queues[0].len() as u64,
-                normal: self.queues[1].len() as u64,
-                low: self.queues[2].len() as u64,
+                high: self.tasks.queue(Priority::High).len() as u64,
+                normal: self.tasks.queue(Priority::Normal).len() as u64,
+                low: self.tasks.queue(Priority::Low).len() as u64,
             },
             avg_task_ms: self.avg.micros().unwrap_or(0.0) / 1000.0,
-            completed: self.completed,
-            failed: self.failed,
-            denied: self.denied,
+            completed: self.metrics.answered_totals().0,
+            failed: self.metrics.answered_totals().1,
+            denied: self.metrics.denied_total(),
             worker_list: Vec::new(),
             worker_list_total: self.sched.len() as u64,
             worker_list_truncated: false,
@@ -1112,7 +1116,8 @@ impl Manager {
         // overtakes nobody, and the bound is on waiting tasks only.
         if let Some((worker, bytes)) = pick_for(&mut self.sched, &self.loads, &task.spec) {
             self.journal.accept(&task);
-            self.start(task, worker, bytes, ctx);
+            self.tasks.insert(task, State::Queued, At::Back);
+            self.start(id, worker, bytes, ctx);
             return Ok(id);
         }
         let free = self.queue_limit().saturating_sub(self.held() as u64) as usize;
@@ -1124,7 +1129,7 @@ impl Manager {
         // queue factor of 1 it would otherwise never hold one): a queue
         // running dry takes anyone.
         let dry_below = self.sched.capacity().min((self.queue_limit() / 2).max(1));
-        let running_dry = (self.queued() as u64) < dry_below;
+        let running_dry = (self.tasks.queued() as u64) < dry_below;
         if !self.turns.admit(session, free, Instant::now()) && !running_dry {
             return Err(self.deny_place(
                 session,
@@ -1132,7 +1137,7 @@ impl Manager {
             ));
         }
         self.journal.accept(&task);
-        self.queues[task.level.index()].push_back(task);
+        self.tasks.insert(task, State::Queued, At::Back);
         self.dispatch(ctx);
         Ok(id)
     }
@@ -1142,7 +1147,11 @@ impl Handler<CancelTask> for Manager {
     type Result = ();
 
     fn handle(&mut self, msg: CancelTask, _: &mut Self::Context) {
-        match self.take_task(|t| t.of_request(msg.session, msg.request_id)) {
+        let task = self
+            .tasks
+            .of_request(msg.session, msg.request_id)
+            .and_then(|id| self.take_task(id, Event::Cancelled));
+        match task {
             Some(task) => {
                 log::debug!("task {} cancelled by its client", task.id);
                 self.reply(task, TaskOutcome::Failed(CANCELLED.to_string()));
@@ -1193,7 +1202,7 @@ impl Handler<CancelById> for Manager {
     type Result = MessageResult<CancelById>;
 
     fn handle(&mut self, msg: CancelById, _: &mut Self::Context) -> Self::Result {
-        let result = match self.take_task(|t| t.id == msg.task) {
+        let result = match self.take_task(msg.task, Event::Cancelled) {
             Some(task) => {
                 log::debug!("task {} cancelled by id", task.id);
                 self.reply(task, TaskOutcome::Failed(CANCELLED.to_string()));
@@ -1213,28 +1222,20 @@ impl Handler<ClientGone> for Manager {
     fn handle(&mut self, msg: ClientGone, _: &mut Self::Context) {
         self.metrics.client(false);
         self.turns.gone(msg.session);
-        let attached = |t: &Pending| t.attached_to(msg.session);
         let mut let_go: Vec<TaskId> = Vec::new();
-        for q in &mut self.queues {
-            let_go.extend(q.iter().filter(|t| attached(t)).map(|t| t.id));
-            q.retain(|t| !attached(t));
-        }
-        let retrying = self.retrying.take_all(attached);
-        let_go.extend(retrying.iter().map(|w| w.task.id));
-        let_go.extend(self.awaiting.take_all(attached).iter().map(|t| t.id));
-        let dropped = let_go.len();
-        let running: Vec<RunId> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| r.task.as_ref().is_some_and(attached))
-            .map(|(id, _)| *id)
-            .collect();
-        for run in &running {
-            if let Some(t) = self.runs.get_mut(run).and_then(|r| r.task.take()) {
-                let_go.push(t.id);
+        let mut running = 0;
+        for id in self.tasks.of_session(msg.session) {
+            if matches!(
+                self.tasks.get(id).map(|e| &e.state),
+                Some(State::Running(_))
+            ) {
+                running += 1;
             }
-            self.cancel_run(*run);
+            if self.take_task(id, Event::ClientGone).is_some() {
+                let_go.push(id);
+            }
         }
+        let dropped = let_go.len() - running;
         self.forget_waiters(&let_go);
         for id in &let_go {
             self.journal.drop_task(*id);
@@ -1247,11 +1248,10 @@ impl Handler<ClientGone> for Manager {
         }
         self.waiters.retain(|_, list| !list.is_empty());
         self.waiting -= ended;
-        if dropped + running.len() > 0 {
+        if !let_go.is_empty() {
             log::debug!(
-                "session {} left: dropped {dropped} queued task(s), cancelled {} running",
-                msg.session,
-                running.len()
+                "session {} left: dropped {dropped} queued task(s), cancelled {running} running",
+                msg.session
             );
         }
         self.check_drained();
@@ -1313,9 +1313,17 @@ impl Handler<RegisterWorker> for Manager {
         // In durable mode, a run of a recovered task is attached instead.
         let mut attached = 0;
         for &(run, slot) in &msg.running {
-            if let Some(task) = self.claim_recovered(run, ctx) {
+            if let Some(task) = self.claim_recovered(run, id, ctx) {
                 attached += 1;
-                self.runs.insert(run, Manager::attached_run(id, slot, task));
+                self.runs.insert(
+                    run,
+                    Run {
+                        worker: id,
+                        slot,
+                        started: Instant::now(),
+                        task: Some(task),
+                    },
+                );
                 continue;
             }
             self.runs.insert(
@@ -1406,7 +1414,7 @@ impl Handler<RunFinished> for Manager {
                 // The freed slot is refilled before the reply goes out, so
                 // the worker's next assign leaves first (see PERFORMANCE.md).
                 self.dispatch(ctx);
-                self.finished(task, msg.outcome, ctx);
+                self.finished(task, msg.outcome, Event::Finished, ctx);
             }
             None => {
                 self.sched.release(msg.worker, run.slot, None);
@@ -1439,14 +1447,12 @@ impl Handler<RunRefused> for Manager {
             None => return,
         };
         self.sched.release(msg.worker, run.slot, None);
-        if let Some(mut task) = run.task {
+        if let Some(task) = run.task {
             log::debug!(
-                "worker {} did not start task {} ({}); queued again",
+                "worker {} did not start task {task} ({}); queued again",
                 msg.worker,
-                task.id,
                 crate::logsafe::escaped(&msg.reason)
             );
-            task.started_times = task.started_times.saturating_sub(1);
             self.requeue_refused(task);
         }
         self.dispatch(ctx);
@@ -1495,11 +1501,24 @@ impl Handler<WorkerLost> for Manager {
         // Requeued at the head one by one: newest first, so the oldest ends up in front.
         lost.sort_unstable_by(|a, b| b.cmp(a));
         let (mut requeued, mut in_flight) = (0, 0);
-        for id in &lost {
-            let Some(task) = self.runs.remove(id).and_then(|r| r.task) else {
+        for run in &lost {
+            let Some(id) = self.runs.remove(run).and_then(|r| r.task) else {
                 continue;
             };
             in_flight += 1;
+            let Some(e) = self.tasks.get(id) else {
+                continue;
+            };
+            let tried = e.task.started_times - e.task.attempt_base;
+            let attempts = e.task.spec.attempts;
+            if self.shutdown.is_none() && tried < attempts.max(1) {
+                requeued += 1;
+                self.requeue_front(id, Event::LostRetryable);
+                continue;
+            }
+            let Some(task) = self.tasks.leave(id, Event::Lost) else {
+                continue;
+            };
             if self.shutdown.is_some() && self.journal.durable() {
                 // Its start stays recorded: requeued at the next start.
                 self.keep_for_next_start(task);
@@ -1507,15 +1526,9 @@ impl Handler<WorkerLost> for Manager {
                 // Requeued, it could not start: see `shed_queue`.
                 let msg = "worker lost before completion (not requeued: manager shutting down)";
                 self.reply(task, TaskOutcome::Failed(msg.to_string()));
-            } else if task.started_times - task.attempt_base < task.spec.attempts.max(1) {
-                requeued += 1;
-                self.requeue_front(task);
             } else {
-                let msg = if task.spec.attempts > 1 {
-                    format!(
-                        "worker lost before completion (tried {} times)",
-                        task.started_times - task.attempt_base
-                    )
+                let msg = if attempts > 1 {
+                    format!("worker lost before completion (tried {tried} times)")
                 } else {
                     "worker lost before completion".to_string()
                 };

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::Manager;
 use crate::messages::{TaskId, WorkerId};
+use crate::protocol::Priority;
 
 /// Recent queue waits (and, apart, run times) kept for percentiles; the
 /// oldest sample leaves when a new one comes.
@@ -297,8 +298,8 @@ impl Handler<GetOverview> for Manager {
             .collect();
         let now = tokio::time::Instant::now();
         let retrying_list = self
-            .retrying
-            .soonest(OVERVIEW_MAX_RETRYING)
+            .soonest_retries(OVERVIEW_MAX_RETRYING)
+            .into_iter()
             .map(|(due, task, error)| RetryingTask {
                 task_id: task.id,
                 task: cut(&task.spec.name, FAILURE_TASK_CHARS),
@@ -317,22 +318,22 @@ impl Handler<GetOverview> for Manager {
             busy: self.runs.len() as u64,
             clients: m.open_clients(),
             queue: QueueDepth {
-                high: self.queues[0].len() as u64,
-                normal: self.queues[1].len() as u64,
-                low: self.queues[2].len() as u64,
+                high: self.tasks.queue(Priority::High).len() as u64,
+                normal: self.tasks.queue(Priority::Normal).len() as u64,
+                low: self.tasks.queue(Priority::Low).len() as u64,
                 limit: self.queue_limit(),
             },
-            retrying: self.retrying.len() as u64,
+            retrying: self.tasks.retrying() as u64,
             retrying_list,
-            awaiting_provider: self.awaiting.len() as u64,
+            awaiting_provider: self.tasks.awaiting() as u64,
             predicted_wait_ms: self.retry_after().as_secs_f64() * 1e3,
             counts: Counts {
                 submitted: m.submitted_total(),
                 accepted: m.accepted_total(),
-                denied: self.denied,
+                denied: m.denied_total(),
                 invalid: m.invalid_total(),
-                completed: self.completed,
-                failed: self.failed,
+                completed: m.answered_totals().0,
+                failed: m.answered_totals().1,
             },
             latency: Latency {
                 window: LATENCY_WINDOW,

@@ -32,8 +32,10 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use super::journal::{now_ms, Deferred, ID_GAP};
+use super::lifecycle::Event;
 use super::store::{CommitSink, Committed, StoreFailed, StoredOutcome};
-use super::{Manager, Pending, ReplyTo, Run};
+use super::tasks::{At, State};
+use super::{Manager, Pending, ReplyTo};
 use crate::messages::*;
 
 impl Manager {
@@ -108,11 +110,11 @@ impl Manager {
             match start {
                 Some(s) => {
                     running += 1;
-                    self.journal.unclaimed.insert(s.run, task);
+                    self.tasks.insert(task, State::Unclaimed(s.run), At::Back);
                 }
                 None => {
                     queued += 1;
-                    self.queues[task.level.index()].push_back(task);
+                    self.tasks.insert(task, State::Queued, At::Back);
                 }
             }
         }
@@ -136,50 +138,46 @@ impl Manager {
         }
     }
 
-    /// The recovered task whose run `run` a registering worker reports, if
-    /// there is one: it is attached to the run instead of the run being
-    /// cancelled.
+    /// The recovered task whose run `run` worker `worker` reports at its
+    /// registration, if there is one: it is attached to the run (now
+    /// running there) instead of the run being cancelled.
     pub(super) fn claim_recovered(
         &mut self,
         run: RunId,
+        worker: WorkerId,
         ctx: &mut Context<Self>,
-    ) -> Option<Pending> {
-        let (task, recorded) = self.recovered_run(run)?;
+    ) -> Option<TaskId> {
+        let (id, recorded) = self.recovered_run(run)?;
+        let task = self.tasks.task_mut(id)?;
+        task.started_times = task.started_times.max(1);
+        task.worker = Some(worker);
+        let (started, timeout) = (task.started_times, task.spec.timeout);
+        self.tasks
+            .move_to(id, Event::Claimed, State::Running(run), At::Back);
         if !recorded {
-            self.journal.start_run(task.id, run, task.started_times);
+            self.journal.start_run(id, run, started);
         }
-        if let Some(limit) = task.spec.timeout {
+        if let Some(limit) = timeout {
             ctx.run_later(limit + self.settings.timeout_grace, move |act, ctx| {
                 act.expire(run, limit, ctx)
             });
         }
-        log::debug!(
-            "recovered task {} attached to its running run {run}",
-            task.id
-        );
-        Some(task)
+        log::debug!("recovered task {id} attached to its running run {run}");
+        Some(id)
     }
 
-    /// Takes the recovered task run `run` belongs to, if it is one nobody
-    /// claimed yet, and whether its start is recorded: a run recorded as
-    /// going, or a first run whose start was not committed (its id is the
-    /// task's; a task recovered after a retry was scheduled has started
-    /// before, so its first run ended).
-    fn recovered_run(&mut self, run: RunId) -> Option<(Pending, bool)> {
-        if let Some(t) = self.journal.unclaimed.remove(&run) {
-            return Some((t, true));
+    /// The recovered task run `run` belongs to, if it is one nobody claimed
+    /// yet, and whether its start is recorded: a run recorded as going, or
+    /// a first run whose start was not committed (its id is the task's; a
+    /// task recovered after a retry was scheduled has started before, so
+    /// its first run ended).
+    fn recovered_run(&self, run: RunId) -> Option<(TaskId, bool)> {
+        if let Some(id) = self.tasks.unclaimed_run(run) {
+            return Some((id, true));
         }
-        let first = |t: &Pending| t.id == run && t.origin.is_none() && t.started_times == 0;
-        let queued = self.queues.iter().position(|q| q.iter().any(first));
-        let mut t = match queued {
-            Some(level) => {
-                let i = self.queues[level].iter().position(first)?;
-                self.queues[level].remove(i)?
-            }
-            None => self.awaiting.take(first)?,
-        };
-        t.started_times = t.started_times.max(1);
-        Some((t, false))
+        let e = self.tasks.get(run)?;
+        let waiting = matches!(e.state, State::Queued | State::Awaiting);
+        (waiting && e.task.origin.is_none() && e.task.started_times == 0).then_some((run, false))
     }
 
     /// An outcome a worker kept for run `run` while it had no manager: if
@@ -193,15 +191,21 @@ impl Manager {
         outcome: TaskOutcome,
         ctx: &mut Context<Self>,
     ) -> bool {
-        let Some((task, _)) = self.recovered_run(run) else {
-            log::debug!("outcome of run {run} handed over by a worker: no task of this manager waits for it; let go");
+        let Some((id, _)) = self.recovered_run(run) else {
+            log::debug!(
+                "outcome of run {run} handed over by a worker: no task of this manager waits \
+                 for it; let go"
+            );
             return false;
         };
-        log::debug!(
-            "recovered task {} takes the outcome its worker kept for run {run}",
-            task.id
-        );
-        self.finished(task, outcome, ctx);
+        log::debug!("recovered task {id} takes the outcome its worker kept for run {run}");
+        if let Some(task) = self.tasks.task_mut(id) {
+            task.started_times = task.started_times.max(1);
+        }
+        // Claimed by the outcome, and finished with it.
+        self.tasks
+            .move_to(id, Event::Claimed, State::Running(run), At::Back);
+        self.finished(id, outcome, Event::Finished, ctx);
         true
     }
 
@@ -209,29 +213,27 @@ impl Manager {
     /// queued again without spending an attempt: whether they ran is not
     /// known, and a manager crash must not fail a task.
     fn reclaim_unclaimed(&mut self, ctx: &mut Context<Self>) {
-        let mut left: Vec<Pending> = self.journal.unclaimed.drain().map(|(_, t)| t).collect();
+        let mut left = self.tasks.unclaimed();
         if left.is_empty() || self.shutdown.is_some() {
             // Shutting down: they stay in the store for the next start.
             return;
         }
         // Requeued at the head one by one: newest first, so the oldest ends up in front.
-        left.sort_unstable_by_key(|t| std::cmp::Reverse(t.id));
-        let (mut requeued, mut failed) = (0, 0);
-        for mut task in left {
-            task.started_times = task.started_times.saturating_sub(1).max(task.attempt_base);
-            if self.sched.provides(&task.spec.name) {
-                requeued += 1;
-                self.requeue_front(task);
-            } else if let Some(task) = self.hold_front(task) {
-                failed += 1;
-                let msg = format!("no worker provides task {} any more", task.spec.name);
-                self.reply(task, TaskOutcome::Failed(msg));
-            } else {
-                requeued += 1;
+        left.sort_unstable_by_key(|&id| std::cmp::Reverse(id));
+        for &id in &left {
+            if let Some(task) = self.tasks.task_mut(id) {
+                task.started_times = task.started_times.saturating_sub(1).max(task.attempt_base);
             }
+            self.requeue_front(id, Event::Unclaimed);
+            self.settle(id, At::Front);
         }
+        let failed = left
+            .iter()
+            .filter(|&&id| self.tasks.get(id).is_none())
+            .count();
         log::info!(
-            "recovered running task(s) no worker claimed: {requeued} requeued, {failed} failed"
+            "recovered running task(s) no worker claimed: {} requeued, {failed} failed",
+            left.len() - failed
         );
         self.dispatch(ctx);
     }
@@ -247,8 +249,7 @@ impl Manager {
     /// for the next start instead of being answered; an attached client is
     /// told so. Returns how many.
     pub(super) fn keep_queue(&mut self) -> usize {
-        let mut kept: Vec<Pending> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
-        kept.extend(self.awaiting.drain());
+        let kept = self.not_started();
         for t in kept.iter() {
             kept_for_next_start(t);
         }
@@ -266,10 +267,14 @@ impl Manager {
     /// nothing is cancelled, and an attached client is told its task was
     /// kept.
     pub(super) fn keep_running(&mut self) {
-        let late: Vec<Pending> = self
+        let ids: Vec<TaskId> = self
             .runs
             .values_mut()
             .filter_map(|r| r.task.take())
+            .collect();
+        let late: Vec<Pending> = ids
+            .into_iter()
+            .filter_map(|id| self.tasks.leave(id, Event::DrainDeadline))
             .collect();
         for task in &late {
             kept_for_next_start(task);
@@ -293,18 +298,6 @@ impl Manager {
     /// stops): its record stays, and an attached client is told so.
     pub(super) fn keep_for_next_start(&mut self, task: Pending) {
         kept_for_next_start(&task);
-    }
-
-    /// A run a registering worker reports that belongs to a recovered task:
-    /// the run as the manager tracks it.
-    pub(super) fn attached_run(worker: WorkerId, slot: SlotIndex, mut task: Pending) -> Run {
-        task.worker = Some(worker);
-        Run {
-            worker,
-            slot,
-            started: Instant::now(),
-            task: Some(task),
-        }
     }
 
     /// The store failed: the manager stops serving, says why to whoever

@@ -27,12 +27,14 @@
 //! One timer serves every waiting retry: it is set for the earliest due
 //! time, and a retry cancelled meanwhile leaves it to fire on nothing.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use tokio::time::Instant;
 
+use super::lifecycle::Event;
+use super::tasks::{At, State};
 use super::{Manager, Pending};
 use crate::messages::{GetDeadList, TaskId, TaskOutcome};
 use crate::protocol::{codec, DeadList, DeadTask, Value, DEAD_ARGS_MAX, DEAD_ERROR_MAX};
@@ -63,72 +65,12 @@ pub fn uniform_jitter(d: Duration) -> Duration {
     half + Duration::from_nanos(draw)
 }
 
-/// A failed task waiting for its retry.
-pub(super) struct Waiting {
-    pub(super) task: Pending,
-    /// The error of its last run.
-    error: String,
-}
-
-/// Tasks waiting out their backoff, by due time. See the module docs.
+/// The one timer of the waiting retries (the tasks themselves are in the
+/// task table, in their retrying state). See the module docs.
 #[derive(Default)]
-pub(super) struct Retrying {
-    waiting: BTreeMap<(Instant, TaskId), Waiting>,
-    /// When the one timer fires, if it is set.
+pub(super) struct RetryTimer {
+    /// When it fires, if it is set.
     timer: Option<(Instant, SpawnHandle)>,
-}
-
-impl Retrying {
-    /// Waiting retries.
-    pub(super) fn len(&self) -> usize {
-        self.waiting.len()
-    }
-
-    /// Whether task `id` waits for a retry.
-    pub(super) fn contains(&self, id: TaskId) -> bool {
-        self.waiting.values().any(|w| w.task.id == id)
-    }
-
-    /// Takes the first waiting task `which` picks.
-    pub(super) fn take(&mut self, which: impl Fn(&Pending) -> bool) -> Option<Pending> {
-        let key = *self
-            .waiting
-            .iter()
-            .find(|(_, w)| which(&w.task))
-            .map(|(k, _)| k)?;
-        self.waiting.remove(&key).map(|w| w.task)
-    }
-
-    /// Takes every waiting task `which` picks.
-    pub(super) fn take_all(&mut self, which: impl Fn(&Pending) -> bool) -> Vec<Waiting> {
-        let keys: Vec<_> = self
-            .waiting
-            .iter()
-            .filter(|(_, w)| which(&w.task))
-            .map(|(k, _)| *k)
-            .collect();
-        keys.iter().filter_map(|k| self.waiting.remove(k)).collect()
-    }
-
-    /// Takes the tasks due by `now`, earliest first.
-    fn take_due(&mut self, now: Instant) -> Vec<Pending> {
-        let later = self.waiting.split_off(&(now, TaskId::MAX));
-        let due = std::mem::replace(&mut self.waiting, later);
-        due.into_values().map(|w| w.task).collect()
-    }
-
-    /// The first `n` waiting tasks, soonest due first, each with its due
-    /// time and the error of its last run.
-    pub(super) fn soonest(&self, n: usize) -> impl Iterator<Item = (Instant, &Pending, &str)> {
-        self.waiting
-            .iter()
-            .take(n)
-            .map(|((due, _), w)| (*due, &w.task, w.error.as_str()))
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        self.waiting.keys().next().map(|(due, _)| *due)
-    }
 }
 
 /// The tasks that failed after using their retries, oldest first; at most
@@ -239,64 +181,82 @@ fn bounded_entry(args: &Value, error: &str) -> DeadTask {
 impl Manager {
     /// Queued tasks plus waiting retries: what the queue bound holds.
     pub(super) fn held(&self) -> usize {
-        self.queued() + self.retrying.len()
+        self.tasks.queued() + self.tasks.retrying()
     }
 
-    /// A run of `task` failed with `error`, and the task asked for retries:
-    /// schedule the next one, or answer the task (and list it as dead).
-    pub(super) fn failed_run(&mut self, mut task: Pending, error: String, ctx: &mut Context<Self>) {
+    /// A run of task `id` (running) failed with `error`, and the task asked
+    /// for retries: schedule the next one, or answer the task for `done`
+    /// (and list it as dead).
+    pub(super) fn failed_run(
+        &mut self,
+        id: TaskId,
+        error: String,
+        done: Event,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(task) = self.tasks.get(id).map(|e| &e.task) else {
+            return;
+        };
         let allowed = task.spec.retries.unwrap_or(0);
-        if self.shutdown.is_some() {
-            let error = format!("{error} (not retried: manager shutting down)");
-            self.reply(task, TaskOutcome::Failed(error));
-            return;
-        }
-        let no_room = self.held() as u64 >= self.queue_limit();
-        if task.retried >= allowed || no_room {
-            let error = if task.retried < allowed {
-                log::debug!(
-                    "task {} failed with {} retries left, and the queue is full: not retried",
-                    task.id,
-                    allowed - task.retried
-                );
-                format!("{error} (not retried: queue full)")
-            } else {
-                error
-            };
-            self.dead.push(dead_entry(&task, &error));
-            self.reply(task, TaskOutcome::Failed(error));
-            return;
-        }
-        task.retried += 1;
-        self.journal.retry(&task);
+        let retried = task.retried;
+        let error = if self.shutdown.is_some() {
+            Err(format!("{error} (not retried: manager shutting down)"))
+        } else if retried >= allowed {
+            Err(error)
+        } else if self.held() as u64 >= self.queue_limit() {
+            log::debug!(
+                "task {id} failed with {} retries left, and the queue is full: not retried",
+                allowed - retried
+            );
+            Err(format!("{error} (not retried: queue full)"))
+        } else {
+            Ok(error)
+        };
+        let error = match error {
+            Ok(error) => error,
+            Err(error) => {
+                let Some(task) = self.tasks.leave(id, done) else {
+                    return;
+                };
+                if self.shutdown.is_none() {
+                    self.dead.push(dead_entry(&task, &error));
+                }
+                self.reply(task, TaskOutcome::Failed(error));
+                return;
+            }
+        };
         let planned = backoff(
             self.settings.retry_base,
             self.settings.retry_max,
-            task.retried,
+            retried + 1,
         );
         let delay = (self.settings.retry_jitter)(planned);
         let due = Instant::now() + delay;
         log::debug!(
-            "task {} failed ({}); retry {} of {allowed} in {}",
-            task.id,
+            "task {id} failed ({}); retry {} of {allowed} in {}",
             crate::logsafe::escaped(&error).max_chars(200),
-            task.retried,
+            retried + 1,
             humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
         );
+        if let Some(task) = self.tasks.task_mut(id) {
+            task.retried += 1;
+        }
+        self.tasks
+            .move_to(id, Event::Failed, State::Retrying { due, error }, At::Back);
+        if let Some(e) = self.tasks.get(id) {
+            self.journal.retry(&e.task);
+        }
         self.metrics.retried();
-        self.retrying
-            .waiting
-            .insert((due, task.id), Waiting { task, error });
         self.arm_retry_timer(ctx);
     }
 
     /// Sets the one timer for the earliest waiting retry, unless it is set
     /// for that time or earlier already.
     fn arm_retry_timer(&mut self, ctx: &mut Context<Self>) {
-        let Some(due) = self.retrying.next_due() else {
+        let Some(due) = self.tasks.next_due() else {
             return;
         };
-        if let Some((at, handle)) = self.retrying.timer {
+        if let Some((at, handle)) = self.retry_timer.timer {
             if at <= due {
                 return;
             }
@@ -304,39 +264,76 @@ impl Manager {
         }
         let wait = due.saturating_duration_since(Instant::now());
         let handle = ctx.run_later(wait, |act, ctx| {
-            act.retrying.timer = None;
+            act.retry_timer.timer = None;
             act.retries_due(ctx);
         });
-        self.retrying.timer = Some((due, handle));
+        self.retry_timer.timer = Some((due, handle));
     }
 
     /// Puts the retries that are due back in the queue at their priority.
     fn retries_due(&mut self, ctx: &mut Context<Self>) {
-        for mut task in self.retrying.take_due(Instant::now()) {
-            if !self.runnable(&task.spec.name) {
-                let msg = format!("no worker provides task {} any more", task.spec.name);
-                self.reply(task, TaskOutcome::Failed(msg));
-                continue;
+        let now = Instant::now();
+        for id in self.tasks.due(now) {
+            if let Some(task) = self.tasks.task_mut(id) {
+                task.attempt_base = task.started_times;
+                task.level = task.spec.priority;
+                task.waiting_since = now;
             }
-            task.attempt_base = task.started_times;
-            task.level = task.spec.priority;
-            task.waiting_since = Instant::now();
-            self.queues[task.level.index()].push_back(task);
+            self.tasks
+                .move_to(id, Event::RetryDue, State::Queued, At::Back);
+            let runnable = self
+                .tasks
+                .get(id)
+                .is_some_and(|e| self.runnable(&e.task.spec.name));
+            if !runnable {
+                if let Some(task) = self.tasks.leave(id, Event::Unrunnable) {
+                    let msg = format!("no worker provides task {} any more", task.spec.name);
+                    self.reply(task, TaskOutcome::Failed(msg));
+                }
+            }
         }
         self.arm_retry_timer(ctx);
         self.dispatch(ctx);
     }
 
-    /// Shutdown: answers every waiting retry as not retried; returns how
-    /// many there were.
+    /// Shutdown: answers every waiting retry as not retried (or keeps it
+    /// for the next start with a durable store); returns how many there
+    /// were.
     pub(super) fn shed_retries(&mut self) -> usize {
-        let shed = self.retrying.take_all(|_| true);
-        let n = shed.len();
-        for w in shed {
-            let msg = format!("{} (not retried: manager shutting down)", w.error);
-            self.reply(w.task, TaskOutcome::Failed(msg));
+        let ids: Vec<TaskId> = self.tasks.retrying_ids().map(|(_, id)| id).collect();
+        let n = ids.len();
+        for id in ids {
+            let error = match self.tasks.get(id).map(|e| &e.state) {
+                Some(State::Retrying { error, .. }) => error.clone(),
+                _ => continue,
+            };
+            let Some(task) = self.tasks.leave(id, Event::Stopping) else {
+                continue;
+            };
+            if self.journal.durable() {
+                self.keep_for_next_start(task);
+            } else {
+                let msg = format!("{error} (not retried: manager shutting down)");
+                self.reply(task, TaskOutcome::Failed(msg));
+            }
         }
         n
+    }
+
+    /// The waiting retries soonest due first, at most `n`: each with its
+    /// due time, task and last error.
+    pub(super) fn soonest_retries(&self, n: usize) -> Vec<(Instant, &Pending, &str)> {
+        self.tasks
+            .retrying_ids()
+            .take(n)
+            .filter_map(|(due, id)| {
+                let e = self.tasks.get(id)?;
+                match &e.state {
+                    State::Retrying { error, .. } => Some((due, &e.task, error.as_str())),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 }
 
