@@ -433,9 +433,11 @@ def cpu_rows(what, gm, ar, ar_workers, gm_workers, aim=""):
     g = gm
     pick = lambda d, k: d[k] if d else None
     note = "user + system from /proc/PID/stat over the timed runs / tasks done"
-    if a or g:
-        note += "; runs " + " ".join(f1(x) for x in (ar or {}).get("cpu_runs_us", []))
-        note += " (argon), " + " ".join(f1(x) for x in (g or {}).get("runs", [])) + " (gearmand)"
+    each = [" ".join(f1(x) for x in xs) + f" ({who})"
+            for xs, who in (((ar or {}).get("cpu_runs_us", []), "argon"), ((g or {}).get("runs", []), "gearmand"))
+            if xs]
+    if each:
+        note += "; runs " + ", ".join(each)
     row(what, f1(pick(g, "total")), f1(pick(a, "total")), ratio(pick(a, "total"), pick(g, "total")),
         (aim + "; " if aim else "") + note)
     row("    manager / gearmand, us", f1(pick(g, "server")), f1(pick(a, "manager")),
