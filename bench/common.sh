@@ -39,6 +39,29 @@ build_argon() {
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 }
 
+# ---- CPU time from /proc ----------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null)
+[[ ${CLK_TCK:-} =~ ^[1-9][0-9]*$ ]] || { say "$NAME: getconf CLK_TCK failed"; exit 1; }
+# ticks PID...: user + system CPU ticks (fields 14 and 15 of /proc/PID/stat)
+# summed over the PIDs; fails if one of them is gone. Builtins only.
+ticks() {
+  local pid line f sum=0
+  for pid in "$@"; do
+    read -r line 2>/dev/null <"/proc/$pid/stat" || return 1
+    read -r -a f <<<"${line##*) }"   # from field 3 on: field N is f[N-3]
+    sum=$(( sum + f[11] + f[12] ))
+  done
+  echo "$sum"
+}
+# child_ticks: the same for the children this shell has waited for (fields 16
+# and 17 of its own stat): in a fresh subshell, the CPU of what it ran.
+child_ticks() {
+  local line f
+  read -r line 2>/dev/null <"/proc/$BASHPID/stat" || return 1
+  read -r -a f <<<"${line##*) }"
+  echo $(( f[13] + f[14] ))
+}
+
 MGR_PID= MGR_ADDR=
 ON_CPU=   # a command prefix for every process started, e.g. "taskset -c 0"
 # start_manager QUEUE_FACTOR [MANAGER ARGS...]: sets MGR_PID and MGR_ADDR once it listens (10 s bound)

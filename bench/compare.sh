@@ -18,21 +18,40 @@
 #    - manager RSS idle, and holding IDLE idle authenticated client connections;
 #    - throughput with 1, 10, 100 and 1000 registered workers of 1 slot each
 #      (one `argon worker --instances N` process);
-# 4. runs the throughput and latency comparison again with every process of
+# 4. the best configuration of each system: the slot count among BEST_SLOTS
+#    that gives it the most throughput here, found with one run per count
+#    (gearmand: N worker processes; Argon: one worker process of N slots, and
+#    N one-slot workers in one process), then REPS runs of each system at its
+#    best, next to each other (SKIP_BEST=1 skips this step);
+# 5. runs the throughput and latency comparison again with every process of
 #    both systems on CPU 0 (taskset), the steadier comparison on a VM;
-# 5. durable submissions: gearmand with its sqlite queue and background jobs
+# 6. durable submissions: gearmand with its sqlite queue and background jobs
 #    (`MODE=durable bench/gearman/run.sh`) next to a manager with
 #    `--persist` (a fresh store folder per run) and `argon bench --detach`,
 #    N_BG jobs per run with INFLIGHT unacknowledged, REPS runs each: accepts/s
 #    and completions/s. Skipped for an argon without `manager --persist`;
-# 6. prints a table with the ratios.
+# 7. prints a table with the ratios.
+#
+# CPU per task: around every timed throughput run it reads the user and
+# system CPU ticks (fields 14 and 15 of /proc/PID/stat) of the manager and the
+# worker process, and of gearmand and each of its workers; a client's are
+# read as the children's ticks (fields 16 and 17) of the subshell that waited
+# for it. Each system's ticks, summed over its REPS runs and divided by the
+# tasks done in them, are printed as us per task, by process kind and in all
+# (a tick is 1/CLK_TCK s, 10 ms here, and each reading is within a tick: over
+# 3 runs of 20,000 tasks a process kind's figure is within about 0.5 us).
+#
+# On this machine (2 vCPUs) a run takes about 1.5 to 2 minutes after the
+# build, of which the best-configuration step takes about 40 s.
 #
 # Knobs (environment): TASKS (20000), INFLIGHT (1000), REPS (3), N_LAT (2000),
 # IDLE (1000), SCALE ("1 10 100 1000"), PAYLOAD (8: bytes per task, about
 # the baseline's "job-N" strings), N_BG (2000: durable jobs per run),
-# GEARMAN_RUN (the baseline script, bench/gearman/run.sh by default),
-# SKIP_GEARMAN=1, SKIP_ONE_CPU=1, SKIP_DURABLE=1, KEEP=1 (keep the logs
-# folder). Exits non-zero if anything failed to start or a measurement failed.
+# BEST_SLOTS ("1 2 4 8 16 32 64", each at most 64), BEST_LAYOUTS ("capacity
+# instances": Argon's layouts searched), GEARMAN_RUN (the baseline script,
+# bench/gearman/run.sh by default), SKIP_GEARMAN=1, SKIP_BEST=1,
+# SKIP_ONE_CPU=1, SKIP_DURABLE=1, KEEP=1 (keep the logs folder). Exits
+# non-zero if anything failed to start or a measurement failed.
 set -uo pipefail
 
 TASKS=${TASKS:-20000}
@@ -43,6 +62,11 @@ IDLE=${IDLE:-1000}
 SCALE=${SCALE:-"1 10 100 1000"}
 PAYLOAD=${PAYLOAD:-8}
 N_BG=${N_BG:-2000}
+BEST_SLOTS=${BEST_SLOTS:-"1 2 4 8 16 32 64"}
+BEST_LAYOUTS=${BEST_LAYOUTS:-"capacity instances"}
+for n in $BEST_SLOTS; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 64 ] || { echo "compare: BEST_SLOTS holds 1 to 64 (got '$n')" >&2; exit 2; }
+done
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GEARMAN_RUN=${GEARMAN_RUN:-$ROOT/bench/gearman/run.sh}
 NAME=compare
@@ -71,23 +95,40 @@ stop_all() {
   for p in $WRK_PID $MGR_PID; do stop_pid "$p"; forget_pid "$p"; done
   WRK_PID= MGR_PID= MGR_ADDR=
 }
-# bench ARGS...: one `argon bench --json` run (120 s bound), its JSON on stdout
+# bench ARGS...: one `argon bench --json` run (120 s bound), its JSON on
+# stdout with the CPU it cost added: "cpu_ticks" {manager, worker, client},
+# user + system ticks during the run from /proc (the client's as the children
+# ticks of the subshell that waited for it), and "clk_tck". Fails if the run
+# failed or the manager or worker process is gone.
 bench() {
-  timeout 120 $ON_CPU "$ARGON" bench --mgr "$MGR_ADDR" --key "$KEY" --payload "$PAYLOAD" --json "$@" \
-    2>>"$LOGS/bench.err" | tail -n 1
+  local m0 w0 m1 w1 c
+  m0=$(ticks "$MGR_PID") && w0=$(ticks "$WRK_PID") || { say "$NAME: the manager or worker process is gone"; return 1; }
+  c=$(timeout 120 $ON_CPU "$ARGON" bench --mgr "$MGR_ADDR" --key "$KEY" --payload "$PAYLOAD" --json "$@" \
+        >"$LOGS/bench.out" 2>>"$LOGS/bench.err" || exit 1
+      child_ticks) || { say "$NAME: argon bench $* failed (see $LOGS/bench.err)"; return 1; }
+  m1=$(ticks "$MGR_PID") && w1=$(ticks "$WRK_PID") || { say "$NAME: the manager or worker process is gone"; return 1; }
+  tail -n 1 "$LOGS/bench.out" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+r["cpu_ticks"] = dict(zip(("manager", "worker", "client"), map(int, sys.argv[1:4])))
+r["clk_tck"] = int(sys.argv[4])
+print(json.dumps(r))' "$(( m1 - m0 ))" "$(( w1 - w0 ))" "$c" "$CLK_TCK"
 }
-# field JSON NAME
-field() { python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])[sys.argv[2]]))' "$1" "$2" 2>/dev/null; }
-# median_run ARGS...: REPS bench runs, prints the JSON of the median-throughput one
+# median_run ARGS...: REPS bench runs, prints the JSON of the median-throughput
+# one (see median_json); fails if any run failed
 median_run() {
-  local r runs=()
+  local r out=$LOGS/runs.out
+  : >"$out"
   for r in $(seq "$REPS"); do
-    runs+=("$(bench "$@")") || true
+    bench "$@" >>"$out" || return 1
   done
-  printf '%s\n' "${runs[@]}" | median_json
+  median_json <"$out"
 }
 # median_json: JSON reports on stdin, one a line; prints the median-throughput
-# one with every run's throughput added as all_throughputs
+# one with every run's throughput added as all_throughputs and, when the runs
+# carry cpu_ticks, the CPU per task over all of them (ticks summed over the
+# runs, divided by the tasks done in them) as cpu_us_per_task {manager, worker,
+# client, total} and each run's total as cpu_runs_us
 median_json() {
   python3 -c '
 import json, sys
@@ -96,28 +137,53 @@ for line in sys.stdin:
     try: rs.append(json.loads(line))
     except ValueError: pass
 if not rs: sys.exit(1)
+done = lambda r: r["completed"] if "completed" in r else r["tasks"] - r.get("failed", 0)
+if all("cpu_ticks" in r for r in rs) and all(done(r) > 0 for r in rs):
+    us = lambda ticks: ticks * 1e6 / rs[0]["clk_tck"] / sum(map(done, rs))
+    cpu = {k: us(sum(r["cpu_ticks"][k] for r in rs)) for k in ("manager", "worker", "client")}
+    cpu["total"] = sum(cpu.values())
+    runs = [sum(r["cpu_ticks"].values()) * 1e6 / r["clk_tck"] / done(r) for r in rs]
+else:
+    cpu = runs = None
 rs.sort(key=lambda r: r["throughput"])
 m = rs[(len(rs) - 1) // 2] if len(rs) % 2 else rs[len(rs) // 2 - 1]
 m["all_throughputs"] = [round(r["throughput"]) for r in rs]
+if cpu:
+    m["cpu_us_per_task"] = cpu
+    m["cpu_runs_us"] = [round(x, 1) for x in runs]
 print(json.dumps(m))'
 }
+# field JSON NAME
+field() { python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])[sys.argv[2]]))' "$1" "$2" 2>/dev/null; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 qf_for() { echo $(( ($INFLIGHT + $1 - 1) / $1 )); }   # queue factor so capacity x factor >= INFLIGHT
 
 # ---- gearmand --------------------------------------------------------------
+# gearman_run NAME [VAR=VALUE...]: one run of the baseline script (600 s
+# bound; its work folder $LOGS/NAME unless WORKDIR is given) with this run's
+# TASKS, INFLIGHT, REPS and N_LAT unless given, every process under $ON_CPU;
+# its output in $LOGS/NAME.out and .err
+gearman_run() {
+  local name=$1; shift
+  env WORKDIR="$LOGS/$name" N_TPUT="$TASKS" WINDOW="$INFLIGHT" REPS="$REPS" N_LAT="$N_LAT" "$@" \
+    timeout 600 $ON_CPU bash "$GEARMAN_RUN" >"$LOGS/$name.out" 2>"$LOGS/$name.err"
+}
+# gm_tput NAME: the median jobs/s the run printed
+gm_tput() { sed -n 's/^gearman throughput: median \([0-9]*\) jobs.*/\1/p' "$LOGS/$1.out"; }
+# gm_cpu NAME: true if the run printed its CPU line
+gm_cpu() { grep -q '^gearman cpu: {' "$LOGS/$1.out"; }
+
 GM_TPUT= GM_P50= GM_P99= GM_HEAD=
 if [ "${SKIP_GEARMAN:-0}" != 1 ]; then
   if [ -f "$GEARMAN_RUN" ]; then
     say "gearmand baseline ($GEARMAN_RUN)..."
-    mkdir -p "$LOGS/gearman"
-    if WORKDIR=$LOGS/gearman N_TPUT=$TASKS WINDOW=$INFLIGHT REPS=$REPS N_LAT=$N_LAT \
-        timeout 600 bash "$GEARMAN_RUN" >"$LOGS/gearman.out" 2>"$LOGS/gearman.err"; then
+    if gearman_run gearman; then
       GM_HEAD=$(sed -n 's/^# //p' "$LOGS/gearman.out")
-      GM_TPUT=$(sed -n 's/^gearman throughput: median \([0-9]*\) jobs.*/\1/p' "$LOGS/gearman.out")
+      GM_TPUT=$(gm_tput gearman)
       GM_P50=$(sed -n 's/^gearman latency: p50 \([0-9.]*\) us.*/\1/p' "$LOGS/gearman.out")
       GM_P99=$(sed -n 's/^gearman latency: .*p99 \([0-9.]*\) us.*/\1/p' "$LOGS/gearman.out")
     fi
-    [ -n "$GM_TPUT" ] && [ -n "$GM_P50" ] || fail "gearman baseline failed (see $LOGS/gearman.err)"
+    [ -n "$GM_TPUT" ] && [ -n "$GM_P50" ] && gm_cpu gearman || fail "gearman baseline failed (see $LOGS/gearman.err)"
   else
     fail "no gearman baseline script at $GEARMAN_RUN (set GEARMAN_RUN)"
   fi
@@ -128,12 +194,11 @@ fi
 SIZED_QF=$(qf_for 4)
 say "argon throughput, queue factor $SIZED_QF (sized for $INFLIGHT in flight on 4 slots)..."
 if start_manager "$SIZED_QF" && start_workers 4 1; then
-  bench --tasks 1000 --concurrency 100 --clients 4 >/dev/null   # warm-up
+  bench --tasks 1000 --concurrency 100 --clients 4 >/dev/null || fail "warm-up failed"
   median_run --tasks "$TASKS" --concurrency "$INFLIGHT" --clients 4 >"$LOGS/sized.json" ||
     fail "throughput run failed"
   say "argon sequential round trip..."
-  bench --tasks "$N_LAT" --concurrency 1 --clients 1 >"$LOGS/latency.json"
-  [ -s "$LOGS/latency.json" ] || fail "latency run failed"
+  bench --tasks "$N_LAT" --concurrency 1 --clients 1 >"$LOGS/latency.json" || fail "latency run failed"
 fi
 stop_all
 say "argon throughput, default queue factor 3..."
@@ -177,6 +242,68 @@ for n in $SCALE; do
   stop_all
 done
 
+# ---- best configuration: each system at its best slot count ---------------
+# The rows above give both systems 4 slots. Here each gets the slot count
+# that gives it the most throughput on this machine: gearmand with N worker
+# processes, Argon with one worker process of N slots (layout "capacity") or
+# N one-slot workers in one process (layout "instances"), N from BEST_SLOTS.
+# The search takes one run per (layout, N) after a warm-up; the best of each
+# system is then measured afresh, REPS runs, median, next to each other.
+BEST_GM= BEST_AR= BEST_AR_LAYOUT=
+if [ "${SKIP_BEST:-0}" != 1 ]; then
+  : >"$LOGS/search.txt"
+  if [ "${SKIP_GEARMAN:-0}" != 1 ] && [ -f "$GEARMAN_RUN" ]; then
+    for n in $BEST_SLOTS; do
+      say "best-configuration search: gearmand with $n worker(s)..."
+      if gearman_run "gm-search-$n" WORKDIR="$LOGS/gm-search" WORKERS="$n" REPS=1 N_LAT=0 &&
+          t=$(gm_tput "gm-search-$n") && [ -n "$t" ]; then
+        echo "gearmand $n $t" >>"$LOGS/search.txt"
+      else
+        fail "gearman search run with $n workers failed (see $LOGS/gm-search-$n.err)"
+      fi
+    done
+  fi
+  for layout in $BEST_LAYOUTS; do
+    for n in $BEST_SLOTS; do
+      say "best-configuration search: argon, layout $layout, $n slot(s)..."
+      case $layout in capacity) c=$n i=1 ;; instances) c=1 i=$n ;; *) fail "unknown layout $layout"; continue ;; esac
+      if start_manager "$(qf_for "$n")" && start_workers "$c" "$i" &&
+          bench --tasks 1000 --concurrency 100 --clients 4 >/dev/null &&
+          bench --tasks "$TASKS" --concurrency "$INFLIGHT" --clients 4 >"$LOGS/search-$layout-$n.json" &&
+          t=$(field "$(cat "$LOGS/search-$layout-$n.json")" throughput) && [ -n "$t" ]; then
+        echo "argon-$layout $n $t" >>"$LOGS/search.txt"
+      else
+        fail "argon search run, layout $layout, $n slots, failed"
+      fi
+      stop_all
+    done
+  done
+  # best SYSTEM-PATTERN: "NAME N" of the highest jobs/s among the search lines
+  best() { grep "^$1 " "$LOGS/search.txt" | sort -k3,3nr | head -n 1 | cut -d' ' -f1,2; }
+  if [ "${SKIP_GEARMAN:-0}" != 1 ] && [ -f "$GEARMAN_RUN" ]; then
+    BEST_GM=$(best gearmand | cut -d' ' -f2)
+    if [ -n "$BEST_GM" ]; then
+      say "gearmand at its best, $BEST_GM worker(s), $REPS runs..."
+      gearman_run gm-best WORKDIR="$LOGS/gm-search" WORKERS="$BEST_GM" N_LAT=0 && [ -n "$(gm_tput gm-best)" ] &&
+        gm_cpu gm-best || fail "gearman run at its best failed (see $LOGS/gm-best.err)"
+    fi
+  fi
+  read -r BEST_AR_LAYOUT BEST_AR <<<"$(best 'argon-[a-z]*')"
+  BEST_AR_LAYOUT=${BEST_AR_LAYOUT#argon-}
+  if [ -n "$BEST_AR" ]; then
+    say "argon at its best, layout $BEST_AR_LAYOUT, $BEST_AR slot(s), $REPS runs..."
+    case $BEST_AR_LAYOUT in capacity) c=$BEST_AR i=1 ;; *) c=1 i=$BEST_AR ;; esac
+    if start_manager "$(qf_for "$BEST_AR")" && start_workers "$c" "$i"; then
+      bench --tasks 1000 --concurrency 100 --clients 4 >/dev/null || fail "warm-up at the best failed"
+      median_run --tasks "$TASKS" --concurrency "$INFLIGHT" --clients 4 >"$LOGS/best.json" ||
+        fail "argon run at its best failed"
+    fi
+    stop_all
+  else
+    fail "the argon search gave no result"
+  fi
+fi
+
 # ---- both again, every process on CPU 0 ------------------------------------
 # On this kind of VM a wake-up across CPUs is costly, and where the scheduler
 # puts the manager and its worker swings the unpinned figures by ~1.5x from
@@ -184,24 +311,23 @@ done
 # equal, steadier terms.
 GM1_TPUT= GM1_P50= GM1_P99=
 if [ "${SKIP_ONE_CPU:-0}" != 1 ] && command -v taskset >/dev/null; then
+  ON_CPU="taskset -c 0"
   if [ "${SKIP_GEARMAN:-0}" != 1 ] && [ -f "$GEARMAN_RUN" ]; then
     say "gearmand baseline, every process on CPU 0..."
-    mkdir -p "$LOGS/gearman1"
-    if WORKDIR=$LOGS/gearman1 N_TPUT=$TASKS WINDOW=$INFLIGHT REPS=$REPS N_LAT=$N_LAT \
-        timeout 600 taskset -c 0 bash "$GEARMAN_RUN" >"$LOGS/gearman1.out" 2>"$LOGS/gearman1.err"; then
-      GM1_TPUT=$(sed -n 's/^gearman throughput: median \([0-9]*\) jobs.*/\1/p' "$LOGS/gearman1.out")
+    if gearman_run gearman1; then
+      GM1_TPUT=$(gm_tput gearman1)
       GM1_P50=$(sed -n 's/^gearman latency: p50 \([0-9.]*\) us.*/\1/p' "$LOGS/gearman1.out")
       GM1_P99=$(sed -n 's/^gearman latency: .*p99 \([0-9.]*\) us.*/\1/p' "$LOGS/gearman1.out")
     fi
-    [ -n "$GM1_TPUT" ] || fail "gearman baseline on one CPU failed (see $LOGS/gearman1.err)"
+    [ -n "$GM1_TPUT" ] && gm_cpu gearman1 || fail "gearman baseline on one CPU failed (see $LOGS/gearman1.err)"
   fi
   say "argon, every process on CPU 0..."
-  ON_CPU="taskset -c 0"
   if start_manager "$SIZED_QF" && start_workers 4 1; then
-    bench --tasks 1000 --concurrency 100 --clients 4 >/dev/null
+    bench --tasks 1000 --concurrency 100 --clients 4 >/dev/null || fail "one-CPU warm-up failed"
     median_run --tasks "$TASKS" --concurrency "$INFLIGHT" --clients 4 >"$LOGS/one-cpu.json" ||
       fail "one-CPU throughput run failed"
-    bench --tasks "$N_LAT" --concurrency 1 --clients 1 >"$LOGS/one-cpu-latency.json"
+    bench --tasks "$N_LAT" --concurrency 1 --clients 1 >"$LOGS/one-cpu-latency.json" ||
+      fail "one-CPU latency run failed"
   fi
   stop_all
   ON_CPU=
@@ -250,11 +376,13 @@ fi
 python3 - "$LOGS" "$GM_TPUT" "$GM_P50" "$GM_P99" "${RSS_IDLE:-}" "${RSS_HELD:-}" "$IDLE" \
   "$SIZED_QF" "$TASKS" "$INFLIGHT" "$REPS" "$N_LAT" "$SCALE" "$PAYLOAD" "$GM_HEAD" \
   "$GM1_TPUT" "$GM1_P50" "$GM1_P99" "$GMD_HEAD" "$GMD_ACCEPT" "$GMD_ACCEPT_RUNS" "$GMD_COMPLETE" \
-  "$N_BG" "$DURABLE_NOTE" "${SKIP_DURABLE:-0}" "$(stat -f -c %T "$LOGS")" <<'PY' | tee "$LOGS/report.txt"
-import json, os, sys
+  "$N_BG" "$DURABLE_NOTE" "${SKIP_DURABLE:-0}" "$(stat -f -c %T "$LOGS")" \
+  "${SKIP_BEST:-0}" "$BEST_GM" "$BEST_AR_LAYOUT" "$BEST_AR" "$CLK_TCK" <<'PY' | tee "$LOGS/report.txt" ||
+import json, os, re, sys
 (logs, gm_tput, gm_p50, gm_p99, rss_idle, rss_held, idle, qf, tasks, inflight, reps, n_lat,
  scale, payload, gm_head, gm1_tput, gm1_p50, gm1_p99, gmd_head, gmd_accept, gmd_accept_runs,
- gmd_complete, n_bg, durable_note, skip_durable, store_fs) = sys.argv[1:]
+ gmd_complete, n_bg, durable_note, skip_durable, store_fs,
+ skip_best, best_gm, best_ar_layout, best_ar, clk_tck) = sys.argv[1:]
 num = lambda s: float(s) if s else None
 gm_tput, gm_p50, gm_p99 = num(gm_tput), num(gm_p50), num(gm_p99)
 gm1_tput, gm1_p50, gm1_p99 = num(gm1_tput), num(gm1_p50), num(gm1_p99)
@@ -274,6 +402,50 @@ def row(what, gm, ar, r="", note=""):
     print(f"{what:<46} {gm:>9} {ar:>9} {r:>7}   {note}")
 def runs(r):
     return "runs " + " ".join(f"{x:,}" for x in r["all_throughputs"]) if r else ""
+def gm_out(name):
+    try:
+        with open(os.path.join(logs, name + ".out")) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+def gm_cpu(name):
+    """us of CPU per job of a baseline run: server, workers, client, total, runs"""
+    m = re.search(r"^gearman cpu: (\{.*\})$", gm_out(name), re.M)
+    if not m:
+        return None
+    c = json.loads(m.group(1))
+    us = lambda t, jobs: t * 1e6 / c["clk_tck"] / jobs
+    out = {k: us(v, c["jobs"]) for k, v in c["ticks"].items()}
+    out["total"] = out["server"] + out["workers"] + out["client"]
+    out["runs"] = [us(s + w + cl, j) for s, w, cl, j in c["runs"]]
+    return out
+def gm_runs(name):
+    m = re.search(r"^gearman throughput: .*\[([0-9 ]*)\]", gm_out(name), re.M)
+    return ("gearmand runs " + " ".join(f"{int(x):,}" for x in m.group(1).split())) if m else ""
+def f1(v):
+    return "-" if v is None else f"{v:.1f}"
+def cpu_note(r):
+    c = r and r.get("cpu_us_per_task")
+    return f"; CPU {c['total']:.1f} us/task" if c else ""
+def cpu_rows(what, gm, ar, ar_workers, gm_workers, aim=""):
+    """CPU per task, all processes and by kind, gearmand against argon"""
+    a = ar and ar.get("cpu_us_per_task")
+    g = gm
+    pick = lambda d, k: d[k] if d else None
+    note = "user + system from /proc/PID/stat over the timed runs / tasks done"
+    each = [" ".join(f1(x) for x in xs) + f" ({who})"
+            for xs, who in (((ar or {}).get("cpu_runs_us", []), "argon"), ((g or {}).get("runs", []), "gearmand"))
+            if xs]
+    if each:
+        note += "; runs " + ", ".join(each)
+    row(what, f1(pick(g, "total")), f1(pick(a, "total")), ratio(pick(a, "total"), pick(g, "total")),
+        (aim + "; " if aim else "") + note)
+    row("    manager / gearmand, us", f1(pick(g, "server")), f1(pick(a, "manager")),
+        ratio(pick(a, "manager"), pick(g, "server")))
+    row("    worker processes, us", f1(pick(g, "workers")), f1(pick(a, "worker")),
+        ratio(pick(a, "worker"), pick(g, "workers")), f"argon: {ar_workers}; gearmand: {gm_workers}")
+    row("    client, us", f1(pick(g, "client")), f1(pick(a, "client")),
+        ratio(pick(a, "client"), pick(g, "client")), "argon bench; load_client (libgearman)")
 
 print()
 print(f"# {gm_head or 'gearmand: not measured'}")
@@ -284,9 +456,34 @@ sized, default, lat = result("sized"), result("default"), result("latency")
 t = sized and sized["throughput"]
 row("throughput, jobs/s", f(gm_tput), f(t), ratio(t, gm_tput),
     f"1 worker x 4 slots, queue factor {qf}; {runs(sized)}")
+cpu_rows("  CPU per task, all processes, us", gm_cpu("gearman"), sized,
+         "1 process x 4 slots", "4 processes", "aim: <= 0.33x")
 t = default and default["throughput"]
 row("  same, default queue factor 3", "", f(t), ratio(t, gm_tput),
-    f"{default['denied']:,} denials retried; {runs(default)}" if default else "")
+    f"{default['denied']:,} denials retried; {runs(default)}{cpu_note(default)}" if default else "")
+if skip_best != "1":
+    best = result("best")
+    m = re.search(r"^gearman throughput: median ([0-9]+)", gm_out("gm-best"), re.M)
+    gb = num(m and m.group(1))
+    t = best and best["throughput"]
+    layout = (f"1 worker x {best_ar} slots" if best_ar_layout == "capacity"
+              else f"{best_ar} workers x 1 slot (one process)") if best_ar else "-"
+    row("throughput, best configuration, jobs/s", f(gb), f(t), ratio(t, gb),
+        f"aim: >= 3x; gearmand: {best_gm or '-'} worker processes; argon: {layout}, "
+        f"queue factor sized; {runs(best)}; {gm_runs('gm-best')}")
+    cpu_rows("  CPU per task at the best, us", gm_cpu("gm-best"), best, layout,
+             f"{best_gm or '-'} processes")
+    try:
+        with open(os.path.join(logs, "search.txt")) as fh:
+            found = [l.split() for l in fh if l.strip()]
+    except OSError:
+        found = []
+    for name, label in (("gearmand", "gearmand, N worker processes"),
+                        ("argon-capacity", "argon, 1 worker x N slots"),
+                        ("argon-instances", "argon, N workers x 1 slot")):
+        pts = [f"{n}: {float(v):,.0f}" for k, n, v in found if k == name]
+        if pts:
+            print(f"#   search, one run each, {label}: " + ", ".join(pts))
 for key, gm, name in (("p50_us", gm_p50, "p50"), ("p99_us", gm_p99, "p99")):
     v = lat and lat[key]
     row(f"sequential round trip {name}, us", f(gm), f(v), ratio(v, gm), "lower is better")
@@ -295,6 +492,8 @@ if one or gm1_tput:
     t = one and one["throughput"]
     row("throughput, all on CPU 0, jobs/s", f(gm1_tput), f(t), ratio(t, gm1_tput),
         f"taskset -c 0 for every process of both; {runs(one)}")
+    cpu_rows("  CPU per task, all on CPU 0, us", gm_cpu("gearman1"), one,
+             "1 process x 4 slots", "4 processes")
     for key, gm, name in (("p50_us", gm1_p50, "p50"), ("p99_us", gm1_p99, "p99")):
         v = one_lat and one_lat[key]
         row(f"  sequential {name}, all on CPU 0, us", f(gm), f(v), ratio(v, gm), "lower is better")
@@ -307,7 +506,7 @@ for n in scale.split():
     r = result(f"workers-{n}")
     t = r and r["throughput"]
     row(f"throughput, {n} worker(s) x 1 slot, jobs/s", "", f(t), ratio(t, gm_tput),
-        f"one `worker --instances {n}` process; {runs(r)}")
+        f"one `worker --instances {n}` process; {runs(r)}{cpu_note(r)}")
 if skip_durable != "1":
     d = result("durable")
     print(f"# durable: {n_bg} jobs per run, {inflight} unacknowledged at most, median of {reps}; "
@@ -321,5 +520,6 @@ if skip_durable != "1":
     row("  durable complete, jobs/s", f(gmd_complete), f(c), ratio(c, gmd_complete),
         "" if durable_note else "until every result is read (argon), none held (gearmand)")
 PY
+  fail "the report failed"
 [ "$FAILED" = 0 ] || say "compare: some measurements failed"
 exit "$FAILED"
