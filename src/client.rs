@@ -941,7 +941,7 @@ impl Waits {
 
     /// The answer to request `id` came: the held wait that may go out now.
     fn answered(&mut self, id: u64) -> Option<Request> {
-        if !self.open.remove(&id) {
+        if self.open.is_empty() || !self.open.remove(&id) {
             return None;
         }
         let next = self.held.pop_front()?;

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
 
@@ -89,6 +89,7 @@ pub struct OutgoingBudget {
 struct Holder {
     held: Arc<AtomicUsize>,
     evicted: CancellationToken,
+    flagged: Arc<AtomicBool>,
     peer: SocketAddr,
 }
 
@@ -125,11 +126,13 @@ impl OutgoingBudget {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let held = Arc::new(AtomicUsize::new(0));
         let evicted = CancellationToken::new();
+        let flagged = Arc::new(AtomicBool::new(false));
         self.lock().insert(
             id,
             Holder {
                 held: held.clone(),
                 evicted: evicted.clone(),
+                flagged: flagged.clone(),
                 peer,
             },
         );
@@ -138,6 +141,7 @@ impl OutgoingBudget {
             budget: self.clone(),
             held,
             evicted,
+            flagged,
         }
     }
 
@@ -160,7 +164,7 @@ impl OutgoingBudget {
         let mut total = self.total();
         let mut live: Vec<&Holder> = Vec::with_capacity(holders.len());
         for h in holders.values() {
-            if h.evicted.is_cancelled() {
+            if h.flagged.load(Ordering::Relaxed) {
                 total = total.saturating_sub(h.held.load(Ordering::Relaxed));
             } else {
                 live.push(h);
@@ -179,6 +183,7 @@ impl OutgoingBudget {
             if held == 0 {
                 break;
             }
+            h.flagged.store(true, Ordering::Relaxed);
             h.evicted.cancel();
             total -= held.min(total);
             freed += held;
@@ -211,9 +216,16 @@ pub struct Share {
     held: Arc<AtomicUsize>,
     /// Cancelled when the connection is to close for holding too much.
     pub evicted: CancellationToken,
+    flagged: Arc<AtomicBool>,
 }
 
 impl Share {
+    /// Whether the connection is to close for holding too much (as
+    /// [`Share::evicted`] says, without its lock: it is asked per frame).
+    pub fn is_evicted(&self) -> bool {
+        self.flagged.load(Ordering::Relaxed)
+    }
+
     /// The connection now holds `bytes` for its peer; past the bound the
     /// largest holders are told to close (this one among them, perhaps).
     pub fn set(&self, bytes: usize) {

@@ -276,11 +276,7 @@ impl<P: Peer> Connection<P> {
             return self.fail(&e, ctx);
         }
         self.report_outgoing();
-        if self
-            .outgoing
-            .as_ref()
-            .is_some_and(|s| s.evicted.is_cancelled())
-        {
+        if self.outgoing.as_ref().is_some_and(Share::is_evicted) {
             return self.abandon(self.evicted_why(), ctx);
         }
         if let Some(w) = self.flush_waker.take() {

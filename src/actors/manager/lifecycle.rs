@@ -123,11 +123,20 @@ pub const TRANSITIONS: &[(Stage, Event, Next)] = &[
 
 /// Where `event` leads a task in `stage`; `None` if it cannot happen there.
 pub fn next(stage: Stage, event: Event) -> Option<Next> {
-    TRANSITIONS
-        .iter()
-        .find(|(s, e, _)| *s == stage && *e == event)
-        .map(|(_, _, n)| *n)
+    BY_PAIR[stage as usize][event as usize]
 }
+
+/// [`TRANSITIONS`] by stage and event, for a lookup per change.
+static BY_PAIR: [[Option<Next>; EVENTS.len()]; STAGES.len()] = {
+    let mut t = [[None; EVENTS.len()]; STAGES.len()];
+    let mut i = 0;
+    while i < TRANSITIONS.len() {
+        let (s, e, n) = TRANSITIONS[i];
+        t[s as usize][e as usize] = Some(n);
+        i += 1;
+    }
+    t
+};
 
 /// Every stage, for tables and tests.
 pub const STAGES: [Stage; 5] = [

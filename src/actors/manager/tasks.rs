@@ -13,11 +13,12 @@
 //! the result store's ([`super::results`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
 
 use tokio::time::Instant;
 
 use super::lifecycle::{self, Event, Next, Stage};
-use super::{IdMap, Pending};
+use super::{IdHasher, IdMap, Pending};
 use crate::messages::{RunId, SessionId, TaskId};
 use crate::protocol::Priority;
 
@@ -75,8 +76,8 @@ pub(super) struct Tasks {
     awaiting: usize,
     retrying: BTreeSet<(Instant, TaskId)>,
     unclaimed: IdMap<TaskId>,
-    by_request: HashMap<(SessionId, u64), TaskId>,
-    by_session: HashMap<SessionId, HashSet<TaskId>>,
+    by_request: HashMap<(SessionId, u64), TaskId, BuildHasherDefault<IdHasher>>,
+    by_session: IdMap<HashSet<TaskId, BuildHasherDefault<IdHasher>>>,
 }
 
 impl Tasks {
