@@ -23,9 +23,10 @@
 //! Every `*.bin` of `tests/fuzz_corpus/` is a seed. Failing cases are kept
 //! in `tests/proptest-regressions/fuzz_decode.txt` and replayed first.
 
+mod alloc_count;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use alloc_count::{measured, Alloc};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -92,62 +93,6 @@ const RESPONDER_NONCE: [u8; 32] = [0x22; 32];
 static SESSION_KEYS: LazyLock<([u8; 32], [u8; 32])> = LazyLock::new(|| {
     MasterKey::from_material(FUZZ_KEY).session_keys(&INITIATOR_NONCE, &RESPONDER_NONCE)
 });
-
-// ---------------------------------------------------------------------------
-// Counting allocator: largest single allocation and bytes allocated on the
-// current thread while `measured` runs.
-
-struct Counting;
-
-thread_local! {
-    static COUNTS: Cell<Option<Alloc>> = const { Cell::new(None) };
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Alloc {
-    largest: usize,
-    total: usize,
-}
-
-fn note(size: usize) {
-    let _ = COUNTS.try_with(|c| {
-        if let Some(a) = c.get() {
-            c.set(Some(Alloc {
-                largest: a.largest.max(size),
-                total: a.total + size,
-            }));
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Runs `f`, counting what it allocates on this thread.
-fn measured<R>(f: impl FnOnce() -> R) -> (R, Alloc) {
-    COUNTS.with(|c| c.set(Some(Alloc::default())));
-    let r = f();
-    let a = COUNTS.with(|c| c.take()).unwrap_or_default();
-    (r, a)
-}
 
 /// Fixed overhead any decode may allocate: the read buffer a reader grows
 /// to once busy, error texts, small vectors.

@@ -12,9 +12,9 @@
 //! Bytes, not time, are the measure: a counting allocator records what the
 //! current thread allocates while a rendering runs.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod alloc_count;
 
+use alloc_count::measured;
 use argon::json::{preview, to_text, KEY_CHARS};
 use argon::protocol::{Value, MAX_VALUE_DEPTH};
 use proptest::prelude::*;
@@ -28,52 +28,6 @@ const TEXT_PER_BYTE: usize = 12;
 const TEXT_SLACK: usize = 64;
 /// Character limits the previews are taken at.
 const PREVIEW_LIMITS: [usize; 5] = [0, 1, 7, 64, 256];
-
-// ---------------------------------------------------------------------------
-// Counting allocator: bytes allocated on this thread while `measured` runs.
-
-struct Counting;
-
-thread_local! {
-    static ALLOCATED: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-fn note(size: usize) {
-    let _ = ALLOCATED.try_with(|a| {
-        if let Some(n) = a.get() {
-            a.set(Some(n.saturating_add(size)));
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Runs `f` and tells what it allocated on this thread.
-fn measured<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    ALLOCATED.with(|a| a.set(Some(0)));
-    let r = f();
-    let n = ALLOCATED.with(|a| a.take()).unwrap_or_default();
-    (r, n)
-}
 
 // ---------------------------------------------------------------------------
 // The checks
@@ -99,6 +53,7 @@ fn preview_allowed(n: usize) -> usize {
 fn check(v: &Value) -> Result<(), String> {
     let size = encoded_len(v);
     let (text, allocated) = measured(|| to_text(v));
+    let allocated = allocated.total;
     if text.len() > text_allowed(size) {
         return Err(format!(
             "{} bytes of text from {size} encoded bytes (allowed {})",
@@ -117,6 +72,7 @@ fn check(v: &Value) -> Result<(), String> {
     let chars = text.chars().count();
     for n in PREVIEW_LIMITS {
         let ((shown, cut), allocated) = measured(|| preview(v, n));
+        let allocated = allocated.total;
         let kept = shown.strip_suffix('…').filter(|_| cut).unwrap_or(&shown);
         if kept.chars().count() > n || cut != (chars > n) || !text.starts_with(kept) {
             return Err(format!(
