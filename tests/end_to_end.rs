@@ -414,7 +414,7 @@ fn short_key_warns_and_busy_port_fails() {
     let out = argon(["manager", "--host", "127.0.0.1", "--port", &port, "--key"])
         .arg(&key)
         .run();
-    assert_eq!(out.code, Some(1), "{out}");
+    assert_eq!(out.code, Some(71), "{out}");
     assert!(out.stderr.contains("cannot listen on"), "{out}");
     assert_eq!(out.stdout, "", "no startup line without a listener: {out}");
 }

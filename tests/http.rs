@@ -207,6 +207,32 @@ fn an_empty_token_file_is_bad_usage() {
     assert_eq!(out.code, Some(2), "{out:?}");
 }
 
+/// A taken HTTP port or a malformed `--http` is one line and an exit code
+/// before the manager says it listens: 71 for a port the system refuses, 2
+/// for an address that is not `HOST:PORT`.
+#[test]
+fn an_http_address_that_cannot_be_used_stops_the_start() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().unwrap().to_string();
+    for (http, code, says) in [
+        (busy.as_str(), 71, "cannot serve HTTP on"),
+        ("9100", 2, "--http takes HOST:PORT"),
+    ] {
+        let out = common::argon(["manager", "--port", "0", "--http", http, "--key"])
+            .arg(&key)
+            .limit(Duration::from_secs(10))
+            .run();
+        assert_eq!(out.code, Some(code), "{out:?}");
+        assert_eq!(out.stdout, "", "no startup line: {out:?}");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {out:?}");
+        assert!(lines[0].contains(says), "{out:?}");
+        assert!(!out.stderr.contains("panic"), "{out:?}");
+    }
+}
+
 #[test]
 fn beyond_loopback_without_a_token_warns() {
     let dir = TempDir::new();
