@@ -180,3 +180,12 @@ pub fn exit_code(result: Result<(), Failure>) -> std::process::ExitCode {
         }
     }
 }
+
+/// Tells systemd what a service is doing (`Type=notify` units: it sets
+/// `NOTIFY_SOCKET`); outside systemd it does nothing. A message that cannot
+/// be sent is logged, never fatal.
+pub fn notify_service_manager(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        log::warn!("cannot tell systemd the service's state: {e}");
+    }
+}

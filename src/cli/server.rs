@@ -195,8 +195,12 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    argon::launch::notify_service_manager(sd_notify::NotifyState::Ready);
     tokio::select! {
-        _ = signals.next() => until_stopped(handle.shutdown(drain), &mut signals).await,
+        _ = signals.next() => {
+            argon::launch::notify_service_manager(sd_notify::NotifyState::Stopping);
+            until_stopped(handle.shutdown(drain), &mut signals).await
+        }
         why = handle.failed() => Err(Failure::new(EXIT_FAILED, why)),
     }
 }
