@@ -154,6 +154,34 @@ fn metrics_count_what_clients_did() {
     assert_eq!(sample(&m, "argon_workers"), 1.0);
     assert!(sample(&m, "argon_clients") >= 0.0);
     assert!(sample(&m, "argon_predicted_wait_seconds") > 0.0);
+    let failed = mgr.client_cmd("failed", ["--json"]).run();
+    let dead: serde_json::Value = serde_json::from_str(&failed.stdout).expect("failed --json");
+    assert_eq!(
+        sample(&m, "argon_dead_tasks"),
+        dead["total"].as_f64().expect("total"),
+        "{failed:?}"
+    );
+    let build = format!(
+        r#"argon_build_info{{version="{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&m, &build), 1.0, "{text}");
+    assert!(sample(&m, "process_resident_memory_bytes") > 1_000_000.0);
+    assert!(sample(&m, "process_cpu_seconds_total") > 0.0);
+    let (open, max) = (
+        sample(&m, "process_open_fds"),
+        sample(&m, "process_max_fds"),
+    );
+    assert!(open >= 3.0 && open < max, "{open} of {max}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = sample(&m, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "{started} vs {now}"
+    );
     assert!(
         !text.contains(r#""a""#) && !text.contains("not a number"),
         "task arguments or results leaked:\n{text}"

@@ -17,6 +17,7 @@ use prometheus_client::{
     metrics::family::Family,
     metrics::gauge::Gauge,
     metrics::histogram::{exponential_buckets, Histogram},
+    metrics::info::Info,
     registry::Registry,
 };
 
@@ -97,6 +98,7 @@ pub struct ManagerMetrics {
     results_kept: Gauge,
     results_kept_bytes: Gauge,
     result_waits: Gauge,
+    dead_tasks: Gauge,
     open_clients: i64,
     /// Recent queue waits, for the dashboard's percentiles.
     pub(super) recent_queue_wait: SampleWindow,
@@ -225,6 +227,10 @@ impl ManagerMetrics {
             "argon_result_waits",
             "Result requests waiting for a task to finish",
         );
+        let dead_tasks = gauge(
+            "argon_dead_tasks",
+            "Failed tasks in the dead list (`argon failed`), at most manager.dead_max",
+        );
         let retries = Counter::default();
         registry.register(
             "argon_task_retries",
@@ -244,6 +250,15 @@ impl ManagerMetrics {
             "The retry_after a task denied now would be given",
             predicted_wait.clone(),
         );
+        #[cfg(feature = "http")]
+        {
+            registry.register(
+                "argon_build",
+                "The version of the running manager",
+                Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+            );
+            registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        }
         ManagerMetrics {
             registry,
             submitted,
@@ -268,6 +283,7 @@ impl ManagerMetrics {
             results_kept,
             results_kept_bytes,
             result_waits,
+            dead_tasks,
             open_clients: 0,
             recent_queue_wait: SampleWindow::default(),
             recent_run_time: SampleWindow::default(),
@@ -461,6 +477,7 @@ impl Handler<GetMetrics> for Manager {
         m.results_kept.set(gauge_value(kept as u64));
         m.results_kept_bytes.set(gauge_value(bytes as u64));
         m.result_waits.set(gauge_value(self.waiting as u64));
+        m.dead_tasks.set(gauge_value(self.dead.len() as u64));
         MessageResult(MetricsSnapshot {
             text: m.encode(),
             workers: self.sched.len() as u64,

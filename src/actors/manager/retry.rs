@@ -91,6 +91,12 @@ impl DeadStore {
         }
     }
 
+    /// Entries held.
+    #[cfg(feature = "http")]
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Adds an entry, evicting the oldest past the bound.
     pub(super) fn push(&mut self, entry: DeadTask) {
         if self.max == 0 {
