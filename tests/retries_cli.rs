@@ -62,6 +62,9 @@ fn submit_retries_reruns_failed_tasks_and_failed_lists_the_dead_ones() {
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(out.stdout.trim(), "3", "succeeded on its third run: {out}");
 
+    let out = manager.client_cmd("failed", [] as [&str; 0]).run();
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), ""), "{out}");
+    assert!(out.stderr.contains("no failed tasks"), "{out}");
     let out = manager.client_cmd("failed", ["--json"]).run();
     assert_eq!(out.code, Some(0), "{out}");
     let empty: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");

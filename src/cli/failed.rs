@@ -44,6 +44,10 @@ pub async fn failed(a: FailedArgs, config: &Config) -> Result<(), Failure> {
         outln!("{}", json_text(&list));
         return Ok(());
     }
+    if list.total == 0 {
+        // On stderr, like the note on older tasks: stdout lists tasks only.
+        eprintln!("no failed tasks");
+    }
     for t in &list.tasks {
         outln!("{}", line(t));
     }
