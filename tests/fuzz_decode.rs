@@ -1184,6 +1184,24 @@ fn valid_seeds(out: &mut Seeds) {
     );
     add(
         out,
+        "dead_retry",
+        FromClient::DeadRetry {
+            id: 9,
+            task_id: Some(1 << 61),
+            task: None,
+        },
+    );
+    add(
+        out,
+        "dead_purge",
+        FromClient::DeadPurge {
+            id: 10,
+            task_id: None,
+            task: Some("echo".into()),
+        },
+    );
+    add(
+        out,
         "submit-retries",
         FromClient::Submit(Submit {
             id: 8,
@@ -1342,6 +1360,18 @@ fn valid_seeds(out: &mut Seeds) {
                 truncated: true,
                 evicted: 2,
             },
+        },
+    );
+    add(
+        out,
+        "dead_done",
+        ToClient::DeadDone {
+            id: 9,
+            retried: vec![(1 << 61, (1 << 61) + 1)],
+            purged: 0,
+            left: 1,
+            reason: Some("task 7: queue full".into()),
+            denied: true,
         },
     );
     add(out, "heartbeat", ToClient::Heartbeat {});

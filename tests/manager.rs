@@ -2294,3 +2294,104 @@ async fn big_tasks_wait_in_the_queue_while_the_workers_link_is_full() {
     assert_eq!(rest.len(), 2, "the held tasks go once there is room");
     assert_eq!(status(&mgr).await.queued, 0);
 }
+
+/// Dead tasks queued again (`RetryDead`) are new detached tasks admitted
+/// like submits: the first starts on the idle slot, the next fills the
+/// queue, the third is denied and stays listed; a purge empties the list.
+#[actix::test]
+async fn dead_tasks_are_queued_again_as_far_as_the_queue_takes_them() {
+    tokio::time::pause();
+    let mgr = Manager::new(ManagerSettings {
+        queue_factor: 1,
+        retry_base: Duration::from_millis(10),
+        retry_max: Duration::from_millis(10),
+        retry_jitter: |d| d,
+        ..ManagerSettings::default()
+    })
+    .start();
+    let (worker, mut link) = register(&mgr, 1, &["t"]).await;
+    let mut session = Session::start();
+    let mut dead = Vec::new();
+    for request in 1..=3 {
+        let spec = TaskSpec {
+            retries: Some(1),
+            ..TaskSpec::new("t", Value::from(request))
+        };
+        dead.push(accept(&mgr, 1, &session, request, spec).await);
+        for _ in 0..2 {
+            let runs = assigned(&mut link).await;
+            assert_eq!(runs.len(), 1, "one run at a time: {runs:?}");
+            report(&mgr, worker, runs[0], TaskOutcome::Failed("boom".into())).await;
+            tokio::time::advance(Duration::from_millis(20)).await;
+        }
+        let got = replies(&mut session).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(failure(&got[0].1), "boom");
+    }
+    let list = |mgr: &Addr<Manager>| {
+        let ask = mgr.send(GetDeadList {
+            limit: 100,
+            max_bytes: 1 << 20,
+        });
+        async move {
+            let mut ids: Vec<TaskId> = within("the dead list", ask)
+                .await
+                .expect("manager alive")
+                .tasks
+                .iter()
+                .map(|t| t.task_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(list(&mgr).await, dead);
+
+    let done = within(
+        "a retry of the dead list",
+        mgr.send(RetryDead {
+            session: 2,
+            select: DeadSelect::default(),
+            limit: 1000,
+        }),
+    )
+    .await
+    .expect("manager alive");
+    let retried: Vec<TaskId> = done.retried.iter().map(|(old, _)| *old).collect();
+    assert_eq!(retried, dead[..2], "oldest first: {done:?}");
+    assert!(done.retried.iter().all(|(old, new)| new > old));
+    assert_eq!(done.left, 1, "{done:?}");
+    assert!(done.denied, "{done:?}");
+    assert!(
+        done.reason.as_deref().unwrap_or("").contains("queue full"),
+        "{done:?}"
+    );
+    assert_eq!(list(&mgr).await, dead[2..]);
+    let s = status(&mgr).await;
+    assert_eq!((s.in_flight, s.queued), (1, 1), "{s:?}");
+    let runs = assigned(&mut link).await;
+    assert_eq!(runs.len(), 1, "the first retried task started: {runs:?}");
+
+    let done = within(
+        "a purge by name",
+        mgr.send(PurgeDead {
+            select: DeadSelect {
+                task_id: None,
+                task: Some("other".into()),
+            },
+        }),
+    )
+    .await
+    .expect("manager alive");
+    assert_eq!(done.purged, 0);
+    let done = within(
+        "a purge",
+        mgr.send(PurgeDead {
+            select: DeadSelect::default(),
+        }),
+    )
+    .await
+    .expect("manager alive");
+    assert_eq!(done.purged, 1);
+    assert!(list(&mgr).await.is_empty());
+}

@@ -571,6 +571,31 @@ pub enum FromClient {
         #[serde(default)]
         limit: u32,
     },
+    /// Queue dead-list entries again as new detached tasks, oldest first:
+    /// the entry `task_id`, or every entry (of task name `task`, if given),
+    /// [`DEAD_LIST_MAX`] at most per request. Answered by `dead_done`.
+    DeadRetry {
+        /// Request id, echoed in the `dead_done`.
+        id: u64,
+        /// One entry, by its task's id.
+        #[serde(default)]
+        task_id: Option<u64>,
+        /// Only entries of this task name.
+        #[serde(default)]
+        task: Option<String>,
+    },
+    /// Remove dead-list entries: the entry `task_id`, or every entry (of
+    /// task name `task`, if given). Answered by `dead_done`.
+    DeadPurge {
+        /// Request id, echoed in the `dead_done`.
+        id: u64,
+        /// One entry, by its task's id.
+        #[serde(default)]
+        task_id: Option<u64>,
+        /// Only entries of this task name.
+        #[serde(default)]
+        task: Option<String>,
+    },
     /// "Still here" on a quiet connection.
     Heartbeat {},
 }
@@ -631,6 +656,27 @@ pub enum ToClient {
         id: u64,
         /// The listing.
         list: DeadList,
+    },
+    /// Answer to `dead_retry` and `dead_purge`.
+    DeadDone {
+        /// The request's id.
+        id: u64,
+        /// Entries queued again: (the dead task's id, the new task's id).
+        #[serde(default, deserialize_with = "grown")]
+        retried: Vec<(u64, u64)>,
+        /// Entries removed by a purge.
+        #[serde(default)]
+        purged: u64,
+        /// Entries the request selected that are still listed.
+        #[serde(default)]
+        left: u64,
+        /// Why the first of those was not queued again, if any.
+        #[serde(default)]
+        reason: Option<String>,
+        /// Whether that was a deny (the queue is full, or the like): the
+        /// same request may succeed later.
+        #[serde(default)]
+        denied: bool,
     },
     /// "Still here" on a quiet connection.
     Heartbeat {},
@@ -724,6 +770,8 @@ pub const ALL_NAMES: &[&str] = &[
     "result_request",
     "cancel_task",
     "dead_request",
+    "dead_retry",
+    "dead_purge",
     "reply",
     "pong",
     "accepted",
@@ -731,6 +779,7 @@ pub const ALL_NAMES: &[&str] = &[
     "cancel_result",
     "status",
     "dead_list",
+    "dead_done",
     "register",
     "registered",
     "assign",
@@ -770,6 +819,8 @@ wire_message!(FromClient {
     CancelTask { .. } => "cancel_task",
     StatusRequest { .. } => "status_request",
     DeadRequest { .. } => "dead_request",
+    DeadRetry { .. } => "dead_retry",
+    DeadPurge { .. } => "dead_purge",
     Heartbeat {} => "heartbeat",
 });
 
@@ -781,6 +832,7 @@ wire_message!(ToClient {
     CancelResult { .. } => "cancel_result",
     Status { .. } => "status",
     DeadList { .. } => "dead_list",
+    DeadDone { .. } => "dead_done",
     Heartbeat {} => "heartbeat",
     Error { .. } => "error",
 });
@@ -825,10 +877,11 @@ impl ToClient {
             | ToClient::Pong { id }
             | ToClient::Status { id, .. }
             | ToClient::DeadList { id, .. }
+            | ToClient::DeadDone { id, .. }
             | ToClient::Accepted { id, .. }
             | ToClient::Result { id, .. }
             | ToClient::CancelResult { id, .. } => Some(*id),
-            _ => None,
+            ToClient::Heartbeat {} | ToClient::Error { .. } => None,
         }
     }
 }

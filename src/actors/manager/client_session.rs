@@ -233,6 +233,28 @@ impl Peer for ClientSession {
                     }
                 });
             }
+            FromClient::DeadRetry { id, task_id, task } => {
+                let select = DeadSelect { task_id, task };
+                let request = conn.role.manager.send(RetryDead {
+                    session: conn.role.id,
+                    select,
+                    limit: DEAD_LIST_MAX as usize,
+                });
+                conn.ask(request, move |res, conn, ctx| {
+                    if let Ok(done) = res {
+                        conn.send(dead_done(id, done), ctx);
+                    }
+                });
+            }
+            FromClient::DeadPurge { id, task_id, task } => {
+                let select = DeadSelect { task_id, task };
+                let request = conn.role.manager.send(PurgeDead { select });
+                conn.ask(request, move |res, conn, ctx| {
+                    if let Ok(done) = res {
+                        conn.send(dead_done(id, done), ctx);
+                    }
+                });
+            }
             FromClient::Heartbeat {} => {}
         }
     }
@@ -301,5 +323,17 @@ impl Handler<TaskReply> for Connection<ClientSession> {
             },
             ctx,
         );
+    }
+}
+
+/// The wire answer to a `dead_retry` or `dead_purge`.
+fn dead_done(id: u64, done: DeadDone) -> ToClient {
+    ToClient::DeadDone {
+        id,
+        retried: done.retried,
+        purged: done.purged,
+        left: done.left,
+        reason: done.reason,
+        denied: done.denied,
     }
 }

@@ -28,6 +28,7 @@
 
 pub mod awaiting;
 pub mod client_session;
+mod dead;
 pub mod journal;
 pub mod lifecycle;
 pub mod metrics;
@@ -63,10 +64,11 @@ use crate::protocol::{
     STATUS_MAX_TASK_NAMES, STATUS_MAX_WORKERS,
 };
 use awaiting::Awaiting;
+use dead::DeadStore;
 use lifecycle::Event;
 use metrics::ManagerMetrics;
 use results::ResultStore;
-use retry::{DeadStore, RetryTimer};
+use retry::RetryTimer;
 use scheduler::{Scheduler, TaskTime, EVAL_TASK};
 use tasks::{At, State, Tasks};
 use turns::Turns;
@@ -1054,9 +1056,27 @@ impl Handler<SubmitTask> for Manager {
 }
 
 impl Manager {
-    fn submit(
+    fn submit(&mut self, msg: SubmitTask, ctx: &mut Context<Self>) -> Result<TaskId, Rejection> {
+        let origin = Origin {
+            session: msg.session,
+            request_id: msg.request_id,
+        };
+        let reply = if msg.detach {
+            ReplyTo::Kept
+        } else {
+            ReplyTo::Session(msg.reply_to)
+        };
+        self.admit(msg.spec, msg.session, Some(origin), reply, ctx)
+    }
+
+    /// Accepts task `spec` from `session` (queued, or started at once) or
+    /// says why not: every way into the queue goes through here.
+    fn admit(
         &mut self,
-        mut msg: SubmitTask,
+        mut spec: TaskSpec,
+        session: SessionId,
+        origin: Option<Origin>,
+        reply: ReplyTo,
         ctx: &mut Context<Self>,
     ) -> Result<TaskId, Rejection> {
         if let Some(deny) = self.deny_shutting_down() {
@@ -1068,41 +1088,33 @@ impl Manager {
         if self.sched.capacity() == 0 {
             return Err(self.deny("no capacity"));
         }
-        if !self.runnable(&msg.spec.name) {
-            return Err(Rejection::Invalid(if msg.spec.name == EVAL_TASK {
+        if !self.runnable(&spec.name) {
+            return Err(Rejection::Invalid(if spec.name == EVAL_TASK {
                 "no worker allows eval (start one with --allow-eval)".to_string()
             } else {
-                format!("no worker provides task {}", msg.spec.name)
+                format!("no worker provides task {}", spec.name)
             }));
         }
-        if msg.spec.timeout.is_none() {
-            msg.spec.timeout = self.settings.default_timeout;
+        if spec.timeout.is_none() {
+            spec.timeout = self.settings.default_timeout;
         }
-        if msg.spec.attempts == 0 {
-            msg.spec.attempts = self.settings.default_attempts.max(1);
+        if spec.attempts == 0 {
+            spec.attempts = self.settings.default_attempts.max(1);
         }
-        let retries = msg.spec.retries.unwrap_or(self.settings.default_retries);
+        let retries = spec.retries.unwrap_or(self.settings.default_retries);
         if retries > retry::MAX_RETRIES {
             return Err(Rejection::Invalid(format!(
                 "retries must be at most {} (got {retries})",
                 retry::MAX_RETRIES
             )));
         }
-        msg.spec.retries = Some(retries);
-        let session = msg.session;
+        spec.retries = Some(retries);
         let task = Pending {
             id: self.fresh_id(),
-            origin: Some(Origin {
-                session,
-                request_id: msg.request_id,
-            }),
-            level: msg.spec.priority,
-            spec: msg.spec,
-            reply: if msg.detach {
-                ReplyTo::Kept
-            } else {
-                ReplyTo::Session(msg.reply_to)
-            },
+            origin,
+            level: spec.priority,
+            spec,
+            reply,
             started_times: 0,
             waiting_since: Instant::now(),
             accepted_at: Instant::now(),

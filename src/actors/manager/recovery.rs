@@ -31,7 +31,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use super::journal::{now_ms, Deferred, ID_GAP};
+use super::journal::{now_ms, spec_of, Deferred, ID_GAP};
 use super::lifecycle::Event;
 use super::store::{CommitSink, Committed, StoreFailed, StoredOutcome};
 use super::tasks::{At, State};
@@ -81,6 +81,7 @@ impl Manager {
             self.journal.forget(id);
         }
         self.forget_gone();
+        self.restore_dead(recovered.dead);
         let mut tasks = recovered.tasks;
         tasks.sort_by_key(|(id, _, _)| *id);
         let (mut queued, mut running) = (0, 0);
@@ -91,20 +92,13 @@ impl Manager {
                 origin: None,
                 reply: ReplyTo::Kept,
                 level: r.priority,
-                spec: TaskSpec {
-                    name: r.name,
-                    args: r.args,
-                    priority: r.priority,
-                    timeout: r.timeout_ms.map(Duration::from_millis),
-                    attempts: r.attempts,
-                    retries: Some(r.retries),
-                },
                 started_times: start.as_ref().map_or(r.attempt_base, |s| s.started_times),
                 waiting_since: now,
                 accepted_at: now,
                 worker: None,
                 retried: r.retried,
                 attempt_base: r.attempt_base,
+                spec: spec_of(r),
             };
             kinds.insert(task.spec.name.clone());
             match start {
