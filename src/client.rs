@@ -44,7 +44,7 @@ use crate::protocol::{
     value_depth, ClusterStatus, FromClient, Liveness, Outcome, Priority, Role, Submit, TaskState,
     Tick, ToClient, Value, WireError, MAX_OPEN_REQUESTS, MAX_VALUE_DEPTH,
 };
-pub use crate::protocol::{CancelState, DeadList, DeadTask};
+pub use crate::protocol::{CancelState, DeadList, DeadTask, ScheduleInfo};
 
 /// How a client reaches its manager.
 #[derive(Debug, Clone)]
@@ -714,6 +714,15 @@ impl Client {
             .call(|id| FromClient::DeadPurge { id, task_id, task })
             .await?;
         dead_done(answer)
+    }
+
+    /// The manager's periodic tasks (`[[schedule]]`), in config order, as
+    /// many as fit a frame, and how many it has in all.
+    pub async fn schedules(&self) -> Result<(Vec<ScheduleInfo>, u64), ClientError> {
+        match self.call(|id| FromClient::SchedulesRequest { id }).await? {
+            ToClient::Schedules { list, total, .. } => Ok((list, total)),
+            other => Err(unexpected("schedules", &other)),
+        }
     }
 
     /// Asks the manager for its status report.

@@ -290,6 +290,12 @@ pub struct PurgeDead {
     pub select: DeadSelect,
 }
 
+/// Anyone → Manager: the periodic tasks (`[[schedule]]`) and where each
+/// stands, in config order.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<crate::protocol::ScheduleInfo>")]
+pub struct GetSchedules;
+
 /// Client connection → Manager: the client is gone; drop its queued tasks
 /// and cancel its running ones, but for detached ones.
 #[derive(Message)]

@@ -43,8 +43,8 @@ use argon::protocol::handshake::{HandshakeSettings, HELLO_LEN, HELLO_MAGIC};
 use argon::protocol::{
     Assign, AuthFrame, CancelState, ClusterStatus, DeadList, DeadTask, FinishedRun, FrameReader,
     FrameWriter, FromClient, FromWorker, MasterKey, Outcome, Priority, QueuedByPriority, Register,
-    Role, RunningRun, Submit, TaskState, ToClient, ToWorker, Value, WireError, WireMessage,
-    WorkerStatus, ALL_NAMES, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Role, RunningRun, ScheduleInfo, Submit, TaskState, ToClient, ToWorker, Value, WireError,
+    WireMessage, WorkerStatus, ALL_NAMES, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use argon::runtime::{start_manager, ManagerHandle};
 use bytes::{BufMut, BytesMut};
@@ -1193,6 +1193,11 @@ fn valid_seeds(out: &mut Seeds) {
     );
     add(
         out,
+        "schedules_request",
+        FromClient::SchedulesRequest { id: 11 },
+    );
+    add(
+        out,
         "dead_purge",
         FromClient::DeadPurge {
             id: 10,
@@ -1360,6 +1365,26 @@ fn valid_seeds(out: &mut Seeds) {
                 truncated: true,
                 evicted: 2,
             },
+        },
+    );
+    add(
+        out,
+        "schedules",
+        ToClient::Schedules {
+            id: 11,
+            list: vec![ScheduleInfo {
+                name: "tick".into(),
+                task: "echo".into(),
+                cadence: "every 30s".into(),
+                overlap: "skip".into(),
+                next_ms: Some(1_700_000_030_000),
+                last_ms: Some(1_700_000_000_000),
+                last_task_id: Some(1 << 61),
+                note: Some("started task 2305843009213693952".into()),
+                started: 1,
+                skipped: 0,
+            }],
+            total: 1,
         },
     );
     add(

@@ -2395,3 +2395,61 @@ async fn dead_tasks_are_queued_again_as_far_as_the_queue_takes_them() {
     assert_eq!(done.purged, 1);
     assert!(list(&mgr).await.is_empty());
 }
+
+/// A periodic task every second whose runs take 2.5 s, with the default
+/// overlap policy (skip while the last is held): runs start every 3 s,
+/// never two at once, and `GetSchedules` counts the skipped due times.
+#[actix::test]
+async fn a_periodic_task_skips_while_its_last_run_is_held() {
+    use argon::actors::manager::periodic::PeriodicSpec;
+    use argon::config::ScheduleEntry;
+    use argon::duration::Dur;
+
+    tokio::time::pause();
+    let entry = ScheduleEntry {
+        name: Some("tick".into()),
+        task: "t".into(),
+        every: Some(Dur(Duration::from_secs(1))),
+        ..ScheduleEntry::default()
+    };
+    let mgr = Manager::new(ManagerSettings {
+        schedules: vec![PeriodicSpec::from_entry(&entry, 1).expect("a valid entry")],
+        ..ManagerSettings::default()
+    })
+    .start();
+    let (worker, mut link) = register(&mgr, 4, &["t"]).await;
+    let begin = tokio::time::Instant::now();
+    let mut starts = Vec::new();
+    let mut running: Option<(RunId, tokio::time::Instant)> = None;
+    // 10.2 s in steps of 100 ms: a run ends 2.5 s after it started.
+    for _ in 0..102 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let now = tokio::time::Instant::now();
+        if let Some((run, since)) = running {
+            if now - since >= Duration::from_millis(2500) {
+                finish(&mgr, worker, run).await;
+                running = None;
+            }
+        }
+        for run in assigned(&mut link).await {
+            assert!(running.is_none(), "two runs at once, at {:?}", now - begin);
+            starts.push((now - begin).as_millis() as u64);
+            running = Some((run, now));
+        }
+    }
+    assert_eq!(starts.len(), 4, "starts at {starts:?} ms");
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!((2900..=3100).contains(&gap), "starts at {starts:?} ms");
+    }
+    let list = within("the schedules", mgr.send(GetSchedules))
+        .await
+        .expect("manager alive");
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].name.as_str(), list[0].started), ("tick", 4));
+    assert_eq!(
+        list[0].skipped, 6,
+        "due at 2, 3, 5, 6, 8 and 9 s: {:?}",
+        list[0]
+    );
+}

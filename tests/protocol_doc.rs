@@ -172,7 +172,8 @@ fn request_id(msg: &FromClient) -> Option<u64> {
         | FromClient::CancelTask { id, .. }
         | FromClient::DeadRequest { id, .. }
         | FromClient::DeadRetry { id, .. }
-        | FromClient::DeadPurge { id, .. } => Some(*id),
+        | FromClient::DeadPurge { id, .. }
+        | FromClient::SchedulesRequest { id } => Some(*id),
         // Its id names an earlier submit; it gets no answer of its own.
         FromClient::Cancel { .. } => None,
         FromClient::Heartbeat {} => None,

@@ -126,6 +126,8 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .recovery_grace
             .map_or(defaults.recovery_grace, |d| d.0),
         provider_grace: config.manager.provider_grace.map(|d| d.0),
+        schedules: argon::actors::manager::periodic::check_entries(&config.schedule)
+            .map_err(|e| Failure::new(EXIT_USAGE, e))?,
         ..defaults
     };
     if settings.default_retries > MAX_RETRIES {

@@ -345,6 +345,39 @@ impl DeadList {
     }
 }
 
+/// One periodic task as `schedules` lists it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ScheduleInfo {
+    /// The entry's name.
+    pub name: String,
+    /// The task it submits.
+    pub task: String,
+    /// When: `every 30s`, or `cron EXPR (ZONE)`.
+    pub cadence: String,
+    /// `skip` or `allow`: whether it runs while its last task is held.
+    pub overlap: String,
+    /// Its next due time, ms since the Unix epoch (absent: never).
+    #[serde(default)]
+    pub next_ms: Option<u64>,
+    /// Its last run's due time, if it ran since the manager started (or,
+    /// with a task store, before).
+    #[serde(default)]
+    pub last_ms: Option<u64>,
+    /// The task its last run submitted.
+    #[serde(default)]
+    pub last_task_id: Option<u64>,
+    /// What happened at its last due time (`started task N`, `skipped: ...`,
+    /// `not run: ...`).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Runs started since the manager started.
+    #[serde(default)]
+    pub started: u64,
+    /// Due times skipped or denied since the manager started.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
 /// A task as a client submits it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Submit {
@@ -596,6 +629,11 @@ pub enum FromClient {
         #[serde(default)]
         task: Option<String>,
     },
+    /// Ask for the periodic tasks. Answered by `schedules`.
+    SchedulesRequest {
+        /// Request id, echoed in the `schedules`.
+        id: u64,
+    },
     /// "Still here" on a quiet connection.
     Heartbeat {},
 }
@@ -656,6 +694,17 @@ pub enum ToClient {
         id: u64,
         /// The listing.
         list: DeadList,
+    },
+    /// Answer to `schedules_request`.
+    Schedules {
+        /// The request's id.
+        id: u64,
+        /// The entries, in config order, cut to fit the frame.
+        #[serde(deserialize_with = "grown")]
+        list: Vec<ScheduleInfo>,
+        /// Entries the manager has in all.
+        #[serde(default)]
+        total: u64,
     },
     /// Answer to `dead_retry` and `dead_purge`.
     DeadDone {
@@ -772,6 +821,7 @@ pub const ALL_NAMES: &[&str] = &[
     "dead_request",
     "dead_retry",
     "dead_purge",
+    "schedules_request",
     "reply",
     "pong",
     "accepted",
@@ -780,6 +830,7 @@ pub const ALL_NAMES: &[&str] = &[
     "status",
     "dead_list",
     "dead_done",
+    "schedules",
     "register",
     "registered",
     "assign",
@@ -821,6 +872,7 @@ wire_message!(FromClient {
     DeadRequest { .. } => "dead_request",
     DeadRetry { .. } => "dead_retry",
     DeadPurge { .. } => "dead_purge",
+    SchedulesRequest { .. } => "schedules_request",
     Heartbeat {} => "heartbeat",
 });
 
@@ -833,6 +885,7 @@ wire_message!(ToClient {
     Status { .. } => "status",
     DeadList { .. } => "dead_list",
     DeadDone { .. } => "dead_done",
+    Schedules { .. } => "schedules",
     Heartbeat {} => "heartbeat",
     Error { .. } => "error",
 });
@@ -878,6 +931,7 @@ impl ToClient {
             | ToClient::Status { id, .. }
             | ToClient::DeadList { id, .. }
             | ToClient::DeadDone { id, .. }
+            | ToClient::Schedules { id, .. }
             | ToClient::Accepted { id, .. }
             | ToClient::Result { id, .. }
             | ToClient::CancelResult { id, .. } => Some(*id),

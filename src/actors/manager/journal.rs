@@ -254,6 +254,13 @@ impl Journal {
         }
     }
 
+    /// Records that periodic task `name` ran for its due time `at_ms`.
+    pub(super) fn fired(&mut self, name: &str, at_ms: u64) {
+        if self.durable {
+            self.send(Record::Fired(name.to_string(), at_ms));
+        }
+    }
+
     /// The first `upto` records are committed: what waited for them.
     pub(super) fn committed(&mut self, upto: u64) -> Vec<Deferred> {
         self.committed = upto;

@@ -33,6 +33,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod metrics;
 pub mod overview;
+pub mod periodic;
 mod recovery;
 pub mod results;
 pub mod retry;
@@ -128,6 +129,8 @@ pub struct ManagerSettings {
     /// `None`: [`awaiting::PROVIDER_GRACE`], or
     /// [`awaiting::PROVIDER_GRACE_STORED`] with a task store.
     pub provider_grace: Option<Duration>,
+    /// Periodic tasks the manager submits itself ([`periodic`]).
+    pub schedules: Vec<periodic::PeriodicSpec>,
 }
 
 impl Default for ManagerSettings {
@@ -149,6 +152,7 @@ impl Default for ManagerSettings {
             recovery_grace: crate::protocol::DEFAULT_HEARTBEAT * crate::protocol::SILENT_INTERVALS,
             store_backlog: journal::STORE_BACKLOG,
             provider_grace: None,
+            schedules: Vec::new(),
         }
     }
 }
@@ -276,6 +280,7 @@ pub struct Manager {
     awaiting: Awaiting,
     /// Tasks that failed after using their retries.
     dead: DeadStore,
+    periodic: periodic::Periodic,
     /// The task store and what waits for its commits ([`journal`]).
     journal: journal::Journal,
     /// Set when the manager stops for good on an error (its store failed).
@@ -310,8 +315,9 @@ impl Manager {
     /// A manager over `store` (for example [`RedbStore::open`]): a durable
     /// one continues its ids, and its tasks and results are recovered when
     /// the actor starts.
-    pub fn with_store(settings: ManagerSettings, store: impl TaskStore) -> Manager {
+    pub fn with_store(mut settings: ManagerSettings, store: impl TaskStore) -> Manager {
         let durable = store.durable();
+        let settings_schedules = std::mem::take(&mut settings.schedules);
         let journal = journal::Journal::new(
             Box::new(store),
             settings.recovery_grace,
@@ -350,6 +356,7 @@ impl Manager {
             retry_timer: RetryTimer::default(),
             awaiting: Awaiting::new(grace, awaiting::MAX_WINDOWS),
             dead,
+            periodic: periodic::Periodic::new(settings_schedules),
             journal,
             failure: tokio::sync::watch::channel(None).0,
         }
@@ -1037,7 +1044,8 @@ impl Actor for Manager {
             act.results.expire(Instant::now());
             act.forget_gone();
         });
-        self.recover(ctx);
+        let fired = self.recover(ctx);
+        self.start_periodic(&fired, ctx);
     }
 }
 

@@ -40,17 +40,18 @@ use crate::messages::*;
 
 impl Manager {
     /// Starts the store, and installs what it held (once, when the actor
-    /// starts).
-    pub(super) fn recover(&mut self, ctx: &mut Context<Self>) {
+    /// starts). Returns the last runs of the periodic tasks it held.
+    pub(super) fn recover(&mut self, ctx: &mut Context<Self>) -> Vec<(String, u64)> {
         let sink = CommitSink {
             committed: ctx.address().recipient(),
             failed: ctx.address().recipient(),
         };
         if let Err(e) = self.journal.start(sink) {
-            return self.store_failed(e.to_string(), ctx);
+            self.store_failed(e.to_string(), ctx);
+            return Vec::new();
         }
         if !self.journal.durable() {
-            return;
+            return Vec::new();
         }
         let recovered = self.journal.take_recovered();
         if let Some(high) = recovered.high_id {
@@ -130,6 +131,7 @@ impl Manager {
         if running > 0 {
             ctx.run_later(grace, |act, ctx| act.reclaim_unclaimed(ctx));
         }
+        recovered.fired
     }
 
     /// The recovered task whose run `run` worker `worker` reports at its

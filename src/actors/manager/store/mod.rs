@@ -126,6 +126,9 @@ pub enum Record {
     Dead(TaskId, DeadRecord),
     /// A dead-list entry went: evicted, purged, or queued again.
     Unlist(TaskId),
+    /// Periodic task `name` ran for its due time `at_ms` (ms since the
+    /// Unix epoch); only the last one is kept.
+    Fired(String, u64),
 }
 
 /// What a store held when it was opened.
@@ -139,6 +142,8 @@ pub struct Recovered {
     pub high_id: Option<u64>,
     /// The dead list, in any order.
     pub dead: Vec<(TaskId, DeadRecord)>,
+    /// The last run of each periodic task: its name and due time.
+    pub fired: Vec<(String, u64)>,
 }
 
 /// Store → Manager: the first `upto` records sent are durable.

@@ -1,7 +1,8 @@
 //! The task store in a redb file, `DIR/argon.redb` (`--persist DIR`).
 //!
-//! Five tables: accepted tasks without an outcome, the starts of those
-//! that run, kept outcomes, the dead list, and the id high-water mark. An answered task's
+//! Six tables: accepted tasks without an outcome, the starts of those
+//! that run, kept outcomes, the dead list, the last run of each periodic
+//! task, and the id high-water mark. An answered task's
 //! record is deleted with its outcome (kept only for detached tasks); a
 //! kept outcome's record is deleted when the result store lets it go. So
 //! the file holds at most the queue bound + the running tasks + the kept
@@ -35,6 +36,7 @@ const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
 const STARTS: TableDefinition<u64, &[u8]> = TableDefinition::new("starts");
 const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("results");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+const FIRED: TableDefinition<&str, u64> = TableDefinition::new("fired");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_ID: &str = "next_id";
 
@@ -89,6 +91,7 @@ impl RedbStore {
             txn.open_table(STARTS).map_err(line)?;
             txn.open_table(RESULTS).map_err(line)?;
             txn.open_table(DEAD).map_err(line)?;
+            txn.open_table(FIRED).map_err(line)?;
             txn.open_table(META).map_err(line)?;
             txn.commit().map_err(line)
         })()
@@ -160,6 +163,11 @@ fn read(db: &Database) -> Result<Recovered, String> {
         seen(id);
         out.dead.push((id, record));
     }
+    let fired = txn.open_table(FIRED).map_err(line)?;
+    for entry in fired.iter().map_err(line)? {
+        let (k, v) = entry.map_err(line)?;
+        out.fired.push((k.value().to_string(), v.value()));
+    }
     out.high_id = high;
     Ok(out)
 }
@@ -228,6 +236,7 @@ fn write_batch(db: &Database, records: &[Record], high: &mut u64) -> Result<(), 
         let mut starts = txn.open_table(STARTS).map_err(line)?;
         let mut results = txn.open_table(RESULTS).map_err(line)?;
         let mut dead = txn.open_table(DEAD).map_err(line)?;
+        let mut fired = txn.open_table(FIRED).map_err(line)?;
         let mut meta = txn.open_table(META).map_err(line)?;
         for record in records {
             match record {
@@ -258,6 +267,9 @@ fn write_batch(db: &Database, records: &[Record], high: &mut u64) -> Result<(), 
                 }
                 Record::Unlist(id) => {
                     dead.remove(*id).map_err(line)?;
+                }
+                Record::Fired(name, at) => {
+                    fired.insert(name.as_str(), *at).map_err(line)?;
                 }
             }
         }
