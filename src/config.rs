@@ -44,6 +44,11 @@
 //! [eval]                           # limits on eval scripts (see `task::eval`)
 //! max_time = "5s"
 //!
+//! [limits.report]                  # limits per task name
+//! max_running = 2                  # at most 2 slots run it at once
+//! max_queued = 100                 # at most 100 wait in the queue
+//! rate = "20/s"                    # submits past it: denied "rate limited"
+//!
 //! [[schedule]]                     # a periodic task the manager submits
 //! name = "cleanup"
 //! task = "sleep"
@@ -212,6 +217,9 @@ pub struct Config {
     /// `[[schedule]]`: periodic tasks the manager submits (see
     /// [`crate::actors::manager::periodic`]).
     pub schedule: Vec<ScheduleEntry>,
+    /// `[limits.NAME]`: limits per task name (see
+    /// [`crate::actors::manager::limits`]).
+    pub limits: BTreeMap<String, crate::actors::manager::limits::LimitEntry>,
 }
 
 /// One `[[schedule]]` entry as written; [`crate::actors::manager::periodic::PeriodicSpec::from_entry`]
@@ -395,6 +403,7 @@ impl Config {
             task.validate(name)?;
         }
         crate::actors::manager::periodic::check_entries(&self.schedule)?;
+        crate::actors::manager::limits::check_limits(&self.limits)?;
         self.eval.validate()?;
         Ok(())
     }

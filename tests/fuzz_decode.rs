@@ -1314,6 +1314,7 @@ fn valid_seeds(out: &mut Seeds) {
         ToClient::Status {
             id: 3,
             status: ClusterStatus {
+                limits: vec![],
                 workers: 1,
                 capacity: 4,
                 in_flight: 2,

@@ -2453,3 +2453,88 @@ async fn a_periodic_task_skips_while_its_last_run_is_held() {
         list[0]
     );
 }
+
+/// Limits per task name: `max_running = 1` keeps a second run of `a` in
+/// the queue while `b` takes the other slots, and starts it when the first
+/// ends; `max_queued = 1` denies a second waiting `a` like a full queue;
+/// `rate = "20/s"` denies past the token, saying when the next comes.
+#[actix::test]
+async fn per_name_limits_hold_one_name_back_and_let_others_pass() {
+    use argon::actors::manager::limits::{LimitEntry, TaskLimit, RATE_LIMITED};
+
+    tokio::time::pause();
+    let limit = |e: LimitEntry| TaskLimit::from_entry("x", &e).expect("a valid limit");
+    let limits = std::collections::HashMap::from([
+        (
+            "a".to_string(),
+            limit(LimitEntry {
+                max_running: Some(1),
+                max_queued: Some(1),
+                ..LimitEntry::default()
+            }),
+        ),
+        (
+            "r".to_string(),
+            limit(LimitEntry {
+                rate: Some("20/s".into()),
+                ..LimitEntry::default()
+            }),
+        ),
+    ]);
+    let mgr = Manager::new(ManagerSettings {
+        limits,
+        ..ManagerSettings::default()
+    })
+    .start();
+    let (worker, mut link) = register(&mgr, 4, &["a", "b", "r"]).await;
+    let session = Session::start();
+    let a1 = accept(&mgr, 1, &session, 1, spec("a", Priority::Normal)).await;
+    let a2 = accept(&mgr, 1, &session, 2, spec("a", Priority::Normal)).await;
+    match submit(&mgr, 1, &session, 3, spec("a", Priority::Normal)).await {
+        Err(Rejection::Denied { reason, .. }) => {
+            assert!(reason.starts_with("queue full for task a"), "{reason}")
+        }
+        other => panic!("a second queued `a` must be denied: {other:?}"),
+    }
+    let b1 = accept(&mgr, 1, &session, 4, spec("b", Priority::Normal)).await;
+    let b2 = accept(&mgr, 1, &session, 5, spec("b", Priority::Normal)).await;
+    let started: BTreeSet<RunId> = assigned(&mut link).await.into_iter().collect();
+    assert_eq!(
+        started,
+        BTreeSet::from([a1, b1, b2]),
+        "a2 waits, b passes it"
+    );
+    let s = status(&mgr).await;
+    let a = s.limits.iter().find(|l| l.task == "a").expect("a's status");
+    assert_eq!((a.running, a.queued, a.max_running), (1, Some(1), Some(1)));
+
+    finish(&mgr, worker, a1).await;
+    assert_eq!(
+        assigned(&mut link).await,
+        vec![a2],
+        "a2 starts once a1 ended"
+    );
+
+    let r1 = accept(&mgr, 1, &session, 6, spec("r", Priority::Normal)).await;
+    tokio::time::advance(Duration::from_millis(20)).await;
+    match submit(&mgr, 1, &session, 7, spec("r", Priority::Normal)).await {
+        Err(Rejection::Denied {
+            reason,
+            retry_after,
+        }) => {
+            assert_eq!(reason, RATE_LIMITED);
+            assert_eq!(
+                retry_after,
+                Duration::from_millis(30),
+                "the next token's time"
+            );
+        }
+        other => panic!("over the rate: {other:?}"),
+    }
+    tokio::time::advance(Duration::from_millis(30)).await;
+    let r2 = accept(&mgr, 1, &session, 8, spec("r", Priority::Normal)).await;
+    assert!(r2 > r1);
+    let s = status(&mgr).await;
+    let r = s.limits.iter().find(|l| l.task == "r").expect("r's status");
+    assert_eq!((r.rate.as_deref(), r.rate_limited), (Some("20/s"), 1));
+}

@@ -128,6 +128,8 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
         provider_grace: config.manager.provider_grace.map(|d| d.0),
         schedules: argon::actors::manager::periodic::check_entries(&config.schedule)
             .map_err(|e| Failure::new(EXIT_USAGE, e))?,
+        limits: argon::actors::manager::limits::check_limits(&config.limits)
+            .map_err(|e| Failure::new(EXIT_USAGE, e))?,
         ..defaults
     };
     if settings.default_retries > MAX_RETRIES {

@@ -260,6 +260,35 @@ pub struct ClusterStatus {
     /// Whether `worker_list` leaves workers out.
     #[serde(default)]
     pub worker_list_truncated: bool,
+    /// The task names with limits (`[limits.NAME]`), by name; empty from a
+    /// manager without them or that predates the field.
+    #[serde(default, deserialize_with = "grown")]
+    pub limits: Vec<TaskLimitStatus>,
+}
+
+/// Where one limited task name stands.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct TaskLimitStatus {
+    /// The task name.
+    pub task: String,
+    /// Most runs at once, if limited.
+    #[serde(default)]
+    pub max_running: Option<u32>,
+    /// Runs going now.
+    #[serde(default)]
+    pub running: u32,
+    /// Most queued, if limited.
+    #[serde(default)]
+    pub max_queued: Option<u32>,
+    /// Queued now (counted only with a `max_queued`).
+    #[serde(default)]
+    pub queued: Option<u64>,
+    /// The rate as configured (`"20/s"`), if limited.
+    #[serde(default)]
+    pub rate: Option<String>,
+    /// Submits denied `rate limited` since the manager started.
+    #[serde(default)]
+    pub rate_limited: u64,
 }
 
 impl ClusterStatus {

@@ -41,12 +41,13 @@ pub const OTHER_TASK: &str = "other";
 const INVALID: usize = 4;
 
 /// The `reason` label values of `argon_tasks_denied_total`.
-pub const DENY_REASONS: [&str; 6] = [
+pub const DENY_REASONS: [&str; 7] = [
     "no_capacity",
     "queue_full",
     "waiting_clients",
     "shutting_down",
     "invalid",
+    "rate_limited",
     "other",
 ];
 
@@ -413,6 +414,8 @@ fn deny_reason_index(r: &Rejection) -> usize {
                 "queue_full"
             } else if reason.contains("shutting down") || reason.contains("shuts down") {
                 "shutting_down"
+            } else if reason == super::limits::RATE_LIMITED {
+                "rate_limited"
             } else {
                 "other"
             }

@@ -31,6 +31,7 @@ pub mod client_session;
 mod dead;
 pub mod journal;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod overview;
 pub mod periodic;
@@ -131,6 +132,8 @@ pub struct ManagerSettings {
     pub provider_grace: Option<Duration>,
     /// Periodic tasks the manager submits itself ([`periodic`]).
     pub schedules: Vec<periodic::PeriodicSpec>,
+    /// Limits per task name ([`limits`]).
+    pub limits: HashMap<String, limits::TaskLimit>,
 }
 
 impl Default for ManagerSettings {
@@ -153,6 +156,7 @@ impl Default for ManagerSettings {
             store_backlog: journal::STORE_BACKLOG,
             provider_grace: None,
             schedules: Vec::new(),
+            limits: HashMap::new(),
         }
     }
 }
@@ -232,6 +236,9 @@ struct Run {
     /// while the run goes on: the worker was told to cancel it, and its
     /// slot stays busy until the worker reports it finished.
     task: Option<TaskId>,
+    /// The running count of its task name, if the name is limited; given
+    /// back when the run is dropped.
+    _held: Option<limits::Held>,
 }
 
 /// A shutdown in progress, or done (see [`Shutdown`]).
@@ -281,6 +288,7 @@ pub struct Manager {
     /// Tasks that failed after using their retries.
     dead: DeadStore,
     periodic: periodic::Periodic,
+    limits: limits::Limits,
     /// The task store and what waits for its commits ([`journal`]).
     journal: journal::Journal,
     /// Set when the manager stops for good on an error (its store failed).
@@ -318,6 +326,9 @@ impl Manager {
     pub fn with_store(mut settings: ManagerSettings, store: impl TaskStore) -> Manager {
         let durable = store.durable();
         let settings_schedules = std::mem::take(&mut settings.schedules);
+        let limits = limits::Limits::new(std::mem::take(&mut settings.limits));
+        let mut tasks = Tasks::default();
+        tasks.count_queued(limits.counted_names());
         let journal = journal::Journal::new(
             Box::new(store),
             settings.recovery_grace,
@@ -343,7 +354,8 @@ impl Manager {
             sched: Scheduler::new(),
             links: IdMap::default(),
             loads: IdMap::default(),
-            tasks: Tasks::default(),
+            tasks,
+            limits,
             runs: IdMap::default(),
             next_id: random_id_base(),
             avg: TaskTime::default(),
@@ -537,10 +549,11 @@ impl Manager {
         task.started_times += 1;
         task.worker = Some(worker);
         let (started, timeout) = (task.started_times, task.spec.timeout);
+        let name = task.spec.name.clone();
         let order = WorkerOrder::Assign {
             run,
             slot,
-            name: task.spec.name.clone(),
+            name: name.clone(),
             args: task.spec.args.clone(),
             timeout,
             reserved: bytes,
@@ -558,6 +571,7 @@ impl Manager {
                 .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         }
         self.links[&worker].do_send(order);
+        let held = self.limits.hold(&name);
         self.runs.insert(
             run,
             Run {
@@ -565,6 +579,7 @@ impl Manager {
                 slot,
                 started: Instant::now(),
                 task: Some(id),
+                _held: held,
             },
         );
     }
@@ -645,6 +660,10 @@ impl Manager {
                     i += 1;
                     continue;
                 };
+                if !self.limits.is_empty() && !self.limits.may_start(&e.task.spec.name) {
+                    i += 1;
+                    continue;
+                }
                 match pick_for(&mut self.sched, &self.loads, &e.task.spec) {
                     Some((worker, bytes)) => self.start(id, worker, bytes, ctx),
                     None => i += 1,
@@ -931,6 +950,7 @@ impl Manager {
             worker_list: Vec::new(),
             worker_list_total: self.sched.len() as u64,
             worker_list_truncated: false,
+            limits: self.limits.status(|name| self.tasks.queued_of(name)),
         };
         let mut workers = self.sched.workers();
         workers.sort_by_key(|w| (Reverse(w.busy()), w.id));
@@ -1077,6 +1097,19 @@ impl Manager {
         self.admit(msg.spec, msg.session, Some(origin), reply, ctx)
     }
 
+    /// Why a task of `name` is denied by its name's limits now, if it is
+    /// (see [`limits`]); takes a token of its rate when it is not.
+    fn limit(&mut self, name: &str) -> Result<(), Rejection> {
+        if self.limits.is_empty() {
+            return Ok(());
+        }
+        let queued = self.tasks.queued_of(name);
+        match self.limits.admit(name, queued, Instant::now()) {
+            Some(deny) => Err(deny),
+            None => Ok(()),
+        }
+    }
+
     /// Accepts task `spec` from `session` (queued, or started at once) or
     /// says why not: every way into the queue goes through here.
     fn admit(
@@ -1131,10 +1164,13 @@ impl Manager {
             attempt_base: 0,
         };
         let id = task.id;
+        let may_start = self.limits.is_empty() || self.limits.may_start(&task.spec.name);
         // Start it now if a free slot provides it, even when the queue is
         // full: after every dispatch no queued task fits a free slot, so this
         // overtakes nobody, and the bound is on waiting tasks only.
-        if let Some((worker, bytes)) = pick_for(&mut self.sched, &self.loads, &task.spec) {
+        let now = pick_for(&mut self.sched, &self.loads, &task.spec).filter(|_| may_start);
+        if let Some((worker, bytes)) = now {
+            self.limit(&task.spec.name)?;
             self.journal.accept(&task);
             self.tasks.insert(task, State::Queued, At::Back);
             self.start(id, worker, bytes, ctx);
@@ -1156,6 +1192,7 @@ impl Manager {
                 "queue full for newcomers: places go to waiting clients in turn",
             ));
         }
+        self.limit(&task.spec.name)?;
         self.journal.accept(&task);
         self.tasks.insert(task, State::Queued, At::Back);
         self.dispatch(ctx);
@@ -1342,6 +1379,7 @@ impl Handler<RegisterWorker> for Manager {
                         slot,
                         started: Instant::now(),
                         task: Some(task),
+                        _held: None,
                     },
                 );
                 continue;
@@ -1353,6 +1391,7 @@ impl Handler<RegisterWorker> for Manager {
                     slot,
                     started: Instant::now(),
                     task: None,
+                    _held: None,
                 },
             );
             msg.link.do_send(WorkerOrder::Cancel { run, slot });
@@ -1423,11 +1462,16 @@ impl Handler<RunFinished> for Manager {
             }
         };
         let took = run.started.elapsed();
-        match run.task {
+        let Run {
+            task, slot, _held, ..
+        } = run;
+        // Its name's running count goes back before anything is dispatched.
+        drop(_held);
+        match task {
             Some(task) => {
                 self.metrics.run_time(took);
                 let ok = matches!(msg.outcome, TaskOutcome::Done(_));
-                self.sched.release(msg.worker, run.slot, ok.then_some(took));
+                self.sched.release(msg.worker, slot, ok.then_some(took));
                 if ok {
                     self.avg.add(took);
                 }
@@ -1437,7 +1481,7 @@ impl Handler<RunFinished> for Manager {
                 self.finished(task, msg.outcome, Event::Finished, ctx);
             }
             None => {
-                self.sched.release(msg.worker, run.slot, None);
+                self.sched.release(msg.worker, slot, None);
                 self.dispatch(ctx);
             }
         }
@@ -1467,7 +1511,9 @@ impl Handler<RunRefused> for Manager {
             None => return,
         };
         self.sched.release(msg.worker, run.slot, None);
-        if let Some(task) = run.task {
+        let task = run.task;
+        drop(run);
+        if let Some(task) = task {
             log::debug!(
                 "worker {} did not start task {task} ({}); queued again",
                 msg.worker,
