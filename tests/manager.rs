@@ -2538,3 +2538,53 @@ async fn per_name_limits_hold_one_name_back_and_let_others_pass() {
     let r = s.limits.iter().find(|l| l.task == "r").expect("r's status");
     assert_eq!((r.rate.as_deref(), r.rate_limited), (Some("20/s"), 1));
 }
+
+/// A periodic run denied for want of capacity (no worker yet, as after a
+/// restart) is tried again after the deny's `retry_after`, before the
+/// entry's next due time, instead of being missed.
+#[actix::test]
+async fn a_denied_periodic_run_is_tried_again_before_its_next_time() {
+    use argon::actors::manager::periodic::PeriodicSpec;
+    use argon::config::ScheduleEntry;
+    use argon::duration::Dur;
+
+    tokio::time::pause();
+    let entry = ScheduleEntry {
+        task: "t".into(),
+        every: Some(Dur(Duration::from_secs(10))),
+        ..ScheduleEntry::default()
+    };
+    let mgr = Manager::new(ManagerSettings {
+        schedules: vec![PeriodicSpec::from_entry(&entry, 1).expect("a valid entry")],
+        ..ManagerSettings::default()
+    })
+    .start();
+    // The actor times its entries when it starts: let it start first.
+    status(&mgr).await;
+    let mut list = Vec::new();
+    for _ in 0..102 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        list = within("the schedules", mgr.send(GetSchedules))
+            .await
+            .expect("manager alive");
+        if list[0].note.is_some() {
+            break;
+        }
+    }
+    let note = list[0].note.clone().unwrap_or_default();
+    assert!(note.starts_with("waiting: "), "{note}");
+    assert_eq!(list[0].started, 0);
+
+    let (_worker, mut link) = register(&mgr, 1, &["t"]).await;
+    let begin = tokio::time::Instant::now();
+    let mut runs = Vec::new();
+    while runs.is_empty() && begin.elapsed() < Duration::from_secs(5) {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        runs = assigned(&mut link).await;
+    }
+    assert_eq!(runs.len(), 1, "tried again within 5 s, not at 20 s");
+    let list = within("the schedules", mgr.send(GetSchedules))
+        .await
+        .expect("manager alive");
+    assert_eq!(list[0].started, 1, "{:?}", list[0]);
+}

@@ -3,8 +3,10 @@
 //! the times of a cron expression (`cron`, in UTC or a named `timezone`).
 //!
 //! A due entry is admitted like any submit ([`Manager::admit`]), as a
-//! detached task whose outcome is kept by id: a full queue denies it, and
-//! that run is missed (the entry waits for its next time). With `overlap =
+//! detached task whose outcome is kept by id. A denied run (a full queue,
+//! no capacity yet after a start) is tried again after the deny's
+//! `retry_after`, until the entry's next due time, which supersedes it: an
+//! entry never has more than one run waiting, so nothing piles up. With `overlap =
 //! "skip"` (the default) an entry whose previous task is still held by the
 //! manager (queued, running, waiting for a retry) is skipped. One timer
 //! serves every entry, set for the earliest due time.
@@ -32,7 +34,8 @@ use tokio::time::Instant;
 use super::journal::now_ms;
 use super::{Manager, ReplyTo};
 use crate::config::ScheduleEntry;
-use crate::messages::{GetSchedules, SessionId, TaskId, TaskSpec};
+use crate::logsafe::{RateLimit, WARN_WINDOW};
+use crate::messages::{GetSchedules, Rejection, SessionId, TaskId, TaskSpec};
 use crate::protocol::{Priority, ScheduleInfo};
 
 /// Most `[[schedule]]` entries a config may hold.
@@ -274,6 +277,8 @@ struct Entry {
     last: Option<(u64, TaskId)>,
     /// What happened at its last due time.
     note: Option<String>,
+    /// A denied run to try again: when, and the due time it is for.
+    retry: Option<(Instant, u64)>,
     started: u64,
     skipped: u64,
 }
@@ -300,6 +305,7 @@ impl Periodic {
                     due: now,
                     last: None,
                     note: None,
+                    retry: None,
                     started: 0,
                     skipped: 0,
                 })
@@ -349,8 +355,10 @@ impl Manager {
             .periodic
             .entries
             .iter()
-            .filter(|e| e.due_ms != u64::MAX)
-            .map(|e| e.due)
+            .flat_map(|e| {
+                let due = (e.due_ms != u64::MAX).then_some(e.due);
+                due.into_iter().chain(e.retry.map(|(at, _)| at))
+            })
             .min()
         else {
             return;
@@ -362,7 +370,8 @@ impl Manager {
         }));
     }
 
-    /// Submits every entry that is due, and times its next run.
+    /// Submits every entry that is due (or whose denied run is to be tried
+    /// again), and times its next run.
     fn fire_periodic(&mut self, ctx: &mut Context<Self>) {
         if self.shutdown.is_some() {
             return;
@@ -370,60 +379,100 @@ impl Manager {
         let now = Instant::now();
         for i in 0..self.periodic.entries.len() {
             let e = &self.periodic.entries[i];
-            if e.due > now || e.due_ms == u64::MAX {
+            let due = e.due <= now && e.due_ms != u64::MAX;
+            let again = e.retry.filter(|(at, _)| *at <= now && !due);
+            if !due && again.is_none() {
                 continue;
             }
-            let held = e
-                .last
-                .map(|(_, id)| id)
-                .filter(|id| self.tasks.get(*id).is_some());
-            let note = match (held, e.spec.overlap) {
-                (Some(id), Overlap::Skip) => {
-                    log::debug!(
-                        "schedule {:?}: skipped, task {id} still queued or running",
-                        e.spec.name
-                    );
-                    self.periodic.entries[i].skipped += 1;
-                    format!("skipped: task {id} still queued or running")
-                }
-                _ => {
-                    let spec = e.spec.task.clone();
-                    let session = self.periodic.session;
-                    match self.admit(spec, session, None, ReplyTo::Kept, ctx) {
-                        Ok(id) => {
-                            let at = self.periodic.entries[i].due_ms;
-                            let e = &mut self.periodic.entries[i];
-                            e.last = Some((at, id));
-                            e.started += 1;
-                            self.journal.fired(&e.spec.name, at);
-                            log::debug!("schedule {:?}: task {id}", e.spec.name);
-                            format!("started task {id}")
-                        }
-                        Err(why) => {
-                            self.periodic.entries[i].skipped += 1;
-                            log::warn!(
-                                "schedule {:?}: not run: {why}",
-                                self.periodic.entries[i].spec.name
-                            );
-                            format!("not run: {why}")
-                        }
-                    }
-                }
-            };
-            let now_ms = now_ms();
-            let e = &mut self.periodic.entries[i];
-            e.note = Some(note);
-            let mut next = next_after(&e.spec.cadence, e.due_ms).unwrap_or(u64::MAX);
-            let mut due = e.due + step(e.due_ms, next);
-            if due <= now {
-                // Late by more than a period (a stalled process): the next
-                // time from now, not a burst of the missed ones.
-                next = next_after(&e.spec.cadence, now_ms.max(e.due_ms)).unwrap_or(u64::MAX);
-                due = now + step(now_ms, next);
+            // The due time this run is for: now's, or a denied one's.
+            let at_ms = again.map_or(e.due_ms, |(_, at_ms)| at_ms);
+            self.periodic.entries[i].retry = None;
+            self.run_entry(i, at_ms, now, ctx);
+            if due {
+                self.step_entry(i, now);
             }
-            (e.due_ms, e.due) = (next, due);
         }
         self.arm_periodic(ctx);
+    }
+
+    /// Submits entry `i`'s task for its due time `at_ms`, unless its
+    /// previous task is still held and it skips then. A denied run is
+    /// tried again after the deny's `retry_after` (a second for a task no
+    /// worker provides: workers may still be registering after a start),
+    /// until the entry's next due time, which supersedes it.
+    fn run_entry(&mut self, i: usize, at_ms: u64, now: Instant, ctx: &mut Context<Self>) {
+        let e = &self.periodic.entries[i];
+        let held = e
+            .last
+            .map(|(_, id)| id)
+            .filter(|id| self.tasks.get(*id).is_some());
+        if let (Some(id), Overlap::Skip) = (held, e.spec.overlap) {
+            log::debug!(
+                "schedule {:?}: skipped, task {id} still queued or running",
+                e.spec.name
+            );
+            let e = &mut self.periodic.entries[i];
+            e.skipped += 1;
+            e.note = Some(format!("skipped: task {id} still queued or running"));
+            return;
+        }
+        let spec = e.spec.task.clone();
+        let session = self.periodic.session;
+        let admitted = self.admit(spec, session, None, ReplyTo::Kept, ctx);
+        self.metrics.submitted(&admitted);
+        let e = &mut self.periodic.entries[i];
+        match admitted {
+            Ok(id) => {
+                e.last = Some((at_ms, id));
+                e.started += 1;
+                e.note = Some(format!("started task {id}"));
+                log::debug!("schedule {:?}: task {id}", e.spec.name);
+                self.journal.fired(&e.spec.name, at_ms);
+            }
+            Err(why) => {
+                let wait = match &why {
+                    Rejection::Denied { retry_after, .. } => {
+                        (*retry_after).clamp(Duration::from_millis(100), Duration::from_secs(60))
+                    }
+                    Rejection::Invalid(_) => Duration::from_secs(1),
+                };
+                let at = now + wait;
+                if at < e.due || e.due <= now {
+                    e.retry = Some((at, at_ms));
+                    e.note = Some(format!("waiting: {why}"));
+                } else {
+                    e.skipped += 1;
+                    e.note = Some(format!("not run: {why}"));
+                }
+                static NOT_RUN: RateLimit = RateLimit::new(WARN_WINDOW);
+                crate::log_limited!(
+                    NOT_RUN,
+                    log::Level::Warn,
+                    "schedule {:?}: not run yet: {why}",
+                    e.spec.name
+                );
+            }
+        }
+    }
+
+    /// Moves entry `i` (just due) to its next due time.
+    fn step_entry(&mut self, i: usize, now: Instant) {
+        let now_ms = now_ms();
+        let e = &mut self.periodic.entries[i];
+        let mut next = next_after(&e.spec.cadence, e.due_ms).unwrap_or(u64::MAX);
+        let mut due = e.due + step(e.due_ms, next);
+        if due <= now {
+            // Late by more than a period (a stalled process): the next
+            // time from now, not a burst of the missed ones.
+            next = next_after(&e.spec.cadence, now_ms.max(e.due_ms)).unwrap_or(u64::MAX);
+            due = now + step(now_ms, next);
+        }
+        (e.due_ms, e.due) = (next, due);
+        // A retry of a denied run waits no later than the next due time.
+        if e.retry.is_some_and(|(at, _)| at >= due) {
+            e.skipped += 1;
+            e.retry = None;
+        }
     }
 }
 
