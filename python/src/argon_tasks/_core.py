@@ -56,6 +56,9 @@ _ID_KEY = b"\xa2id"
 _REATTACH_BASE = 0.2
 """Base of the backoff between tries to reach the manager again while
 waiting on a task, in seconds (0.2, 0.34, 0.42, ...)."""
+_CLOSE_WAIT = 1.0
+"""How long closing waits for the manager to close its end of the
+connection after the client's end of stream (see Link.close)."""
 _WAIT_AGAIN = 1.0
 """Pause before asking again when the manager answered a wait at once
 with ``queued`` or ``running`` (it holds a bounded number of waits)."""
@@ -570,6 +573,7 @@ class Core:
         self._link = None
         if link is not None:
             link.close("the client was closed")
+            await link.wait_closed(_CLOSE_WAIT)
 
     @property
     def in_flight(self) -> int:

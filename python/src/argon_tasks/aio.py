@@ -64,6 +64,10 @@ class TaskHandle:
             return await asyncio.shield(self._fut)
         except asyncio.CancelledError:
             if not self._fut.done():
+                # The outcome that follows (usually "cancelled by the
+                # client") is for nobody unless the handle is awaited again:
+                # retrieve it, so asyncio does not warn that it never was.
+                self._fut.add_done_callback(_consume)
                 self._core.cancel(self._call)
             raise
 
@@ -76,6 +80,10 @@ def _settle(fut: "asyncio.Future[Any]", call: Call) -> None:
         return
     if call.error is not None:
         fut.set_exception(call.error)
+        if isinstance(call.error, ClientClosed):
+            # Closing the client ends what it had pending on purpose: a
+            # handle nobody awaits any more is no "never retrieved" error.
+            fut.exception()
     else:
         fut.set_result(call.value)
 
