@@ -5,6 +5,7 @@ and the async client, and an App shared by producer and worker."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from argon_tasks import App, AsyncClient, Client, NotReady, TaskFailed, UnknownTask, Worker
 
-from conftest import WAIT, Manager, Proc, ThreadWorker
+from conftest import WAIT, Manager, Proc, ThreadWorker, eventually
 
 Serve = Callable[..., ThreadWorker]
 
@@ -229,3 +230,24 @@ def test_app_registry_checks() -> None:
     assert App().tasks == {}
     with pytest.raises(ValueError, match="no tasks"):
         App().worker()
+
+
+def test_a_wait_by_id_is_asked_again_across_a_manager_crash(
+    argon: str, key_file: str, procs: List[Proc], start_rust_worker: Callable[..., Proc], tmp_path: Path
+) -> None:
+    from test_reattach import Durable
+
+    d = Durable(argon, key_file, procs, tmp_path)
+    start_rust_worker(d.current, 1)
+    with Client(d.current.addr, key_file, retry_for=60) as c:
+        tid = c.enqueue("sleep", [1500, "x"])
+        attached = c.submit("echo", "y")
+        assert attached.result(WAIT) == "y"
+        # A manager with a task store tells an attached task's id too.
+        assert isinstance(attached.id, int) and attached.id != tid
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(c.result, tid, timeout=WAIT)
+            eventually(lambda: c._core.in_flight == 1, what="the wait to be sent")
+            d.crash()
+            d.start(d.current.port)
+            assert waiting.result(WAIT) == [1500, "x"]

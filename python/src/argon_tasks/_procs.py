@@ -176,8 +176,8 @@ class ProcessPool:
         with self._lock:
             job.stopped = True
             proc = job.proc
-        if proc is not None and proc.process.is_alive():
-            proc.process.kill()
+        if proc is not None:
+            proc.process.kill()  # no signal once the process was reaped
 
     def shutdown(self) -> None:
         """Ends every process: idle ones at once, busy ones killed."""
