@@ -208,6 +208,13 @@ def test_wait_for_timeout_leaves_no_unretrieved_exception(
                 assert time.monotonic() < deadline, "the cancelled tasks were not answered"
                 await asyncio.sleep(0.02)
             del h
+            # A handle cancelled and never awaited is no error.
+            dropped = await c.submit("a_nap", 30)
+            dropped.cancel()
+            while not dropped.done():
+                assert time.monotonic() < deadline, "the cancelled task was not answered"
+                await asyncio.sleep(0.02)
+            del dropped
             # Handles never awaited when the client closes are no error either.
             kept = [await c.submit("a_nap", 30) for _ in range(3)]
         del kept

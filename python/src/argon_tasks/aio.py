@@ -61,7 +61,11 @@ class TaskHandle:
     def cancel(self) -> None:
         """Asks the manager to cancel the task. Its outcome then is
         usually :class:`TaskFailed` with ``error == "cancelled by the client"``,
-        unless the result was already on its way."""
+        unless the result was already on its way. Awaiting the handle
+        after a cancel is optional: an outcome nobody awaits is no
+        "exception was never retrieved" warning."""
+        if not self._fut.done():
+            self._fut.add_done_callback(_consume)
         self._core.cancel(self._call)
 
     async def result(self) -> Any:

@@ -3,7 +3,8 @@
 A worker connects to the manager, registers its task names and ``capacity``
 slots, and runs what the manager assigns: ``async def`` functions as asyncio
 tasks, plain functions on a pool of ``capacity`` threads (or on the event
-loop itself with ``thread=False``). It enforces each run's timeout, stops
+loop itself with ``thread=False``, or in child processes with
+``process=True``, see :mod:`argon_tasks._procs`). It enforces each run's timeout, stops
 runs the manager cancels, sends heartbeats, reconnects on a logarithmic
 backoff when the manager goes away, and on stop (SIGINT/SIGTERM under
 :meth:`Worker.run`) drains: it tells the manager, lets running tasks finish
