@@ -249,3 +249,35 @@ def test_closing_clients_is_not_a_warning_in_the_managers_log(
     lines = manager.proc.seen + manager.proc.rest()
     warned = [line for line in lines if "WARN" in line and "[client" in line]
     assert warned == []
+
+
+def test_process_pool_bounds_results_and_kills() -> None:
+    import threading
+
+    from argon_tasks._procs import Job, ProcessPool
+
+    pool = ProcessPool(1, max_result=1000)
+    try:
+        assert pool.call(Job(), ("builtins", "bytes"), "zeros", 10) == ("done", b"\0" * 10)
+        kind, text = pool.call(Job(), ("builtins", "bytes"), "zeros", 5000)
+        assert kind == "failed" and "task zeros returned a result larger than 1000 bytes pickled" in text
+        assert pool.call(Job(), ("builtins", "len"), "len", [1, 2]) == ("done", 2)
+        kind, text = pool.call(Job(), ("builtins", "int"), "int", "x")
+        assert kind == "failed" and text.startswith("ValueError: invalid literal")
+        kind, text = pool.call(Job(), ("no_such_module_here", "f"), "nothing", 1)
+        assert kind == "failed" and "ModuleNotFoundError" in text
+
+        job = Job()
+        out: List[Any] = []
+        t = threading.Thread(target=lambda: out.append(pool.call(job, ("time", "sleep"), "sleep", 30)))
+        t.start()
+        eventually(lambda: job.proc is not None, what="the job to reach a process")
+        pool.kill(job)
+        t.join(WAIT)
+        assert not t.is_alive()
+        assert out[0][0] == "failed" and "ended (exit code -9)" in out[0][1]
+        stopped = Job()
+        pool.kill(stopped)
+        assert pool.call(stopped, ("builtins", "len"), "len", []) == ("failed", "stopped before it started")
+    finally:
+        pool.shutdown()

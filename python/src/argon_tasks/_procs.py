@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import pickle
 import signal
 import threading
 from multiprocessing.connection import Connection
@@ -117,10 +118,13 @@ class Job:
 
 class ProcessPool:
     """Up to ``size`` child processes; :meth:`call` is made from the
-    worker's threads (one per run), :meth:`kill` from anywhere."""
+    worker's threads (one per run), :meth:`kill` from anywhere. A result
+    whose pickle passes ``max_result`` bytes is not read (its process is
+    ended) and fails the run: it could not be sent in a frame anyway."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_result: int) -> None:
         self._size = size
+        self._max_result = max_result
         self._lock = threading.Lock()
         self._idle: List[_Proc] = []
         self._busy: Set[_Proc] = set()
@@ -147,11 +151,20 @@ class ProcessPool:
             return "failed", "stopped before it started"
         try:
             proc.conn.send((ref[0], ref[1], task, args))
-            kind, value = proc.conn.recv()
-        except (EOFError, OSError):
+            data = proc.conn.recv_bytes(self._max_result)
+        except EOFError:
             self._retire(proc, job)
             code = proc.process.exitcode
             return "failed", f"the process running task {task} ended (exit code {code})"
+        except OSError as e:
+            # Too long to read (the pipe is out of step now), or broken.
+            alive = proc.process.is_alive()
+            self._retire(proc, job)
+            if not alive:
+                return "failed", f"the process running task {task} ended (exit code {proc.process.exitcode})"
+            return "failed", f"task {task} returned a result larger than {self._max_result} bytes pickled ({e})"
+        kind, value = pickle.loads(data)
+        del data
         with self._lock:
             self._busy.discard(proc)
             job.proc = None

@@ -417,7 +417,9 @@ class Worker:
         self._hurry = asyncio.Event()
         if self._stop_requested:
             self._stop_event.set()
-        procs = _procs.ProcessPool(self.capacity) if any(t.ref for t in self._tasks.values()) else None
+        procs = None
+        if any(t.ref for t in self._tasks.values()):
+            procs = _procs.ProcessPool(self.capacity, 4 * self.max_frame)
         self._procs = procs
         self._pool = _Pool(self.capacity, loop, self._finish, procs)
         tries = 0
