@@ -25,6 +25,9 @@ __all__ = ["ProcessPool", "function_ref"]
 
 _CTX = multiprocessing.get_context("spawn")
 _JOIN_WAIT = 5.0
+_TOO_LONG = "bad message length"
+"""What ``Connection.recv_bytes`` raises (OSError) for a message past its
+``maxlength``, before reading its body."""
 
 
 def function_ref(fn: Callable[..., Any]) -> Tuple[str, str]:
@@ -152,17 +155,13 @@ class ProcessPool:
         try:
             proc.conn.send((ref[0], ref[1], task, args))
             data = proc.conn.recv_bytes(self._max_result)
-        except EOFError:
+        except (EOFError, OSError) as e:
+            # The process ended (killed, crashed), or the result is too long
+            # to read: the pipe is out of step then, the process goes too.
             self._retire(proc, job)
-            code = proc.process.exitcode
-            return "failed", f"the process running task {task} ended (exit code {code})"
-        except OSError as e:
-            # Too long to read (the pipe is out of step now), or broken.
-            alive = proc.process.is_alive()
-            self._retire(proc, job)
-            if not alive:
-                return "failed", f"the process running task {task} ended (exit code {proc.process.exitcode})"
-            return "failed", f"task {task} returned a result larger than {self._max_result} bytes pickled ({e})"
+            if isinstance(e, OSError) and str(e) == _TOO_LONG:
+                return "failed", f"task {task} returned a result larger than {self._max_result} bytes pickled"
+            return "failed", f"the process running task {task} ended (exit code {proc.process.exitcode})"
         kind, value = pickle.loads(data)
         del data
         with self._lock:
