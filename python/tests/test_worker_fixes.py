@@ -229,7 +229,7 @@ def test_wait_for_timeout_leaves_no_unretrieved_exception(
 def test_closing_clients_is_not_a_warning_in_the_managers_log(
     manager: Manager, key_file: str, python: str, tmp_path: Path, procs: List[Proc]
 ) -> None:
-    start_worker(python, tmp_path, manager, key_file, procs)
+    worker = start_worker(python, tmp_path, manager, key_file, procs)
     for _ in range(5):
         # Results still on their way when the client closes.
         with Client(manager.addr, key_file) as c:
@@ -245,9 +245,12 @@ def test_closing_clients_is_not_a_warning_in_the_managers_log(
         asyncio.run(burst())
     with Client(manager.addr, key_file) as c:
         eventually(lambda: c.status().in_flight == 0)
+        # A worker that drains and leaves closes cleanly too.
+        assert worker.stop() == 0
+        eventually(lambda: c.status().workers == 0)
     manager.proc.stop()
     lines = manager.proc.seen + manager.proc.rest()
-    warned = [line for line in lines if "WARN" in line and "[client" in line]
+    warned = [line for line in lines if "WARN" in line and ("[client" in line or "[worker" in line)]
     assert warned == []
 
 
