@@ -14,6 +14,12 @@ wait on that id (``result_request`` with ``wait``): the Core reconnects on
 the backoff and asks again, for at most ``retry_for`` seconds from the
 loss, so the caller still gets the task's one outcome from a restarted
 manager. A submit whose id was not told fails with ConnectionLost.
+
+Tasks by id: an ``enqueue`` is a detached submit, done when the manager's
+``accepted`` tells the id; a ``lookup`` is the caller's ``result_request``
+(asked again on a new connection when its own is lost, as above, and again
+after a second when a manager at its bound of waits answers a wait at
+once); a ``cancel_task`` ends with its ``cancel_result``.
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ A worker connects to the manager, registers its task names and ``capacity``
 slots, and runs what the manager assigns: ``async def`` functions as asyncio
 tasks, plain functions on a pool of ``capacity`` threads (or on the event
 loop itself with ``thread=False``, or in child processes with
-``process=True``, see :mod:`argon_tasks._procs`). It enforces each run's timeout, stops
-runs the manager cancels, sends heartbeats, reconnects on a logarithmic
-backoff when the manager goes away, and on stop (SIGINT/SIGTERM under
-:meth:`Worker.run`) drains: it tells the manager, lets running tasks finish
-for up to ``stop_timeout`` seconds, and leaves.
+``process=True``, see :mod:`argon_tasks._procs`). It enforces each run's
+timeout, stops runs the manager cancels (a cancel that comes before an
+``async def`` run's first step included), sends heartbeats, reconnects on a
+logarithmic backoff when the manager goes away, and on stop (SIGINT/SIGTERM
+under :meth:`Worker.run`) drains: it tells the manager, lets running tasks
+finish for up to ``stop_timeout`` seconds, and leaves.
 
 A task function takes one argument, the task's arguments as sent by the
 client, and returns its result; an exception it raises becomes the task's
