@@ -2477,6 +2477,7 @@ async fn per_name_limits_hold_one_name_back_and_let_others_pass() {
             "r".to_string(),
             limit(LimitEntry {
                 rate: Some("20/s".into()),
+                burst: Some(1),
                 ..LimitEntry::default()
             }),
         ),

@@ -154,9 +154,17 @@ def procs() -> Iterator[List[Proc]]:
 
 @pytest.fixture
 def start_manager(argon: str, key_file: str, procs: List[Proc]) -> Callable[..., Manager]:
-    def start(port: int = 0, queue_factor: int = 3, key: Optional[str] = None, http: bool = False) -> Manager:
+    def start(
+        port: int = 0,
+        queue_factor: int = 3,
+        key: Optional[str] = None,
+        http: bool = False,
+        config: Optional[str] = None,
+    ) -> Manager:
         args = [argon, "manager", "--host", "127.0.0.1", "--port", str(port), "--key", key or key_file]
         args += ["--queue-factor", str(queue_factor)]
+        if config:
+            args += ["--config", config]
         if http:
             args += ["--http", "127.0.0.1:0"]
         proc = Proc(args)

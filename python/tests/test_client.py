@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Any, Callable, List
 
 import pytest
@@ -20,7 +21,7 @@ from argon_tasks import (
     TaskFailed,
 )
 
-from conftest import WAIT, Manager, Proc
+from conftest import WAIT, Manager, Proc, eventually
 
 VALUES: List[Any] = [
     None,
@@ -219,3 +220,27 @@ def test_status_has_every_field_of_the_cli_json(argon: str, manager: Manager, ru
     assert {f.name for f in dataclasses.fields(st.worker_list[0])} == set(cli["worker_list"][0])
     for name in ("workers", "capacity", "queue_limit", "retrying", "awaiting_provider", "worker_list_total"):
         assert getattr(st, name) == cli[name], name
+
+
+def test_status_lists_the_limits_per_task_name(
+    start_manager: Callable[..., Manager], start_rust_worker: Callable[..., Proc], key_file: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "manager.toml"
+    config.write_text('[limits.echo]\nrate = "1/min"\nmax_running = 2\n')
+    manager = start_manager(config=str(config))
+    start_rust_worker(manager)
+    with Client(manager.addr, key_file, retry=False) as c:
+        eventually(lambda: c.status().workers == 1, what="the worker")
+        assert c.submit("echo", [1]).result(timeout=WAIT) == [1]
+        with pytest.raises(Denied):
+            c.submit("echo", [2]).result(timeout=WAIT)
+        limits = c.status().limits
+    assert len(limits) == 1
+    echo = limits[0]
+    assert (echo.task, echo.rate, echo.rate_limited, echo.max_running, echo.max_queued) == (
+        "echo",
+        "1/min",
+        1,
+        2,
+        None,
+    )

@@ -30,7 +30,7 @@ from .errors import (
     TaskFailed,
     UnknownTask,
 )
-from .status import Status, WorkerInfo
+from .status import Status, TaskLimitInfo, WorkerInfo
 from .worker import RunInfo, Worker, current_run
 
 __version__ = "0.1.0"
@@ -56,6 +56,7 @@ __all__ = [
     "RegistrationRefused",
     "RunInfo",
     "Status",
+    "TaskLimitInfo",
     "TaskFailed",
     "TaskFuture",
     "TaskHandle",

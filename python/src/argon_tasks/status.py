@@ -3,12 +3,45 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from . import _wire
 from .errors import ProtocolError
 
-__all__ = ["Status", "WorkerInfo"]
+__all__ = ["Status", "TaskLimitInfo", "WorkerInfo"]
+
+
+@dataclass(frozen=True)
+class TaskLimitInfo:
+    """Where one task name with limits (``[limits.NAME]`` in the manager's
+    config) stands, in :attr:`Status.limits`; the maxima and ``rate`` are
+    None when that limit is not set, ``queued`` when not counted."""
+
+    task: str
+    max_running: Optional[int]
+    running: int
+    max_queued: Optional[int]
+    queued: Optional[int]
+    rate: Optional[str]
+    rate_limited: int
+
+    @classmethod
+    def from_wire(cls, e: Any) -> "TaskLimitInfo":
+        """Checks and converts one decoded ``limits`` entry."""
+        if not isinstance(e, dict):
+            raise ProtocolError("a limits entry is not a map")
+        rate = e.get("rate")
+        if rate is not None and not isinstance(rate, str):
+            raise ProtocolError("limits[].rate is not a string")
+        return cls(
+            task=_wire.get_str(e, "task"),
+            max_running=_wire.get_opt_int(e, "max_running"),
+            running=_wire.get_int(e, "running", default=0),
+            max_queued=_wire.get_opt_int(e, "max_queued"),
+            queued=_wire.get_opt_int(e, "queued"),
+            rate=rate,
+            rate_limited=_wire.get_int(e, "rate_limited", default=0),
+        )
 
 
 @dataclass(frozen=True)
@@ -53,7 +86,8 @@ class Status:
     sample of at most 100 workers, the busiest first. The fields are those
     of ``argon status --json``; ``retrying`` counts tasks waiting out the
     backoff before a retry, ``awaiting_provider`` tasks waiting for a worker
-    that provides them (docs/PROTOCOL.md §7.2)."""
+    that provides them, ``limits`` the task names with limits
+    (docs/PROTOCOL.md §7.2)."""
 
     workers: int
     capacity: int
@@ -70,6 +104,7 @@ class Status:
     worker_list: Tuple[WorkerInfo, ...]
     worker_list_total: int
     worker_list_truncated: bool
+    limits: Tuple[TaskLimitInfo, ...]
 
     @classmethod
     def from_wire(cls, s: Mapping[Any, Any]) -> "Status":
@@ -81,6 +116,9 @@ class Status:
         wl = s.get("worker_list")
         if not isinstance(wl, list):
             raise ProtocolError("status.worker_list is not an array")
+        limits = s.get("limits", [])
+        if not isinstance(limits, list):
+            raise ProtocolError("status.limits is not an array")
         return cls(
             workers=_wire.get_int(s, "workers"),
             capacity=_wire.get_int(s, "capacity"),
@@ -97,4 +135,5 @@ class Status:
             worker_list=tuple(WorkerInfo.from_wire(w) for w in wl),
             worker_list_total=_wire.get_int(s, "worker_list_total", default=0),
             worker_list_truncated=_wire.get_bool(s, "worker_list_truncated", default=False),
+            limits=tuple(TaskLimitInfo.from_wire(e) for e in limits),
         )
