@@ -655,7 +655,8 @@ fn screenshot_under_load() {
             0 => &["--retry", "--timeout", "50ms", "sleep", "400"],
             1 => &["--retry", "sleep", "\"soon\""],
             _ if i == 2 => &["--retry", EVIL_NAME],
-            _ => &["--retry", "sleep", "[-1]"],
+            // Dead after one retry: the dead list shows it.
+            _ => &["--retry", "--retries", "1", "sleep", "[-1]"],
         };
         let _ = mgr.submit(args).run();
         std::thread::sleep(Duration::from_millis(2500));
