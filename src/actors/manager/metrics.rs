@@ -572,6 +572,26 @@ mod index_tests {
     use super::*;
 
     #[test]
+    fn only_labelled_names_keep_run_times_of_their_own() {
+        let mut m = ManagerMetrics::new();
+        let ms = Duration::from_millis;
+        m.run_time(ms(5), "echo", |_| true);
+        m.run_time(ms(7), "nobody-provides", |_| false);
+        for i in 0..MAX_TASK_LABELS + 5 {
+            m.run_time(ms(1), &format!("t{i}"), |_| true);
+        }
+        assert_eq!(m.run_by_task.len(), MAX_TASK_LABELS);
+        assert_eq!(m.run_by_task["echo"].percentiles().p50_ms, Some(5.0));
+        assert!(!m.run_by_task.contains_key("nobody-provides"));
+        assert_eq!(m.recent_run_time.len(), MAX_TASK_LABELS + 7);
+        for _ in 0..TASK_RUN_WINDOW + 10 {
+            m.run_time(ms(9), "echo", |_| true);
+        }
+        let echo = m.run_by_task["echo"].percentiles();
+        assert_eq!((echo.samples, echo.p50_ms), (TASK_RUN_WINDOW, Some(9.0)));
+    }
+
+    #[test]
     fn invalid_is_where_its_index_says() {
         assert_eq!(DENY_REASONS[INVALID], "invalid");
     }

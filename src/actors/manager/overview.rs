@@ -678,6 +678,42 @@ mod tests {
     }
 
     #[test]
+    fn the_history_keeps_the_last_samples() {
+        let mut h = CountHistory::default();
+        for t in 0..HISTORY_SAMPLES as u64 + 7 {
+            h.push(CountSample {
+                time_ms: t,
+                accepted: t,
+                denied: 0,
+                completed: 0,
+                failed: 0,
+            });
+        }
+        let list = h.list();
+        assert_eq!(list.len(), HISTORY_SAMPLES);
+        assert_eq!(
+            (list[0].time_ms, list[HISTORY_SAMPLES - 1].time_ms),
+            (7, HISTORY_SAMPLES as u64 + 6)
+        );
+    }
+
+    #[test]
+    fn ids_are_text_in_json() {
+        let r = RunningTask {
+            run_id: u64::MAX >> 2,
+            task_id: None,
+            task: None,
+            worker: 3,
+            worker_address: None,
+            running_ms: 1,
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["run_id"], (u64::MAX >> 2).to_string());
+        assert_eq!(json["task_id"], serde_json::Value::Null);
+        assert_eq!(json["worker"], 3);
+    }
+
+    #[test]
     fn one_sample_is_every_percentile() {
         let mut w = SampleWindow::default();
         w.push(Duration::from_micros(2500));
