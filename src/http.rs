@@ -98,7 +98,8 @@ pub fn bind(bind: &str) -> Result<std::net::TcpListener, BindError> {
 
 /// Starts the HTTP side on `listener` (from [`bind`]) and returns the
 /// address it listens on. `token`, if given, is required as a bearer token
-/// on every path but `/healthz`. Listening beyond loopback without a token
+/// on every `GET` but `/healthz` and `/`, and by every action (which are
+/// refused without one). Listening beyond loopback without a token
 /// logs a warning.
 pub fn start(
     listener: std::net::TcpListener,
