@@ -7,7 +7,9 @@
 //! send it. The console's actions run from the page: a running task
 //! cancelled, a dead task queued again, a worker drained, each checked with
 //! the CLI; with a wrong token, or on a manager without one, the page shows
-//! the 403. The layout leaves no blank column at 1400 and 1024 px wide.
+//! the 403. The layout leaves no blank column at 1400 and 1024 px wide,
+//! the charts draw from the first answer, and tasks that aging moved to a
+//! level are drawn apart from those sent there.
 //! (Workers only register task names of letters,
 //! digits and `_-.:`, so the error text, a command's stderr, is the peer
 //! text that can hold markup; names go through the same code in the page.)
@@ -257,6 +259,29 @@ fn dashboard_shows_live_numbers() {
         PAGE,
     );
     assert_eq!(mgr.status().capacity, 3, "the worker was drained");
+
+    // Tasks that aging moved to high are drawn apart from those sent high:
+    // the page's answers are rewritten to hold two, both aged.
+    b.eval(
+        "(() => { const real = window.fetch; window.fetch = async (url, opts) => {
+            const r = await real(url, opts);
+            if (!String(url).includes('api/overview') || !r.ok) return r;
+            const o = await r.json();
+            o.queue.high = 2; o.queue.promoted_high = 2;
+            return new Response(JSON.stringify(o), { status: 200 });
+        }; return true; })()",
+    )
+    .expect("a rewriting fetch");
+    b.wait_for(
+        "two aged tasks at high, none drawn as sent high",
+        &format!(
+            "{} === '2 (2 aged)' && document.getElementById('bar-high').style.width === '0%' \
+             && document.getElementById('bar-high-aged').style.width !== '0%'",
+            text_of("queue-high")
+        ),
+        "document.getElementById('queue-high').parentElement.outerHTML",
+        PAGE,
+    );
     mgr.assert_healthy();
 }
 
