@@ -1,10 +1,26 @@
-//! The manager's read-only HTTP side (`argon manager --http ADDR`): the
-//! dashboard page `/` and its data `/api/overview`, `/metrics`
-//! (Prometheus), `/healthz` and `/readyz`. It runs in the manager's actix
-//! system and asks the [`Manager`] actor for every answer; it holds no
-//! state of its own and never shows task arguments or results. With a
-//! token, every path but `/healthz` needs `Authorization: Bearer`; no
-//! query parameter stands in for it (see [`authorized`]).
+//! The manager's HTTP side (`argon manager --http ADDR`): the dashboard
+//! page `/` and its data `/api/overview`, `/metrics` (Prometheus),
+//! `/healthz` and `/readyz`, and the dashboard's three actions: `POST
+//! /api/tasks/ID/cancel`, `POST /api/dead/ID/retry` and `POST
+//! /api/workers/ID/drain`, each answering JSON (task ids as decimal
+//! strings, as in the overview: they exceed what a JavaScript number holds). It runs in the manager's
+//! actix system and asks the [`Manager`] actor for every answer; it holds
+//! no state of its own and never shows task arguments or results.
+//!
+//! **Reading.** With a token, every `GET` but `/healthz` and `/` needs
+//! `Authorization: Bearer` (else 401); no query parameter stands in for it
+//! (see [`authorized`]). `/` is served to anyone: the page holds no data,
+//! and it asks for the token when `/api/overview` answers 401, keeps it in
+//! the tab's `sessionStorage` and sends it as the bearer on every request.
+//!
+//! **Acting.** An action needs a token to be set and sent: without
+//! `--http-token-file` every action is refused, as is one whose bearer is
+//! missing or wrong (403, with a JSON `{"error": …}` the page shows). It is
+//! also refused (403) unless it carries the header [`ACTION_HEADER`] (a
+//! cross-site form cannot send one, and a cross-origin `fetch` with it needs
+//! a CORS preflight this side never grants), and when an `Origin` header
+//! names another host or `Sec-Fetch-Site` is not `same-origin`. A `GET`
+//! never changes anything.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,9 +32,12 @@ use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use nix::sys::socket::{listen, Backlog};
 
+use crate::actors::manager::client_session::fresh_session_id;
+use crate::actors::manager::console::{DrainResult, DrainWorker};
 use crate::actors::manager::metrics::GetMetrics;
 use crate::actors::manager::overview::GetOverview;
 use crate::actors::Manager;
+use crate::messages::{CancelById, CancelResult, DeadSelect, RetryDead, SessionId};
 
 /// Most HTTP connections held at once; more wait in the listen backlog.
 pub const MAX_HTTP_CONNECTIONS: usize = 64;
@@ -36,9 +55,15 @@ const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 /// `api/overview` once a second.
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
+/// The header an action must carry (any value): see the module docs.
+pub const ACTION_HEADER: &str = "x-argon-action";
+
 struct State {
     manager: Addr<Manager>,
     token: Option<Vec<u8>>,
+    /// The session the actions act as (a dead task's retry is admitted as
+    /// this session's).
+    session: SessionId,
 }
 
 /// Why the HTTP side cannot listen where it was asked to.
@@ -73,7 +98,8 @@ pub fn bind(bind: &str) -> Result<std::net::TcpListener, BindError> {
 
 /// Starts the HTTP side on `listener` (from [`bind`]) and returns the
 /// address it listens on. `token`, if given, is required as a bearer token
-/// on every path but `/healthz`. Listening beyond loopback without a token
+/// on every `GET` but `/healthz` and `/`, and by every action (which are
+/// refused without one). Listening beyond loopback without a token
 /// logs a warning.
 pub fn start(
     listener: std::net::TcpListener,
@@ -83,6 +109,7 @@ pub fn start(
     let state = web::Data::new(State {
         manager,
         token: token.map(String::into_bytes),
+        session: fresh_session_id(),
     });
     let guarded = state.token.is_some();
     let server = HttpServer::new(move || {
@@ -93,6 +120,9 @@ pub fn start(
             .route("/metrics", web::get().to(metrics))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/api/tasks/{id}/cancel", web::post().to(cancel_task))
+            .route("/api/dead/{id}/retry", web::post().to(retry_dead))
+            .route("/api/workers/{id}/drain", web::post().to(drain_worker))
     })
     .workers(1)
     .disable_signals()
@@ -190,10 +220,7 @@ fn inline_hash(page: &str, open: &str, close: &str) -> String {
     )
 }
 
-async fn dashboard(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    if !authorized(&req, &state) {
-        return unauthorized();
-    }
+async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, dashboard_csp()))
@@ -212,6 +239,158 @@ async fn overview(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
             .json(o),
+        Err(_) => manager_gone(),
+    }
+}
+
+/// A JSON answer `{"error": why}` with `status`.
+fn refuse(status: actix_web::http::StatusCode, why: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "error": why }))
+}
+
+fn forbidden(why: &str) -> HttpResponse {
+    refuse(actix_web::http::StatusCode::FORBIDDEN, why)
+}
+
+/// Why `req` may not act, if it may not: see the module docs.
+fn action_refused(req: &HttpRequest, state: &State) -> Option<&'static str> {
+    let headers = req.headers();
+    if state.token.is_none() {
+        return Some(
+            "actions need the HTTP token, and this manager has none (start it with \
+             --http-token-file)",
+        );
+    }
+    if !authorized(req, state) {
+        return Some("actions need the HTTP token: the bearer token is missing or wrong");
+    }
+    if !headers.contains_key(ACTION_HEADER) {
+        return Some("an action needs the X-Argon-Action header");
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).map(|h| h.as_bytes());
+        let origin_host = origin
+            .as_bytes()
+            .strip_prefix(b"http://")
+            .or_else(|| origin.as_bytes().strip_prefix(b"https://"));
+        if origin_host.is_none() || origin_host != host {
+            return Some("an action must come from the dashboard's own origin");
+        }
+    }
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if site.as_bytes() != b"same-origin" {
+            return Some("an action must come from the dashboard's own origin");
+        }
+    }
+    None
+}
+
+/// The id in the path's `{id}`, or why it is not one.
+fn path_id(req: &HttpRequest, what: &str) -> Result<u64, String> {
+    let raw = req.match_info().get("id").unwrap_or("");
+    raw.parse().map_err(|_| {
+        let shown: String = raw.chars().take(40).collect();
+        format!("not a {what} id: {shown:?}")
+    })
+}
+
+fn bad_request(why: &str) -> HttpResponse {
+    refuse(actix_web::http::StatusCode::BAD_REQUEST, why)
+}
+
+fn acted(body: serde_json::Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}
+
+async fn cancel_task(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if let Some(why) = action_refused(&req, &state) {
+        return forbidden(why);
+    }
+    let task = match path_id(&req, "task") {
+        Ok(id) => id,
+        Err(why) => return bad_request(&why),
+    };
+    match state.manager.send(CancelById { task }).await {
+        Ok(CancelResult::Cancelled) => {
+            log::info!("task {task} cancelled from the HTTP side");
+            acted(serde_json::json!({ "task_id": task.to_string(), "result": "cancelled" }))
+        }
+        Ok(CancelResult::Finished) => refuse(
+            actix_web::http::StatusCode::CONFLICT,
+            &format!("task {task} has already finished"),
+        ),
+        Ok(CancelResult::Unknown) => refuse(
+            actix_web::http::StatusCode::NOT_FOUND,
+            &format!("no task {task} is queued, running or kept"),
+        ),
+        Err(_) => manager_gone(),
+    }
+}
+
+async fn retry_dead(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if let Some(why) = action_refused(&req, &state) {
+        return forbidden(why);
+    }
+    let task = match path_id(&req, "task") {
+        Ok(id) => id,
+        Err(why) => return bad_request(&why),
+    };
+    let retry = RetryDead {
+        session: state.session,
+        select: DeadSelect {
+            task_id: Some(task),
+            task: None,
+        },
+        limit: 1,
+    };
+    match state.manager.send(retry).await {
+        Ok(done) => match (done.retried.first(), done.reason) {
+            (Some(&(old, new)), None) => {
+                log::info!("dead task {old} queued again from the HTTP side as task {new}");
+                acted(serde_json::json!({
+                    "task_id": old.to_string(),
+                    "new_task_id": new.to_string(),
+                }))
+            }
+            (_, reason) => {
+                let why = reason.unwrap_or_else(|| format!("task {task} was not queued again"));
+                let status = if done.retried.is_empty() && done.left == 0 && !done.denied {
+                    actix_web::http::StatusCode::NOT_FOUND
+                } else if done.denied {
+                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    actix_web::http::StatusCode::CONFLICT
+                };
+                refuse(status, &why)
+            }
+        },
+        Err(_) => manager_gone(),
+    }
+}
+
+async fn drain_worker(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if let Some(why) = action_refused(&req, &state) {
+        return forbidden(why);
+    }
+    let worker = match path_id(&req, "worker") {
+        Ok(id) => id,
+        Err(why) => return bad_request(&why),
+    };
+    match state.manager.send(DrainWorker { worker }).await {
+        Ok(DrainResult::Drained) => {
+            acted(serde_json::json!({ "worker": worker, "result": "draining" }))
+        }
+        Ok(DrainResult::AlreadyDraining) => {
+            acted(serde_json::json!({ "worker": worker, "result": "already draining" }))
+        }
+        Ok(DrainResult::Unknown) => refuse(
+            actix_web::http::StatusCode::NOT_FOUND,
+            &format!("no worker {worker} is registered"),
+        ),
         Err(_) => manager_gone(),
     }
 }

@@ -3,7 +3,14 @@
 //! page must show the live numbers (workers, capacity, a busy slot, a
 //! completed count that rises as `argon submit` runs tasks), list a failure
 //! whose error text is markup as plain text, list a task waiting for a retry
-//! the same way, and load behind a token when the bearer header is sent. (Workers only register task names of letters,
+//! the same way, and ask for the token behind one, keep it for the tab and
+//! send it. The console's actions run from the page: a running task
+//! cancelled, a dead task queued again, a worker drained, each checked with
+//! the CLI; with a wrong token, or on a manager without one, the page shows
+//! the 403. The layout leaves no blank column at 1400 and 1024 px wide,
+//! the charts draw from the first answer, and tasks that aging moved to a
+//! level are drawn apart from those sent there.
+//! (Workers only register task names of letters,
 //! digits and `_-.:`, so the error text, a command's stderr, is the peer
 //! text that can hold markup; names go through the same code in the page.)
 //!
@@ -164,12 +171,16 @@ fn dashboard_shows_live_numbers() {
              .map(td => td.textContent)",
         )
         .expect("a failure row");
-    assert_eq!(row[1], json!(EVIL_NAME), "{row}");
+    assert_eq!(row[2], json!(EVIL_NAME), "{row}");
     assert!(
-        row[3].as_str().is_some_and(|e| e.contains(EVIL_ERROR)),
+        row[4].as_str().is_some_and(|e| e.contains(EVIL_ERROR)),
         "{row}"
     );
-    assert!(row[2].as_str().is_some_and(|w| w.starts_with('#')), "{row}");
+    assert!(row[3].as_str().is_some_and(|w| w.starts_with('#')), "{row}");
+    assert!(
+        row[1].as_str().is_some_and(|id| id.parse::<u64>().is_ok()),
+        "the failure's task id: {row}"
+    );
     let injected = b
         .eval(
             "[document.getElementById('evil-error'), document.querySelector('#failure-rows img'), \
@@ -221,6 +232,300 @@ fn dashboard_shows_live_numbers() {
         .expect("a count");
     assert_eq!(injected, json!(0), "peer text became markup");
     drop(waiting);
+
+    // Reloaded, the page draws the charts from its first answer.
+    b.navigate(&format!("http://{http}/"))
+        .expect("the page loads again");
+    b.wait_for(
+        "the charts on the first answer",
+        &format!(
+            "{} === 'live' && document.querySelectorAll('#chart-completed polyline').length === 1",
+            text_of("state")
+        ),
+        "document.getElementById('chart-completed').outerHTML",
+        PAGE,
+    );
+
+    // This manager has no token: an action is refused, and the page says so.
+    b.eval("document.querySelector('#worker-rows button[data-action=drain]').click()")
+        .expect("a Drain button");
+    b.wait_for(
+        "the 403 of an action without a token",
+        &format!(
+            "{}.startsWith('403: actions need the HTTP token')",
+            text_of("action-result")
+        ),
+        &text_of("action-result"),
+        PAGE,
+    );
+    assert_eq!(mgr.status().capacity, 3, "the worker was drained");
+
+    // Tasks that aging moved to high are drawn apart from those sent high:
+    // the page's answers are rewritten to hold two, both aged.
+    b.eval(
+        "(() => { const real = window.fetch; window.fetch = async (url, opts) => {
+            const r = await real(url, opts);
+            if (!String(url).includes('api/overview') || !r.ok) return r;
+            const o = await r.json();
+            o.queue.high = 2; o.queue.promoted_high = 2;
+            return new Response(JSON.stringify(o), { status: 200 });
+        }; return true; })()",
+    )
+    .expect("a rewriting fetch");
+    b.wait_for(
+        "two aged tasks at high, none drawn as sent high",
+        &format!(
+            "{} === '2 (2 aged)' && document.getElementById('bar-high').style.width === '0%' \
+             && document.getElementById('bar-high-aged').style.width !== '0%'",
+            text_of("queue-high")
+        ),
+        "document.getElementById('queue-high').parentElement.outerHTML",
+        PAGE,
+    );
+    mgr.assert_healthy();
+}
+
+/// JavaScript: the sections of each grid row of `main` that do not reach
+/// both edges of its content box, as JSON (`[]` when there are none), and
+/// how many rows hold two sections side by side.
+const LAYOUT: &str = "(() => {
+    const main = document.querySelector('main');
+    const cs = getComputedStyle(main);
+    const box = main.getBoundingClientRect();
+    const left = box.left + parseFloat(cs.paddingLeft), right = box.right - parseFloat(cs.paddingRight);
+    const rows = new Map();
+    for (const s of main.children) {
+        if (s.hidden) continue;
+        const r = s.getBoundingClientRect();
+        const k = Math.round(r.top);
+        const e = rows.get(k) || { l: Infinity, r: -Infinity, n: 0 };
+        e.l = Math.min(e.l, r.left); e.r = Math.max(e.r, r.right); e.n += 1;
+        rows.set(k, e);
+    }
+    const all = [...rows.values()];
+    const gaps = all.filter(e => Math.abs(e.l - left) > 1 || Math.abs(e.r - right) > 1);
+    return JSON.stringify({ gaps, pairs: all.filter(e => e.n === 2).length,
+        overflow: document.documentElement.scrollWidth > window.innerWidth });
+})()";
+
+/// Sets the page's viewport to `width` px and checks [`LAYOUT`].
+fn check_layout(b: &mut Browser, width: u32) {
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
+    )
+    .expect("a viewport");
+    b.wait_for(
+        &format!("no blank column at {width} px"),
+        &format!(
+            "(() => {{ const l = JSON.parse({LAYOUT}); return l.gaps.length === 0 && \
+             l.pairs >= 2 && !l.overflow; }})()"
+        ),
+        LAYOUT,
+        PAGE,
+    );
+}
+
+/// A worker config with `flaky`, a command task that fails until the file
+/// `mended` exists.
+fn flaky_config(dir: &TempDir, mended: &Path) -> std::path::PathBuf {
+    let script = format!(
+        "test -e {:?} && echo 1 || {{ echo not yet >&2; exit 3; }}",
+        mended.display().to_string()
+    );
+    dir.write(
+        "worker.toml",
+        &format!("[tasks.flaky]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n"),
+    )
+}
+
+#[test]
+fn the_console_cancels_retries_and_drains_with_the_token() {
+    let dir = TempDir::new();
+    let Some(mut b) = browser_or_skip(&dir.join("profile")) else {
+        return;
+    };
+    let key = dir.keygen("key");
+    let token = dir.write("token", "console-token\n");
+    let manager_toml = dir.write("manager.toml", "[manager]\nretry_base = \"50ms\"\n");
+    let (mut mgr, http) = Manager::start_with_http(
+        &key,
+        "127.0.0.1:0",
+        &[
+            OsStr::new("--http-token-file"),
+            token.as_os_str(),
+            OsStr::new("--config"),
+            manager_toml.as_os_str(),
+        ],
+    );
+    let mended = dir.join("mended");
+    let config = flaky_config(&dir, &mended);
+    let _worker = Worker::start_with(
+        &mgr.addr,
+        &key,
+        2,
+        &[OsStr::new("--config"), config.as_os_str()],
+    );
+    mgr.wait_for_workers(1);
+
+    b.navigate(&format!("http://{http}/"))
+        .expect("the page loads");
+    b.wait_for(
+        "the page to ask for the token",
+        &format!(
+            "{}.startsWith('401') && !document.getElementById('token-box').hidden",
+            text_of("state")
+        ),
+        TILES,
+        PAGE,
+    );
+    b.eval(
+        "document.getElementById('token-input').value = 'console-token'; \
+         document.getElementById('token-form').requestSubmit(); true",
+    )
+    .expect("the token entered");
+    b.wait_for(
+        "the page with the token",
+        &format!(
+            "{} === 'live' && {} === '2' && document.getElementById('token-box').hidden",
+            text_of("state"),
+            text_of("capacity")
+        ),
+        TILES,
+        PAGE,
+    );
+
+    // Cancel a running task from the running list.
+    // Task ids take up to 62 bits: the page must not round them.
+    let out = mgr.submit(["--detach", "sleep", "60000"]).run();
+    assert_eq!(out.code, Some(0), "{out}");
+    let running: u64 = out.stdout.trim().parse().expect("a task id");
+    let button = format!("#running-rows button[data-action=cancel][data-id='{running}']");
+    b.wait_for(
+        "the running task with its Cancel button",
+        &format!("document.querySelector(\"{button}\") !== null"),
+        "document.getElementById('running-rows').textContent",
+        PAGE,
+    );
+    let row = b
+        .eval("Array.from(document.querySelectorAll('#running-rows tr')[0].children).map(td => td.textContent)")
+        .expect("a running row");
+    assert_eq!(
+        (&row[0], &row[1]),
+        (&json!(running.to_string()), &json!("sleep")),
+        "{row}"
+    );
+    assert!(row[2].as_str().is_some_and(|w| w.starts_with('#')), "{row}");
+    b.eval(&format!("document.querySelector(\"{button}\").click()"))
+        .expect("a click");
+    b.wait_for(
+        "the cancel said done",
+        &format!(
+            "{} === 'task {running} cancelled'",
+            text_of("action-result")
+        ),
+        &text_of("action-result"),
+        PAGE,
+    );
+    let out = mgr
+        .client_cmd("result", ["--wait", &running.to_string()])
+        .run();
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("cancelled"), "{out}");
+
+    // Queue a dead task again from the dead list.
+    let out = mgr.submit(["--retries", "1", "flaky"]).run();
+    assert_eq!(out.code, Some(1), "{out}");
+    let out = mgr.client_cmd("failed", ["--json"]).run();
+    let list: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    let dead = list["tasks"][0]["task_id"].as_u64().expect("a dead task");
+    let button = format!("#dead-rows button[data-action=retry][data-id='{dead}']");
+    b.wait_for(
+        "the dead task with its Retry button",
+        &format!("document.querySelector(\"{button}\") !== null"),
+        "document.getElementById('dead-rows').textContent",
+        PAGE,
+    );
+    std::fs::write(&mended, "").expect("mend the task");
+    b.eval(&format!("document.querySelector(\"{button}\").click()"))
+        .expect("a click");
+    let prefix = format!("dead task {dead} queued again as task ");
+    b.wait_for(
+        "the retry said done",
+        &format!("{}.startsWith('{prefix}')", text_of("action-result")),
+        &text_of("action-result"),
+        PAGE,
+    );
+    let said = b.eval(&text_of("action-result")).expect("the result");
+    let new: u64 = said
+        .as_str()
+        .and_then(|t| t.strip_prefix(&prefix))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the new id in {said}"));
+    let out = mgr.client_cmd("result", ["--wait", &new.to_string()]).run();
+    assert_eq!(out.code, Some(0), "the retried task ran again: {out}");
+    let out = mgr.client_cmd("failed", ["--json"]).run();
+    let list: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    assert_eq!(list["total"], 0, "{list}");
+
+    check_layout(&mut b, 1400);
+    check_layout(&mut b, 1024);
+
+    // A wrong token: the action is refused and the page says why.
+    b.eval("sessionStorage.setItem('argon-http-token', 'wrong-token'); true")
+        .expect("a wrong token");
+    b.eval(
+        "document.getElementById('cancel-id').value = '12345'; \
+         document.getElementById('cancel-form').requestSubmit(); true",
+    )
+    .expect("a cancel by id");
+    b.wait_for(
+        "the 403 of a wrong token",
+        &format!(
+            "{}.startsWith('403: actions need the HTTP token: the bearer token is missing or wrong')",
+            text_of("action-result")
+        ),
+        &text_of("action-result"),
+        PAGE,
+    );
+    b.wait_for(
+        "the page to ask for the token again",
+        "!document.getElementById('token-box').hidden",
+        TILES,
+        PAGE,
+    );
+    b.eval("sessionStorage.setItem('argon-http-token', 'console-token'); true")
+        .expect("the token again");
+
+    // Drain the worker.
+    b.wait_for(
+        "the worker's Drain button",
+        &format!(
+            "{} === 'live' && document.querySelector('#worker-rows button[data-action=drain]') !== null",
+            text_of("state")
+        ),
+        TILES,
+        PAGE,
+    );
+    b.eval("document.querySelector('#worker-rows button[data-action=drain]').click()")
+        .expect("a click");
+    b.wait_for(
+        "the worker draining",
+        &format!(
+            "{} === '0' && document.querySelectorAll('#worker-rows .tag').length === 1 \
+             && {}.endsWith(': draining')",
+            text_of("capacity"),
+            text_of("action-result")
+        ),
+        TILES,
+        PAGE,
+    );
+    let status = mgr.status();
+    assert_eq!(
+        (status.workers, status.capacity),
+        (1, 0),
+        "drained, not gone"
+    );
     mgr.assert_healthy();
 }
 
@@ -241,11 +546,14 @@ fn a_guarded_dashboard_loads_with_the_bearer_header() {
     mgr.wait_for_workers(1);
 
     let url = format!("http://{http}/");
-    b.navigate(&url).expect("the 401 page loads");
+    b.navigate(&url).expect("the page loads without the token");
     b.wait_for(
-        "the 401 answer",
-        "document.body !== null && document.body.textContent.includes('bearer token is required')",
-        "document.documentElement.outerHTML",
+        "the page to ask for the token",
+        &format!(
+            "{}.startsWith('401') && !document.getElementById('token-box').hidden",
+            text_of("state")
+        ),
+        TILES,
         PAGE,
     );
     b.set_headers(json!({"Authorization": "Bearer dash-token"}))
@@ -372,7 +680,8 @@ fn screenshot_under_load() {
             0 => &["--retry", "--timeout", "50ms", "sleep", "400"],
             1 => &["--retry", "sleep", "\"soon\""],
             _ if i == 2 => &["--retry", EVIL_NAME],
-            _ => &["--retry", "sleep", "[-1]"],
+            // Dead after one retry: the dead list shows it.
+            _ => &["--retry", "--retries", "1", "sleep", "[-1]"],
         };
         let _ = mgr.submit(args).run();
         std::thread::sleep(Duration::from_millis(2500));

@@ -2,8 +2,11 @@
 //! `/metrics` counts what clients did, unknown task names make no series,
 //! `/readyz` follows the workers, `argon status`, `/metrics` and the
 //! dashboard's `/api/overview` give the same counts, the page goes out with
-//! a strict Content-Security-Policy, and a token guards all but `/healthz`.
-//! (tests/dashboard.rs loads the page in a browser.)
+//! a strict Content-Security-Policy, a token guards all but `/healthz` and
+//! the page itself, and the actions (cancel, retry a dead task, drain a
+//! worker) are refused without a configured token, without the right
+//! bearer, without the action header or from another origin, and do what
+//! they say otherwise. (tests/dashboard.rs loads the page in a browser.)
 
 #![cfg(feature = "http")]
 
@@ -44,6 +47,43 @@ fn fetch(addr: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad status line in {head:?}"));
     (code, head.to_string(), body.to_string())
+}
+
+/// One `POST` with no body and the extra `headers`: the status code and
+/// the JSON body.
+fn post(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let (code, body) = request(addr, "POST", path, headers);
+    let json = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("POST {path}: {code}, not JSON ({e}): {body:?}"));
+    (code, json)
+}
+
+/// One request over HTTP/1.1 with the extra `headers`: the status code and
+/// the body.
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the HTTP side");
+    s.set_read_timeout(Some(COMMAND)).unwrap();
+    s.set_write_timeout(Some(COMMAND)).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Length: 0\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    (code, body.to_string())
 }
 
 /// The samples of a text exposition: `name{labels}` to value.
@@ -201,7 +241,9 @@ fn a_token_guards_all_but_healthz() {
     );
 
     assert_eq!(get(&http, "/healthz", None).0, 200);
-    for path in ["/metrics", "/readyz", "/", "/api/overview"] {
+    // The page holds no data: it asks for the token itself.
+    assert_eq!(get(&http, "/", None).0, 200);
+    for path in ["/metrics", "/readyz", "/api/overview"] {
         assert_eq!(get(&http, path, None).0, 401, "{path}");
         assert_eq!(
             get(&http, &format!("{path}?token=s3cret-token"), None).0,
@@ -423,5 +465,194 @@ fn the_dashboard_page_is_self_contained() {
             "the page loads or parses something it should not: {external}"
         );
     }
+    mgr.assert_healthy();
+}
+
+#[test]
+fn actions_are_refused_without_a_configured_token() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let (mut mgr, http) = Manager::start_with_http(&key, "127.0.0.1:0", &[]);
+    let _worker = Worker::start(&mgr.addr, &key, 1);
+    mgr.wait_for_workers(1);
+    let origin = format!("http://{http}");
+    let headers = [
+        ("X-Argon-Action", "1"),
+        ("Origin", origin.as_str()),
+        ("Authorization", "Bearer anything"),
+    ];
+    for path in [
+        "/api/tasks/1/cancel",
+        "/api/dead/1/retry",
+        "/api/workers/1/drain",
+    ] {
+        let (code, body) = post(&http, path, &headers);
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("--http-token-file")),
+            "{path}: {body}"
+        );
+    }
+    let status = mgr.status();
+    assert_eq!(status.capacity, 1, "the worker was not drained");
+    mgr.assert_healthy();
+}
+
+#[test]
+fn actions_need_the_token_and_the_pages_origin_and_then_act() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let token_file = dir.write("token", "act-token\n");
+    let manager_toml = dir.write("manager.toml", "[manager]\nretry_base = \"50ms\"\n");
+    let (mut mgr, http) = Manager::start_with_http(
+        &key,
+        "127.0.0.1:0",
+        &[
+            OsStr::new("--http-token-file"),
+            token_file.as_os_str(),
+            OsStr::new("--config"),
+            manager_toml.as_os_str(),
+        ],
+    );
+    let mended = dir.join("mended");
+    let worker_toml = dir.write(
+        "worker.toml",
+        &format!(
+            "[tasks.flaky]\ncommand = [\"/bin/sh\", \"-c\", {:?}]\n",
+            format!(
+                "test -e {:?} && echo 1 || {{ echo not yet >&2; exit 3; }}",
+                mended.display().to_string()
+            )
+        ),
+    );
+    let _worker = Worker::start_with(
+        &mgr.addr,
+        &key,
+        2,
+        &[OsStr::new("--config"), worker_toml.as_os_str()],
+    );
+    mgr.wait_for_workers(1);
+
+    let out = mgr.submit(["--detach", "sleep", "60000"]).run();
+    assert_eq!(out.code, Some(0), "{out}");
+    let running: u64 = out.stdout.trim().parse().expect("a task id");
+    mgr.wait_status("the sleep running", |s| s.in_flight == 1);
+
+    let origin = format!("http://{http}");
+    let bearer = "Bearer act-token";
+    let good = [
+        ("Authorization", bearer),
+        ("X-Argon-Action", "1"),
+        ("Origin", origin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    let cancel = format!("/api/tasks/{running}/cancel");
+    let without = |name: &str| -> Vec<(&str, &str)> {
+        good.iter().copied().filter(|(k, _)| *k != name).collect()
+    };
+    let replaced = |name: &'static str, value: &'static str| -> Vec<(&'static str, &str)> {
+        good.iter()
+            .map(|&(k, v)| if k == name { (name, value) } else { (k, v) })
+            .collect()
+    };
+    let refusals: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("no bearer", without("Authorization")),
+        (
+            "a wrong bearer",
+            replaced("Authorization", "Bearer act-tokeX"),
+        ),
+        ("no action header", without("X-Argon-Action")),
+        (
+            "a foreign Origin",
+            replaced("Origin", "http://evil.example"),
+        ),
+        ("a null Origin", replaced("Origin", "null")),
+        (
+            "a cross-site fetch",
+            replaced("Sec-Fetch-Site", "cross-site"),
+        ),
+    ];
+    for (what, headers) in &refusals {
+        for path in [cancel.as_str(), "/api/dead/1/retry", "/api/workers/1/drain"] {
+            let (code, body) = post(&http, path, headers);
+            assert_eq!(code, 403, "{what}, {path}: {body}");
+            assert!(body["error"].is_string(), "{what}: {body}");
+        }
+    }
+    let (code, _) = request(&http, "GET", &cancel, &good);
+    assert!(code == 404 || code == 405, "a GET acted: {code}");
+    assert_eq!(
+        mgr.status().in_flight,
+        1,
+        "a refused action changed something"
+    );
+
+    // Without an Origin (curl sends none) the bearer and the header suffice.
+    let (code, body) = post(&http, &cancel, &without("Origin"));
+    assert_eq!(
+        (code, &body["result"]),
+        (200, &serde_json::json!("cancelled")),
+        "{body}"
+    );
+    assert_eq!(body["task_id"], running.to_string());
+    let out = mgr
+        .client_cmd("result", ["--wait", &running.to_string()])
+        .run();
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("cancelled"), "{out}");
+    let (code, body) = post(&http, &cancel, &good);
+    assert_eq!(code, 409, "a finished task: {body}");
+    assert_eq!(post(&http, "/api/tasks/987654321/cancel", &good).0, 404);
+    let (code, body) = post(&http, "/api/tasks/nine/cancel", &good);
+    assert_eq!(code, 400, "{body}");
+
+    let out = mgr.submit(["--retries", "1", "flaky"]).run();
+    assert_eq!(out.code, Some(1), "{out}");
+    let out = mgr.client_cmd("failed", ["--json"]).run();
+    let list: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    let dead = list["tasks"][0]["task_id"].as_u64().expect("a dead task");
+    std::fs::write(&mended, "").expect("mend the task");
+    let (code, body) = post(&http, &format!("/api/dead/{dead}/retry"), &good);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["task_id"], dead.to_string());
+    let new: u64 = body["new_task_id"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .expect("the new id");
+    assert_ne!(new, dead);
+    let out = mgr.client_cmd("result", ["--wait", &new.to_string()]).run();
+    assert_eq!(out.code, Some(0), "the retried task ran again: {out}");
+    let (code, body) = post(&http, &format!("/api/dead/{dead}/retry"), &good);
+    assert_eq!(code, 404, "it left the dead list: {body}");
+
+    let (_, overview) = get(&http, "/api/overview", Some("act-token"));
+    let o: serde_json::Value = serde_json::from_str(&overview).expect("JSON");
+    assert!(
+        o["failures"]
+            .as_array()
+            .expect("failures")
+            .iter()
+            .any(|f| f["task_id"].as_str() == Some(running.to_string().as_str())),
+        "the cancelled task's id in the failures: {o}"
+    );
+    let worker = o["worker_list"][0]["id"].as_u64().expect("a worker id");
+    let drain = format!("/api/workers/{worker}/drain");
+    let (code, body) = post(&http, &drain, &good);
+    assert_eq!(
+        (code, &body["result"]),
+        (200, &serde_json::json!("draining")),
+        "{body}"
+    );
+    let status = mgr.status();
+    assert_eq!(
+        (status.workers, status.capacity),
+        (1, 0),
+        "drained, not gone"
+    );
+    let (code, body) = post(&http, &drain, &good);
+    assert_eq!(body["result"], "already draining", "{code}: {body}");
+    assert_eq!(post(&http, "/api/workers/4242/drain", &good).0, 404);
     mgr.assert_healthy();
 }

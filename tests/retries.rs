@@ -531,7 +531,11 @@ async fn the_overview_lists_waiting_retries_soonest_first() {
     let back: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
     assert_eq!(back["retrying"], 2);
     assert_eq!(back["retrying_list"][1]["task"], odd);
-    assert_eq!(back["retrying_list"][0]["task_id"], a);
+    assert_eq!(
+        back["retrying_list"][0]["task_id"],
+        a.to_string(),
+        "ids as text"
+    );
 
     // A's retry starts and leaves the list; B is left, its retry nearer.
     restarts_after(&mgr, &mut link, 699).await;

@@ -38,12 +38,13 @@ pub struct ManagerArgs {
     /// refused [default: the descriptor limit minus 64].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
-    /// Serve the dashboard (/), /api/overview, /metrics, /healthz and
-    /// /readyz over HTTP on this address
+    /// Serve the dashboard (/) and its actions, /api/overview, /metrics,
+    /// /healthz and /readyz over HTTP on this address
     /// [default: off].
     #[arg(long, value_name = "HOST:PORT")]
     pub http: Option<String>,
-    /// File with the bearer token the HTTP side requires (except /healthz).
+    /// File with the bearer token the HTTP side requires (except /healthz
+    /// and the page /); the dashboard's actions are off without one.
     #[arg(long, value_name = "FILE")]
     pub http_token_file: Option<std::path::PathBuf>,
     /// On SIGINT/SIGTERM, how long running tasks may take to finish before

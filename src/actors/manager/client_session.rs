@@ -32,7 +32,8 @@ use crate::protocol::{
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// A session id no other session has: for each client connection, and for
-/// the manager's other sources of submits (its periodic tasks).
+/// the manager's other sources of submits (its periodic tasks, the HTTP
+/// side's actions).
 pub fn fresh_session_id() -> SessionId {
     NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
 }

@@ -24,7 +24,7 @@ use prometheus_client::{
 #[cfg(not(feature = "http"))]
 use crate::plain_metrics::{exponential_buckets, Counter, Family, Gauge, Histogram, Registry};
 
-use super::overview::{FailureLog, SampleWindow};
+use super::overview::{CountHistory, FailureLog, SampleWindow, TASK_RUN_WINDOW};
 use super::Manager;
 use crate::messages::{Rejection, SessionId, TaskId};
 #[cfg(feature = "http")]
@@ -107,6 +107,10 @@ pub struct ManagerMetrics {
     pub(super) recent_run_time: SampleWindow,
     /// The last failed tasks, for the dashboard.
     pub(super) failures: FailureLog,
+    /// Recent run times of each name in `by_task`, for the dashboard.
+    pub(super) run_by_task: HashMap<String, SampleWindow>,
+    /// The counters once a second, for the dashboard's charts.
+    pub(super) history: CountHistory,
 }
 
 fn outcomes(family: &Family<TaskLabels, Counter>, task: &str) -> Outcomes {
@@ -289,6 +293,8 @@ impl ManagerMetrics {
             recent_queue_wait: SampleWindow::default(),
             recent_run_time: SampleWindow::default(),
             failures: FailureLog::default(),
+            run_by_task: HashMap::new(),
+            history: CountHistory::default(),
         }
     }
 
@@ -319,17 +325,35 @@ impl ManagerMetrics {
     /// worker provides `task`, which it needs to get a series of its own.
     pub fn completed(&mut self, task: &str, ok: bool, provided: impl FnOnce(&str) -> bool) {
         let i = usize::from(!ok);
-        if let Some(c) = self.by_task.get(task) {
-            c[i].inc();
-            return;
-        }
-        if self.by_task.len() < MAX_TASK_LABELS && provided(task) {
+        match self.series(task, provided) {
+            Some(c) => c[i].inc(),
+            None => self.other[i].inc(),
+        };
+    }
+
+    /// The counters of `task`'s own series, made if it may have one (see
+    /// [`ManagerMetrics::completed`]); `None` when it counts as `other`.
+    fn series(&mut self, task: &str, provided: impl FnOnce(&str) -> bool) -> Option<&Outcomes> {
+        if !self.by_task.contains_key(task) {
+            if self.by_task.len() >= MAX_TASK_LABELS || !provided(task) {
+                return None;
+            }
             let c = outcomes(&self.completed, task);
-            c[i].inc();
             self.by_task.insert(task.to_string(), c);
-            return;
         }
-        self.other[i].inc();
+        self.by_task.get(task)
+    }
+
+    /// Names with a series of their own, and their counters `[ok, failed]`.
+    pub(super) fn task_series(&self) -> impl Iterator<Item = (&str, [u64; 2])> + '_ {
+        self.by_task
+            .iter()
+            .map(|(name, c)| (name.as_str(), [c[0].get(), c[1].get()]))
+    }
+
+    /// Counters `[ok, failed]` of the names counted as `other`.
+    pub(super) fn other_series(&self) -> [u64; 2] {
+        [self.other[0].get(), self.other[1].get()]
     }
 
     /// Records how long a task waited before its first start.
@@ -338,10 +362,22 @@ impl ManagerMetrics {
         self.recent_queue_wait.push(waited);
     }
 
-    /// Records how long a run took.
-    pub fn run_time(&mut self, took: Duration) {
+    /// Records how long a run of `task` took; also in the name's own
+    /// window when it has a series of its own (see [`ManagerMetrics::completed`]).
+    pub fn run_time(&mut self, took: Duration, task: &str, provided: impl FnOnce(&str) -> bool) {
         self.run_time.observe(took.as_secs_f64());
         self.recent_run_time.push(took);
+        if self.series(task, provided).is_none() {
+            return;
+        }
+        match self.run_by_task.get_mut(task) {
+            Some(window) => window.push(took),
+            None => {
+                let mut window = SampleWindow::bounded(TASK_RUN_WINDOW);
+                window.push(took);
+                self.run_by_task.insert(task.to_string(), window);
+            }
+        }
     }
 
     /// Submits counted so far.
@@ -534,6 +570,26 @@ mod tests {
 #[cfg(test)]
 mod index_tests {
     use super::*;
+
+    #[test]
+    fn only_labelled_names_keep_run_times_of_their_own() {
+        let mut m = ManagerMetrics::new();
+        let ms = Duration::from_millis;
+        m.run_time(ms(5), "echo", |_| true);
+        m.run_time(ms(7), "nobody-provides", |_| false);
+        for i in 0..MAX_TASK_LABELS + 5 {
+            m.run_time(ms(1), &format!("t{i}"), |_| true);
+        }
+        assert_eq!(m.run_by_task.len(), MAX_TASK_LABELS);
+        assert_eq!(m.run_by_task["echo"].percentiles().p50_ms, Some(5.0));
+        assert!(!m.run_by_task.contains_key("nobody-provides"));
+        assert_eq!(m.recent_run_time.len(), MAX_TASK_LABELS + 7);
+        for _ in 0..TASK_RUN_WINDOW + 10 {
+            m.run_time(ms(9), "echo", |_| true);
+        }
+        let echo = m.run_by_task["echo"].percentiles();
+        assert_eq!((echo.samples, echo.p50_ms), (TASK_RUN_WINDOW, Some(9.0)));
+    }
 
     #[test]
     fn invalid_is_where_its_index_says() {

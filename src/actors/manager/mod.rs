@@ -28,6 +28,7 @@
 
 pub mod awaiting;
 pub mod client_session;
+pub mod console;
 mod dead;
 pub mod journal;
 pub mod lifecycle;
@@ -452,7 +453,7 @@ impl Manager {
                 .map(|w| w.address.as_str());
             self.metrics
                 .failures
-                .push(&task.spec.name, task.worker, address, error);
+                .push(task.id, &task.spec.name, task.worker, address, error);
         }
         if let Some((task, outcome)) = self.journal.finish(task, outcome) {
             self.deliver(task, outcome);
@@ -1064,6 +1065,7 @@ impl Actor for Manager {
             act.results.expire(Instant::now());
             act.forget_gone();
         });
+        ctx.run_interval(overview::SAMPLE_EVERY, |act, _| act.sample_counts());
         let fired = self.recover(ctx);
         self.start_periodic(&fired, ctx);
     }
@@ -1469,7 +1471,11 @@ impl Handler<RunFinished> for Manager {
         drop(_held);
         match task {
             Some(task) => {
-                self.metrics.run_time(took);
+                if let Some(e) = self.tasks.get(task) {
+                    let sched = &self.sched;
+                    self.metrics
+                        .run_time(took, &e.task.spec.name, |name| sched.provides(name));
+                }
                 let ok = matches!(msg.outcome, TaskOutcome::Done(_));
                 self.sched.release(msg.worker, slot, ok.then_some(took));
                 if ok {

@@ -5,17 +5,24 @@
 //! and run times (for percentiles), and the last [`RECENT_FAILURES`] failed
 //! tasks. Tasks waiting for a retry are read from the manager's retry list
 //! when asked: their count, and the [`OVERVIEW_MAX_RETRYING`] due soonest.
+//! It also keeps the counters sampled once a second ([`CountHistory`], so
+//! the page's charts draw on first paint) and, for each task name the
+//! metrics label, its last [`TASK_RUN_WINDOW`] run times. Running tasks
+//! (the [`OVERVIEW_MAX_RUNNING`] running longest), queued and running counts
+//! by name, the tasks promoted by aging and the newest dead-list entries are
+//! read from the manager's state when asked, each in one pass over it.
 //! Nothing here holds task arguments or results.
 
 use std::cmp::Reverse;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use serde::Serialize;
 
+use super::metrics::{ManagerMetrics, MAX_TASK_LABELS, OTHER_TASK};
 use super::Manager;
-use crate::messages::{TaskId, WorkerId};
+use crate::messages::{RunId, TaskId, WorkerId};
 use crate::protocol::Priority;
 
 /// Recent queue waits (and, apart, run times) kept for percentiles; the
@@ -38,23 +45,55 @@ pub const OVERVIEW_MAX_WORKERS: usize = 200;
 /// covers all of them.
 pub const OVERVIEW_MAX_RETRYING: usize = 20;
 
-/// The last [`LATENCY_WINDOW`] durations, in microseconds.
-#[derive(Debug, Default)]
+/// How often the manager samples its counters into its [`CountHistory`].
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Counter samples kept: two minutes at one a second.
+pub const HISTORY_SAMPLES: usize = 120;
+
+/// Run times kept for each labelled task name, for its percentiles.
+pub const TASK_RUN_WINDOW: usize = 200;
+
+/// Most running tasks listed, the longest running first; the count covers
+/// all of them.
+pub const OVERVIEW_MAX_RUNNING: usize = 50;
+
+/// Newest dead-list entries listed; the count covers all of them.
+pub const OVERVIEW_MAX_DEAD: usize = 10;
+
+/// The last durations pushed, at most its bound ([`LATENCY_WINDOW`] unless
+/// made with [`SampleWindow::bounded`]), in microseconds.
+#[derive(Debug)]
 pub struct SampleWindow {
     samples: VecDeque<u64>,
+    bound: usize,
+}
+
+impl Default for SampleWindow {
+    fn default() -> Self {
+        SampleWindow::bounded(LATENCY_WINDOW)
+    }
 }
 
 impl SampleWindow {
+    /// An empty window keeping the last `bound` durations (at least one).
+    pub fn bounded(bound: usize) -> SampleWindow {
+        SampleWindow {
+            samples: VecDeque::new(),
+            bound: bound.max(1),
+        }
+    }
+
     /// Adds one duration, dropping the oldest past the bound.
     pub fn push(&mut self, d: Duration) {
-        if self.samples.len() == LATENCY_WINDOW {
+        if self.samples.len() >= self.bound {
             self.samples.pop_front();
         }
         self.samples
             .push_back(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     }
 
-    /// Samples held, at most [`LATENCY_WINDOW`].
+    /// Samples held, at most the bound.
     pub fn len(&self) -> usize {
         self.samples.len()
     }
@@ -107,6 +146,9 @@ pub struct Percentiles {
 pub struct FailureRecord {
     /// When the manager answered it, milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// The manager's id for the task.
+    #[serde(serialize_with = "id_text")]
+    pub task_id: TaskId,
     /// The task's name, at most [`FAILURE_TASK_CHARS`] characters.
     pub task: String,
     /// The worker of its last run; `None` if it never started.
@@ -128,6 +170,7 @@ impl FailureLog {
     /// cut to their bounds here.
     pub fn push(
         &mut self,
+        task_id: TaskId,
         task: &str,
         worker: Option<WorkerId>,
         worker_address: Option<&str>,
@@ -138,6 +181,7 @@ impl FailureLog {
         }
         self.records.push_back(FailureRecord {
             time_ms: unix_ms(SystemTime::now()),
+            task_id,
             task: cut(task, FAILURE_TASK_CHARS),
             worker,
             worker_address: worker_address.map(|a| cut(a, FAILURE_TASK_CHARS)),
@@ -148,6 +192,20 @@ impl FailureLog {
     /// The records, newest first.
     pub fn newest_first(&self) -> Vec<FailureRecord> {
         self.records.iter().rev().cloned().collect()
+    }
+}
+
+/// A task or run id as decimal text: ids take up to 62 bits, and a
+/// JavaScript number holds integers exactly only up to 2^53.
+fn id_text<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+/// [`id_text`] of an id that may be absent (`null`).
+fn opt_id_text<S: serde::Serializer>(id: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
     }
 }
 
@@ -164,12 +222,232 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The counters at one moment, for the charts.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct CountSample {
+    /// When, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// [`Counts::accepted`] then.
+    pub accepted: u64,
+    /// [`Counts::denied`] then.
+    pub denied: u64,
+    /// [`Counts::completed`] then.
+    pub completed: u64,
+    /// [`Counts::failed`] then.
+    pub failed: u64,
+}
+
+/// The last [`HISTORY_SAMPLES`] counter samples, oldest first.
+#[derive(Debug, Default)]
+pub struct CountHistory {
+    samples: VecDeque<CountSample>,
+}
+
+impl CountHistory {
+    /// Adds a sample, dropping the oldest past the bound.
+    pub fn push(&mut self, sample: CountSample) {
+        if self.samples.len() >= HISTORY_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(sample);
+    }
+
+    /// The samples, oldest first.
+    pub fn list(&self) -> Vec<CountSample> {
+        self.samples.iter().copied().collect()
+    }
+}
+
+/// The cumulative counts of `m`.
+fn counts(m: &ManagerMetrics) -> Counts {
+    let (completed, failed) = m.answered_totals();
+    Counts {
+        submitted: m.submitted_total(),
+        accepted: m.accepted_total(),
+        denied: m.denied_total(),
+        invalid: m.invalid_total(),
+        completed,
+        failed,
+    }
+}
+
+impl Manager {
+    /// Adds the counters as they are now to the charts' history.
+    pub(super) fn sample_counts(&mut self) {
+        let c = counts(&self.metrics);
+        self.metrics.history.push(CountSample {
+            time_ms: unix_ms(SystemTime::now()),
+            accepted: c.accepted,
+            denied: c.denied,
+            completed: c.completed,
+            failed: c.failed,
+        });
+    }
+
+    /// The runs going on, the longest running first, at most `limit`.
+    fn longest_runs(&self, limit: usize) -> Vec<RunningTask> {
+        let now = tokio::time::Instant::now();
+        let mut runs: Vec<(RunId, &super::Run)> =
+            self.runs.iter().map(|(id, r)| (*id, r)).collect();
+        let key = |(id, r): &(RunId, &super::Run)| (r.started, *id);
+        if runs.len() > limit && limit > 0 {
+            runs.select_nth_unstable_by_key(limit - 1, key);
+        }
+        runs.truncate(limit);
+        runs.sort_unstable_by_key(key);
+        runs.into_iter()
+            .map(|(run_id, r)| RunningTask {
+                run_id,
+                task_id: r.task,
+                task: r
+                    .task
+                    .and_then(|id| self.tasks.get(id))
+                    .map(|e| cut(&e.task.spec.name, FAILURE_TASK_CHARS)),
+                worker: r.worker,
+                worker_address: self
+                    .sched
+                    .get(r.worker)
+                    .map(|w| cut(&w.address, FAILURE_TASK_CHARS)),
+                running_ms: u64::try_from(now.saturating_duration_since(r.started).as_millis())
+                    .unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+
+    /// One row per task name the metrics label (and one for the rest, if
+    /// it has any), sorted by name, the rest last.
+    fn task_rows(&self) -> Vec<TaskRow> {
+        let m = &self.metrics;
+        let row = |task: &str, [completed, failed]: [u64; 2], other: bool| TaskRow {
+            task: task.to_string(),
+            other,
+            completed,
+            failed,
+            queued: 0,
+            running: 0,
+            run_time: if other {
+                None
+            } else {
+                m.run_by_task.get(task).map(SampleWindow::percentiles)
+            },
+        };
+        let mut rows: HashMap<&str, TaskRow> = m
+            .task_series()
+            .map(|(name, c)| (name, row(name, c, false)))
+            .collect();
+        let mut rest = row(OTHER_TASK, m.other_series(), true);
+        let name_of = |id: TaskId| self.tasks.get(id).map(|e| e.task.spec.name.as_str());
+        let queued = Priority::ALL
+            .into_iter()
+            .flat_map(|p| self.tasks.queue(p).iter())
+            .filter_map(|id| name_of(*id))
+            .map(|name| (name, true));
+        let running = self
+            .runs
+            .values()
+            .filter_map(|r| r.task.and_then(name_of))
+            .map(|name| (name, false));
+        for (name, is_queued) in queued.chain(running) {
+            // A name the metrics will label once a run of it ends has its
+            // row already, while there is room for it.
+            if !rows.contains_key(name) && rows.len() < MAX_TASK_LABELS && self.sched.provides(name)
+            {
+                rows.insert(name, row(name, [0, 0], false));
+            }
+            let r = rows.get_mut(name).unwrap_or(&mut rest);
+            if is_queued {
+                r.queued += 1;
+            } else {
+                r.running += 1;
+            }
+        }
+        let mut rows: Vec<TaskRow> = rows.into_values().collect();
+        rows.sort_unstable_by(|a, b| a.task.cmp(&b.task));
+        if rest.completed + rest.failed + rest.queued + rest.running > 0 {
+            rows.push(rest);
+        }
+        rows
+    }
+
+    /// Queued tasks at priority high and normal that aging moved there.
+    fn promoted(&self) -> (u64, u64) {
+        let count = |p: Priority| {
+            self.tasks
+                .queue(p)
+                .iter()
+                .filter_map(|id| self.tasks.get(*id))
+                .filter(|e| e.task.spec.priority != e.task.level)
+                .count() as u64
+        };
+        (count(Priority::High), count(Priority::Normal))
+    }
+}
+
+/// One run going on.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunningTask {
+    /// The manager's id for the run.
+    #[serde(serialize_with = "id_text")]
+    pub run_id: RunId,
+    /// Its task; `None` when the task was answered (cancelled, timed out)
+    /// and the worker has not yet said the run ended: the slot stays busy.
+    #[serde(serialize_with = "opt_id_text")]
+    pub task_id: Option<TaskId>,
+    /// The task's name, at most [`FAILURE_TASK_CHARS`] characters.
+    pub task: Option<String>,
+    /// The worker running it.
+    pub worker: WorkerId,
+    /// That worker's address.
+    pub worker_address: Option<String>,
+    /// Milliseconds since the run was assigned.
+    pub running_ms: u64,
+}
+
+/// One task name: its counts and recent run times.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskRow {
+    /// The name; `other` for the row of the names without a series.
+    pub task: String,
+    /// Whether this is the row of the names the metrics do not label.
+    pub other: bool,
+    /// Answered done.
+    pub completed: u64,
+    /// Answered failed.
+    pub failed: u64,
+    /// Waiting in the queue.
+    pub queued: u64,
+    /// Running now.
+    pub running: u64,
+    /// Percentiles of its last [`TASK_RUN_WINDOW`] run times; `None` for the
+    /// `other` row and before a run of it ended.
+    pub run_time: Option<Percentiles>,
+}
+
+/// One dead-list entry as the page lists it (no arguments). The texts are
+/// as the peers sent them, cut but not escaped, as in [`FailureRecord`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadRow {
+    /// The dead task's id, which a retry names.
+    #[serde(serialize_with = "id_text")]
+    pub task_id: TaskId,
+    /// Its name, at most [`FAILURE_TASK_CHARS`] characters.
+    pub task: String,
+    /// Retries it used.
+    pub retries: u32,
+    /// Its last error, at most [`FAILURE_ERROR_CHARS`] characters.
+    pub error: String,
+    /// When it failed for good, milliseconds since the Unix epoch.
+    pub failed_at_ms: u64,
+}
+
 /// Asks the manager for an [`Overview`].
 #[derive(Message, Debug)]
 #[rtype(result = "Overview")]
 pub struct GetOverview;
 
 /// The cluster as the dashboard shows it: the body of `GET /api/overview`.
+/// Task and run ids are decimal strings (see [`id_text`]); worker ids,
+/// counted from 1, are numbers.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
     /// The manager's clock, milliseconds since the Unix epoch.
@@ -202,6 +480,20 @@ pub struct Overview {
     pub worker_list: Vec<WorkerSlots>,
     /// The last failures, newest first, at most [`RECENT_FAILURES`].
     pub failures: Vec<FailureRecord>,
+    /// The counters once a second, oldest first, at most
+    /// [`HISTORY_SAMPLES`]: the charts draw from these at once.
+    pub history: Vec<CountSample>,
+    /// Runs going on, the longest running first, at most
+    /// [`OVERVIEW_MAX_RUNNING`].
+    pub running: Vec<RunningTask>,
+    /// All runs going on (`busy`).
+    pub running_total: u64,
+    /// One row per task name (see [`TaskRow`]).
+    pub tasks: Vec<TaskRow>,
+    /// The newest dead-list entries, at most [`OVERVIEW_MAX_DEAD`].
+    pub dead: Vec<DeadRow>,
+    /// Entries in the dead list.
+    pub dead_total: u64,
 }
 
 /// Queue depth by priority against the queue bound.
@@ -213,6 +505,10 @@ pub struct QueueDepth {
     pub normal: u64,
     /// Waiting at priority low.
     pub low: u64,
+    /// Of `high`, the tasks sent at a lower priority that aging promoted.
+    pub promoted_high: u64,
+    /// Of `normal`, the tasks sent at priority low that aging promoted.
+    pub promoted_normal: u64,
     /// The bound on all three together: capacity × queue factor.
     pub limit: u64,
 }
@@ -222,6 +518,7 @@ pub struct QueueDepth {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RetryingTask {
     /// The manager's id for the task.
+    #[serde(serialize_with = "id_text")]
     pub task_id: TaskId,
     /// Its name, at most [`FAILURE_TASK_CHARS`] characters.
     pub task: String,
@@ -310,6 +607,8 @@ impl Handler<GetOverview> for Manager {
                 error: cut(error, FAILURE_ERROR_CHARS),
             })
             .collect();
+        let (promoted_high, promoted_normal) = self.promoted();
+        let dead = self.dead.list(OVERVIEW_MAX_DEAD, usize::MAX);
         let m = &self.metrics;
         MessageResult(Overview {
             time_ms: unix_ms(SystemTime::now()),
@@ -321,20 +620,15 @@ impl Handler<GetOverview> for Manager {
                 high: self.tasks.queue(Priority::High).len() as u64,
                 normal: self.tasks.queue(Priority::Normal).len() as u64,
                 low: self.tasks.queue(Priority::Low).len() as u64,
+                promoted_high,
+                promoted_normal,
                 limit: self.queue_limit(),
             },
             retrying: self.tasks.retrying() as u64,
             retrying_list,
             awaiting_provider: self.tasks.awaiting() as u64,
             predicted_wait_ms: self.retry_after().as_secs_f64() * 1e3,
-            counts: Counts {
-                submitted: m.submitted_total(),
-                accepted: m.accepted_total(),
-                denied: m.denied_total(),
-                invalid: m.invalid_total(),
-                completed: m.answered_totals().0,
-                failed: m.answered_totals().1,
-            },
+            counts: counts(m),
             latency: Latency {
                 window: LATENCY_WINDOW,
                 queue_wait: m.recent_queue_wait.percentiles(),
@@ -342,6 +636,22 @@ impl Handler<GetOverview> for Manager {
             },
             worker_list,
             failures: m.failures.newest_first(),
+            history: m.history.list(),
+            running: self.longest_runs(OVERVIEW_MAX_RUNNING),
+            running_total: self.runs.len() as u64,
+            tasks: self.task_rows(),
+            dead: dead
+                .tasks
+                .into_iter()
+                .map(|d| DeadRow {
+                    task_id: d.task_id,
+                    task: cut(&d.task, FAILURE_TASK_CHARS),
+                    retries: d.retries,
+                    error: cut(&d.error, FAILURE_ERROR_CHARS),
+                    failed_at_ms: d.failed_at_ms,
+                })
+                .collect(),
+            dead_total: dead.total,
         })
     }
 }
@@ -368,6 +678,42 @@ mod tests {
     }
 
     #[test]
+    fn the_history_keeps_the_last_samples() {
+        let mut h = CountHistory::default();
+        for t in 0..HISTORY_SAMPLES as u64 + 7 {
+            h.push(CountSample {
+                time_ms: t,
+                accepted: t,
+                denied: 0,
+                completed: 0,
+                failed: 0,
+            });
+        }
+        let list = h.list();
+        assert_eq!(list.len(), HISTORY_SAMPLES);
+        assert_eq!(
+            (list[0].time_ms, list[HISTORY_SAMPLES - 1].time_ms),
+            (7, HISTORY_SAMPLES as u64 + 6)
+        );
+    }
+
+    #[test]
+    fn ids_are_text_in_json() {
+        let r = RunningTask {
+            run_id: u64::MAX >> 2,
+            task_id: None,
+            task: None,
+            worker: 3,
+            worker_address: None,
+            running_ms: 1,
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["run_id"], (u64::MAX >> 2).to_string());
+        assert_eq!(json["task_id"], serde_json::Value::Null);
+        assert_eq!(json["worker"], 3);
+    }
+
+    #[test]
     fn one_sample_is_every_percentile() {
         let mut w = SampleWindow::default();
         w.push(Duration::from_micros(2500));
@@ -382,15 +728,16 @@ mod tests {
     fn the_failure_log_keeps_the_last_ones_cut() {
         let mut log = FailureLog::default();
         for i in 0..RECENT_FAILURES + 3 {
-            log.push(&format!("t{i}"), Some(1), None, "boom");
+            log.push(i as u64, &format!("t{i}"), Some(1), None, "boom");
         }
         let list = log.newest_first();
         assert_eq!(list.len(), RECENT_FAILURES);
         assert_eq!(list[0].task, format!("t{}", RECENT_FAILURES + 2));
+        assert_eq!(list[0].task_id, RECENT_FAILURES as u64 + 2);
         assert_eq!(list[RECENT_FAILURES - 1].task, "t3");
 
         let long = "é".repeat(FAILURE_ERROR_CHARS + 10);
-        log.push(&"n".repeat(FAILURE_TASK_CHARS), None, Some("a"), &long);
+        log.push(7, &"n".repeat(FAILURE_TASK_CHARS), None, Some("a"), &long);
         let last = &log.newest_first()[0];
         assert_eq!(last.task.chars().count(), FAILURE_TASK_CHARS);
         assert!(!last.task.ends_with('…'));
