@@ -39,6 +39,8 @@ fn submit(payload: usize) -> FromClient {
         retries: None,
         detach: false,
         want_id: false,
+        due_ms: None,
+        delay_ms: None,
     })
 }
 

@@ -111,6 +111,20 @@ pub struct QueueOptions {
     /// Overrides the client's `retry` setting for this task: resending it
     /// when denied, and waiting on it again when the connection is lost.
     pub retry: Option<bool>,
+    /// Run the task later instead of as soon as it can: the manager accepts
+    /// it at once and queues it when due. An attached task's call returns
+    /// once it ran.
+    pub run_at: Option<RunAt>,
+}
+
+/// When a task submitted to run later is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAt {
+    /// This long after the manager receives the submit (by its clock).
+    In(Duration),
+    /// At this time (as the manager's clock reads it). A time past runs
+    /// the task now; more than 365 days ahead is refused.
+    At(std::time::SystemTime),
 }
 
 /// What went wrong with a call. [`ClientError::exit_code`] maps each to the
@@ -576,7 +590,8 @@ impl Client {
                 TaskState::Done { value } => return Ok(value),
                 TaskState::Failed { error } => return Err(ClientError::Failed(error)),
                 TaskState::Unknown {} => return Err(ClientError::UnknownTask(task_id)),
-                TaskState::Queued {} => "queued",
+                TaskState::Queued { due_ms: Some(_) } => "scheduled",
+                TaskState::Queued { due_ms: None } => "queued",
                 TaskState::Running {} => "running",
             };
             if !wait {
@@ -715,6 +730,17 @@ fn submit_message(id: u64, task: &str, args: Value, opts: &QueueOptions) -> From
         retries: opts.retries,
         detach: false,
         want_id: false,
+        due_ms: match opts.run_at {
+            Some(RunAt::At(t)) => Some(
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ),
+            _ => None,
+        },
+        delay_ms: match opts.run_at {
+            Some(RunAt::In(d)) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            _ => None,
+        },
     })
 }
 

@@ -1139,6 +1139,8 @@ fn valid_seeds(out: &mut Seeds) {
             retries: None,
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
         }),
     );
     add(
@@ -1157,6 +1159,8 @@ fn valid_seeds(out: &mut Seeds) {
             retries: None,
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
         }),
     );
     add(
@@ -1172,6 +1176,8 @@ fn valid_seeds(out: &mut Seeds) {
             retries: None,
             detach: false,
             want_id: true,
+            due_ms: None,
+            delay_ms: None,
         }),
     );
     add(out, "cancel", FromClient::Cancel { id: 7 });
@@ -1195,6 +1201,8 @@ fn valid_seeds(out: &mut Seeds) {
             retries: Some(3),
             detach: true,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
         }),
     );
     add(
@@ -1306,6 +1314,7 @@ fn valid_seeds(out: &mut Seeds) {
                 failed: 2,
                 denied: 3,
                 retrying: 1,
+                scheduled: 1,
                 awaiting_provider: 2,
                 worker_list: vec![WorkerStatus {
                     id: 1,

@@ -513,6 +513,8 @@ fn protocol_md_matches_the_code() {
         retries: None,
         detach: false,
         want_id: false,
+        due_ms: None,
+        delay_ms: None,
     });
     let bytes = encoded(&submit);
     assert_eq!(bytes.len(), 74);
@@ -575,6 +577,8 @@ fn protocol_md_matches_the_code() {
             retries: None,
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
         })
     );
     // {"ping": {"id": 3, "extra": [1, 2]}}: unknown fields are ignored.

@@ -93,6 +93,8 @@ impl RawClient {
             retries: None,
             detach: false,
             want_id,
+            due_ms: None,
+            delay_ms: None,
         }))
         .await;
         let (mut task, mut outcome) = (None, None);

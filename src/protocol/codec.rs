@@ -376,6 +376,8 @@ mod tests {
             retries: Some(1),
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
         })
     }
 

@@ -232,9 +232,12 @@ class Client:
         attempts: Optional[int],
         retry: Optional[bool],
         retries: Optional[int] = None,
+        delay: Optional[float] = None,
     ) -> TaskFuture:
         retry_ = self._settings.retry if retry is None else retry
-        body = encode_submit(task, args, priority, timeout, attempts, self._settings.max_frame, retries, retry_)
+        body = encode_submit(
+            task, args, priority, timeout, attempts, self._settings.max_frame, retries, retry_, delay
+        )
         call, cf = self._new_call("submit", task, body, retry_)
         return TaskFuture(task, self, call, cf)
 
@@ -248,11 +251,12 @@ class Client:
         attempts: Optional[int] = None,
         retry: Optional[bool] = None,
         retries: Optional[int] = None,
+        delay: Optional[float] = None,
     ) -> TaskFuture:
         """Sends the task and returns its :class:`TaskFuture` at once (it
         blocks only while ``max_in_flight`` calls are pending). Options as
         in :meth:`AsyncClient.submit`."""
-        h = self._prepare(task, args, priority, timeout, attempts, retry, retries)
+        h = self._prepare(task, args, priority, timeout, attempts, retry, retries, delay)
         self._post(self._core.start, h._call)
         return h
 

@@ -79,6 +79,9 @@ impl ClientSession {
 
     /// Why a submit cannot be forwarded to a worker, if it cannot.
     fn unfit(&self, s: &Submit) -> Option<String> {
+        if s.due_ms.is_some() && s.delay_ms.is_some() {
+            return Some("give at most one of due_ms and delay_ms".to_string());
+        }
         if value_depth(&s.args) > MAX_VALUE_DEPTH {
             return Some(format!(
                 "arguments nested deeper than {MAX_VALUE_DEPTH} levels are not accepted"
@@ -115,12 +118,17 @@ impl ClientSession {
             attempts: s.attempts,
             retries: s.retries,
         };
+        let due_ms = s.due_ms.or_else(|| {
+            s.delay_ms
+                .map(|d| super::journal::now_ms().saturating_add(d))
+        });
         let msg = SubmitTask {
             session: conn.role.id,
             request_id,
             spec,
             reply_to: ctx.address().recipient(),
             detach,
+            opts: SubmitOptions { due_ms },
         };
         let request = conn.role.manager.send(msg);
         conn.ask(request, move |res, conn, ctx| {
@@ -276,7 +284,8 @@ impl Peer for ClientSession {
 fn wire_state(state: TaskState) -> crate::protocol::TaskState {
     use crate::protocol::TaskState as Wire;
     match state {
-        TaskState::Queued => Wire::Queued {},
+        TaskState::Queued => Wire::Queued { due_ms: None },
+        TaskState::Scheduled(due) => Wire::Queued { due_ms: Some(due) },
         TaskState::Running => Wire::Running {},
         TaskState::Finished(outcome) => match Arc::unwrap_or_clone(outcome) {
             TaskOutcome::Done(value) => Wire::Done { value },

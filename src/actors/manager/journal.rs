@@ -276,5 +276,6 @@ fn record_of(task: &Pending) -> TaskRecord {
         retries: task.spec.retries.unwrap_or(0),
         retried: task.retried,
         attempt_base: task.attempt_base,
+        due_ms: task.due_ms,
     }
 }

@@ -35,6 +35,7 @@ pub mod overview;
 mod recovery;
 pub mod results;
 pub mod retry;
+pub mod schedule;
 pub mod scheduler;
 pub mod store;
 mod tasks;
@@ -113,6 +114,10 @@ pub struct ManagerSettings {
     pub retry_jitter: fn(Duration) -> Duration,
     /// Most tasks kept in the dead list; the oldest go first. Default 1000.
     pub dead_max: usize,
+    /// Most tasks scheduled to run later held at once ([`schedule`]);
+    /// past it such a submit is denied [`schedule::SCHEDULE_FULL`].
+    /// Default 100,000.
+    pub scheduled_max: usize,
     /// With a task store: how long after a restart a worker has to claim
     /// a recovered running task before it is requeued (or failed). Default
     /// the peer liveness window, 15 s.
@@ -144,6 +149,7 @@ impl Default for ManagerSettings {
             retry_max: Duration::from_secs(60),
             retry_jitter: retry::uniform_jitter,
             dead_max: 1000,
+            scheduled_max: schedule::SCHEDULED_MAX,
             recovery_grace: crate::protocol::DEFAULT_HEARTBEAT * crate::protocol::SILENT_INTERVALS,
             store_backlog: journal::STORE_BACKLOG,
             provider_grace: None,
@@ -208,6 +214,9 @@ struct Pending {
     /// `started_times` when its current try began: worker loss spends the
     /// attempts of one try.
     attempt_base: u32,
+    /// When it was scheduled to run, in milliseconds since the Unix epoch
+    /// (`submit` with a due time; see [`schedule`]); kept once it is due.
+    due_ms: Option<u64>,
 }
 
 impl Pending {
@@ -270,6 +279,8 @@ pub struct Manager {
     waiting: usize,
     /// The timer of the waiting retries.
     retry_timer: RetryTimer,
+    /// The timer of the scheduled tasks.
+    schedule_timer: schedule::ScheduleTimer,
     /// Tasks waiting for a provider of their kind.
     awaiting: Awaiting,
     /// Tasks that failed after using their retries.
@@ -346,6 +357,7 @@ impl Manager {
             waiters: IdMap::default(),
             waiting: 0,
             retry_timer: RetryTimer::default(),
+            schedule_timer: schedule::ScheduleTimer::default(),
             awaiting: Awaiting::new(grace, awaiting::MAX_WINDOWS),
             dead,
             journal,
@@ -483,6 +495,7 @@ impl Manager {
             return match e.state {
                 State::Running(_) | State::Unclaimed(_) => TaskState::Running,
                 State::Queued | State::Awaiting | State::Retrying { .. } => TaskState::Queued,
+                State::Scheduled { .. } => TaskState::Scheduled(e.task.due_ms.unwrap_or(0)),
             };
         }
         if self.journal.holds(id) {
@@ -750,6 +763,7 @@ impl Manager {
     fn not_started(&mut self) -> Vec<Pending> {
         let mut ids = self.tasks.queued_ids();
         ids.extend(self.tasks.awaiting_ids());
+        ids.extend(self.tasks.scheduled_ids().map(|(_, id)| id));
         self.awaiting.close_all();
         ids.into_iter()
             .filter_map(|id| self.tasks.leave(id, Event::Stopping))
@@ -908,6 +922,7 @@ impl Manager {
             in_flight: self.runs.len() as u64,
             queued: self.tasks.queued() as u64,
             retrying: self.tasks.retrying() as u64,
+            scheduled: self.tasks.scheduled() as u64,
             awaiting_provider: self.tasks.awaiting() as u64,
             queue_limit: self.queue_limit(),
             queued_by_priority: QueuedByPriority {
@@ -1089,6 +1104,12 @@ impl Manager {
             )));
         }
         msg.spec.retries = Some(retries);
+        let wait = match msg.opts.due_ms {
+            Some(due) => {
+                schedule::wait_until(due, journal::now_ms()).map_err(Rejection::Invalid)?
+            }
+            None => None,
+        };
         let session = msg.session;
         let task = Pending {
             id: self.fresh_id(),
@@ -1109,7 +1130,11 @@ impl Manager {
             worker: None,
             retried: 0,
             attempt_base: 0,
+            due_ms: wait.and(msg.opts.due_ms),
         };
+        if let Some(wait) = wait {
+            return self.schedule(task, wait, ctx);
+        }
         let id = task.id;
         // Start it now if a free slot provides it, even when the queue is
         // full: after every dispatch no queued task fits a free slot, so this
@@ -1171,7 +1196,10 @@ impl Handler<GetResult> for Manager {
 
     fn handle(&mut self, msg: GetResult, _: &mut Self::Context) -> Self::Result {
         let state = self.state_of(msg.task);
-        let pending = matches!(state, TaskState::Queued | TaskState::Running);
+        let pending = matches!(
+            state,
+            TaskState::Queued | TaskState::Running | TaskState::Scheduled(_)
+        );
         if !msg.wait || !pending {
             return Box::pin(async move { state });
         }

@@ -64,6 +64,11 @@ pub struct TaskRecord {
     /// spends the attempts of one try, counted from here.
     #[serde(default)]
     pub attempt_base: u32,
+    /// When it was scheduled to run, in milliseconds since the Unix epoch
+    /// (a delayed task); absent for a task to run at once, and in records
+    /// written before delayed tasks existed.
+    #[serde(default)]
+    pub due_ms: Option<u64>,
 }
 
 /// A start of a task as recorded: the run that was going.
@@ -256,5 +261,24 @@ mod tests {
         };
         let back: TaskRecord = rmp_serde::from_slice(&rmp_serde::to_vec(&new).unwrap()).unwrap();
         assert_eq!((back.retries, back.retried, back.attempt_base), (3, 2, 4));
+        assert_eq!(back.due_ms, None, "an old record is not scheduled");
+    }
+
+    #[test]
+    fn a_due_time_is_kept_with_the_record() {
+        let r = TaskRecord {
+            name: "later".into(),
+            args: Value::Nil,
+            priority: Priority::Low,
+            timeout_ms: None,
+            attempts: 1,
+            detached: true,
+            retries: 0,
+            retried: 0,
+            attempt_base: 0,
+            due_ms: Some(1_800_000_000_000),
+        };
+        let back: TaskRecord = rmp_serde::from_slice(&rmp_serde::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back.due_ms, Some(1_800_000_000_000));
     }
 }
