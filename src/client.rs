@@ -180,7 +180,7 @@ pub enum ClientError {
     NotReady {
         /// The task's id.
         task: u64,
-        /// "queued" or "running".
+        /// "queued", "running" or "scheduled" (to run later).
         state: &'static str,
     },
     /// No task by this id is queued, running or kept by the manager.

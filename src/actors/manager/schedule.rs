@@ -140,10 +140,15 @@ impl Manager {
         let mut room = self.queue_limit().saturating_sub(self.held() as u64);
         let mut over = Vec::new();
         for id in self.tasks.scheduled_due(now) {
+            let due = match self.tasks.get(id).map(|e| &e.state) {
+                Some(State::Scheduled { due }) => *due,
+                _ => now,
+            };
             if let Some(task) = self.tasks.task_mut(id) {
                 task.level = task.spec.priority;
                 task.waiting_since = now;
-                task.accepted_at = now;
+                // Its queue wait counts from its due time.
+                task.accepted_at = due;
             }
             if room == 0 {
                 over.push(id);
