@@ -17,7 +17,7 @@ use actix::prelude::*;
 use argon::actors::manager::metrics::GetMetrics;
 use argon::actors::manager::overview::GetOverview;
 use argon::actors::manager::schedule::SCHEDULE_FULL;
-use argon::actors::manager::CANCELLED;
+use argon::actors::manager::{CANCELLED, NOT_STARTED};
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{Priority, Value};
@@ -363,4 +363,32 @@ async fn a_past_due_time_runs_now_and_one_too_far_ahead_is_refused() {
         other => panic!("a year ahead: {other:?}"),
     }
     assert_eq!(status(&mgr).await.scheduled, 0);
+}
+
+/// A shutdown answers a scheduled task as not started, as it does a queued
+/// one (a manager without a task store cannot keep it); it never starts.
+#[actix::test]
+async fn a_shutdown_answers_scheduled_tasks_as_not_started() {
+    let mgr = manager(3, 100);
+    let mut s = Session::start();
+    let (_, mut link) = register(&mgr, 1).await;
+    submit(&mgr, &s, 1, Priority::Normal, Some(1000))
+        .await
+        .unwrap();
+    let report = within(
+        "the shutdown",
+        mgr.send(Shutdown {
+            deadline: Duration::ZERO,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.not_started, 1);
+    let reply = within("the reply", s.next()).await;
+    assert_eq!(
+        (reply.request_id, reply.outcome),
+        (1, TaskOutcome::Failed(NOT_STARTED.into()))
+    );
+    advance(2000).await;
+    assert!(link.drain().await.is_empty(), "it never started");
 }

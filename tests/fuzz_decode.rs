@@ -1180,6 +1180,23 @@ fn valid_seeds(out: &mut Seeds) {
             delay_ms: None,
         }),
     );
+    add(
+        out,
+        "submit-delayed",
+        FromClient::Submit(Submit {
+            id: 10,
+            task: "echo".into(),
+            args: Value::Nil,
+            priority: Priority::Low,
+            timeout_ms: None,
+            attempts: 0,
+            retries: None,
+            detach: true,
+            want_id: false,
+            due_ms: Some(1_798_135_200_000),
+            delay_ms: None,
+        }),
+    );
     add(out, "cancel", FromClient::Cancel { id: 7 });
     add(out, "ping", FromClient::Ping { id: 1 << 60 });
     add(out, "status_request", FromClient::StatusRequest { id: 3 });
