@@ -41,6 +41,8 @@ fn submit(payload: usize) -> FromClient {
         want_id: false,
         due_ms: None,
         delay_ms: None,
+        unique_key: None,
+        unique_for_ms: None,
     })
 }
 

@@ -115,6 +115,14 @@ pub struct QueueOptions {
     /// it at once and queues it when due. An attached task's call returns
     /// once it ran.
     pub run_at: Option<RunAt>,
+    /// A unique task: while a task submitted with this key is scheduled,
+    /// queued or running (or answered less than `unique_for` ago), the
+    /// manager answers with that task's id instead of making a new one (an
+    /// attached call gets that task's result). 1 to 256 bytes.
+    pub unique_key: Option<String>,
+    /// With `unique_key`: how long the key keeps holding after the task is
+    /// answered (at most 30 days); `None`: not after it.
+    pub unique_for: Option<Duration>,
 }
 
 /// When a task submitted to run later is due.
@@ -741,6 +749,10 @@ fn submit_message(id: u64, task: &str, args: Value, opts: &QueueOptions) -> From
             Some(RunAt::In(d)) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             _ => None,
         },
+        unique_key: opts.unique_key.clone(),
+        unique_for_ms: opts
+            .unique_for
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     })
 }
 

@@ -107,6 +107,10 @@ pub struct ManagerSection {
     /// once; past it such a submit is denied "schedule full". Default
     /// 100,000.
     pub scheduled_max: Option<usize>,
+    /// Most unique-task keys (`submit --unique-key`) held at once; past it
+    /// a submit with a new key is denied "unique keys full". Default
+    /// 100,000.
+    pub unique_max: Option<usize>,
     /// How long past a task's timeout the manager waits for the worker's
     /// answer before answering the client itself. Default 2 s.
     pub timeout_grace: Option<Dur>,

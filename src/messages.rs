@@ -114,6 +114,9 @@ pub struct SubmitOptions {
     /// the manager's clock: it waits in the manager's scheduled set until
     /// then. A time now or past runs it now.
     pub due_ms: Option<u64>,
+    /// A unique task: its key, and how long the key holds after the task
+    /// is answered (see `actors::manager::unique`).
+    pub unique: Option<(String, Duration)>,
 }
 
 /// The answer to a [`SubmitTask`] the manager accepted.

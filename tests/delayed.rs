@@ -87,6 +87,7 @@ async fn submit(
             detach: false,
             opts: SubmitOptions {
                 due_ms: in_ms.map(|ms| now_ms() + ms),
+                ..Default::default()
             },
         }),
     )
@@ -349,6 +350,7 @@ async fn a_past_due_time_runs_now_and_one_too_far_ahead_is_refused() {
             detach: false,
             opts: SubmitOptions {
                 due_ms: Some(now_ms() - 60_000),
+                ..Default::default()
             },
         }),
     )

@@ -1141,6 +1141,8 @@ fn valid_seeds(out: &mut Seeds) {
             want_id: false,
             due_ms: None,
             delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }),
     );
     add(
@@ -1161,6 +1163,8 @@ fn valid_seeds(out: &mut Seeds) {
             want_id: false,
             due_ms: None,
             delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }),
     );
     add(
@@ -1178,6 +1182,8 @@ fn valid_seeds(out: &mut Seeds) {
             want_id: true,
             due_ms: None,
             delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }),
     );
     add(
@@ -1195,6 +1201,8 @@ fn valid_seeds(out: &mut Seeds) {
             want_id: false,
             due_ms: Some(1_798_135_200_000),
             delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }),
     );
     add(out, "cancel", FromClient::Cancel { id: 7 });
@@ -1220,6 +1228,8 @@ fn valid_seeds(out: &mut Seeds) {
             want_id: false,
             due_ms: None,
             delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }),
     );
     add(

@@ -515,6 +515,8 @@ fn protocol_md_matches_the_code() {
         want_id: false,
         due_ms: None,
         delay_ms: None,
+        unique_key: None,
+        unique_for_ms: None,
     });
     let bytes = encoded(&submit);
     assert_eq!(bytes.len(), 74);
@@ -579,6 +581,8 @@ fn protocol_md_matches_the_code() {
             want_id: false,
             due_ms: None,
             delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         })
     );
     // {"ping": {"id": 3, "extra": [1, 2]}}: unknown fields are ignored.

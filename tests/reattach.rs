@@ -95,6 +95,8 @@ impl RawClient {
             want_id,
             due_ms: None,
             delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }))
         .await;
         let (mut task, mut outcome) = (None, None);

@@ -100,7 +100,7 @@ pub async fn map(a: MapArgs, config: &Config) -> Result<(), Failure> {
         attempts: a.attempts.unwrap_or(0),
         retries: a.retries,
         retry: Some(true),
-        run_at: None,
+        ..QueueOptions::default()
     };
     let window = match a.concurrency {
         Some(n) => u64::from(n),

@@ -121,6 +121,7 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .manager
             .scheduled_max
             .unwrap_or(defaults.scheduled_max),
+        unique_max: config.manager.unique_max.unwrap_or(defaults.unique_max),
         result_max_bytes: config
             .manager
             .result_max_bytes

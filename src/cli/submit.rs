@@ -75,6 +75,15 @@ pub struct TaskOptArgs {
     /// At most 365 days ahead.
     #[arg(long, value_name = "TIME", value_parser = parse_at)]
     pub at: Option<std::time::SystemTime>,
+    /// A unique task: while a task submitted with this key is scheduled,
+    /// queued or running, the manager answers with that task's id (with
+    /// --detach) or result instead of running another. 1 to 256 bytes.
+    #[arg(long, value_name = "KEY")]
+    pub unique_key: Option<String>,
+    /// With --unique-key: the key also holds this long after the task
+    /// finished (e.g. 10m; at most 30 days).
+    #[arg(long, value_name = "DUR", value_parser = parse_delay, requires = "unique_key")]
+    pub unique_for: Option<Duration>,
 }
 
 /// `--in`: a human duration, such as 90s or 2h30m.
@@ -147,6 +156,8 @@ async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Re
             (None, Some(t)) => Some(RunAt::At(t)),
             (None, None) => None,
         },
+        unique_key: o.unique_key.clone(),
+        unique_for: o.unique_for,
     };
     let limit = o
         .retry_for

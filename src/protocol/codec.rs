@@ -378,6 +378,8 @@ mod tests {
             want_id: false,
             due_ms: None,
             delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         })
     }
 

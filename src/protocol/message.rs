@@ -406,6 +406,17 @@ pub struct Submit {
     /// and `delay_ms` may be given. Not sent when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
+    /// A unique task: while a task submitted with this key is scheduled,
+    /// queued or running (or answered less than its `unique_for_ms` ago),
+    /// this submit is answered with that task's id instead of making a new
+    /// one. 1 to 256 bytes. Not sent when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
+    /// With `unique_key`: how long the key keeps holding after the task is
+    /// answered, in milliseconds, at most 30 days; absent: not after it is
+    /// answered. Not sent when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_for_ms: Option<u64>,
 }
 
 /// Where a task named by its id is, in a `result` message.

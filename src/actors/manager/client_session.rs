@@ -82,6 +82,9 @@ impl ClientSession {
         if s.due_ms.is_some() && s.delay_ms.is_some() {
             return Some("give at most one of due_ms and delay_ms".to_string());
         }
+        if let Some(error) = super::unique::unfit(s.unique_key.as_deref(), s.unique_for_ms) {
+            return Some(error);
+        }
         if value_depth(&s.args) > MAX_VALUE_DEPTH {
             return Some(format!(
                 "arguments nested deeper than {MAX_VALUE_DEPTH} levels are not accepted"
@@ -128,7 +131,12 @@ impl ClientSession {
             spec,
             reply_to: ctx.address().recipient(),
             detach,
-            opts: SubmitOptions { due_ms },
+            opts: SubmitOptions {
+                due_ms,
+                unique: s
+                    .unique_key
+                    .map(|k| (k, Duration::from_millis(s.unique_for_ms.unwrap_or(0)))),
+            },
         };
         let request = conn.role.manager.send(msg);
         conn.ask(request, move |res, conn, ctx| {

@@ -40,6 +40,7 @@ pub mod scheduler;
 pub mod store;
 mod tasks;
 pub mod turns;
+pub mod unique;
 pub mod worker_link;
 
 pub use client_session::ClientSession;
@@ -118,6 +119,9 @@ pub struct ManagerSettings {
     /// past it such a submit is denied [`schedule::SCHEDULE_FULL`].
     /// Default 100,000.
     pub scheduled_max: usize,
+    /// Most unique-task keys held at once ([`unique`]); past it a submit
+    /// with a new key is denied [`unique::UNIQUE_FULL`]. Default 100,000.
+    pub unique_max: usize,
     /// With a task store: how long after a restart a worker has to claim
     /// a recovered running task before it is requeued (or failed). Default
     /// the peer liveness window, 15 s.
@@ -150,6 +154,7 @@ impl Default for ManagerSettings {
             retry_jitter: retry::uniform_jitter,
             dead_max: 1000,
             scheduled_max: schedule::SCHEDULED_MAX,
+            unique_max: unique::UNIQUE_MAX,
             recovery_grace: crate::protocol::DEFAULT_HEARTBEAT * crate::protocol::SILENT_INTERVALS,
             store_backlog: journal::STORE_BACKLOG,
             provider_grace: None,
@@ -217,6 +222,9 @@ struct Pending {
     /// When it was scheduled to run, in milliseconds since the Unix epoch
     /// (`submit` with a due time; see [`schedule`]); kept once it is due.
     due_ms: Option<u64>,
+    /// Its unique key and how long the key holds after it is answered
+    /// ([`unique`]).
+    unique: Option<(String, Duration)>,
 }
 
 impl Pending {
@@ -281,6 +289,8 @@ pub struct Manager {
     retry_timer: RetryTimer,
     /// The timer of the scheduled tasks.
     schedule_timer: schedule::ScheduleTimer,
+    /// The keys of unique tasks.
+    uniques: unique::Uniques,
     /// Tasks waiting for a provider of their kind.
     awaiting: Awaiting,
     /// Tasks that failed after using their retries.
@@ -332,6 +342,7 @@ impl Manager {
             settings.result_max_bytes,
         );
         let dead = DeadStore::new(settings.dead_max);
+        let uniques = unique::Uniques::new(settings.unique_max);
         let grace = settings.provider_grace.unwrap_or(if durable {
             awaiting::PROVIDER_GRACE_STORED
         } else {
@@ -358,6 +369,7 @@ impl Manager {
             waiting: 0,
             retry_timer: RetryTimer::default(),
             schedule_timer: schedule::ScheduleTimer::default(),
+            uniques,
             awaiting: Awaiting::new(grace, awaiting::MAX_WINDOWS),
             dead,
             journal,
@@ -432,6 +444,9 @@ impl Manager {
     }
 
     fn reply(&mut self, task: Pending, outcome: TaskOutcome) {
+        if let Some((key, _)) = &task.unique {
+            self.uniques.finished(key, task.id, Instant::now());
+        }
         let ok = matches!(outcome, TaskOutcome::Done(_));
         let sched = &self.sched;
         self.metrics
@@ -1049,6 +1064,10 @@ impl Actor for Manager {
         ctx.run_interval(sweep, |act, _| {
             act.results.expire(Instant::now());
             act.forget_gone();
+            let (tasks, journal) = (&act.tasks, &act.journal);
+            act.uniques.sweep(Instant::now(), |id| {
+                tasks.get(id).is_some() || journal.holds(id)
+            });
         });
         self.recover(ctx);
     }
@@ -1058,7 +1077,16 @@ impl Handler<SubmitTask> for Manager {
     type Result = SubmitAnswer;
 
     fn handle(&mut self, msg: SubmitTask, ctx: &mut Self::Context) -> Self::Result {
+        let unique = msg.opts.unique.clone();
+        if let Some((key, _)) = &unique {
+            if let Some(answer) = self.duplicate(key, &msg) {
+                return SubmitAnswer::Now(answer);
+            }
+        }
         let result = self.submit(msg, ctx);
+        if let (Ok(id), Some((key, keep))) = (&result, unique) {
+            self.uniques.insert(key, *id, keep);
+        }
         self.metrics.submitted(&result);
         // In durable mode an acceptance is sent once it is committed.
         match self.journal.accept_reply() {
@@ -1131,6 +1159,7 @@ impl Manager {
             retried: 0,
             attempt_base: 0,
             due_ms: wait.and(msg.opts.due_ms),
+            unique: msg.opts.unique,
         };
         if let Some(wait) = wait {
             return self.schedule(task, wait, ctx);

@@ -75,6 +75,12 @@ impl Manager {
                 expired.push(id);
                 continue;
             };
+            if let Some((key, until_ms)) = r.unique {
+                let left = Duration::from_millis(until_ms.saturating_sub(wall));
+                if !left.is_zero() {
+                    self.uniques.recovered_window(key, id, now, left);
+                }
+            }
             let outcome = match r.outcome {
                 StoredOutcome::Done(v) => TaskOutcome::Done(v),
                 StoredOutcome::Failed(e) => TaskOutcome::Failed(e),
@@ -110,7 +116,13 @@ impl Manager {
                 retried: r.retried,
                 attempt_base: r.attempt_base,
                 due_ms: r.due_ms,
+                unique: r
+                    .unique_key
+                    .map(|k| (k, Duration::from_millis(r.unique_for_ms))),
             };
+            if let Some((key, keep)) = &task.unique {
+                self.uniques.insert(key.clone(), id, *keep);
+            }
             kinds.insert(task.spec.name.clone());
             match start {
                 Some(s) => {

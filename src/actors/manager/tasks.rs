@@ -387,6 +387,7 @@ mod tests {
             retried: 0,
             attempt_base: 0,
             due_ms: None,
+            unique: None,
         }
     }
 
