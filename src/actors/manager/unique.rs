@@ -18,7 +18,9 @@
 //! Bound: at most `unique_max` keys. A full map is swept of expired and
 //! stale entries; if it is still full, a submit with a new key is denied
 //! [`UNIQUE_FULL`] with a `retry_after` of the time until the first
-//! finished entry expires (1 s if none has finished). With a task store the
+//! finished entry expires, 10 ms to 1 s (1 s if none has finished), and the
+//! map is not swept again before then (a sweep is a pass over every key).
+//! With a task store the
 //! key is in the task's record, so live keys survive a restart; the window
 //! after finishing survives for detached tasks (it is in their kept
 //! result's record).
@@ -89,6 +91,9 @@ pub(super) enum Found {
 pub(super) struct Uniques {
     keys: HashMap<String, Entry>,
     max: usize,
+    /// After a sweep that left the map full: no new sweep before this
+    /// (each costs a pass over the keys).
+    full_until: Option<Instant>,
 }
 
 impl Uniques {
@@ -97,6 +102,7 @@ impl Uniques {
         Uniques {
             keys: HashMap::new(),
             max,
+            full_until: None,
         }
     }
 
@@ -131,6 +137,9 @@ impl Uniques {
         if self.keys.len() < self.max {
             return Ok(());
         }
+        if let Some(until) = self.full_until.filter(|&t| now < t) {
+            return Err(until - now);
+        }
         self.sweep(now, live);
         if self.keys.len() < self.max {
             return Ok(());
@@ -142,8 +151,11 @@ impl Uniques {
                 e.finished
                     .map(|at| (at + e.keep).saturating_duration_since(now))
             })
-            .min();
-        Err(soonest.unwrap_or(Duration::from_secs(1)))
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        self.full_until = Some(now + soonest);
+        Err(soonest)
     }
 
     /// Task `task` now holds `key`, for `keep` after it is answered.
@@ -347,8 +359,14 @@ mod tests {
         assert_eq!(u.room(now, |_| true), Err(Duration::from_secs(1)));
         u.finished("a", 1, now);
         assert_eq!(
-            u.room(now + Duration::from_secs(2), |_| true),
-            Err(Duration::from_secs(3))
+            u.room(now + Duration::from_millis(400), |_| true),
+            Err(Duration::from_millis(600)),
+            "not swept again within the second"
+        );
+        assert_eq!(
+            u.room(now + Duration::from_millis(4500), |_| true),
+            Err(Duration::from_millis(500)),
+            "swept again: a's window ends in 0.5 s"
         );
         assert_eq!(u.room(now + Duration::from_secs(5), |_| true), Ok(()));
     }
