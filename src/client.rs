@@ -38,12 +38,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedWrite;
 
+use crate::messages::{DeadDone, DeadSelect};
 use crate::protocol::handshake::{self, HandshakeSettings, Refusal};
 use crate::protocol::{
     value_depth, ClusterStatus, FromClient, Liveness, Outcome, Priority, Role, Submit, TaskState,
     Tick, ToClient, Value, WireError, MAX_OPEN_REQUESTS, MAX_VALUE_DEPTH,
 };
-pub use crate::protocol::{CancelState, DeadList, DeadTask};
+pub use crate::protocol::{CancelState, DeadList, DeadTask, ScheduleInfo};
 
 /// How a client reaches its manager.
 #[derive(Debug, Clone)]
@@ -718,12 +719,61 @@ impl Client {
         }
     }
 
+    /// Queues the dead-list entries `select` names again, as new detached
+    /// tasks (oldest first, at most 1000 per call): the new ids, and how
+    /// many selected entries are still listed, with why.
+    pub async fn dead_retry(&self, select: DeadSelect) -> Result<DeadDone, ClientError> {
+        let DeadSelect { task_id, task } = select;
+        let answer = self
+            .call(|id| FromClient::DeadRetry { id, task_id, task })
+            .await?;
+        dead_done(answer)
+    }
+
+    /// Removes the dead-list entries `select` names.
+    pub async fn dead_purge(&self, select: DeadSelect) -> Result<DeadDone, ClientError> {
+        let DeadSelect { task_id, task } = select;
+        let answer = self
+            .call(|id| FromClient::DeadPurge { id, task_id, task })
+            .await?;
+        dead_done(answer)
+    }
+
+    /// The manager's periodic tasks (`[[schedule]]`), in config order, as
+    /// many as fit a frame, and how many it has in all.
+    pub async fn schedules(&self) -> Result<(Vec<ScheduleInfo>, u64), ClientError> {
+        match self.call(|id| FromClient::SchedulesRequest { id }).await? {
+            ToClient::Schedules { list, total, .. } => Ok((list, total)),
+            other => Err(unexpected("schedules", &other)),
+        }
+    }
+
     /// Asks the manager for its status report.
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
         match self.call(|id| FromClient::StatusRequest { id }).await? {
             ToClient::Status { status, .. } => Ok(status),
             other => Err(unexpected("status", &other)),
         }
+    }
+}
+
+fn dead_done(answer: ToClient) -> Result<DeadDone, ClientError> {
+    match answer {
+        ToClient::DeadDone {
+            retried,
+            purged,
+            left,
+            reason,
+            denied,
+            ..
+        } => Ok(DeadDone {
+            retried,
+            purged,
+            left,
+            reason,
+            denied,
+        }),
+        other => Err(unexpected("dead_done", &other)),
     }
 }
 

@@ -43,6 +43,19 @@
 //!
 //! [eval]                           # limits on eval scripts (see `task::eval`)
 //! max_time = "5s"
+//!
+//! [limits.report]                  # limits per task name
+//! max_running = 2                  # at most 2 slots run it at once
+//! max_queued = 100                 # at most 100 wait in the queue
+//! rate = "20/s"                    # submits past it: denied "rate limited"
+//!
+//! [[schedule]]                     # a periodic task the manager submits
+//! name = "cleanup"
+//! task = "sleep"
+//! args = 100
+//! every = "10m"                    # or: cron = "0 3 * * *", timezone = "Europe/Berlin"
+//! overlap = "skip"                 # not while the last one is queued or running
+//! catch_up = "one"                 # one run after downtime over a due time (or "none")
 //! ```
 
 use std::collections::BTreeMap;
@@ -209,6 +222,44 @@ pub struct Config {
     pub tasks: BTreeMap<String, CommandTask>,
     /// `[eval]`: limits on eval scripts, for workers that allow eval.
     pub eval: EvalLimits,
+    /// `[[schedule]]`: periodic tasks the manager submits (see
+    /// [`crate::actors::manager::periodic`]).
+    pub schedule: Vec<ScheduleEntry>,
+    /// `[limits.NAME]`: limits per task name (see
+    /// [`crate::actors::manager::limits`]).
+    pub limits: BTreeMap<String, crate::actors::manager::limits::LimitEntry>,
+}
+
+/// One `[[schedule]]` entry as written; [`crate::actors::manager::periodic::PeriodicSpec::from_entry`]
+/// checks it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleEntry {
+    /// Its name in logs and `argon schedules` [default: the task's name].
+    pub name: Option<String>,
+    /// The task to submit.
+    pub task: String,
+    /// Its arguments [default: none (nil)].
+    pub args: Option<serde_json::Value>,
+    /// `high`, `normal` or `low` [default: normal].
+    pub priority: Option<crate::protocol::Priority>,
+    /// Submit it at this interval, e.g. `"30s"`.
+    pub every: Option<Dur>,
+    /// Or at the times of this cron expression: five fields (minute hour
+    /// day-of-month month day-of-week), or six with seconds first.
+    pub cron: Option<String>,
+    /// The time zone `cron` is read in, e.g. `"Europe/Berlin"` [default: UTC].
+    pub timezone: Option<String>,
+    /// `skip` (the default): not while the previous run is queued or
+    /// running; `allow`: regardless.
+    pub overlap: Option<String>,
+    /// After the manager was down over a due time: `one` run at once (the
+    /// default), or `none`. Needs `--persist` to know it was down.
+    pub catch_up: Option<String>,
+    /// Deadline of each run.
+    pub timeout: Option<Dur>,
+    /// Retries of each run after a failure [default: the manager's].
+    pub retries: Option<u32>,
 }
 
 /// A configuration file that could not be used.
@@ -359,6 +410,8 @@ impl Config {
         for (name, task) in &self.tasks {
             task.validate(name)?;
         }
+        crate::actors::manager::periodic::check_entries(&self.schedule)?;
+        crate::actors::manager::limits::check_limits(&self.limits)?;
         self.eval.validate()?;
         Ok(())
     }

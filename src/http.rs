@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::Addr;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use nix::sys::socket::{listen, Backlog};
 
 use crate::actors::manager::metrics::GetMetrics;
 use crate::actors::manager::overview::GetOverview;
@@ -23,7 +24,7 @@ use crate::actors::Manager;
 pub const MAX_HTTP_CONNECTIONS: usize = 64;
 
 /// Most connections waiting in the HTTP listener's backlog.
-pub const HTTP_BACKLOG: u32 = 64;
+pub const HTTP_BACKLOG: i32 = 64;
 
 /// A client that has not sent its request head by then is dropped (408).
 pub const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,10 +41,45 @@ struct State {
     token: Option<Vec<u8>>,
 }
 
-/// Starts the HTTP side on `bind` and returns the address it listens on.
-/// `token`, if given, is required as a bearer token on every path but
-/// `/healthz`. Binding beyond loopback without a token logs a warning.
-pub fn start(bind: &str, manager: Addr<Manager>, token: Option<String>) -> io::Result<SocketAddr> {
+/// Why the HTTP side cannot listen where it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The address is not `HOST:PORT` (or the host does not resolve).
+    #[error("--http takes HOST:PORT, such as 127.0.0.1:9100 (got {0:?}): {1}")]
+    Address(String, io::Error),
+    /// The system refused it: the port is taken, or not ours to use.
+    #[error("cannot serve HTTP on {0}: {1}")]
+    Refused(String, io::Error),
+}
+
+/// Binds the HTTP side's listener on `bind` (`HOST:PORT`), so that a bad
+/// address or a taken port is told before the manager starts.
+pub fn bind(bind: &str) -> Result<std::net::TcpListener, BindError> {
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(bind)
+        .map_err(|e| BindError::Address(bind.to_string(), e))?
+        .collect();
+    if addrs.is_empty() {
+        let none = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+        return Err(BindError::Address(bind.to_string(), none));
+    }
+    let refused = |e: io::Error| BindError::Refused(bind.to_string(), e);
+    let listener = std::net::TcpListener::bind(&addrs[..]).map_err(refused)?;
+    Backlog::new(HTTP_BACKLOG)
+        .and_then(|backlog| listen(&listener, backlog))
+        .map_err(|e| refused(e.into()))?;
+    listener.set_nonblocking(true).map_err(refused)?;
+    Ok(listener)
+}
+
+/// Starts the HTTP side on `listener` (from [`bind`]) and returns the
+/// address it listens on. `token`, if given, is required as a bearer token
+/// on every path but `/healthz`. Listening beyond loopback without a token
+/// logs a warning.
+pub fn start(
+    listener: std::net::TcpListener,
+    manager: Addr<Manager>,
+    token: Option<String>,
+) -> io::Result<SocketAddr> {
     let state = web::Data::new(State {
         manager,
         token: token.map(String::into_bytes),
@@ -61,10 +97,9 @@ pub fn start(bind: &str, manager: Addr<Manager>, token: Option<String>) -> io::R
     .workers(1)
     .disable_signals()
     .max_connections(MAX_HTTP_CONNECTIONS)
-    .backlog(HTTP_BACKLOG)
     .client_request_timeout(HTTP_REQUEST_TIMEOUT)
     .shutdown_timeout(1)
-    .bind(bind)?;
+    .listen(listener)?;
     let addr = server
         .addrs()
         .first()

@@ -19,6 +19,9 @@ use crate::protocol::{HandshakeSettings, MasterKey, DEFAULT_MAX_FRAME};
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code: the task failed, or a server could not run.
 pub const EXIT_FAILED: i32 = 1;
+/// Exit code: the system refused what a server needs to run (the `EX_OSERR`
+/// of sysexits.h): a port to listen on is taken or not ours to use.
+pub const EXIT_OS: i32 = 71;
 /// Exit code: a server's configuration cannot be used as it stands (the
 /// `EX_CONFIG` of sysexits.h), e.g. a task store that is corrupt or held by
 /// another manager.
@@ -175,5 +178,14 @@ pub fn exit_code(result: Result<(), Failure>) -> std::process::ExitCode {
             let _ = writeln!(std::io::stderr(), "argon: {}", f.message);
             std::process::ExitCode::from(u8::try_from(f.code).unwrap_or(1))
         }
+    }
+}
+
+/// Tells systemd what a service is doing (`Type=notify` units: it sets
+/// `NOTIFY_SOCKET`); outside systemd it does nothing. A message that cannot
+/// be sent is logged, never fatal.
+pub fn notify_service_manager(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        log::warn!("cannot tell systemd the service's state: {e}");
     }
 }

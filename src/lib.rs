@@ -45,6 +45,8 @@ pub mod messages;
 pub mod outgoing;
 #[cfg(not(feature = "http"))]
 mod plain_metrics;
+#[cfg(feature = "http")]
+pub mod process_metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod task;

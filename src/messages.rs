@@ -259,6 +259,60 @@ pub struct GetDeadList {
     pub max_bytes: usize,
 }
 
+/// Which dead-list entries a [`RetryDead`] or [`PurgeDead`] is about: the
+/// one of `task_id`, or all (of task name `task`, if given).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeadSelect {
+    /// One entry, by its task's id.
+    pub task_id: Option<u64>,
+    /// Only entries of this task name.
+    pub task: Option<String>,
+}
+
+/// What a [`RetryDead`] or [`PurgeDead`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeadDone {
+    /// Entries queued again: (the dead task's id, the new task's id).
+    pub retried: Vec<(TaskId, TaskId)>,
+    /// Entries removed by a purge.
+    pub purged: u64,
+    /// Entries selected that are still listed.
+    pub left: u64,
+    /// Why the first of those was not queued again.
+    pub reason: Option<String>,
+    /// Whether that was a deny: the same request may succeed later.
+    pub denied: bool,
+}
+
+/// Client session → Manager: queue the selected dead-list entries again
+/// as new detached tasks, oldest first, up to `limit`; each leaves the list
+/// once its new task is accepted (committed, with a task store). The answer
+/// comes once those acceptances are committed.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "DeadDone")]
+pub struct RetryDead {
+    /// The asking session (for the queue's turns).
+    pub session: SessionId,
+    /// Which entries.
+    pub select: DeadSelect,
+    /// Most entries queued again by this request.
+    pub limit: usize,
+}
+
+/// Client session → Manager: remove the selected dead-list entries.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "DeadDone")]
+pub struct PurgeDead {
+    /// Which entries.
+    pub select: DeadSelect,
+}
+
+/// Anyone → Manager: the periodic tasks (`[[schedule]]`) and where each
+/// stands, in config order.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<crate::protocol::ScheduleInfo>")]
+pub struct GetSchedules;
+
 /// Client connection → Manager: the client is gone; drop its queued tasks
 /// and cancel its running ones, but for detached ones.
 #[derive(Message)]

@@ -414,7 +414,7 @@ fn short_key_warns_and_busy_port_fails() {
     let out = argon(["manager", "--host", "127.0.0.1", "--port", &port, "--key"])
         .arg(&key)
         .run();
-    assert_eq!(out.code, Some(1), "{out}");
+    assert_eq!(out.code, Some(71), "{out}");
     assert!(out.stderr.contains("cannot listen on"), "{out}");
     assert_eq!(out.stdout, "", "no startup line without a listener: {out}");
 }
@@ -867,4 +867,35 @@ fn malformed_manager_address_is_bad_usage() {
             assert!(out.stderr.contains("invalid manager address"), "{out}");
         }
     }
+}
+
+/// Under systemd (`Type=notify`) the manager says `READY=1` once it
+/// listens, and `STOPPING=1` when a signal starts its drain.
+#[test]
+fn the_manager_tells_systemd_when_it_listens_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(STARTUP))
+        .expect("read timeout");
+    let mut mgr = argon(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
+        .arg(&key)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .spawn();
+    let mut buf = [0u8; 256];
+    let n = socket
+        .recv(&mut buf)
+        .expect("a notification within the startup bound");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    let line = mgr.next_line(STARTUP).expect("startup line");
+    let addr = parse_listening(&line).expect("listening line");
+    connect(&addr);
+
+    mgr.signal(libc::SIGTERM);
+    let n = socket.recv(&mut buf).expect("a notification when it stops");
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    assert!(mgr.wait_within(STARTUP).is_some_and(|s| s.success()));
 }

@@ -43,8 +43,8 @@ use argon::protocol::handshake::{HandshakeSettings, HELLO_LEN, HELLO_MAGIC};
 use argon::protocol::{
     Assign, AuthFrame, CancelState, ClusterStatus, DeadList, DeadTask, FinishedRun, FrameReader,
     FrameWriter, FromClient, FromWorker, MasterKey, Outcome, Priority, QueuedByPriority, Register,
-    Role, RunningRun, Submit, TaskState, ToClient, ToWorker, Value, WireError, WireMessage,
-    WorkerStatus, ALL_NAMES, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Role, RunningRun, ScheduleInfo, Submit, TaskState, ToClient, ToWorker, Value, WireError,
+    WireMessage, WorkerStatus, ALL_NAMES, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use argon::runtime::{start_manager, ManagerHandle};
 use bytes::{BufMut, BytesMut};
@@ -1215,6 +1215,29 @@ fn valid_seeds(out: &mut Seeds) {
     );
     add(
         out,
+        "dead_retry",
+        FromClient::DeadRetry {
+            id: 9,
+            task_id: Some(1 << 61),
+            task: None,
+        },
+    );
+    add(
+        out,
+        "schedules_request",
+        FromClient::SchedulesRequest { id: 11 },
+    );
+    add(
+        out,
+        "dead_purge",
+        FromClient::DeadPurge {
+            id: 10,
+            task_id: None,
+            task: Some("echo".into()),
+        },
+    );
+    add(
+        out,
         "submit-retries",
         FromClient::Submit(Submit {
             id: 8,
@@ -1326,6 +1349,7 @@ fn valid_seeds(out: &mut Seeds) {
         ToClient::Status {
             id: 3,
             status: ClusterStatus {
+                limits: vec![],
                 workers: 1,
                 capacity: 4,
                 in_flight: 2,
@@ -1378,6 +1402,38 @@ fn valid_seeds(out: &mut Seeds) {
                 truncated: true,
                 evicted: 2,
             },
+        },
+    );
+    add(
+        out,
+        "schedules",
+        ToClient::Schedules {
+            id: 11,
+            list: vec![ScheduleInfo {
+                name: "tick".into(),
+                task: "echo".into(),
+                cadence: "every 30s".into(),
+                overlap: "skip".into(),
+                next_ms: Some(1_700_000_030_000),
+                last_ms: Some(1_700_000_000_000),
+                last_task_id: Some(1 << 61),
+                note: Some("started task 2305843009213693952".into()),
+                started: 1,
+                skipped: 0,
+            }],
+            total: 1,
+        },
+    );
+    add(
+        out,
+        "dead_done",
+        ToClient::DeadDone {
+            id: 9,
+            retried: vec![(1 << 61, (1 << 61) + 1)],
+            purged: 0,
+            left: 1,
+            reason: Some("task 7: queue full".into()),
+            denied: true,
         },
     );
     add(out, "heartbeat", ToClient::Heartbeat {});

@@ -154,6 +154,34 @@ fn metrics_count_what_clients_did() {
     assert_eq!(sample(&m, "argon_workers"), 1.0);
     assert!(sample(&m, "argon_clients") >= 0.0);
     assert!(sample(&m, "argon_predicted_wait_seconds") > 0.0);
+    let failed = mgr.client_cmd("failed", ["--json"]).run();
+    let dead: serde_json::Value = serde_json::from_str(&failed.stdout).expect("failed --json");
+    assert_eq!(
+        sample(&m, "argon_dead_tasks"),
+        dead["total"].as_f64().expect("total"),
+        "{failed:?}"
+    );
+    let build = format!(
+        r#"argon_build_info{{version="{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&m, &build), 1.0, "{text}");
+    assert!(sample(&m, "process_resident_memory_bytes") > 1_000_000.0);
+    assert!(sample(&m, "process_cpu_seconds_total") > 0.0);
+    let (open, max) = (
+        sample(&m, "process_open_fds"),
+        sample(&m, "process_max_fds"),
+    );
+    assert!(open >= 3.0 && open < max, "{open} of {max}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = sample(&m, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "{started} vs {now}"
+    );
     assert!(
         !text.contains(r#""a""#) && !text.contains("not a number"),
         "task arguments or results leaked:\n{text}"
@@ -205,6 +233,32 @@ fn an_empty_token_file_is_bad_usage() {
         .limit(Duration::from_secs(10))
         .run();
     assert_eq!(out.code, Some(2), "{out:?}");
+}
+
+/// A taken HTTP port or a malformed `--http` is one line and an exit code
+/// before the manager says it listens: 71 for a port the system refuses, 2
+/// for an address that is not `HOST:PORT`.
+#[test]
+fn an_http_address_that_cannot_be_used_stops_the_start() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().unwrap().to_string();
+    for (http, code, says) in [
+        (busy.as_str(), 71, "cannot serve HTTP on"),
+        ("9100", 2, "--http takes HOST:PORT"),
+    ] {
+        let out = common::argon(["manager", "--port", "0", "--http", http, "--key"])
+            .arg(&key)
+            .limit(Duration::from_secs(10))
+            .run();
+        assert_eq!(out.code, Some(code), "{out:?}");
+        assert_eq!(out.stdout, "", "no startup line: {out:?}");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {out:?}");
+        assert!(lines[0].contains(says), "{out:?}");
+        assert!(!out.stderr.contains("panic"), "{out:?}");
+    }
 }
 
 #[test]

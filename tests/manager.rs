@@ -2296,3 +2296,297 @@ async fn big_tasks_wait_in_the_queue_while_the_workers_link_is_full() {
     assert_eq!(rest.len(), 2, "the held tasks go once there is room");
     assert_eq!(status(&mgr).await.queued, 0);
 }
+
+/// Dead tasks queued again (`RetryDead`) are new detached tasks admitted
+/// like submits: the first starts on the idle slot, the next fills the
+/// queue, the third is denied and stays listed; a purge empties the list.
+#[actix::test]
+async fn dead_tasks_are_queued_again_as_far_as_the_queue_takes_them() {
+    tokio::time::pause();
+    let mgr = Manager::new(ManagerSettings {
+        queue_factor: 1,
+        retry_base: Duration::from_millis(10),
+        retry_max: Duration::from_millis(10),
+        retry_jitter: |d| d,
+        ..ManagerSettings::default()
+    })
+    .start();
+    let (worker, mut link) = register(&mgr, 1, &["t"]).await;
+    let mut session = Session::start();
+    let mut dead = Vec::new();
+    for request in 1..=3 {
+        let spec = TaskSpec {
+            retries: Some(1),
+            ..TaskSpec::new("t", Value::from(request))
+        };
+        dead.push(accept(&mgr, 1, &session, request, spec).await);
+        for _ in 0..2 {
+            let runs = assigned(&mut link).await;
+            assert_eq!(runs.len(), 1, "one run at a time: {runs:?}");
+            report(&mgr, worker, runs[0], TaskOutcome::Failed("boom".into())).await;
+            tokio::time::advance(Duration::from_millis(20)).await;
+        }
+        let got = replies(&mut session).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(failure(&got[0].1), "boom");
+    }
+    let list = |mgr: &Addr<Manager>| {
+        let ask = mgr.send(GetDeadList {
+            limit: 100,
+            max_bytes: 1 << 20,
+        });
+        async move {
+            let mut ids: Vec<TaskId> = within("the dead list", ask)
+                .await
+                .expect("manager alive")
+                .tasks
+                .iter()
+                .map(|t| t.task_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(list(&mgr).await, dead);
+
+    let done = within(
+        "a retry of the dead list",
+        mgr.send(RetryDead {
+            session: 2,
+            select: DeadSelect::default(),
+            limit: 1000,
+        }),
+    )
+    .await
+    .expect("manager alive");
+    let retried: Vec<TaskId> = done.retried.iter().map(|(old, _)| *old).collect();
+    assert_eq!(retried, dead[..2], "oldest first: {done:?}");
+    assert!(done.retried.iter().all(|(old, new)| new > old));
+    assert_eq!(done.left, 1, "{done:?}");
+    assert!(done.denied, "{done:?}");
+    assert!(
+        done.reason.as_deref().unwrap_or("").contains("queue full"),
+        "{done:?}"
+    );
+    assert_eq!(list(&mgr).await, dead[2..]);
+    let s = status(&mgr).await;
+    assert_eq!((s.in_flight, s.queued), (1, 1), "{s:?}");
+    let runs = assigned(&mut link).await;
+    assert_eq!(runs.len(), 1, "the first retried task started: {runs:?}");
+
+    let done = within(
+        "a purge by name",
+        mgr.send(PurgeDead {
+            select: DeadSelect {
+                task_id: None,
+                task: Some("other".into()),
+            },
+        }),
+    )
+    .await
+    .expect("manager alive");
+    assert_eq!(done.purged, 0);
+    let done = within(
+        "a purge",
+        mgr.send(PurgeDead {
+            select: DeadSelect::default(),
+        }),
+    )
+    .await
+    .expect("manager alive");
+    assert_eq!(done.purged, 1);
+    assert!(list(&mgr).await.is_empty());
+}
+
+/// A periodic task every second whose runs take 2.5 s, with the default
+/// overlap policy (skip while the last is held): runs start every 3 s,
+/// never two at once, and `GetSchedules` counts the skipped due times.
+#[actix::test]
+async fn a_periodic_task_skips_while_its_last_run_is_held() {
+    use argon::actors::manager::periodic::PeriodicSpec;
+    use argon::config::ScheduleEntry;
+    use argon::duration::Dur;
+
+    tokio::time::pause();
+    let entry = ScheduleEntry {
+        name: Some("tick".into()),
+        task: "t".into(),
+        every: Some(Dur(Duration::from_secs(1))),
+        ..ScheduleEntry::default()
+    };
+    let mgr = Manager::new(ManagerSettings {
+        schedules: vec![PeriodicSpec::from_entry(&entry, 1).expect("a valid entry")],
+        ..ManagerSettings::default()
+    })
+    .start();
+    let (worker, mut link) = register(&mgr, 4, &["t"]).await;
+    let begin = tokio::time::Instant::now();
+    let mut starts = Vec::new();
+    let mut running: Option<(RunId, tokio::time::Instant)> = None;
+    // 10.2 s in steps of 100 ms: a run ends 2.5 s after it started.
+    for _ in 0..102 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let now = tokio::time::Instant::now();
+        if let Some((run, since)) = running {
+            if now - since >= Duration::from_millis(2500) {
+                finish(&mgr, worker, run).await;
+                running = None;
+            }
+        }
+        for run in assigned(&mut link).await {
+            assert!(running.is_none(), "two runs at once, at {:?}", now - begin);
+            starts.push((now - begin).as_millis() as u64);
+            running = Some((run, now));
+        }
+    }
+    assert_eq!(starts.len(), 4, "starts at {starts:?} ms");
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!((2900..=3100).contains(&gap), "starts at {starts:?} ms");
+    }
+    let list = within("the schedules", mgr.send(GetSchedules))
+        .await
+        .expect("manager alive");
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].name.as_str(), list[0].started), ("tick", 4));
+    assert_eq!(
+        list[0].skipped, 6,
+        "due at 2, 3, 5, 6, 8 and 9 s: {:?}",
+        list[0]
+    );
+}
+
+/// Limits per task name: `max_running = 1` keeps a second run of `a` in
+/// the queue while `b` takes the other slots, and starts it when the first
+/// ends; `max_queued = 1` denies a second waiting `a` like a full queue;
+/// `rate = "20/s"` denies past the token, saying when the next comes.
+#[actix::test]
+async fn per_name_limits_hold_one_name_back_and_let_others_pass() {
+    use argon::actors::manager::limits::{LimitEntry, TaskLimit, RATE_LIMITED};
+
+    tokio::time::pause();
+    let limit = |e: LimitEntry| TaskLimit::from_entry("x", &e).expect("a valid limit");
+    let limits = std::collections::HashMap::from([
+        (
+            "a".to_string(),
+            limit(LimitEntry {
+                max_running: Some(1),
+                max_queued: Some(1),
+                ..LimitEntry::default()
+            }),
+        ),
+        (
+            "r".to_string(),
+            limit(LimitEntry {
+                rate: Some("20/s".into()),
+                ..LimitEntry::default()
+            }),
+        ),
+    ]);
+    let mgr = Manager::new(ManagerSettings {
+        limits,
+        ..ManagerSettings::default()
+    })
+    .start();
+    let (worker, mut link) = register(&mgr, 4, &["a", "b", "r"]).await;
+    let session = Session::start();
+    let a1 = accept(&mgr, 1, &session, 1, spec("a", Priority::Normal)).await;
+    let a2 = accept(&mgr, 1, &session, 2, spec("a", Priority::Normal)).await;
+    match submit(&mgr, 1, &session, 3, spec("a", Priority::Normal)).await {
+        Err(Rejection::Denied { reason, .. }) => {
+            assert!(reason.starts_with("queue full for task a"), "{reason}")
+        }
+        other => panic!("a second queued `a` must be denied: {other:?}"),
+    }
+    let b1 = accept(&mgr, 1, &session, 4, spec("b", Priority::Normal)).await;
+    let b2 = accept(&mgr, 1, &session, 5, spec("b", Priority::Normal)).await;
+    let started: BTreeSet<RunId> = assigned(&mut link).await.into_iter().collect();
+    assert_eq!(
+        started,
+        BTreeSet::from([a1, b1, b2]),
+        "a2 waits, b passes it"
+    );
+    let s = status(&mgr).await;
+    let a = s.limits.iter().find(|l| l.task == "a").expect("a's status");
+    assert_eq!((a.running, a.queued, a.max_running), (1, Some(1), Some(1)));
+
+    finish(&mgr, worker, a1).await;
+    assert_eq!(
+        assigned(&mut link).await,
+        vec![a2],
+        "a2 starts once a1 ended"
+    );
+
+    let r1 = accept(&mgr, 1, &session, 6, spec("r", Priority::Normal)).await;
+    tokio::time::advance(Duration::from_millis(20)).await;
+    match submit(&mgr, 1, &session, 7, spec("r", Priority::Normal)).await {
+        Err(Rejection::Denied {
+            reason,
+            retry_after,
+        }) => {
+            assert_eq!(reason, RATE_LIMITED);
+            assert_eq!(
+                retry_after,
+                Duration::from_millis(30),
+                "the next token's time"
+            );
+        }
+        other => panic!("over the rate: {other:?}"),
+    }
+    tokio::time::advance(Duration::from_millis(30)).await;
+    let r2 = accept(&mgr, 1, &session, 8, spec("r", Priority::Normal)).await;
+    assert!(r2 > r1);
+    let s = status(&mgr).await;
+    let r = s.limits.iter().find(|l| l.task == "r").expect("r's status");
+    assert_eq!((r.rate.as_deref(), r.rate_limited), (Some("20/s"), 1));
+}
+
+/// A periodic run denied for want of capacity (no worker yet, as after a
+/// restart) is tried again after the deny's `retry_after`, before the
+/// entry's next due time, instead of being missed.
+#[actix::test]
+async fn a_denied_periodic_run_is_tried_again_before_its_next_time() {
+    use argon::actors::manager::periodic::PeriodicSpec;
+    use argon::config::ScheduleEntry;
+    use argon::duration::Dur;
+
+    tokio::time::pause();
+    let entry = ScheduleEntry {
+        task: "t".into(),
+        every: Some(Dur(Duration::from_secs(10))),
+        ..ScheduleEntry::default()
+    };
+    let mgr = Manager::new(ManagerSettings {
+        schedules: vec![PeriodicSpec::from_entry(&entry, 1).expect("a valid entry")],
+        ..ManagerSettings::default()
+    })
+    .start();
+    // The actor times its entries when it starts: let it start first.
+    status(&mgr).await;
+    let mut list = Vec::new();
+    for _ in 0..102 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        list = within("the schedules", mgr.send(GetSchedules))
+            .await
+            .expect("manager alive");
+        if list[0].note.is_some() {
+            break;
+        }
+    }
+    let note = list[0].note.clone().unwrap_or_default();
+    assert!(note.starts_with("waiting: "), "{note}");
+    assert_eq!(list[0].started, 0);
+
+    let (_worker, mut link) = register(&mgr, 1, &["t"]).await;
+    let begin = tokio::time::Instant::now();
+    let mut runs = Vec::new();
+    while runs.is_empty() && begin.elapsed() < Duration::from_secs(5) {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        runs = assigned(&mut link).await;
+    }
+    assert_eq!(runs.len(), 1, "tried again within 5 s, not at 20 s");
+    let list = within("the schedules", mgr.send(GetSchedules))
+        .await
+        .expect("manager alive");
+    assert_eq!(list[0].started, 1, "{:?}", list[0]);
+}

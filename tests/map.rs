@@ -121,3 +121,34 @@ fn failures_stay_on_their_lines_and_fail_the_run() {
         assert!(v["error"].is_string(), "{v}");
     }
 }
+
+/// A blank line is no task: ordered output keeps an empty line in its
+/// place, `--unordered` skips it, and neither counts it as a failure.
+#[test]
+fn blank_lines_are_no_tasks() {
+    let sys = System::start(1, 2, ManagerOpts::default());
+    let m = &sys.manager;
+    let input = sys.dir.write("in.jsonl", "[1]\n\n  \n\"two\"\n");
+
+    let out = m
+        .client_cmd("map", ["echo"])
+        .arg("--input")
+        .arg(&input)
+        .run();
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, "[1]\n\n\n\"two\"\n", "{out}");
+
+    let out = m
+        .client_cmd("map", ["echo", "--unordered"])
+        .arg("--input")
+        .arg(&input)
+        .run();
+    assert_eq!(out.code, Some(0), "{out}");
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [r#"{"line":1,"result":[1]}"#, r#"{"line":4,"result":"two"}"#],
+        "{out}"
+    );
+}

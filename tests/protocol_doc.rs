@@ -170,7 +170,10 @@ fn request_id(msg: &FromClient) -> Option<u64> {
         | FromClient::StatusRequest { id }
         | FromClient::ResultRequest { id, .. }
         | FromClient::CancelTask { id, .. }
-        | FromClient::DeadRequest { id, .. } => Some(*id),
+        | FromClient::DeadRequest { id, .. }
+        | FromClient::DeadRetry { id, .. }
+        | FromClient::DeadPurge { id, .. }
+        | FromClient::SchedulesRequest { id } => Some(*id),
         // Its id names an earlier submit; it gets no answer of its own.
         FromClient::Cancel { .. } => None,
         FromClient::Heartbeat {} => None,

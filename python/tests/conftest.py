@@ -60,8 +60,12 @@ class Proc:
         )
         self.lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
         self.seen: List[str] = []
-        for name, stream in (("out", self.p.stdout), ("err", self.p.stderr)):
-            threading.Thread(target=self._read, args=(name, stream), daemon=True).start()
+        self.readers = [
+            threading.Thread(target=self._read, args=(name, stream), daemon=True)
+            for name, stream in (("out", self.p.stdout), ("err", self.p.stderr))
+        ]
+        for t in self.readers:
+            t.start()
 
     def _read(self, name: str, stream: Optional[IO[str]]) -> None:
         assert stream is not None
@@ -85,6 +89,18 @@ class Proc:
             m = rx.search(line)
             if m and (stream is None or stream == name):
                 return m
+
+    def rest(self, timeout: float = WAIT) -> List[str]:
+        """After the process ended: every line not yet taken by
+        :meth:`wait_line`, once both streams are read to their end."""
+        for t in self.readers:
+            t.join(timeout)
+            assert not t.is_alive(), f"{self.args[:2]}: output not closed within {timeout} s"
+        out = []
+        while not self.lines.empty():
+            name, line = self.lines.get_nowait()
+            out.append(f"{name}: {line}")
+        return out
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Signals the process and waits for it (killing it after ``timeout``)."""

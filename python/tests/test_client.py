@@ -198,3 +198,24 @@ def test_many_threads_share_one_client(manager: Manager, rust_worker: Proc, key_
         for t in threads:
             t.join(WAIT)
         assert not errors and not any(t.is_alive() for t in threads)
+
+
+def test_status_has_every_field_of_the_cli_json(argon: str, manager: Manager, rust_worker: Proc, key_file: str) -> None:
+    import dataclasses
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [argon, "status", "--mgr", manager.addr, "--key", key_file, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert out.returncode == 0, out.stderr
+    cli = json.loads(out.stdout)
+    with Client(manager.addr, key_file) as c:
+        st = c.status()
+    assert {f.name for f in dataclasses.fields(st)} == set(cli)
+    assert {f.name for f in dataclasses.fields(st.worker_list[0])} == set(cli["worker_list"][0])
+    for name in ("workers", "capacity", "queue_limit", "retrying", "awaiting_provider", "worker_list_total"):
+        assert getattr(st, name) == cli[name], name

@@ -1,12 +1,17 @@
 //! `argon failed`: list the manager's dead list, the tasks that failed
-//! after using their `--retries`, newest first.
+//! after using their `--retries`, newest first; queue entries again
+//! (`--retry ID`, `--retry-all [--task NAME]`: new detached tasks, whose new
+//! ids are printed) or remove them (`--purge [--task NAME]`).
 //!
 //! Text: one line per task (id, time, name, retries used, arguments as
 //! JSON cut to 200 characters, the last error), peer text escaped; when
 //! the manager left entries out (the `--limit`, or a reply cut to a frame)
 //! a note on stderr says how many. `--json`: one JSON object, `{"tasks":
 //! [...], "total", "truncated", "evicted"}`. Exit codes as other client
-//! commands: 0 (an empty list too), 69 unreachable, 77 wrong key.
+//! commands: 0 (an empty list too), 69 unreachable, 77 wrong key; for
+//! `--retry`, 1 when the id is not listed or its task cannot be queued
+//! again (no worker provides it, its arguments were not kept), 75 when the
+//! manager denied it (queue full: the entries stay listed).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,8 +20,9 @@ use serde_json::Value as Json;
 
 use argon::client::{Client, DeadList, DeadTask};
 use argon::config::Config;
-use argon::launch::Failure;
+use argon::launch::{Failure, EXIT_FAILED};
 use argon::logsafe::{escaped, MAX_LOGGED_CHARS};
+use argon::messages::{DeadDone, DeadSelect};
 use argon::protocol::DEAD_LIST_MAX;
 
 use super::args::{client_config, ClientArgs};
@@ -34,15 +40,59 @@ pub struct FailedArgs {
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(DEAD_LIST_MAX)))]
     pub limit: Option<u32>,
+    /// Queue the dead task ID again as a new detached task and print its
+    /// new id (read its result with `argon result NEW_ID`).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["retry_all", "purge", "task"])]
+    pub retry: Option<u64>,
+    /// Queue every listed task again (oldest first; those of --task only),
+    /// as far as the queue takes them; print the new ids.
+    #[arg(long, conflicts_with = "purge")]
+    pub retry_all: bool,
+    /// Remove every entry from the list (those of --task only).
+    #[arg(long)]
+    pub purge: bool,
+    /// With --retry-all or --purge: only the entries of this task name.
+    #[arg(long, value_name = "NAME")]
+    pub task: Option<String>,
 }
 
-/// Prints the dead list.
+/// Exit code of a retry the manager denied: try later.
+const EXIT_DENIED: i32 = 75;
+
+/// Prints the dead list, or acts on it.
 pub async fn failed(a: FailedArgs, config: &Config) -> Result<(), Failure> {
+    if a.task.is_some() && !(a.retry_all || a.purge) {
+        return Err(Failure::new(
+            argon::launch::EXIT_USAGE,
+            "--task goes with --retry-all or --purge",
+        ));
+    }
     let client = Client::connect(client_config(&a.client, config)?).await?;
+    if a.purge {
+        let done = client
+            .dead_purge(DeadSelect {
+                task_id: None,
+                task: a.task.clone(),
+            })
+            .await?;
+        if a.json {
+            outln!(r#"{{"purged":{}}}"#, done.purged);
+        } else {
+            outln!("purged {} failed task(s)", done.purged);
+        }
+        return Ok(());
+    }
+    if a.retry.is_some() || a.retry_all {
+        return retry(&client, &a).await;
+    }
     let list = client.dead_list(a.limit.unwrap_or(0)).await?;
     if a.json {
         outln!("{}", json_text(&list));
         return Ok(());
+    }
+    if list.total == 0 {
+        // On stderr, like the note on older tasks: stdout lists tasks only.
+        eprintln!("no failed tasks");
     }
     for t in &list.tasks {
         outln!("{}", line(t));
@@ -55,6 +105,65 @@ pub async fn failed(a: FailedArgs, config: &Config) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// `--retry ID` and `--retry-all`: asks until everything selected is
+/// queued again or the manager stops short (each answer covers at most
+/// 1000 entries).
+async fn retry(client: &Client, a: &FailedArgs) -> Result<(), Failure> {
+    let select = DeadSelect {
+        task_id: a.retry,
+        task: a.task.clone(),
+    };
+    let mut all = DeadDone::default();
+    loop {
+        let done = client.dead_retry(select.clone()).await?;
+        let more = done.left > 0 && done.retried.len() as u64 >= u64::from(DEAD_LIST_MAX);
+        all.retried.extend(done.retried);
+        all.left = done.left;
+        all.reason = done.reason;
+        all.denied = done.denied;
+        if !more {
+            break;
+        }
+    }
+    for (old, new) in &all.retried {
+        if !a.json {
+            outln!("task {old} queued again as task {new}");
+        }
+    }
+    if a.json {
+        let pairs: Vec<String> = all
+            .retried
+            .iter()
+            .map(|(old, new)| format!(r#"{{"new_task_id":{new},"task_id":{old}}}"#))
+            .collect();
+        outln!(
+            r#"{{"left":{},"reason":{},"retried":[{}]}}"#,
+            all.left,
+            all.reason.as_deref().map_or(Json::Null, Json::from),
+            pairs.join(",")
+        );
+    }
+    let Some(reason) = all
+        .reason
+        .filter(|_| all.left > 0 || all.retried.is_empty())
+    else {
+        if all.retried.is_empty() && !a.json {
+            eprintln!("no failed tasks to queue again");
+        }
+        return Ok(());
+    };
+    let reason = escaped(&reason).to_string();
+    let code = if all.denied { EXIT_DENIED } else { EXIT_FAILED };
+    let message = match a.retry {
+        Some(id) if reason == "not in the dead list" => {
+            format!("task {id} is not in the dead list")
+        }
+        _ if all.left > 0 => format!("{} failed task(s) left in the list: {reason}", all.left),
+        _ => reason,
+    };
+    Err(Failure::new(code, message))
 }
 
 fn failed_at(t: &DeadTask) -> humantime::Rfc3339Timestamp {

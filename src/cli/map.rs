@@ -2,6 +2,9 @@
 //! line), runs the task once per line with at most `--concurrency` in
 //! flight, and writes one JSON line per input line: the result, or
 //! `{"error": "..."}`. Output keeps the input's order unless `--unordered`.
+//! A blank line is no task: ordered output keeps an empty line in its place
+//! (so line N of the output still answers line N of the input), unordered
+//! output skips it, and it counts neither as done nor failed.
 //!
 //! Memory stays bounded by the concurrency whatever the input's size: a
 //! line is read only when a place in the window is free, and in ordered
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use argon::client::{Client, ClientError, QueueOptions};
@@ -56,12 +59,13 @@ pub struct MapArgs {
     /// Deadline for each task, e.g. 500ms, 5s, 2m.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
     pub timeout: Option<Duration>,
-    /// How many times each task may be started if its worker is lost
-    /// [default: the manager's].
+    /// Lost workers (not failed runs: --retries): how many times each task
+    /// may be started if its worker is lost [default: the manager's].
     #[arg(long, value_name = "N")]
     pub attempts: Option<u32>,
-    /// How many times the manager may run each task again after a run that
-    /// failed, on a growing backoff; at most 10 [default: the manager's].
+    /// Failed runs: how many times the manager may run each task again
+    /// after a run that failed, on a growing backoff; at most 10
+    /// [default: the manager's].
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_RETRIES)))]
     pub retries: Option<u32>,
@@ -74,12 +78,17 @@ const DEFAULT_WINDOW_MAX: u64 = 10_000;
 /// What one line became.
 type Outcome = Result<Value, String>;
 
+/// What one line became, if it was a task (not blank).
+type LineOutcome = Option<Outcome>;
+
 /// Counts for the progress line and the summary.
 #[derive(Default)]
 struct Tally {
     done: u64,
     failed: u64,
     denied: u64,
+    /// Blank lines: no task.
+    blank: u64,
 }
 
 /// `argon map`: see the module docs. Exits 1 if any task failed (each
@@ -117,7 +126,7 @@ pub async fn map(a: MapArgs, config: &Config) -> Result<(), Failure> {
     let mut lines = input.lines();
     let mut next_line: u64 = 0; // lines read so far
     let mut next_out: u64 = 0; // ordered mode: the oldest line not written
-    let mut finished: BTreeMap<u64, Outcome> = BTreeMap::new();
+    let mut finished: BTreeMap<u64, LineOutcome> = BTreeMap::new();
     let mut running = FuturesUnordered::new();
     let mut input_done = false;
     let write_err =
@@ -134,6 +143,9 @@ pub async fn map(a: MapArgs, config: &Config) -> Result<(), Failure> {
                     let opts = &opts;
                     let task = a.task.as_str();
                     running.push(async move {
+                        if text.trim().is_empty() {
+                            return (n, (None, 0));
+                        }
                         let outcome = match parse_line(&text) {
                             Ok(args) => match client.queue_detailed(task, args, opts).await {
                                 Ok(c) => (Ok(c.value), c.denials),
@@ -141,7 +153,7 @@ pub async fn map(a: MapArgs, config: &Config) -> Result<(), Failure> {
                             },
                             Err(e) => (Err(e), 0),
                         };
-                        (n, outcome)
+                        (n, (Some(outcome.0), outcome.1))
                     });
                 }
                 Ok(None) => input_done = true,
@@ -158,23 +170,30 @@ pub async fn map(a: MapArgs, config: &Config) -> Result<(), Failure> {
         };
         tally.denied += u64::from(denials);
         match &outcome {
-            Ok(_) => tally.done += 1,
-            Err(_) => tally.failed += 1,
+            Some(Ok(_)) => tally.done += 1,
+            Some(Err(_)) => tally.failed += 1,
+            None => tally.blank += 1,
         }
         if a.unordered {
-            writeln!(out, "{}", unordered_line(n, &outcome)).map_err(write_err)?;
+            if let Some(o) = &outcome {
+                writeln!(out, "{}", unordered_line(n, o)).map_err(write_err)?;
+            }
             next_out = next_line.min(next_out + 1);
         } else {
             finished.insert(n, outcome);
             while let Some(o) = finished.remove(&next_out) {
-                writeln!(out, "{}", ordered_line(&o)).map_err(write_err)?;
+                match &o {
+                    Some(o) => writeln!(out, "{}", ordered_line(o)),
+                    None => writeln!(out),
+                }
+                .map_err(write_err)?;
                 next_out += 1;
             }
         }
         if running.is_empty() || finished.is_empty() {
             out.flush().map_err(write_err)?;
         }
-        bar.set_position(tally.done + tally.failed);
+        bar.set_position(tally.done + tally.failed + tally.blank);
         bar.set_message(format!(
             "done {}  failed {}  denied {}",
             tally.done, tally.failed, tally.denied
@@ -184,11 +203,12 @@ pub async fn map(a: MapArgs, config: &Config) -> Result<(), Failure> {
     bar.finish_and_clear();
     let n = tally.done + tally.failed;
     log::info!(
-        "{n} line(s) in {:.2} s: {} done, {} failed, {} denial(s) retried",
+        "{n} task(s) in {:.2} s: {} done, {} failed, {} denial(s) retried, {} blank line(s)",
         started.elapsed().as_secs_f64(),
         tally.done,
         tally.failed,
-        tally.denied
+        tally.denied,
+        tally.blank
     );
     if tally.failed > 0 {
         return Err(Failure::new(
@@ -209,6 +229,16 @@ fn error_text(e: &ClientError) -> String {
     match e {
         ClientError::Failed(text) => text.clone(),
         other => other.to_string(),
+    }
+}
+
+/// Lines per second for the progress line: whole numbers from 10 up, one
+/// decimal below.
+fn rate_text(per_sec: f64) -> String {
+    if per_sec >= 10.0 {
+        format!("{per_sec:.0}/s")
+    } else {
+        format!("{per_sec:.1}/s")
     }
 }
 
@@ -278,12 +308,28 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
     };
     let template = if total.is_some() {
-        "{pos}/{len} lines  {msg}  {per_sec}  eta {eta}"
+        "{pos}/{len} lines  {msg}  {rate}  eta {eta}"
     } else {
-        "{pos} lines  {msg}  {per_sec}"
+        "{pos} lines  {msg}  {rate}"
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
+        bar.set_style(
+            style.with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&rate_text(s.per_sec()));
+            }),
+        );
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_without_a_string_of_decimals() {
+        assert_eq!(rate_text(1234.5678), "1235/s");
+        assert_eq!(rate_text(10.0), "10/s");
+        assert_eq!(rate_text(2.345), "2.3/s");
+    }
 }

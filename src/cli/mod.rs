@@ -13,6 +13,7 @@ mod cluster;
 mod demo;
 mod failed;
 mod map;
+mod schedules;
 mod server;
 mod status;
 mod submit;
@@ -34,6 +35,7 @@ use cluster::ClusterArgs;
 use demo::DemoArgs;
 use failed::FailedArgs;
 use map::MapArgs;
+use schedules::SchedulesArgs;
 use server::ManagerArgs;
 use status::{PingArgs, StatusArgs};
 use submit::{EvalArgs, SubmitArgs};
@@ -77,6 +79,8 @@ pub enum Command {
     Cancel(CancelArgs),
     /// List the dead list: tasks that failed after using their --retries.
     Failed(FailedArgs),
+    /// List the manager's periodic tasks, with their next and last run.
+    Schedules(SchedulesArgs),
     /// Run a Rhai script on a worker that allows eval; print its result as JSON.
     Eval(EvalArgs),
     /// Run a task once per line of JSON Lines input; one result per line out.
@@ -132,6 +136,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Result(a) => system.block_on(tasks::result(a, &config)),
         Command::Cancel(a) => system.block_on(tasks::cancel(a, &config)),
         Command::Failed(a) => system.block_on(failed::failed(a, &config)),
+        Command::Schedules(a) => system.block_on(schedules::schedules(a, &config)),
         Command::Eval(a) => system.block_on(submit::eval(a, &config)),
         Command::Map(a) => system.block_on(map::map(a, &config)),
         Command::Status(a) => system.block_on(status::status(a, &config)),

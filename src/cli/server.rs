@@ -13,7 +13,7 @@ use argon::actors::ManagerSettings;
 use argon::admission::{self, ConnectionLimits};
 use argon::config::Config;
 use argon::launch::{
-    handshake_settings, not_built, Failure, KeyArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE,
+    handshake_settings, Failure, KeyArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_OS, EXIT_USAGE,
 };
 use argon::runtime;
 use argon::task::TaskRegistry;
@@ -131,6 +131,10 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .recovery_grace
             .map_or(defaults.recovery_grace, |d| d.0),
         provider_grace: config.manager.provider_grace.map(|d| d.0),
+        schedules: argon::actors::manager::periodic::check_entries(&config.schedule)
+            .map_err(|e| Failure::new(EXIT_USAGE, e))?,
+        limits: argon::actors::manager::limits::check_limits(&config.limits)
+            .map_err(|e| Failure::new(EXIT_USAGE, e))?,
         ..defaults
     };
     if settings.default_retries > MAX_RETRIES {
@@ -190,18 +194,22 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     };
     let handle = runtime::start_manager_for(&bind, manager, hs, limits)
         .await
-        .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot listen on {bind}: {e}")))?;
+        .map_err(|e| Failure::new(EXIT_OS, format!("cannot listen on {bind}: {e}")))?;
     outln!("argon manager listening on {}", handle.addr);
     #[cfg(feature = "http")]
     if let Some((bind, token)) = http {
-        let addr = argon::http::start(&bind, handle.manager.clone(), token)
-            .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot serve HTTP on {bind}: {e}")))?;
+        let addr = argon::http::start(bind, handle.manager.clone(), token)
+            .map_err(|e| Failure::new(EXIT_OS, format!("cannot serve HTTP: {e}")))?;
         outln!("argon manager http on {addr}");
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    argon::launch::notify_service_manager(sd_notify::NotifyState::Ready);
     tokio::select! {
-        _ = signals.next() => until_stopped(handle.shutdown(drain), &mut signals).await,
+        _ = signals.next() => {
+            argon::launch::notify_service_manager(sd_notify::NotifyState::Stopping);
+            until_stopped(handle.shutdown(drain), &mut signals).await
+        }
         why = handle.failed() => Err(Failure::new(EXIT_FAILED, why)),
     }
 }
@@ -230,7 +238,7 @@ pub async fn until_stopped<F: std::future::Future>(
 fn http_side(
     a: &ManagerArgs,
     config: &Config,
-) -> Result<Option<(String, Option<String>)>, Failure> {
+) -> Result<Option<(HttpListener, Option<String>)>, Failure> {
     let token = match a
         .http_token_file
         .as_deref()
@@ -242,11 +250,30 @@ fn http_side(
     let Some(bind) = a.http.clone().or_else(|| config.manager.http.clone()) else {
         return Ok(None);
     };
-    if cfg!(not(feature = "http")) {
-        return Err(not_built("http", "--http (or manager.http)"));
+    #[cfg(not(feature = "http"))]
+    {
+        let _ = (bind, token);
+        Err(argon::launch::not_built("http", "--http (or manager.http)"))
     }
-    Ok(Some((bind, token)))
+    #[cfg(feature = "http")]
+    {
+        use argon::http::BindError;
+        let listener = argon::http::bind(&bind).map_err(|e| {
+            let code = match e {
+                BindError::Address(..) => EXIT_USAGE,
+                BindError::Refused(..) => EXIT_OS,
+            };
+            Failure::new(code, e.to_string())
+        })?;
+        Ok(Some((listener, token)))
+    }
 }
+
+/// The HTTP side's listener, bound before the manager starts.
+#[cfg(feature = "http")]
+type HttpListener = std::net::TcpListener;
+#[cfg(not(feature = "http"))]
+type HttpListener = std::convert::Infallible;
 
 /// The bearer token in `path`, without surrounding whitespace; an empty or
 /// unreadable file is bad usage.

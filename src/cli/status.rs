@@ -179,6 +179,24 @@ fn table(out: &mut String, s: &ClusterStatus) -> std::fmt::Result {
         "completed {}  failed {}  denied {}",
         s.completed, s.failed, s.denied
     )?;
+    for l in &s.limits {
+        let mut parts = Vec::new();
+        if let Some(max) = l.max_running {
+            parts.push(format!("running {}/{max}", l.running));
+        }
+        if let Some(max) = l.max_queued {
+            parts.push(format!("queued {}/{max}", l.queued.unwrap_or(0)));
+        }
+        if let Some(rate) = &l.rate {
+            parts.push(format!("rate {}, {} denied", escaped(rate), l.rate_limited));
+        }
+        writeln!(
+            out,
+            "limit {}: {}",
+            escaped(&l.task).max_chars(64),
+            parts.join(", ")
+        )?;
+    }
     if !s.worker_list.is_empty() {
         writeln!(
             out,

@@ -29,8 +29,9 @@ pub struct TaskOptArgs {
     /// Manager and key.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// When denied or the manager is unreachable, retry on a logarithmic
-    /// backoff instead of exiting 75 or 69 (for at most --retry-for); when
+    /// Denials and an unreachable manager (not failed runs: --retries; not
+    /// lost workers: --attempts): retry on a logarithmic backoff instead of
+    /// exiting 75 or 69 (for at most --retry-for); when
     /// the manager goes away while the task runs, wait on the task again
     /// once it is back (a manager with --persist).
     #[arg(long)]
@@ -46,12 +47,12 @@ pub struct TaskOptArgs {
     /// Deadline for the task, e.g. 500ms, 5s, 2m; at least 1ms.
     #[arg(long, value_parser = parse_timeout, value_name = "DUR")]
     pub timeout: Option<Duration>,
-    /// How many times the task may be started if its worker is lost, at
-    /// least 1 [default: the manager's, 1 unless configured].
+    /// Lost workers (not failed runs: --retries): how many times the task
+    /// may be started if its worker is lost, at least 1 [default: the manager's, 1 unless configured].
     #[arg(long, value_name = "N", value_parser = parse_attempts)]
     pub attempts: Option<u32>,
-    /// How many times the manager may run the task again after a run that
-    /// failed, waiting 1s, 2s, 4s, ... (jittered) before each; at most 10
+    /// Failed runs (not denials: --retry): how many times the manager may
+    /// run the task again after a run that failed, waiting 1s, 2s, 4s, ... (jittered) before each; at most 10
     /// [default: the manager's, 0 unless configured]. Tasks that fail after
     /// using them are listed by `argon failed`.
     #[arg(long, value_name = "N",

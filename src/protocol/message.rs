@@ -265,6 +265,35 @@ pub struct ClusterStatus {
     /// Whether `worker_list` leaves workers out.
     #[serde(default)]
     pub worker_list_truncated: bool,
+    /// The task names with limits (`[limits.NAME]`), by name; empty from a
+    /// manager without them or that predates the field.
+    #[serde(default, deserialize_with = "grown")]
+    pub limits: Vec<TaskLimitStatus>,
+}
+
+/// Where one limited task name stands.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct TaskLimitStatus {
+    /// The task name.
+    pub task: String,
+    /// Most runs at once, if limited.
+    #[serde(default)]
+    pub max_running: Option<u32>,
+    /// Runs going now.
+    #[serde(default)]
+    pub running: u32,
+    /// Most queued, if limited.
+    #[serde(default)]
+    pub max_queued: Option<u32>,
+    /// Queued now (counted only with a `max_queued`).
+    #[serde(default)]
+    pub queued: Option<u64>,
+    /// The rate as configured (`"20/s"`), if limited.
+    #[serde(default)]
+    pub rate: Option<String>,
+    /// Submits denied `rate limited` since the manager started.
+    #[serde(default)]
+    pub rate_limited: u64,
 }
 
 impl ClusterStatus {
@@ -348,6 +377,39 @@ impl DeadList {
         }) - super::codec::encoded_len(&empty);
         super::codec::max_plaintext(max_frame).saturating_sub(envelope)
     }
+}
+
+/// One periodic task as `schedules` lists it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ScheduleInfo {
+    /// The entry's name.
+    pub name: String,
+    /// The task it submits.
+    pub task: String,
+    /// When: `every 30s`, or `cron EXPR (ZONE)`.
+    pub cadence: String,
+    /// `skip` or `allow`: whether it runs while its last task is held.
+    pub overlap: String,
+    /// Its next due time, ms since the Unix epoch (absent: never).
+    #[serde(default)]
+    pub next_ms: Option<u64>,
+    /// Its last run's due time, if it ran since the manager started (or,
+    /// with a task store, before).
+    #[serde(default)]
+    pub last_ms: Option<u64>,
+    /// The task its last run submitted.
+    #[serde(default)]
+    pub last_task_id: Option<u64>,
+    /// What happened at its last due time (`started task N`, `skipped: ...`,
+    /// `not run: ...`).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Runs started since the manager started.
+    #[serde(default)]
+    pub started: u64,
+    /// Due times skipped or denied since the manager started.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// A task as a client submits it.
@@ -608,6 +670,36 @@ pub enum FromClient {
         #[serde(default)]
         limit: u32,
     },
+    /// Queue dead-list entries again as new detached tasks, oldest first:
+    /// the entry `task_id`, or every entry (of task name `task`, if given),
+    /// [`DEAD_LIST_MAX`] at most per request. Answered by `dead_done`.
+    DeadRetry {
+        /// Request id, echoed in the `dead_done`.
+        id: u64,
+        /// One entry, by its task's id.
+        #[serde(default)]
+        task_id: Option<u64>,
+        /// Only entries of this task name.
+        #[serde(default)]
+        task: Option<String>,
+    },
+    /// Remove dead-list entries: the entry `task_id`, or every entry (of
+    /// task name `task`, if given). Answered by `dead_done`.
+    DeadPurge {
+        /// Request id, echoed in the `dead_done`.
+        id: u64,
+        /// One entry, by its task's id.
+        #[serde(default)]
+        task_id: Option<u64>,
+        /// Only entries of this task name.
+        #[serde(default)]
+        task: Option<String>,
+    },
+    /// Ask for the periodic tasks. Answered by `schedules`.
+    SchedulesRequest {
+        /// Request id, echoed in the `schedules`.
+        id: u64,
+    },
     /// "Still here" on a quiet connection.
     Heartbeat {},
 }
@@ -668,6 +760,38 @@ pub enum ToClient {
         id: u64,
         /// The listing.
         list: DeadList,
+    },
+    /// Answer to `schedules_request`.
+    Schedules {
+        /// The request's id.
+        id: u64,
+        /// The entries, in config order, cut to fit the frame.
+        #[serde(deserialize_with = "grown")]
+        list: Vec<ScheduleInfo>,
+        /// Entries the manager has in all.
+        #[serde(default)]
+        total: u64,
+    },
+    /// Answer to `dead_retry` and `dead_purge`.
+    DeadDone {
+        /// The request's id.
+        id: u64,
+        /// Entries queued again: (the dead task's id, the new task's id).
+        #[serde(default, deserialize_with = "grown")]
+        retried: Vec<(u64, u64)>,
+        /// Entries removed by a purge.
+        #[serde(default)]
+        purged: u64,
+        /// Entries the request selected that are still listed.
+        #[serde(default)]
+        left: u64,
+        /// Why the first of those was not queued again, if any.
+        #[serde(default)]
+        reason: Option<String>,
+        /// Whether that was a deny (the queue is full, or the like): the
+        /// same request may succeed later.
+        #[serde(default)]
+        denied: bool,
     },
     /// "Still here" on a quiet connection.
     Heartbeat {},
@@ -761,6 +885,9 @@ pub const ALL_NAMES: &[&str] = &[
     "result_request",
     "cancel_task",
     "dead_request",
+    "dead_retry",
+    "dead_purge",
+    "schedules_request",
     "reply",
     "pong",
     "accepted",
@@ -768,6 +895,8 @@ pub const ALL_NAMES: &[&str] = &[
     "cancel_result",
     "status",
     "dead_list",
+    "dead_done",
+    "schedules",
     "register",
     "registered",
     "assign",
@@ -807,6 +936,9 @@ wire_message!(FromClient {
     CancelTask { .. } => "cancel_task",
     StatusRequest { .. } => "status_request",
     DeadRequest { .. } => "dead_request",
+    DeadRetry { .. } => "dead_retry",
+    DeadPurge { .. } => "dead_purge",
+    SchedulesRequest { .. } => "schedules_request",
     Heartbeat {} => "heartbeat",
 });
 
@@ -818,6 +950,8 @@ wire_message!(ToClient {
     CancelResult { .. } => "cancel_result",
     Status { .. } => "status",
     DeadList { .. } => "dead_list",
+    DeadDone { .. } => "dead_done",
+    Schedules { .. } => "schedules",
     Heartbeat {} => "heartbeat",
     Error { .. } => "error",
 });
@@ -862,10 +996,12 @@ impl ToClient {
             | ToClient::Pong { id }
             | ToClient::Status { id, .. }
             | ToClient::DeadList { id, .. }
+            | ToClient::DeadDone { id, .. }
+            | ToClient::Schedules { id, .. }
             | ToClient::Accepted { id, .. }
             | ToClient::Result { id, .. }
             | ToClient::CancelResult { id, .. } => Some(*id),
-            _ => None,
+            ToClient::Heartbeat {} | ToClient::Error { .. } => None,
         }
     }
 }

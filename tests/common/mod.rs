@@ -504,11 +504,17 @@ impl Manager {
     /// A new manager on `port` (the port of one that was just killed),
     /// retrying for a few seconds while the old socket lets go of it.
     pub fn restart_on(key: &Path, port: u16) -> Manager {
+        Manager::restart_with(key, port, ManagerOpts::default)
+    }
+
+    /// [`Manager::restart_on`] with the options `opts` makes (its port
+    /// replaced by `port`).
+    pub fn restart_with(key: &Path, port: u16, opts: impl Fn() -> ManagerOpts) -> Manager {
         let mut last_err = String::new();
         for _ in 0..50 {
             let opts = ManagerOpts {
                 port: Some(port),
-                ..Default::default()
+                ..opts()
             };
             match Manager::try_start_with(key, opts) {
                 Ok(m) => return m,

@@ -10,6 +10,7 @@ speak Argon's encrypted wire protocol (docs/PROTOCOL.md) directly.
 """
 
 from ._wire import ExtType
+from .app import App, AppTask
 from .aio import AsyncClient, TaskHandle
 from .client import Client, TaskFuture
 from .errors import (
@@ -22,10 +23,12 @@ from .errors import (
     Denied,
     FrameTooLarge,
     KeyFileError,
+    NotReady,
     Overloaded,
     ProtocolError,
     RegistrationRefused,
     TaskFailed,
+    UnknownTask,
 )
 from .status import Status, WorkerInfo
 from .worker import RunInfo, Worker, current_run
@@ -33,6 +36,8 @@ from .worker import RunInfo, Worker, current_run
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
+    "AppTask",
     "AsyncClient",
     "ArgonError",
     "AtConnectionLimit",
@@ -45,6 +50,7 @@ __all__ = [
     "ExtType",
     "FrameTooLarge",
     "KeyFileError",
+    "NotReady",
     "Overloaded",
     "ProtocolError",
     "RegistrationRefused",
@@ -53,6 +59,7 @@ __all__ = [
     "TaskFailed",
     "TaskFuture",
     "TaskHandle",
+    "UnknownTask",
     "Worker",
     "WorkerInfo",
     "current_run",

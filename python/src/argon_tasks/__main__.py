@@ -1,8 +1,9 @@
 """Command line: ``python -m argon_tasks worker MODULE:OBJECT``.
 
 Imports MODULE (from the current directory too), takes OBJECT from it (a
-:class:`argon_tasks.Worker`, dotted attribute paths allowed) and serves it
-until SIGINT or SIGTERM. ``--mgr`` and ``--key`` override the worker's own
+:class:`argon_tasks.Worker`, or an :class:`argon_tasks.App` whose tasks it
+serves; dotted attribute paths allowed) and serves it until SIGINT or
+SIGTERM. ``--mgr`` and ``--key`` override the worker's own
 settings, falling back to ``$ARGON_MGR`` and ``$ARGON_KEY``. Exit status: 0
 after a graceful stop, 2 for bad usage, 77 when the manager holds another
 key, 1 for other failures.
@@ -18,6 +19,7 @@ import sys
 from typing import List, Optional
 
 from .errors import ArgonError, AuthFailed, KeyFileError
+from .app import App
 from .worker import Worker
 
 EXIT_FAILED = 1
@@ -26,7 +28,8 @@ EXIT_AUTH = 77
 
 
 def load_worker(spec: str) -> Worker:
-    """The Worker named by ``MODULE:OBJECT``; ValueError otherwise."""
+    """The Worker named by ``MODULE:OBJECT`` (an App's new worker);
+    ValueError otherwise."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{spec!r} is not MODULE:OBJECT")
@@ -39,8 +42,10 @@ def load_worker(spec: str) -> Worker:
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"module {module_name} has no attribute {attr}") from None
+    if isinstance(obj, App):
+        return obj.worker()
     if not isinstance(obj, Worker):
-        raise ValueError(f"{spec} is a {type(obj).__name__}, not an argon_tasks.Worker")
+        raise ValueError(f"{spec} is a {type(obj).__name__}, not an argon_tasks.Worker or App")
     return obj
 
 
@@ -48,8 +53,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Runs the command line; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m argon_tasks", description="Argon tasks in Python.")
     sub = p.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("worker", help="serve the tasks of a Worker object")
-    w.add_argument("target", metavar="MODULE:OBJECT", help="where the Worker is, e.g. tasks:worker")
+    w = sub.add_parser("worker", help="serve the tasks of a Worker or App object")
+    w.add_argument("target", metavar="MODULE:OBJECT", help="where the Worker or App is, e.g. tasks:app")
     w.add_argument("--mgr", metavar="HOST:PORT", help="manager address [env ARGON_MGR]")
     w.add_argument("--key", metavar="FILE", help="the cluster's key file [env ARGON_KEY]")
     w.add_argument("--capacity", type=int, metavar="N", help="slots: tasks run at once")

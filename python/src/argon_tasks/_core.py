@@ -14,6 +14,12 @@ wait on that id (``result_request`` with ``wait``): the Core reconnects on
 the backoff and asks again, for at most ``retry_for`` seconds from the
 loss, so the caller still gets the task's one outcome from a restarted
 manager. A submit whose id was not told fails with ConnectionLost.
+
+Tasks by id: an ``enqueue`` is a detached submit, done when the manager's
+``accepted`` tells the id; a ``lookup`` is the caller's ``result_request``
+(asked again on a new connection when its own is lost, as above, and again
+after a second when a manager at its bound of waits answers a wait at
+once); a ``cancel_task`` ends with its ``cancel_result``.
 """
 
 from __future__ import annotations
@@ -38,9 +44,11 @@ from .errors import (
     ConnectionLost,
     Denied,
     FrameTooLarge,
+    NotReady,
     Overloaded,
     ProtocolError,
     TaskFailed,
+    UnknownTask,
 )
 from .status import Status
 
@@ -50,12 +58,18 @@ AGENT = "argon-tasks-py/0.1.0"
 DEFAULT_MGR = "127.0.0.1:8000"
 PRIORITIES = ("high", "normal", "low")
 CANCELLED = "cancelled by the client"
+CANCEL_RESULTS = ("cancelled", "finished", "unknown")
+"""What ``cancel_task`` may answer (docs/PROTOCOL.md §7.2)."""
+_WAITS_AGAIN = ("result_request", "lookup")
 
 _SUBMIT_HEAD = b"\x81\xa6submit"
 _ID_KEY = b"\xa2id"
 _REATTACH_BASE = 0.2
 """Base of the backoff between tries to reach the manager again while
 waiting on a task, in seconds (0.2, 0.34, 0.42, ...)."""
+_CLOSE_WAIT = 1.0
+"""How long closing waits for the manager to close its end of the
+connection after the client's end of stream (see Link.close)."""
 _WAIT_AGAIN = 1.0
 """Pause before asking again when the manager answered a wait at once
 with ``queued`` or ``running`` (it holds a bounded number of waits)."""
@@ -131,14 +145,17 @@ def encode_submit(
     max_frame: int,
     retries: Optional[int] = None,
     want_id: bool = False,
+    detach: bool = False,
     delay: Optional[float] = None,
 ) -> bytes:
     """The packed fields of a ``submit`` other than ``id``, checked:
     ValueError for bad options or arguments nested too deep, TypeError for
     arguments MessagePack cannot hold, FrameTooLarge if it cannot fit.
     ``want_id`` asks a manager with a task store for the task's id (see the
-    module doc). ``delay`` (seconds) runs the task that long after the
-    manager receives it (``delay_ms``) instead of at once."""
+    module doc); ``detach`` makes the task outlive the connection, answered
+    with its id (``accepted``) instead of its outcome. ``delay`` (seconds)
+    runs the task that long after the manager receives it (``delay_ms``)
+    instead of at once."""
     if not isinstance(task, str) or not task:
         raise ValueError("task must be a non-empty string")
     fields: Dict[str, Any] = {"task": task, "args": args}
@@ -158,7 +175,9 @@ def encode_submit(
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= _wire.U32_MAX:
             raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
         fields["retries"] = retries
-    if want_id:
+    if detach:
+        fields["detach"] = True
+    elif want_id:
         fields["want_id"] = True
     if delay is not None:
         if isinstance(delay, bool) or not (isinstance(delay, (int, float)) and math.isfinite(delay) and delay >= 0):
@@ -174,9 +193,11 @@ def encode_submit(
 
 
 class Call:
-    """One request: a submit, a ping or a status request; a submit whose
-    connection was lost becomes a wait on its task (kind
-    ``result_request``)."""
+    """One request, by ``kind``: ``submit``; ``enqueue`` (a detached submit,
+    answered with the task's id); ``lookup`` (a task's outcome by id, the
+    caller's ``result_request``); ``cancel_task``; ``ping``;
+    ``status_request``. A submit whose connection was lost becomes a wait
+    on its task (kind ``result_request``)."""
 
     __slots__ = (
         "kind",
@@ -197,6 +218,7 @@ class Call:
         "lost",
         "lost_at",
         "tries",
+        "wait",
     )
 
     def __init__(self, kind: str, task: str, body: bytes, retry: bool, on_done: Callable[["Call"], None]) -> None:
@@ -220,6 +242,9 @@ class Call:
         self.lost = ""
         self.lost_at = 0.0
         self.tries = 0
+        # For a lookup: whether the manager should answer only once the task
+        # finished.
+        self.wait = False
 
     def outcome(self) -> Any:
         """The value, or raises the error."""
@@ -270,10 +295,13 @@ class Core:
 
     def _send(self, link: Link, call: Call) -> None:
         rid = self._rid()
-        if call.kind == "submit":
+        if call.kind == "submit" or call.kind == "enqueue":
             plain = b"".join((_SUBMIT_HEAD, bytes([0x80 | (1 + _fields_in(call.body))]), _ID_KEY, _wire.pack(rid), call.body[1:]))
-        elif call.kind == "result_request":
-            plain = _wire.pack({"result_request": {"id": rid, "task_id": call.task_id, "wait": True}})
+        elif call.kind == "result_request" or call.kind == "lookup":
+            wait = call.wait or call.kind == "result_request"
+            plain = _wire.pack({"result_request": {"id": rid, "task_id": call.task_id, "wait": wait}})
+        elif call.kind == "cancel_task":
+            plain = _wire.pack({"cancel_task": {"id": rid, "task_id": call.task_id}})
         else:
             plain = _wire.pack({call.kind: {"id": rid}})
         try:
@@ -329,7 +357,7 @@ class Core:
         waiting = list(self._waiting)
         self._waiting.clear()
         for c in waiting:
-            if c.kind == "result_request" and isinstance(error, ConnectError):
+            if c.kind in _WAITS_AGAIN and c.lost and isinstance(error, ConnectError):
                 self._wait_again_later(c, error)
             else:
                 self.finish(c, error=error)
@@ -351,18 +379,36 @@ class Core:
 
     def _on_message(self, name: str, fields: Dict[Any, Any]) -> None:
         if name == "accepted":
-            # An attached submit's id (a detached submit is not made here);
-            # one that comes after its reply is for nobody.
-            asked = self._pending.get(_wire.get_int(fields, "id"))
+            # A detached submit's answer, or an attached submit's id (one
+            # that comes after its reply is for nobody).
+            req = _wire.get_int(fields, "id")
+            asked = self._pending.get(req)
             task_id = _wire.get_int(fields, "task_id")
             if asked is not None and asked.kind == "submit":
                 asked.task_id = task_id
+            elif asked is not None and asked.kind == "enqueue":
+                del self._pending[req]
+                asked.rid = None
+                asked.task_id = task_id
+                self.finish(asked, value=task_id)
             return
         if name == "result":
             self._on_result(fields)
             return
         if name == "cancel_result":
-            return  # of a cancel sent for a task waited on again
+            # Of a cancel_task call, or of a cancel sent for a task waited
+            # on again (no call).
+            req = _wire.get_int(fields, "id")
+            result = _wire.get_str(fields, "result")
+            call = self._pending.get(req)
+            if call is not None and call.kind == "cancel_task":
+                del self._pending[req]
+                call.rid = None
+                if result not in CANCEL_RESULTS:
+                    self.finish(call, error=ProtocolError(f"unknown cancel result {peer_text(result, 40)}"))
+                else:
+                    self.finish(call, value=result)
+            return
         if name == "reply":
             rid = fields.get("id")
             outcome = fields.get("outcome")
@@ -377,11 +423,19 @@ class Core:
                         return
             rid = _wire.get_int(fields, "id")
             kind, value, text, retry_ms = _wire.get_outcome(fields)
-            call = self._pending.pop(rid, None)
-            if call is None or call.kind != "submit":
+            call = self._pending.get(rid)
+            if call is None or (call.kind != "submit" and call.kind != "enqueue"):
                 return
+            del self._pending[rid]
             call.rid = None
-            if kind == "done":
+            if kind == "done" and call.kind == "enqueue":
+                self.finish(
+                    call,
+                    error=ProtocolError(
+                        "the manager ran the task attached and answered with its result: it predates detached tasks"
+                    ),
+                )
+            elif kind == "done":
                 self.finish(call, value=value)
             elif kind == "failed":
                 self.finish(call, error=TaskFailed(call.task, text))
@@ -416,10 +470,13 @@ class Core:
         rid = _wire.get_int(fields, "id")
         kind, state = _wire.one_entry(fields.get("state"), "state")
         call = self._pending.get(rid)
-        if call is None or call.kind != "result_request":
+        if call is None or (call.kind != "result_request" and call.kind != "lookup"):
             return
         del self._pending[rid]
         call.rid = None
+        if call.kind == "lookup":
+            self._on_lookup(call, kind, state)
+            return
         if kind == "done":
             if "value" not in state:
                 raise ProtocolError("state done has no value")
@@ -433,6 +490,27 @@ class Core:
             )
             self.finish(call, error=ConnectionLost(why))
         elif kind in ("queued", "running"):
+            call.link = None
+            call.timer = self.loop.call_later(_WAIT_AGAIN, self._retry, call)
+        else:
+            raise ProtocolError(f"unknown task state {peer_text(kind, 40)}")
+
+    def _on_lookup(self, call: Call, kind: str, state: Dict[Any, Any]) -> None:
+        """The manager's answer to the caller's ``result_request``."""
+        assert call.task_id is not None
+        if kind == "done":
+            if "value" not in state:
+                raise ProtocolError("state done has no value")
+            self.finish(call, value=state["value"])
+        elif kind == "failed":
+            self.finish(call, error=TaskFailed(call.task, _wire.get_str(state, "error"), call.task_id))
+        elif kind == "unknown":
+            self.finish(call, error=UnknownTask(call.task_id))
+        elif kind in ("queued", "running"):
+            if not call.wait:
+                self.finish(call, error=NotReady(call.task_id, kind))
+                return
+            # The manager holds a bounded number of waits and answered at once.
             call.link = None
             call.timer = self.loop.call_later(_WAIT_AGAIN, self._retry, call)
         else:
@@ -498,7 +576,17 @@ class Core:
         for c in lost:
             if c.rid is not None:
                 self._pending.pop(c.rid, None)
-            if c.retry and c.task_id is not None and not self.closed:
+            if c.kind == "lookup" and c.retry and not self.closed:
+                # A task's outcome stays on the manager: ask again.
+                c.rid = None
+                c.link = None
+                if not c.lost:
+                    c.lost = f"connection to the manager lost: {reason}"
+                    c.lost_at = time.monotonic()
+                self._wait_again_later(c, ConnectionLost(reason))
+            elif c.kind == "submit" and c.retry and c.task_id is not None and not self.closed:
+                self._wait_again(c, reason)
+            elif c.kind == "result_request" and not self.closed:
                 self._wait_again(c, reason)
             else:
                 self.finish(c, error=ConnectionLost(f"connection to the manager lost: {reason}"))
@@ -576,11 +664,20 @@ class Core:
         self._link = None
         if link is not None:
             link.close("the client was closed")
+            await link.wait_closed(_CLOSE_WAIT)
 
     @property
     def in_flight(self) -> int:
         """Calls sent and not answered yet."""
         return len(self._pending)
+
+
+def check_task_id(task_id: int) -> None:
+    """ValueError (TypeError) unless ``task_id`` can be a task's id (a u64)."""
+    if isinstance(task_id, bool) or not isinstance(task_id, int):
+        raise TypeError(f"a task id is an int, got {type(task_id).__name__}")
+    if not 0 <= task_id <= _wire.U64_MAX:
+        raise ValueError(f"a task id is from 0 to {_wire.U64_MAX}, got {task_id}")
 
 
 def _fields_in(body: bytes) -> int:

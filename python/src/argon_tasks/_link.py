@@ -101,6 +101,7 @@ class Link(asyncio.Protocol):
         self.peer_agent = ""
         self._was_open = False
         self._notified = False
+        self._lost: asyncio.Future[None] = self._loop.create_future()
 
     # --- opening ---------------------------------------------------------
 
@@ -164,6 +165,8 @@ class Link(asyncio.Protocol):
         transport.write(_wire.hello_frame(self._nonce))
 
     def data_received(self, data: bytes) -> None:
+        if self._state == _CLOSED:
+            return  # read and dropped while closing (see close)
         if self._chunks:
             self._chunks.append(data)
             self._chunks_len += len(data)
@@ -214,6 +217,8 @@ class Link(asyncio.Protocol):
         self._drain_waiters.clear()
         if not self._ready.done():
             self._ready.set_exception(ConnectError(f"handshake with {self.addr} failed: {reason}"))
+        if not self._lost.done():
+            self._lost.set_result(None)
         self._notify_closed()
 
     def _notify_closed(self) -> None:
@@ -422,20 +427,43 @@ class Link(asyncio.Protocol):
 
     def close(self, reason: str) -> None:
         """Closes the link after writing what is queued; ``reason`` is what
-        pending calls are told."""
+        pending calls are told.
+
+        The close is a half-close: the link sends its end of stream and
+        reads (and drops) what the manager still sends until the manager
+        closes its end too, at most ``_CLOSE_GRACE`` seconds. Closing the
+        socket with unread bytes in it would make the kernel reset the
+        connection, which the manager logs as a failure; an end of stream
+        is the protocol's clean close (the manager's "closed by peer").
+        :meth:`wait_closed` waits for the manager's end."""
         self._set_reason(reason)
         if self._state == _CLOSED:
             return
         self._state = _CLOSED
+        self._chunks.clear()
         if self._out and self._transport is not None:
             self._transport.write(b"".join(self._out))
         self._out.clear()
         if self._timer is not None:
             self._timer.cancel()
-        if self._transport is not None:
-            self._transport.close()
-            self._loop.call_later(_CLOSE_GRACE, self._transport.abort)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+            self._loop.call_later(_CLOSE_GRACE, transport.abort)
         self._loop.call_soon(self._notify_closed)
+
+    async def wait_closed(self, timeout: float) -> None:
+        """After :meth:`close`: waits until the manager closed its end too,
+        at most ``timeout`` seconds; then the socket is dropped."""
+        if self._transport is None or self._lost.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), timeout)
+        except asyncio.TimeoutError:
+            self._transport.abort()
 
     def _set_reason(self, reason: str) -> None:
         if self.close_reason is None:

@@ -18,8 +18,8 @@ from typing import (
 )
 
 from . import _wire
-from ._core import Call, Core, Settings, encode_submit
-from .errors import ArgonError, ClientClosed
+from ._core import Call, Core, Settings, check_task_id, encode_submit
+from .errors import ArgonError, ClientClosed, NotReady
 from .status import Status
 
 __all__ = ["AsyncClient", "TaskHandle"]
@@ -51,10 +51,21 @@ class TaskHandle:
         on, a manager with a task store does), else None."""
         return self._call.task_id
 
+    @property
+    def id(self) -> Optional[int]:
+        """The same as :attr:`task_id`. An attached task's id is told only
+        by a manager with a task store; :meth:`AsyncClient.enqueue` always
+        gets one."""
+        return self._call.task_id
+
     def cancel(self) -> None:
         """Asks the manager to cancel the task. Its outcome then is
         usually :class:`TaskFailed` with ``error == "cancelled by the client"``,
-        unless the result was already on its way."""
+        unless the result was already on its way. Awaiting the handle
+        after a cancel is optional: an outcome nobody awaits is no
+        "exception was never retrieved" warning."""
+        if not self._fut.done():
+            self._fut.add_done_callback(_consume)
         self._core.cancel(self._call)
 
     async def result(self) -> Any:
@@ -64,6 +75,10 @@ class TaskHandle:
             return await asyncio.shield(self._fut)
         except asyncio.CancelledError:
             if not self._fut.done():
+                # The outcome that follows (usually "cancelled by the
+                # client") is for nobody unless the handle is awaited again:
+                # retrieve it, so asyncio does not warn that it never was.
+                self._fut.add_done_callback(_consume)
                 self._core.cancel(self._call)
             raise
 
@@ -76,6 +91,10 @@ def _settle(fut: "asyncio.Future[Any]", call: Call) -> None:
         return
     if call.error is not None:
         fut.set_exception(call.error)
+        if isinstance(call.error, ClientClosed):
+            # Closing the client ends what it had pending on purpose: a
+            # handle nobody awaits any more is no "never retrieved" error.
+            fut.exception()
     else:
         fut.set_result(call.value)
 
@@ -213,18 +232,98 @@ class AsyncClient:
         (seconds) has the manager run it that long after it receives the
         submit instead of at once (the handle resolves once it ran). Raises ValueError, TypeError or FrameTooLarge
         at once for arguments that cannot be sent."""
+        return await self._submit(task, args, priority, timeout, attempts, retry, retries, delay=delay)
+
+    async def _submit(
+        self,
+        task: str,
+        args: Any,
+        priority: str,
+        timeout: Optional[float],
+        attempts: Optional[int],
+        retry: Optional[bool],
+        retries: Optional[int],
+        detach: bool = False,
+        delay: Optional[float] = None,
+    ) -> TaskHandle:
         core = self._core()
         retry_ = self._settings.retry if retry is None else retry
         body = encode_submit(
-            task, args, priority, timeout, attempts, self._settings.max_frame, retries, retry_, delay
+            task,
+            args,
+            priority,
+            timeout,
+            attempts,
+            self._settings.max_frame,
+            retries,
+            retry_,
+            detach=detach,
+            delay=delay,
         )
         await self._take_room()
-        call, fut = self._new_call(core, "submit", task, body, retry_)
+        call, fut = self._new_call(core, "enqueue" if detach else "submit", task, body, retry_)
         core.start(call)
         link = core._link
         if link is not None and link.write_paused:
             await link.drain()
         return TaskHandle(task, core, call, fut)
+
+    async def enqueue(
+        self,
+        task: str,
+        args: Any = None,
+        *,
+        priority: str = "normal",
+        timeout: Optional[float] = None,
+        attempts: Optional[int] = None,
+        retry: Optional[bool] = None,
+        retries: Optional[int] = None,
+    ) -> int:
+        """Sends the task detached and returns its manager-wide id once the
+        manager accepted it; the task outlives this client. See
+        :meth:`Client.enqueue`."""
+        h = await self._submit(task, args, priority, timeout, attempts, retry, retries, detach=True)
+        try:
+            return int(await asyncio.shield(h._fut))
+        except asyncio.CancelledError:
+            h._fut.add_done_callback(_consume)
+            raise
+
+    async def result(self, task_id: int, *, wait: bool = True, timeout: Optional[float] = None) -> Any:
+        """The value of task ``task_id``; raises TaskFailed, NotReady or
+        UnknownTask. See :meth:`Client.result`. Cancelling the coroutine
+        stops the wait, not the task."""
+        check_task_id(task_id)
+        core = self._core()
+        await self._take_room()
+        call, fut = self._new_call(core, "lookup", "", b"", self._settings.retry)
+        call.task_id = task_id
+        call.wait = wait
+        core.start(call)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except NotReady:
+            raise
+        except asyncio.TimeoutError:
+            if fut.done():
+                raise
+            raise NotReady(task_id, None, timeout) from None
+        finally:
+            if not call.done:
+                fut.cancel()
+                core.drop(call)
+
+    async def cancel(self, task_id: int) -> str:
+        """Cancels task ``task_id``, whoever submitted it; returns
+        ``"cancelled"``, ``"finished"`` or ``"unknown"``. See
+        :meth:`Client.cancel`."""
+        check_task_id(task_id)
+        core = self._core()
+        await self._take_room()
+        call, fut = self._new_call(core, "cancel_task", "", b"", False)
+        call.task_id = task_id
+        core.start(call)
+        return str(await fut)
 
     async def run(
         self,

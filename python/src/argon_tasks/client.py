@@ -17,8 +17,8 @@ from collections import deque
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import _wire
-from ._core import Call, Core, Settings, encode_submit
-from .errors import ArgonError, ClientClosed
+from ._core import Call, Core, Settings, check_task_id, encode_submit
+from .errors import ArgonError, ClientClosed, NotReady
 from .status import Status
 
 __all__ = ["Client", "TaskFuture"]
@@ -78,6 +78,13 @@ class TaskFuture:
     def task_id(self) -> Optional[int]:
         """The task's manager-wide id once the manager told it (with retry
         on, a manager with a task store does), else None."""
+        return self._call.task_id
+
+    @property
+    def id(self) -> Optional[int]:
+        """The same as :attr:`task_id`. An attached task's id is told only
+        by a manager with a task store; :meth:`Client.enqueue` always gets
+        one."""
         return self._call.task_id
 
     def result(self, timeout: Optional[float] = None) -> Any:
@@ -232,13 +239,23 @@ class Client:
         attempts: Optional[int],
         retry: Optional[bool],
         retries: Optional[int] = None,
+        detach: bool = False,
         delay: Optional[float] = None,
     ) -> TaskFuture:
         retry_ = self._settings.retry if retry is None else retry
         body = encode_submit(
-            task, args, priority, timeout, attempts, self._settings.max_frame, retries, retry_, delay
+            task,
+            args,
+            priority,
+            timeout,
+            attempts,
+            self._settings.max_frame,
+            retries,
+            retry_,
+            detach=detach,
+            delay=delay,
         )
-        call, cf = self._new_call("submit", task, body, retry_)
+        call, cf = self._new_call("enqueue" if detach else "submit", task, body, retry_)
         return TaskFuture(task, self, call, cf)
 
     def submit(
@@ -256,9 +273,72 @@ class Client:
         """Sends the task and returns its :class:`TaskFuture` at once (it
         blocks only while ``max_in_flight`` calls are pending). Options as
         in :meth:`AsyncClient.submit`."""
-        h = self._prepare(task, args, priority, timeout, attempts, retry, retries, delay)
+        h = self._prepare(task, args, priority, timeout, attempts, retry, retries, delay=delay)
         self._post(self._core.start, h._call)
         return h
+
+    def enqueue(
+        self,
+        task: str,
+        args: Any = None,
+        *,
+        priority: str = "normal",
+        timeout: Optional[float] = None,
+        attempts: Optional[int] = None,
+        retry: Optional[bool] = None,
+        retries: Optional[int] = None,
+    ) -> int:
+        """Sends the task detached and returns its manager-wide id once the
+        manager accepted it. The task runs on after this client closes; its
+        outcome is read by id with :meth:`result` (from any client, for as
+        long as the manager keeps it: an hour by default). Options as in
+        :meth:`submit`. Raises TaskFailed when the manager refused it (no
+        worker provides it, ...), Denied or Overloaded when it had no room,
+        ConnectionLost when the connection ended first (the task may or may
+        not have been accepted)."""
+        h = self._prepare(task, args, priority, timeout, attempts, retry, retries, detach=True)
+        self._post(self._core.start, h._call)
+        return int(h.result())
+
+    def result(self, task_id: int, *, wait: bool = True, timeout: Optional[float] = None) -> Any:
+        """The value of task ``task_id`` (from :meth:`enqueue`, here or in
+        another process). With ``wait`` it returns once the task finished,
+        waiting at most ``timeout`` seconds (None: no limit); without, at
+        once. Raises TaskFailed when the task failed (``error`` says why,
+        ``cancelled by the client`` after a cancel), NotReady when it has
+        not finished (without ``wait``, or past ``timeout``: the task goes
+        on), UnknownTask when the manager does not know the id (or no
+        longer keeps its outcome). With retry on, a connection lost while
+        waiting is reconnected and asked again, within ``retry_for``."""
+        check_task_id(task_id)
+        call, cf = self._new_call("lookup", "", b"", self._settings.retry)
+        call.task_id = task_id
+        call.wait = wait
+        self._post(self._core.start, call)
+        try:
+            return cf.result(timeout)
+        except NotReady:
+            raise
+        except concurrent.futures.TimeoutError:
+            if cf.done():
+                raise
+            self._post_cancel(self._core.drop, call)
+            raise NotReady(task_id, None, timeout) from None
+        except KeyboardInterrupt:
+            self._post_cancel(self._core.drop, call)
+            raise
+
+    def cancel(self, task_id: int) -> str:
+        """Cancels task ``task_id``, whoever submitted it, and returns what
+        the manager did: ``"cancelled"`` (it was queued or running; its
+        outcome is now TaskFailed ``cancelled by the client``),
+        ``"finished"`` (it had finished; its outcome stays) or
+        ``"unknown"`` (no such task is queued, running or kept)."""
+        check_task_id(task_id)
+        call, cf = self._new_call("cancel_task", "", b"", False)
+        call.task_id = task_id
+        self._post(self._core.start, call)
+        return str(cf.result())
 
     def run(
         self,

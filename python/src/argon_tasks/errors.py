@@ -20,6 +20,8 @@ __all__ = [
     "ProtocolError",
     "FrameTooLarge",
     "TaskFailed",
+    "NotReady",
+    "UnknownTask",
     "Denied",
     "Overloaded",
     "ClientClosed",
@@ -77,13 +79,45 @@ class FrameTooLarge(ArgonError, ValueError):
 class TaskFailed(ArgonError):
     """The task ran and failed, or the manager could not run it.
 
-    ``error`` is the text from the worker or the manager, unchanged.
+    ``error`` is the text from the worker or the manager, unchanged;
+    ``task`` the task's name (empty when its outcome was read by id, which
+    does not tell it); ``task_id`` its id when known.
     """
 
-    def __init__(self, task: str, error: str) -> None:
-        super().__init__(f"task {peer_text(task, 80)} failed: {peer_text(error)}")
+    def __init__(self, task: str, error: str, task_id: Optional[int] = None) -> None:
+        name = peer_text(task, 80) if task or task_id is None else str(task_id)
+        super().__init__(f"task {name} failed: {peer_text(error)}")
         self.task = task
         self.error = error
+        self.task_id = task_id
+
+
+class NotReady(ArgonError, TimeoutError):
+    """The task has not finished: its outcome was asked for without
+    waiting, or the wait's timeout passed (the task goes on).
+
+    ``state`` is ``"queued"`` or ``"running"`` as the manager said, or None
+    after a timeout.
+    """
+
+    def __init__(self, task_id: int, state: Optional[str], timeout: Optional[float] = None) -> None:
+        if state is None:
+            super().__init__(f"task {task_id} did not finish within {timeout:g} s")
+        else:
+            super().__init__(f"task {task_id} has not finished: it is {state}")
+        self.task_id = task_id
+        self.state = state
+
+
+class UnknownTask(ArgonError, LookupError):
+    """The manager has no task by this id: it never accepted one, the task
+    was attached (its outcome went to its client), or its kept outcome
+    expired, was evicted, or went with a restart of a manager without a
+    task store."""
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"the manager does not know task {task_id} (never accepted, or its outcome is no longer kept)")
+        self.task_id = task_id
 
 
 class Denied(ArgonError):

@@ -50,7 +50,10 @@ class WorkerInfo:
 @dataclass(frozen=True)
 class Status:
     """A snapshot of the cluster: counts are exact, ``worker_list`` is a
-    sample of at most 100 workers, the busiest first."""
+    sample of at most 100 workers, the busiest first. The fields are those
+    of ``argon status --json``; ``retrying`` counts tasks waiting out the
+    backoff before a retry, ``awaiting_provider`` tasks waiting for a worker
+    that provides them (docs/PROTOCOL.md §7.2)."""
 
     workers: int
     capacity: int
@@ -62,6 +65,8 @@ class Status:
     completed: int
     failed: int
     denied: int
+    retrying: int
+    awaiting_provider: int
     worker_list: Tuple[WorkerInfo, ...]
     worker_list_total: int
     worker_list_truncated: bool
@@ -87,6 +92,8 @@ class Status:
             completed=_wire.get_int(s, "completed"),
             failed=_wire.get_int(s, "failed", default=0),
             denied=_wire.get_int(s, "denied"),
+            retrying=_wire.get_int(s, "retrying", default=0),
+            awaiting_provider=_wire.get_int(s, "awaiting_provider", default=0),
             worker_list=tuple(WorkerInfo.from_wire(w) for w in wl),
             worker_list_total=_wire.get_int(s, "worker_list_total", default=0),
             worker_list_truncated=_wire.get_bool(s, "worker_list_truncated", default=False),

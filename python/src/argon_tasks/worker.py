@@ -3,11 +3,13 @@
 A worker connects to the manager, registers its task names and ``capacity``
 slots, and runs what the manager assigns: ``async def`` functions as asyncio
 tasks, plain functions on a pool of ``capacity`` threads (or on the event
-loop itself with ``thread=False``). It enforces each run's timeout, stops
-runs the manager cancels, sends heartbeats, reconnects on a logarithmic
-backoff when the manager goes away, and on stop (SIGINT/SIGTERM under
-:meth:`Worker.run`) drains: it tells the manager, lets running tasks finish
-for up to ``stop_timeout`` seconds, and leaves.
+loop itself with ``thread=False``, or in child processes with
+``process=True``, see :mod:`argon_tasks._procs`). It enforces each run's
+timeout, stops runs the manager cancels (a cancel that comes before an
+``async def`` run's first step included), sends heartbeats, reconnects on a
+logarithmic backoff when the manager goes away, and on stop (SIGINT/SIGTERM
+under :meth:`Worker.run`) drains: it tells the manager, lets running tasks
+finish for up to ``stop_timeout`` seconds, and leaves.
 
 A task function takes one argument, the task's arguments as sent by the
 client, and returns its result; an exception it raises becomes the task's
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import logging
 import math
@@ -33,7 +36,7 @@ import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Tuple, TypeVar, Union
 
-from . import _wire
+from . import _procs, _wire
 from ._core import AGENT, resolve_key, resolve_mgr
 from ._link import Link
 from ._text import peer_text
@@ -100,17 +103,21 @@ def current_run() -> Optional[RunInfo]:
 
 
 class _Task:
-    __slots__ = ("name", "fn", "is_async", "thread")
+    __slots__ = ("name", "fn", "is_async", "thread", "ref")
 
-    def __init__(self, name: str, fn: Callable[[Any], Any], is_async: bool, thread: bool) -> None:
+    def __init__(
+        self, name: str, fn: Callable[[Any], Any], is_async: bool, thread: bool, ref: Optional[Tuple[str, str]] = None
+    ) -> None:
         self.name = name
         self.fn = fn
         self.is_async = is_async
         self.thread = thread
+        # Where a child process finds the function, for a process task.
+        self.ref = ref
 
 
 class _Run:
-    __slots__ = ("info", "slot", "task", "link", "stop_reason", "atask", "timer", "done", "warned")
+    __slots__ = ("info", "slot", "task", "link", "stop_reason", "atask", "timer", "done", "warned", "job")
 
     def __init__(self, info: RunInfo, slot: int, task: Optional[_Task], link: Link) -> None:
         self.info = info
@@ -122,14 +129,22 @@ class _Run:
         self.timer: Optional[asyncio.TimerHandle] = None
         self.done = False
         self.warned = False
+        self.job: Optional[_procs.Job] = None
 
 
 class _Pool:
     """``size`` daemon threads running blocking task functions; results go
     back to the event loop in batches."""
 
-    def __init__(self, size: int, loop: asyncio.AbstractEventLoop, deliver: Callable[[_Run, str, Any], None]) -> None:
+    def __init__(
+        self,
+        size: int,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Callable[[_Run, str, Any], None],
+        procs: Optional[_procs.ProcessPool] = None,
+    ) -> None:
         self._size = size
+        self._procs = procs
         self._loop = loop
         self._deliver = deliver
         self._jobs: "queue.SimpleQueue[Optional[Tuple[_Run, _Task, Any]]]" = queue.SimpleQueue()
@@ -158,7 +173,10 @@ class _Pool:
             run, task, args = job
             token = _current.set(run.info)
             try:
-                out: Tuple[_Run, str, Any] = (run, "done", task.fn(args))
+                if run.job is not None and task.ref is not None and self._procs is not None:
+                    out: Tuple[_Run, str, Any] = (run, *self._procs.call(run.job, task.ref, task.name, args))
+                else:
+                    out = (run, "done", task.fn(args))
             except (Exception, SystemExit) as e:
                 out = (run, "failed", error_text(task.name, e))
             finally:
@@ -270,32 +288,43 @@ class Worker:
         self._hurry: Optional[asyncio.Event] = None
         self._fatal: Optional[BaseException] = None
         self._pool: Optional[_Pool] = None
+        self._procs: Optional[_procs.ProcessPool] = None
         self._held: List[Tuple[int, str, Any, str]] = []
 
     # --- declaring tasks -----------------------------------------------------
 
-    def task(self, name: Optional[str] = None, *, thread: bool = True) -> Callable[[F], F]:
+    def task(self, name: Optional[str] = None, *, thread: bool = True, process: bool = False) -> Callable[[F], F]:
         """Decorator registering a function as task ``name`` (default: the
         function's name). ``async def`` functions run on the event loop;
         plain ones on the worker's threads, or on the event loop with
         ``thread=False`` (for quick functions: a timeout or cancel cannot
-        interrupt them there). The function is returned unchanged."""
+        interrupt them there), or with ``process=True`` in a child process
+        (for CPU-bound functions: a timeout or cancel kills the process).
+        The function is returned unchanged."""
 
         def register(fn: F) -> F:
-            self.add_task(name or fn.__name__, fn, thread=thread)
+            self.add_task(name or fn.__name__, fn, thread=thread, process=process)
             return fn
 
         return register
 
-    def add_task(self, name: str, fn: Callable[[Any], Any], *, thread: bool = True) -> None:
-        """Registers ``fn`` as task ``name``, like :meth:`task`."""
+    def add_task(self, name: str, fn: Callable[[Any], Any], *, thread: bool = True, process: bool = False) -> None:
+        """Registers ``fn`` as task ``name``, like :meth:`task`. A process
+        task must be a plain function defined at module level of a module
+        other than ``__main__`` (ValueError otherwise): the child process
+        imports it by name."""
         _check_task_name(name)
         if not callable(fn):
             raise TypeError(f"task {name}: {fn!r} is not callable")
         if self._loop is not None:
             raise RuntimeError("tasks must be added before the worker starts")
         is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
-        self._tasks[name] = _Task(name, fn, is_async, thread)
+        ref = None
+        if process:
+            if is_async:
+                raise ValueError(f"task {name}: an async def function cannot run in a process")
+            ref = _procs.function_ref(fn)
+        self._tasks[name] = _Task(name, fn, is_async, thread, ref)
 
     @property
     def tasks(self) -> Tuple[str, ...]:
@@ -389,7 +418,11 @@ class Worker:
         self._hurry = asyncio.Event()
         if self._stop_requested:
             self._stop_event.set()
-        self._pool = _Pool(self.capacity, loop, self._finish)
+        procs = None
+        if any(t.ref for t in self._tasks.values()):
+            procs = _procs.ProcessPool(self.capacity, 4 * self.max_frame)
+        self._procs = procs
+        self._pool = _Pool(self.capacity, loop, self._finish, procs)
         tries = 0
         try:
             while not self._stop_requested:
@@ -479,6 +512,7 @@ class Worker:
                 self._stop_all("the worker is shutting down")
                 await self._wait_idle(1.0)
         link.close("the worker stopped")
+        await link.wait_closed(1.0)
 
     async def _wait_idle(self, timeout: float) -> bool:
         """Waits until no run is going, for at most ``timeout`` seconds or
@@ -500,8 +534,12 @@ class Worker:
         link = self._link
         if link is not None:
             link.close("the worker stopped")
+            await link.wait_closed(1.0)
         if self._pool is not None:
             self._pool.shutdown()
+        if self._procs is not None:
+            self._procs.shutdown()
+            self._procs = None
 
     # --- messages from the manager -----------------------------------------
 
@@ -604,6 +642,13 @@ class Worker:
             run.timer = self._loop.call_later(timeout_ms / 1000, self._stop_run, run, why)
         if task.is_async:
             run.atask = self._loop.create_task(self._run_async(run, task, args))
+            # A task cancelled before its first step never runs the body of
+            # _run_async, which reports the run: this callback does then.
+            run.atask.add_done_callback(functools.partial(self._async_ended, run))
+        elif task.ref is not None:
+            assert self._pool is not None
+            run.job = _procs.Job()
+            self._pool.submit(run, task, args)
         elif task.thread:
             assert self._pool is not None
             self._pool.submit(run, task, args)
@@ -643,6 +688,9 @@ class Worker:
             return
         self._finish(run, "done", value)
 
+    def _async_ended(self, run: _Run, _: "asyncio.Task[None]") -> None:
+        self._finish(run, "failed", "the worker is shutting down")
+
     def _stop_run(self, run: _Run, reason: str) -> None:
         if run.done or run.stop_reason is not None:
             return
@@ -650,6 +698,9 @@ class Worker:
         run.info._stop()
         if run.atask is not None:
             run.atask.cancel()
+        elif run.job is not None:
+            if self._procs is not None:
+                self._procs.kill(run.job)
         elif not run.warned:
             run.warned = True
             log.warning(

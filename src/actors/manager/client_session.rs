@@ -31,6 +31,12 @@ use crate::protocol::{
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// A session id no other session has: for each client connection, and for
+/// the manager's other sources of submits (its periodic tasks).
+pub fn fresh_session_id() -> SessionId {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
 pub(super) static ASSIGN_OVERHEAD: LazyLock<usize> = LazyLock::new(assign_overhead);
 
 /// One connected client. See the module docs.
@@ -63,7 +69,7 @@ impl ClientSession {
 
     /// The connection actor for an established client, not yet started.
     pub fn connection(est: Established, manager: Addr<Manager>) -> Connection<ClientSession> {
-        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let id = fresh_session_id();
         log::debug!("[client {}] session {id} opened", est.peer_addr);
         let max_assign = codec::max_plaintext(est.writer.max_frame());
         manager.do_send(super::metrics::ClientOpened { session: id });
@@ -249,6 +255,37 @@ impl Peer for ClientSession {
                     }
                 });
             }
+            FromClient::DeadRetry { id, task_id, task } => {
+                let select = DeadSelect { task_id, task };
+                let request = conn.role.manager.send(RetryDead {
+                    session: conn.role.id,
+                    select,
+                    limit: DEAD_LIST_MAX as usize,
+                });
+                conn.ask(request, move |res, conn, ctx| {
+                    if let Ok(done) = res {
+                        conn.send(dead_done(id, done), ctx);
+                    }
+                });
+            }
+            FromClient::DeadPurge { id, task_id, task } => {
+                let select = DeadSelect { task_id, task };
+                let request = conn.role.manager.send(PurgeDead { select });
+                conn.ask(request, move |res, conn, ctx| {
+                    if let Ok(done) = res {
+                        conn.send(dead_done(id, done), ctx);
+                    }
+                });
+            }
+            FromClient::SchedulesRequest { id } => {
+                let budget = codec::max_plaintext(conn.max_frame());
+                let request = conn.role.manager.send(GetSchedules);
+                conn.ask(request, move |res, conn, ctx| {
+                    if let Ok(list) = res {
+                        conn.send(schedules_within(id, list, budget), ctx);
+                    }
+                });
+            }
             FromClient::Heartbeat {} => {}
         }
     }
@@ -319,4 +356,41 @@ impl Handler<TaskReply> for Connection<ClientSession> {
             ctx,
         );
     }
+}
+
+/// The wire answer to a `dead_retry` or `dead_purge`.
+fn dead_done(id: u64, done: DeadDone) -> ToClient {
+    ToClient::DeadDone {
+        id,
+        retried: done.retried,
+        purged: done.purged,
+        left: done.left,
+        reason: done.reason,
+        denied: done.denied,
+    }
+}
+
+/// The `schedules` answer, its list cut to what encodes in `budget` bytes
+/// (linear: each entry is measured once).
+fn schedules_within(
+    id: u64,
+    mut list: Vec<crate::protocol::ScheduleInfo>,
+    budget: usize,
+) -> ToClient {
+    let total = list.len() as u64;
+    // Room for the array header to grow with its length (5 bytes at most).
+    let mut used = codec::encoded_len(&ToClient::Schedules {
+        id,
+        list: Vec::new(),
+        total,
+    }) + 5;
+    let keep = list
+        .iter()
+        .take_while(|e| {
+            used += codec::encoded_len(*e);
+            used <= budget
+        })
+        .count();
+    list.truncate(keep);
+    ToClient::Schedules { id, list, total }
 }

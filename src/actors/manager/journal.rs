@@ -23,8 +23,8 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::store::{
-    CommitSink, Record, Recovered, ResultRecord, StartRecord, StoreFailed, StoredOutcome,
-    TaskRecord, TaskStore,
+    CommitSink, DeadRecord, Record, Recovered, ResultRecord, StartRecord, StoreFailed,
+    StoredOutcome, TaskRecord, TaskStore,
 };
 use super::Pending;
 use crate::logsafe::{RateLimit, WARN_WINDOW};
@@ -160,15 +160,24 @@ impl Journal {
     /// The reply to the submit whose task was just recorded, resolving
     /// once its acceptance is committed; `None` when nothing waits.
     pub(super) fn accept_reply(&mut self) -> Option<Response<Result<TaskId, Rejection>>> {
+        let commit = self.accept_commit()?;
+        Some(Response::fut(commit))
+    }
+
+    /// The acceptance of the task just recorded, once committed; `None`
+    /// when nothing waits.
+    pub(super) fn accept_commit(
+        &mut self,
+    ) -> Option<impl std::future::Future<Output = Result<TaskId, Rejection>> + use<>> {
         let rx = self.accepted.take()?;
-        Some(Response::fut(async move {
+        Some(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(Rejection::Denied {
                     reason: "manager stopping: the task store closed".into(),
                     retry_after: Duration::from_secs(1),
                 })
             })
-        }))
+        })
     }
 
     /// Records a start of `task`.
@@ -237,6 +246,27 @@ impl Journal {
         }
     }
 
+    /// Records that task `id` joined the dead list.
+    pub(super) fn dead(&mut self, id: TaskId, record: DeadRecord) {
+        if self.durable {
+            self.send(Record::Dead(id, record));
+        }
+    }
+
+    /// Records that dead-list entry `id` went.
+    pub(super) fn unlist(&mut self, id: TaskId) {
+        if self.durable {
+            self.send(Record::Unlist(id));
+        }
+    }
+
+    /// Records that periodic task `name` ran for its due time `at_ms`.
+    pub(super) fn fired(&mut self, name: &str, at_ms: u64) {
+        if self.durable {
+            self.send(Record::Fired(name.to_string(), at_ms));
+        }
+    }
+
     /// The first `upto` records are committed: what waited for them.
     pub(super) fn committed(&mut self, upto: u64) -> Vec<Deferred> {
         self.committed = upto;
@@ -271,7 +301,7 @@ impl Journal {
 }
 
 /// The record of `task` as it stands.
-fn record_of(task: &Pending) -> TaskRecord {
+pub(super) fn record_of(task: &Pending) -> TaskRecord {
     TaskRecord {
         name: task.spec.name.clone(),
         args: task.spec.args.clone(),
@@ -288,5 +318,17 @@ fn record_of(task: &Pending) -> TaskRecord {
             .unique
             .as_ref()
             .map_or(0, |(_, keep)| keep.as_millis() as u64),
+    }
+}
+
+/// The task a record holds, as submitted (its retries resolved).
+pub(super) fn spec_of(r: TaskRecord) -> TaskSpec {
+    TaskSpec {
+        name: r.name,
+        args: r.args,
+        priority: r.priority,
+        timeout: r.timeout_ms.map(Duration::from_millis),
+        attempts: r.attempts,
+        retries: Some(r.retries),
     }
 }

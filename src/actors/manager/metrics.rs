@@ -17,6 +17,7 @@ use prometheus_client::{
     metrics::family::Family,
     metrics::gauge::Gauge,
     metrics::histogram::{exponential_buckets, Histogram},
+    metrics::info::Info,
     registry::Registry,
 };
 
@@ -40,12 +41,13 @@ pub const OTHER_TASK: &str = "other";
 const INVALID: usize = 4;
 
 /// The `reason` label values of `argon_tasks_denied_total`.
-pub const DENY_REASONS: [&str; 6] = [
+pub const DENY_REASONS: [&str; 7] = [
     "no_capacity",
     "queue_full",
     "waiting_clients",
     "shutting_down",
     "invalid",
+    "rate_limited",
     "other",
 ];
 
@@ -98,6 +100,7 @@ pub struct ManagerMetrics {
     results_kept: Gauge,
     results_kept_bytes: Gauge,
     result_waits: Gauge,
+    dead_tasks: Gauge,
     open_clients: i64,
     /// Recent queue waits, for the dashboard's percentiles.
     pub(super) recent_queue_wait: SampleWindow,
@@ -231,6 +234,10 @@ impl ManagerMetrics {
             "argon_result_waits",
             "Result requests waiting for a task to finish",
         );
+        let dead_tasks = gauge(
+            "argon_dead_tasks",
+            "Failed tasks in the dead list (`argon failed`), at most manager.dead_max",
+        );
         let retries = Counter::default();
         registry.register(
             "argon_task_retries",
@@ -250,6 +257,15 @@ impl ManagerMetrics {
             "The retry_after a task denied now would be given",
             predicted_wait.clone(),
         );
+        #[cfg(feature = "http")]
+        {
+            registry.register(
+                "argon_build",
+                "The version of the running manager",
+                Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+            );
+            registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        }
         ManagerMetrics {
             registry,
             submitted,
@@ -275,6 +291,7 @@ impl ManagerMetrics {
             results_kept,
             results_kept_bytes,
             result_waits,
+            dead_tasks,
             open_clients: 0,
             recent_queue_wait: SampleWindow::default(),
             recent_run_time: SampleWindow::default(),
@@ -404,6 +421,8 @@ fn deny_reason_index(r: &Rejection) -> usize {
                 "queue_full"
             } else if reason.contains("shutting down") || reason.contains("shuts down") {
                 "shutting_down"
+            } else if reason == super::limits::RATE_LIMITED {
+                "rate_limited"
             } else {
                 "other"
             }
@@ -469,6 +488,7 @@ impl Handler<GetMetrics> for Manager {
         m.results_kept.set(gauge_value(kept as u64));
         m.results_kept_bytes.set(gauge_value(bytes as u64));
         m.result_waits.set(gauge_value(self.waiting as u64));
+        m.dead_tasks.set(gauge_value(self.dead.len() as u64));
         MessageResult(MetricsSnapshot {
             text: m.encode(),
             workers: self.sched.len() as u64,

@@ -28,10 +28,13 @@
 
 pub mod awaiting;
 pub mod client_session;
+mod dead;
 pub mod journal;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod overview;
+pub mod periodic;
 mod recovery;
 pub mod results;
 pub mod retry;
@@ -65,10 +68,11 @@ use crate::protocol::{
     STATUS_MAX_TASK_NAMES, STATUS_MAX_WORKERS,
 };
 use awaiting::Awaiting;
+use dead::DeadStore;
 use lifecycle::Event;
 use metrics::ManagerMetrics;
 use results::ResultStore;
-use retry::{DeadStore, RetryTimer};
+use retry::RetryTimer;
 use scheduler::{Scheduler, TaskTime, EVAL_TASK};
 use tasks::{At, State, Tasks};
 use turns::Turns;
@@ -135,6 +139,10 @@ pub struct ManagerSettings {
     /// `None`: [`awaiting::PROVIDER_GRACE`], or
     /// [`awaiting::PROVIDER_GRACE_STORED`] with a task store.
     pub provider_grace: Option<Duration>,
+    /// Periodic tasks the manager submits itself ([`periodic`]).
+    pub schedules: Vec<periodic::PeriodicSpec>,
+    /// Limits per task name ([`limits`]).
+    pub limits: HashMap<String, limits::TaskLimit>,
 }
 
 impl Default for ManagerSettings {
@@ -158,6 +166,8 @@ impl Default for ManagerSettings {
             recovery_grace: crate::protocol::DEFAULT_HEARTBEAT * crate::protocol::SILENT_INTERVALS,
             store_backlog: journal::STORE_BACKLOG,
             provider_grace: None,
+            schedules: Vec::new(),
+            limits: HashMap::new(),
         }
     }
 }
@@ -243,6 +253,9 @@ struct Run {
     /// while the run goes on: the worker was told to cancel it, and its
     /// slot stays busy until the worker reports it finished.
     task: Option<TaskId>,
+    /// The running count of its task name, if the name is limited; given
+    /// back when the run is dropped.
+    _held: Option<limits::Held>,
 }
 
 /// A shutdown in progress, or done (see [`Shutdown`]).
@@ -295,6 +308,8 @@ pub struct Manager {
     awaiting: Awaiting,
     /// Tasks that failed after using their retries.
     dead: DeadStore,
+    periodic: periodic::Periodic,
+    limits: limits::Limits,
     /// The task store and what waits for its commits ([`journal`]).
     journal: journal::Journal,
     /// Set when the manager stops for good on an error (its store failed).
@@ -329,8 +344,12 @@ impl Manager {
     /// A manager over `store` (for example [`RedbStore::open`]): a durable
     /// one continues its ids, and its tasks and results are recovered when
     /// the actor starts.
-    pub fn with_store(settings: ManagerSettings, store: impl TaskStore) -> Manager {
+    pub fn with_store(mut settings: ManagerSettings, store: impl TaskStore) -> Manager {
         let durable = store.durable();
+        let settings_schedules = std::mem::take(&mut settings.schedules);
+        let limits = limits::Limits::new(std::mem::take(&mut settings.limits));
+        let mut tasks = Tasks::default();
+        tasks.count_queued(limits.counted_names());
         let journal = journal::Journal::new(
             Box::new(store),
             settings.recovery_grace,
@@ -357,7 +376,8 @@ impl Manager {
             sched: Scheduler::new(),
             links: IdMap::default(),
             loads: IdMap::default(),
-            tasks: Tasks::default(),
+            tasks,
+            limits,
             runs: IdMap::default(),
             next_id: random_id_base(),
             avg: TaskTime::default(),
@@ -372,6 +392,7 @@ impl Manager {
             uniques,
             awaiting: Awaiting::new(grace, awaiting::MAX_WINDOWS),
             dead,
+            periodic: periodic::Periodic::new(settings_schedules),
             journal,
             failure: tokio::sync::watch::channel(None).0,
         }
@@ -556,10 +577,11 @@ impl Manager {
         task.started_times += 1;
         task.worker = Some(worker);
         let (started, timeout) = (task.started_times, task.spec.timeout);
+        let name = task.spec.name.clone();
         let order = WorkerOrder::Assign {
             run,
             slot,
-            name: task.spec.name.clone(),
+            name: name.clone(),
             args: task.spec.args.clone(),
             timeout,
             reserved: bytes,
@@ -577,6 +599,7 @@ impl Manager {
                 .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         }
         self.links[&worker].do_send(order);
+        let held = self.limits.hold(&name);
         self.runs.insert(
             run,
             Run {
@@ -584,6 +607,7 @@ impl Manager {
                 slot,
                 started: Instant::now(),
                 task: Some(id),
+                _held: held,
             },
         );
     }
@@ -664,6 +688,10 @@ impl Manager {
                     i += 1;
                     continue;
                 };
+                if !self.limits.is_empty() && !self.limits.may_start(&e.task.spec.name) {
+                    i += 1;
+                    continue;
+                }
                 match pick_for(&mut self.sched, &self.loads, &e.task.spec) {
                     Some((worker, bytes)) => self.start(id, worker, bytes, ctx),
                     None => i += 1,
@@ -952,6 +980,7 @@ impl Manager {
             worker_list: Vec::new(),
             worker_list_total: self.sched.len() as u64,
             worker_list_truncated: false,
+            limits: self.limits.status(|name| self.tasks.queued_of(name)),
         };
         let mut workers = self.sched.workers();
         workers.sort_by_key(|w| (Reverse(w.busy()), w.id));
@@ -1069,7 +1098,8 @@ impl Actor for Manager {
                 tasks.get(id).is_some() || journal.holds(id)
             });
         });
-        self.recover(ctx);
+        let fired = self.recover(ctx);
+        self.start_periodic(&fired, ctx);
     }
 }
 
@@ -1097,9 +1127,42 @@ impl Handler<SubmitTask> for Manager {
 }
 
 impl Manager {
-    fn submit(
+    fn submit(&mut self, msg: SubmitTask, ctx: &mut Context<Self>) -> Result<TaskId, Rejection> {
+        let origin = Origin {
+            session: msg.session,
+            request_id: msg.request_id,
+        };
+        let reply = if msg.detach {
+            ReplyTo::Kept
+        } else {
+            ReplyTo::Session(msg.reply_to)
+        };
+        self.admit(msg.spec, msg.session, Some(origin), reply, msg.opts, ctx)
+    }
+
+    /// Why a task of `name` is denied by its name's limits now, if it is
+    /// (see [`limits`]); takes a token of its rate when it is not.
+    fn limit(&mut self, name: &str) -> Result<(), Rejection> {
+        if self.limits.is_empty() {
+            return Ok(());
+        }
+        let queued = self.tasks.queued_of(name);
+        match self.limits.admit(name, queued, Instant::now()) {
+            Some(deny) => Err(deny),
+            None => Ok(()),
+        }
+    }
+
+    /// Accepts task `spec` from `session` (queued, started at once, or
+    /// scheduled for its due time in `opts`) or says why not: every way
+    /// into the queue goes through here.
+    fn admit(
         &mut self,
-        mut msg: SubmitTask,
+        mut spec: TaskSpec,
+        session: SessionId,
+        origin: Option<Origin>,
+        reply: ReplyTo,
+        opts: SubmitOptions,
         ctx: &mut Context<Self>,
     ) -> Result<TaskId, Rejection> {
         if let Some(deny) = self.deny_shutting_down() {
@@ -1111,64 +1174,59 @@ impl Manager {
         if self.sched.capacity() == 0 {
             return Err(self.deny("no capacity"));
         }
-        if !self.runnable(&msg.spec.name) {
-            return Err(Rejection::Invalid(if msg.spec.name == EVAL_TASK {
+        if !self.runnable(&spec.name) {
+            return Err(Rejection::Invalid(if spec.name == EVAL_TASK {
                 "no worker allows eval (start one with --allow-eval)".to_string()
             } else {
-                format!("no worker provides task {}", msg.spec.name)
+                format!("no worker provides task {}", spec.name)
             }));
         }
-        if msg.spec.timeout.is_none() {
-            msg.spec.timeout = self.settings.default_timeout;
+        if spec.timeout.is_none() {
+            spec.timeout = self.settings.default_timeout;
         }
-        if msg.spec.attempts == 0 {
-            msg.spec.attempts = self.settings.default_attempts.max(1);
+        if spec.attempts == 0 {
+            spec.attempts = self.settings.default_attempts.max(1);
         }
-        let retries = msg.spec.retries.unwrap_or(self.settings.default_retries);
+        let retries = spec.retries.unwrap_or(self.settings.default_retries);
         if retries > retry::MAX_RETRIES {
             return Err(Rejection::Invalid(format!(
                 "retries must be at most {} (got {retries})",
                 retry::MAX_RETRIES
             )));
         }
-        msg.spec.retries = Some(retries);
-        let wait = match msg.opts.due_ms {
+        spec.retries = Some(retries);
+        let wait = match opts.due_ms {
             Some(due) => {
                 schedule::wait_until(due, journal::now_ms()).map_err(Rejection::Invalid)?
             }
             None => None,
         };
-        let session = msg.session;
         let task = Pending {
             id: self.fresh_id(),
-            origin: Some(Origin {
-                session,
-                request_id: msg.request_id,
-            }),
-            level: msg.spec.priority,
-            spec: msg.spec,
-            reply: if msg.detach {
-                ReplyTo::Kept
-            } else {
-                ReplyTo::Session(msg.reply_to)
-            },
+            origin,
+            level: spec.priority,
+            spec,
+            reply,
             started_times: 0,
             waiting_since: Instant::now(),
             accepted_at: Instant::now(),
             worker: None,
             retried: 0,
             attempt_base: 0,
-            due_ms: wait.and(msg.opts.due_ms),
-            unique: msg.opts.unique,
+            due_ms: wait.and(opts.due_ms),
+            unique: opts.unique,
         };
         if let Some(wait) = wait {
             return self.schedule(task, wait, ctx);
         }
         let id = task.id;
+        let may_start = self.limits.is_empty() || self.limits.may_start(&task.spec.name);
         // Start it now if a free slot provides it, even when the queue is
         // full: after every dispatch no queued task fits a free slot, so this
         // overtakes nobody, and the bound is on waiting tasks only.
-        if let Some((worker, bytes)) = pick_for(&mut self.sched, &self.loads, &task.spec) {
+        let now = pick_for(&mut self.sched, &self.loads, &task.spec).filter(|_| may_start);
+        if let Some((worker, bytes)) = now {
+            self.limit(&task.spec.name)?;
             self.journal.accept(&task);
             self.tasks.insert(task, State::Queued, At::Back);
             self.start(id, worker, bytes, ctx);
@@ -1190,6 +1248,7 @@ impl Manager {
                 "queue full for newcomers: places go to waiting clients in turn",
             ));
         }
+        self.limit(&task.spec.name)?;
         self.journal.accept(&task);
         self.tasks.insert(task, State::Queued, At::Back);
         self.dispatch(ctx);
@@ -1379,6 +1438,7 @@ impl Handler<RegisterWorker> for Manager {
                         slot,
                         started: Instant::now(),
                         task: Some(task),
+                        _held: None,
                     },
                 );
                 continue;
@@ -1390,6 +1450,7 @@ impl Handler<RegisterWorker> for Manager {
                     slot,
                     started: Instant::now(),
                     task: None,
+                    _held: None,
                 },
             );
             msg.link.do_send(WorkerOrder::Cancel { run, slot });
@@ -1460,11 +1521,16 @@ impl Handler<RunFinished> for Manager {
             }
         };
         let took = run.started.elapsed();
-        match run.task {
+        let Run {
+            task, slot, _held, ..
+        } = run;
+        // Its name's running count goes back before anything is dispatched.
+        drop(_held);
+        match task {
             Some(task) => {
                 self.metrics.run_time(took);
                 let ok = matches!(msg.outcome, TaskOutcome::Done(_));
-                self.sched.release(msg.worker, run.slot, ok.then_some(took));
+                self.sched.release(msg.worker, slot, ok.then_some(took));
                 if ok {
                     self.avg.add(took);
                 }
@@ -1474,7 +1540,7 @@ impl Handler<RunFinished> for Manager {
                 self.finished(task, msg.outcome, Event::Finished, ctx);
             }
             None => {
-                self.sched.release(msg.worker, run.slot, None);
+                self.sched.release(msg.worker, slot, None);
                 self.dispatch(ctx);
             }
         }
@@ -1504,7 +1570,9 @@ impl Handler<RunRefused> for Manager {
             None => return,
         };
         self.sched.release(msg.worker, run.slot, None);
-        if let Some(task) = run.task {
+        let task = run.task;
+        drop(run);
+        if let Some(task) = task {
             log::debug!(
                 "worker {} did not start task {task} ({}); queued again",
                 msg.worker,

@@ -35,7 +35,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use super::journal::{now_ms, Deferred, ID_GAP};
+use super::journal::{now_ms, spec_of, Deferred, ID_GAP};
 use super::lifecycle::Event;
 use super::store::{CommitSink, Committed, StoreFailed, StoredOutcome};
 use super::tasks::{At, State};
@@ -44,17 +44,18 @@ use crate::messages::*;
 
 impl Manager {
     /// Starts the store, and installs what it held (once, when the actor
-    /// starts).
-    pub(super) fn recover(&mut self, ctx: &mut Context<Self>) {
+    /// starts). Returns the last runs of the periodic tasks it held.
+    pub(super) fn recover(&mut self, ctx: &mut Context<Self>) -> Vec<(String, u64)> {
         let sink = CommitSink {
             committed: ctx.address().recipient(),
             failed: ctx.address().recipient(),
         };
         if let Err(e) = self.journal.start(sink) {
-            return self.store_failed(e.to_string(), ctx);
+            self.store_failed(e.to_string(), ctx);
+            return Vec::new();
         }
         if !self.journal.durable() {
-            return;
+            return Vec::new();
         }
         let recovered = self.journal.take_recovered();
         if let Some(high) = recovered.high_id {
@@ -91,6 +92,7 @@ impl Manager {
             self.journal.forget(id);
         }
         self.forget_gone();
+        self.restore_dead(recovered.dead);
         let mut tasks = recovered.tasks;
         tasks.sort_by_key(|(id, _, _)| *id);
         let (mut queued, mut running, mut scheduled) = (0, 0, 0);
@@ -101,14 +103,6 @@ impl Manager {
                 origin: None,
                 reply: ReplyTo::Kept,
                 level: r.priority,
-                spec: TaskSpec {
-                    name: r.name,
-                    args: r.args,
-                    priority: r.priority,
-                    timeout: r.timeout_ms.map(Duration::from_millis),
-                    attempts: r.attempts,
-                    retries: Some(r.retries),
-                },
                 started_times: start.as_ref().map_or(r.attempt_base, |s| s.started_times),
                 waiting_since: now,
                 accepted_at: now,
@@ -118,7 +112,9 @@ impl Manager {
                 due_ms: r.due_ms,
                 unique: r
                     .unique_key
+                    .clone()
                     .map(|k| (k, Duration::from_millis(r.unique_for_ms))),
+                spec: spec_of(r),
             };
             if let Some((key, keep)) = &task.unique {
                 self.uniques.insert(key.clone(), id, *keep);
@@ -129,7 +125,7 @@ impl Manager {
                     running += 1;
                     self.tasks.insert(task, State::Unclaimed(s.run), At::Back);
                 }
-                None => match r.due_ms.map(|due| due.saturating_sub(wall)) {
+                None => match task.due_ms.map(|due| due.saturating_sub(wall)) {
                     Some(wait) if wait > 0 => {
                         scheduled += 1;
                         let due = now + Duration::from_millis(wait);
@@ -162,6 +158,7 @@ impl Manager {
         if running > 0 {
             ctx.run_later(grace, |act, ctx| act.reclaim_unclaimed(ctx));
         }
+        recovered.fired
     }
 
     /// The recovered task whose run `run` worker `worker` reports at its

@@ -16,9 +16,8 @@
 //! retried. Cancelled and denied tasks are never retried.
 //!
 //! A task with retries > 0 that is answered with its run's error because no
-//! retry follows (all used, or no room) goes to the [`DeadList`]: at most
-//! `dead_max` entries, the oldest evicted first (logged at debug), each with
-//! its arguments and error cut to a bound. `argon failed` reads it.
+//! retry follows (all used, or no room) goes to the dead list
+//! ([`super::dead`]).
 //!
 //! With a task store each scheduled retry is recorded (`Journal::retry`),
 //! so a restarted manager gives a task only the retries it had left; the
@@ -27,8 +26,7 @@
 //! One timer serves every waiting retry: it is set for the earliest due
 //! time, and a retry cancelled meanwhile leaves it to fire on nothing.
 
-use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::time::Instant;
@@ -36,15 +34,10 @@ use tokio::time::Instant;
 use super::lifecycle::Event;
 use super::tasks::{At, State};
 use super::{Manager, Pending};
-use crate::messages::{GetDeadList, TaskId, TaskOutcome};
-use crate::protocol::{codec, DeadList, DeadTask, Value, DEAD_ARGS_MAX, DEAD_ERROR_MAX};
+use crate::messages::{TaskId, TaskOutcome};
 
 /// Most retries a task may ask for; more is refused as invalid.
 pub const MAX_RETRIES: u32 = 10;
-
-/// Characters of JSON text kept as the preview of arguments too large for
-/// a dead-list entry (`…` follows when the text is longer).
-const ARGS_PREVIEW_CHARS: usize = 256;
 
 /// The backoff before retry `k` (from 1), before jitter: `base × 2^(k-1)`,
 /// at most `max`.
@@ -71,111 +64,6 @@ pub fn uniform_jitter(d: Duration) -> Duration {
 pub(super) struct RetryTimer {
     /// When it fires, if it is set.
     timer: Option<(Instant, SpawnHandle)>,
-}
-
-/// The tasks that failed after using their retries, oldest first; at most
-/// `max`. See the module docs.
-pub(super) struct DeadStore {
-    entries: VecDeque<DeadTask>,
-    max: usize,
-    evicted: u64,
-}
-
-impl DeadStore {
-    /// An empty list holding at most `max` entries (0 keeps none).
-    pub(super) fn new(max: usize) -> DeadStore {
-        DeadStore {
-            entries: VecDeque::new(),
-            max,
-            evicted: 0,
-        }
-    }
-
-    /// Adds an entry, evicting the oldest past the bound.
-    pub(super) fn push(&mut self, entry: DeadTask) {
-        if self.max == 0 {
-            self.evicted += 1;
-            return;
-        }
-        while self.entries.len() >= self.max {
-            if let Some(old) = self.entries.pop_front() {
-                self.evicted += 1;
-                log::debug!(
-                    "dead list full ({} entries): evicted task {}, the oldest",
-                    self.max,
-                    old.task_id
-                );
-            }
-        }
-        self.entries.push_back(entry);
-    }
-
-    /// Newest first, at most `limit` entries and `max_bytes` encoded.
-    pub(super) fn list(&self, limit: usize, max_bytes: usize) -> DeadList {
-        let mut list = DeadList {
-            tasks: Vec::new(),
-            total: self.entries.len() as u64,
-            truncated: false,
-            evicted: self.evicted,
-        };
-        // Room for the array header to grow with its length (5 bytes at most).
-        let mut used = codec::encoded_len(&list) + 5;
-        for e in self.entries.iter().rev().take(limit) {
-            let cost = codec::encoded_len(e);
-            if used + cost > max_bytes {
-                break;
-            }
-            used += cost;
-            list.tasks.push(e.clone());
-        }
-        list.truncated = list.tasks.len() < self.entries.len();
-        while codec::encoded_len(&list) > max_bytes && list.tasks.pop().is_some() {
-            list.truncated = true;
-        }
-        list
-    }
-}
-
-/// The dead-list entry of `task`, answered with `error`; arguments and
-/// error cut to their bounds.
-fn dead_entry(task: &Pending, error: &str) -> DeadTask {
-    DeadTask {
-        task_id: task.id,
-        task: task.spec.name.clone(),
-        retries: task.retried,
-        ..bounded_entry(&task.spec.args, error)
-    }
-}
-
-/// An entry with `args` and `error` cut to their bounds, stamped now.
-fn bounded_entry(args: &Value, error: &str) -> DeadTask {
-    let (args, args_truncated) = if codec::encoded_len(args) <= DEAD_ARGS_MAX {
-        (args.clone(), false)
-    } else {
-        let (preview, _) = crate::json::preview(args, ARGS_PREVIEW_CHARS);
-        (Value::from(preview), true)
-    };
-    let mut error = error.to_string();
-    if error.len() > DEAD_ERROR_MAX {
-        let mut cut = DEAD_ERROR_MAX - '…'.len_utf8();
-        while !error.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        error.truncate(cut);
-        error.push('…');
-    }
-    let failed_at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    DeadTask {
-        task_id: 0,
-        task: String::new(),
-        args,
-        args_truncated,
-        retries: 0,
-        error,
-        failed_at_ms,
-    }
 }
 
 impl Manager {
@@ -219,7 +107,7 @@ impl Manager {
                     return;
                 };
                 if self.shutdown.is_none() {
-                    self.dead.push(dead_entry(&task, &error));
+                    self.bury(&task, &error);
                 }
                 self.reply(task, TaskOutcome::Failed(error));
                 return;
@@ -337,14 +225,6 @@ impl Manager {
     }
 }
 
-impl Handler<GetDeadList> for Manager {
-    type Result = MessageResult<GetDeadList>;
-
-    fn handle(&mut self, msg: GetDeadList, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.dead.list(msg.limit, msg.max_bytes))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,59 +248,5 @@ mod tests {
             "200 draws are not all equal"
         );
         assert_eq!(uniform_jitter(Duration::ZERO), Duration::ZERO);
-    }
-
-    fn entry(task_id: u64, error: &str) -> DeadTask {
-        DeadTask {
-            task_id,
-            task: "t".into(),
-            args: Value::Nil,
-            args_truncated: false,
-            retries: 1,
-            error: error.into(),
-            failed_at_ms: 0,
-        }
-    }
-
-    #[test]
-    fn entries_keep_small_arguments_and_cut_large_ones_and_long_errors() {
-        let small = Value::Array(vec![1.into(), "two".into()]);
-        let e = bounded_entry(&small, "short");
-        assert_eq!(
-            (e.args, e.args_truncated, e.error.as_str()),
-            (small, false, "short")
-        );
-        assert!(e.failed_at_ms > 0);
-
-        let big = Value::from("x".repeat(5000));
-        let error = "é".repeat(3000);
-        let e = bounded_entry(&big, &error);
-        assert!(e.args_truncated);
-        let preview = e.args.as_str().expect("a string preview");
-        assert!(preview.starts_with("\"xxx") && preview.ends_with('…'));
-        assert_eq!(preview.chars().count(), ARGS_PREVIEW_CHARS + 1);
-        assert!(e.error.len() <= DEAD_ERROR_MAX && e.error.ends_with('…'));
-        assert!(e.error.len() > DEAD_ERROR_MAX - 8, "cut near the bound");
-    }
-
-    #[test]
-    fn the_list_is_newest_first_and_cut_to_the_byte_budget() {
-        let mut dead = DeadStore::new(10);
-        for id in 1..=5 {
-            dead.push(entry(id, &"e".repeat(100)));
-        }
-        let all = dead.list(100, 1 << 20);
-        let ids: Vec<u64> = all.tasks.iter().map(|t| t.task_id).collect();
-        assert_eq!(ids, vec![5, 4, 3, 2, 1]);
-        assert!(!all.truncated);
-
-        let two = dead.list(2, 1 << 20);
-        assert_eq!(two.tasks.len(), 2);
-        assert!(two.truncated && two.total == 5);
-
-        let budget = codec::encoded_len(&all) - 150;
-        let cut = dead.list(100, budget);
-        assert!(codec::encoded_len(&cut) <= budget);
-        assert!(cut.truncated && cut.tasks.len() < 5 && !cut.tasks.is_empty());
     }
 }

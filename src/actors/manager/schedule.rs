@@ -102,6 +102,7 @@ impl Manager {
                 retry_after: next.clamp(Duration::from_millis(10), Duration::from_secs(60)),
             });
         }
+        self.limit(&task.spec.name)?;
         let id = task.id;
         let due = Instant::now() + wait;
         self.journal.accept(&task);

@@ -82,9 +82,23 @@ pub(super) struct Tasks {
     unclaimed: IdMap<TaskId>,
     by_request: HashMap<(SessionId, u64), TaskId, BuildHasherDefault<IdHasher>>,
     by_session: IdMap<HashSet<TaskId, BuildHasherDefault<IdHasher>>>,
+    /// Queued tasks of the names whose queued tasks are counted (those
+    /// with a `max_queued` limit); empty, and never looked up, without.
+    queued_by_name: HashMap<String, usize>,
 }
 
 impl Tasks {
+    /// Counts the queued tasks of `names` from now on (call before any
+    /// task comes in).
+    pub(super) fn count_queued(&mut self, names: Vec<String>) {
+        self.queued_by_name = names.into_iter().map(|n| (n, 0)).collect();
+    }
+
+    /// Queued tasks of `name`, if its queued tasks are counted (else 0).
+    pub(super) fn queued_of(&self, name: &str) -> usize {
+        self.queued_by_name.get(name).copied().unwrap_or(0)
+    }
+
     /// Takes in an accepted (or recovered) task in `state`.
     pub(super) fn insert(&mut self, task: Pending, state: State, at: At) {
         let id = task.id;
@@ -203,7 +217,14 @@ impl Tasks {
             At::Front => q.push_front(id),
         };
         match &e.state {
-            State::Queued => push(&mut self.queues[level]),
+            State::Queued => {
+                push(&mut self.queues[level]);
+                if !self.queued_by_name.is_empty() {
+                    if let Some(n) = self.queued_by_name.get_mut(&e.task.spec.name) {
+                        *n += 1;
+                    }
+                }
+            }
             State::Awaiting => {
                 let w = self.windows.entry(e.task.spec.name.clone()).or_default();
                 push(&mut w[level]);
@@ -239,7 +260,14 @@ impl Tasks {
             }
         };
         match &e.state {
-            State::Queued => remove(&mut self.queues[level]),
+            State::Queued => {
+                remove(&mut self.queues[level]);
+                if !self.queued_by_name.is_empty() {
+                    if let Some(n) = self.queued_by_name.get_mut(&e.task.spec.name) {
+                        *n -= 1;
+                    }
+                }
+            }
             State::Awaiting => {
                 let kind = &e.task.spec.name;
                 if let Some(w) = self.windows.get_mut(kind) {

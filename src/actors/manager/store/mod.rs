@@ -24,7 +24,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::messages::{RunId, TaskId};
-use crate::protocol::{Priority, Value};
+use crate::protocol::{DeadTask, Priority, Value};
 
 /// A task store that cannot be used: not openable, not a store, holding a
 /// record that cannot be read, or failing to write. One line.
@@ -112,6 +112,18 @@ pub struct ResultRecord {
     pub unique: Option<(String, u64)>,
 }
 
+/// A dead-list entry as recorded: what `argon failed` lists, and the task
+/// as it was submitted when it can be queued again (its arguments within
+/// the dead list's bound for that).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DeadRecord {
+    /// The entry as listed.
+    pub entry: DeadTask,
+    /// The task, with its retries as submitted; `None` when its arguments
+    /// were too large to keep for a retry.
+    pub task: Option<TaskRecord>,
+}
+
 /// One thing to record.
 #[derive(Debug)]
 pub enum Record {
@@ -127,6 +139,14 @@ pub enum Record {
     Finish(TaskId, Option<ResultRecord>),
     /// A kept outcome was let go.
     Forget(TaskId),
+    /// A task joined the dead list (its own record goes with its
+    /// [`Record::Finish`]).
+    Dead(TaskId, DeadRecord),
+    /// A dead-list entry went: evicted, purged, or queued again.
+    Unlist(TaskId),
+    /// Periodic task `name` ran for its due time `at_ms` (ms since the
+    /// Unix epoch); only the last one is kept.
+    Fired(String, u64),
 }
 
 /// What a store held when it was opened.
@@ -138,6 +158,10 @@ pub struct Recovered {
     pub results: Vec<(TaskId, ResultRecord)>,
     /// The highest id recorded, if any.
     pub high_id: Option<u64>,
+    /// The dead list, in any order.
+    pub dead: Vec<(TaskId, DeadRecord)>,
+    /// The last run of each periodic task: its name and due time.
+    pub fired: Vec<(String, u64)>,
 }
 
 /// Store → Manager: the first `upto` records sent are durable.

@@ -1,7 +1,8 @@
 //! The task store in a redb file, `DIR/argon.redb` (`--persist DIR`).
 //!
-//! Four tables: accepted tasks without an outcome, the starts of those
-//! that run, kept outcomes, and the id high-water mark. An answered task's
+//! Six tables: accepted tasks without an outcome, the starts of those
+//! that run, kept outcomes, the dead list, the last run of each periodic
+//! task, and the id high-water mark. An answered task's
 //! record is deleted with its outcome (kept only for detached tasks); a
 //! kept outcome's record is deleted when the result store lets it go. So
 //! the file holds at most the queue bound + the running tasks + the kept
@@ -21,8 +22,8 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::Serialize;
 
 use super::{
-    CommitSink, Committed, Record, Recovered, ResultRecord, StartRecord, StoreError, StoreFailed,
-    TaskRecord, TaskStore,
+    CommitSink, Committed, DeadRecord, Record, Recovered, ResultRecord, StartRecord, StoreError,
+    StoreFailed, TaskRecord, TaskStore,
 };
 
 /// File name of the store inside the `--persist` folder.
@@ -34,6 +35,8 @@ pub const MAX_BATCH: usize = 16_384;
 const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
 const STARTS: TableDefinition<u64, &[u8]> = TableDefinition::new("starts");
 const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("results");
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+const FIRED: TableDefinition<&str, u64> = TableDefinition::new("fired");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_ID: &str = "next_id";
 
@@ -87,6 +90,8 @@ impl RedbStore {
             txn.open_table(TASKS).map_err(line)?;
             txn.open_table(STARTS).map_err(line)?;
             txn.open_table(RESULTS).map_err(line)?;
+            txn.open_table(DEAD).map_err(line)?;
+            txn.open_table(FIRED).map_err(line)?;
             txn.open_table(META).map_err(line)?;
             txn.commit().map_err(line)
         })()
@@ -148,6 +153,20 @@ fn read(db: &Database) -> Result<Recovered, String> {
             .map_err(|e| format!("result of task {id} cannot be read: {}", line(e)))?;
         seen(id);
         out.results.push((id, record));
+    }
+    let dead = txn.open_table(DEAD).map_err(line)?;
+    for entry in dead.iter().map_err(line)? {
+        let (k, v) = entry.map_err(line)?;
+        let id = k.value();
+        let record: DeadRecord = rmp_serde::from_slice(v.value())
+            .map_err(|e| format!("dead-list entry of task {id} cannot be read: {}", line(e)))?;
+        seen(id);
+        out.dead.push((id, record));
+    }
+    let fired = txn.open_table(FIRED).map_err(line)?;
+    for entry in fired.iter().map_err(line)? {
+        let (k, v) = entry.map_err(line)?;
+        out.fired.push((k.value().to_string(), v.value()));
     }
     out.high_id = high;
     Ok(out)
@@ -216,6 +235,8 @@ fn write_batch(db: &Database, records: &[Record], high: &mut u64) -> Result<(), 
         let mut tasks = txn.open_table(TASKS).map_err(line)?;
         let mut starts = txn.open_table(STARTS).map_err(line)?;
         let mut results = txn.open_table(RESULTS).map_err(line)?;
+        let mut dead = txn.open_table(DEAD).map_err(line)?;
+        let mut fired = txn.open_table(FIRED).map_err(line)?;
         let mut meta = txn.open_table(META).map_err(line)?;
         for record in records {
             match record {
@@ -240,6 +261,15 @@ fn write_batch(db: &Database, records: &[Record], high: &mut u64) -> Result<(), 
                 }
                 Record::Forget(id) => {
                     results.remove(*id).map_err(line)?;
+                }
+                Record::Dead(id, r) => {
+                    dead.insert(*id, encode(r)?.as_slice()).map_err(line)?;
+                }
+                Record::Unlist(id) => {
+                    dead.remove(*id).map_err(line)?;
+                }
+                Record::Fired(name, at) => {
+                    fired.insert(name.as_str(), *at).map_err(line)?;
                 }
             }
         }
