@@ -39,6 +39,10 @@ fn submit(payload: usize) -> FromClient {
         retries: None,
         detach: false,
         want_id: false,
+        due_ms: None,
+        delay_ms: None,
+        unique_key: None,
+        unique_for_ms: None,
     })
 }
 

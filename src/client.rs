@@ -112,6 +112,28 @@ pub struct QueueOptions {
     /// Overrides the client's `retry` setting for this task: resending it
     /// when denied, and waiting on it again when the connection is lost.
     pub retry: Option<bool>,
+    /// Run the task later instead of as soon as it can: the manager accepts
+    /// it at once and queues it when due. An attached task's call returns
+    /// once it ran.
+    pub run_at: Option<RunAt>,
+    /// A unique task: while a task submitted with this key is scheduled,
+    /// queued or running (or answered less than `unique_for` ago), the
+    /// manager answers with that task's id instead of making a new one (an
+    /// attached call gets that task's result). 1 to 256 bytes.
+    pub unique_key: Option<String>,
+    /// With `unique_key`: how long the key keeps holding after the task is
+    /// answered (at most 30 days); `None`: not after it.
+    pub unique_for: Option<Duration>,
+}
+
+/// When a task submitted to run later is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAt {
+    /// This long after the manager receives the submit (by its clock).
+    In(Duration),
+    /// At this time (as the manager's clock reads it). A time past runs
+    /// the task now; more than 365 days ahead is refused.
+    At(std::time::SystemTime),
 }
 
 /// What went wrong with a call. [`ClientError::exit_code`] maps each to the
@@ -167,7 +189,7 @@ pub enum ClientError {
     NotReady {
         /// The task's id.
         task: u64,
-        /// "queued" or "running".
+        /// "queued", "running" or "scheduled" (to run later).
         state: &'static str,
     },
     /// No task by this id is queued, running or kept by the manager.
@@ -577,7 +599,8 @@ impl Client {
                 TaskState::Done { value } => return Ok(value),
                 TaskState::Failed { error } => return Err(ClientError::Failed(error)),
                 TaskState::Unknown {} => return Err(ClientError::UnknownTask(task_id)),
-                TaskState::Queued {} => "queued",
+                TaskState::Queued { due_ms: Some(_) } => "scheduled",
+                TaskState::Queued { due_ms: None } => "queued",
                 TaskState::Running {} => "running",
             };
             if !wait {
@@ -765,6 +788,21 @@ fn submit_message(id: u64, task: &str, args: Value, opts: &QueueOptions) -> From
         retries: opts.retries,
         detach: false,
         want_id: false,
+        due_ms: match opts.run_at {
+            Some(RunAt::At(t)) => Some(
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ),
+            _ => None,
+        },
+        delay_ms: match opts.run_at {
+            Some(RunAt::In(d)) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            _ => None,
+        },
+        unique_key: opts.unique_key.clone(),
+        unique_for_ms: opts
+            .unique_for
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     })
 }
 

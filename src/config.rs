@@ -116,6 +116,14 @@ pub struct ManagerSection {
     /// Most tasks kept in the dead list (`argon failed`); past it the
     /// oldest is evicted. Default 1000.
     pub dead_max: Option<usize>,
+    /// Most tasks scheduled to run later (`submit --in`/`--at`) held at
+    /// once; past it such a submit is denied "schedule full". Default
+    /// 100,000.
+    pub scheduled_max: Option<usize>,
+    /// Most unique-task keys (`submit --unique-key`) held at once; past it
+    /// a submit with a new key is denied "unique keys full". Default
+    /// 100,000.
+    pub unique_max: Option<usize>,
     /// How long past a task's timeout the manager waits for the worker's
     /// answer before answering the client itself. Default 2 s.
     pub timeout_grace: Option<Dur>,

@@ -102,6 +102,21 @@ pub struct SubmitTask {
     /// Keep the task when its session leaves, and keep its outcome for
     /// [`GetResult`] instead of sending a [`TaskReply`].
     pub detach: bool,
+    /// When it runs, and the like.
+    pub opts: SubmitOptions,
+}
+
+/// What a submit may ask beyond the task itself; the default is a task
+/// that runs as soon as it can.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubmitOptions {
+    /// Run it no earlier than this, in milliseconds since the Unix epoch by
+    /// the manager's clock: it waits in the manager's scheduled set until
+    /// then. A time now or past runs it now.
+    pub due_ms: Option<u64>,
+    /// A unique task: its key, and how long the key holds after the task
+    /// is answered (see `actors::manager::unique`).
+    pub unique: Option<(String, Duration)>,
 }
 
 /// The answer to a [`SubmitTask`] the manager accepted.
@@ -193,6 +208,8 @@ pub enum TaskState {
     Queued,
     /// Running on a worker.
     Running,
+    /// Scheduled to run at this time (milliseconds since the Unix epoch).
+    Scheduled(u64),
     /// Answered: for a detached task, its kept outcome. Shared with the
     /// store and every other reader: a reply clones the handle, and the
     /// value is copied only where it is encoded for one peer.

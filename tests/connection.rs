@@ -235,6 +235,10 @@ async fn paused_client(heartbeat: Duration) -> (argon::runtime::Cluster, RawClie
         retries: None,
         detach: true,
         want_id: false,
+        due_ms: None,
+        delay_ms: None,
+        unique_key: None,
+        unique_for_ms: None,
     }))
     .await;
     let task_id = match c.recv().await {

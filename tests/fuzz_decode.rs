@@ -1139,6 +1139,10 @@ fn valid_seeds(out: &mut Seeds) {
             retries: None,
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }),
     );
     add(
@@ -1157,6 +1161,10 @@ fn valid_seeds(out: &mut Seeds) {
             retries: None,
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }),
     );
     add(
@@ -1172,6 +1180,29 @@ fn valid_seeds(out: &mut Seeds) {
             retries: None,
             detach: false,
             want_id: true,
+            due_ms: None,
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
+        }),
+    );
+    add(
+        out,
+        "submit-delayed",
+        FromClient::Submit(Submit {
+            id: 10,
+            task: "echo".into(),
+            args: Value::Nil,
+            priority: Priority::Low,
+            timeout_ms: None,
+            attempts: 0,
+            retries: None,
+            detach: true,
+            want_id: false,
+            due_ms: Some(1_798_135_200_000),
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }),
     );
     add(out, "cancel", FromClient::Cancel { id: 7 });
@@ -1218,6 +1249,10 @@ fn valid_seeds(out: &mut Seeds) {
             retries: Some(3),
             detach: true,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }),
     );
     add(
@@ -1330,6 +1365,7 @@ fn valid_seeds(out: &mut Seeds) {
                 failed: 2,
                 denied: 3,
                 retrying: 1,
+                scheduled: 1,
                 awaiting_provider: 2,
                 worker_list: vec![WorkerStatus {
                     id: 1,

@@ -111,6 +111,10 @@ fn peer_text_with_newlines_stays_on_its_line() {
             retries: None,
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         });
         rest.writer.write(&submit, &mut buf).expect("encode");
         let bad = one_entry("evil\nINJECTED-name", vec![]);

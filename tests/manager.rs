@@ -75,6 +75,7 @@ async fn submit(
             spec,
             reply_to: to.recipient(),
             detach: false,
+            opts: Default::default(),
         }),
     )
     .await
@@ -1616,6 +1617,7 @@ async fn detach(mgr: &Addr<Manager>, session: SessionId, to: &Session, request_i
             spec: spec("t", Priority::Normal),
             reply_to: to.recipient(),
             detach: true,
+            opts: Default::default(),
         }),
     )
     .await

@@ -29,6 +29,7 @@ async fn submit(
             spec: TaskSpec::new(name, Value::Nil),
             reply_to: to.recipient(),
             detach: false,
+            opts: Default::default(),
         }),
     )
     .await
@@ -159,6 +160,7 @@ async fn kept_results_and_waiting_result_requests_show_in_metrics() {
         spec: TaskSpec::new("echo", Value::from("a result")),
         reply_to: to.recipient(),
         detach: true,
+        opts: Default::default(),
     };
     let first = within("a submit", mgr.send(detached(1)))
         .await

@@ -97,6 +97,7 @@ async fn submit(mgr: &Addr<Manager>, to: &Session, request_id: u64, spec: TaskSp
             spec,
             reply_to: to.recipient(),
             detach: true,
+            opts: Default::default(),
         }),
     )
     .await
@@ -411,6 +412,7 @@ async fn a_store_behind_its_bound_denies_submits_as_busy() {
                 spec: spec(i as i64, Priority::Normal, 1),
                 reply_to: session.recipient(),
                 detach: true,
+                opts: Default::default(),
             })
         })
         .collect();
@@ -444,6 +446,7 @@ fn a_graceful_stop_keeps_queued_tasks_for_the_next_start() {
             spec: spec(arg, Priority::Normal, 1),
             reply_to: to.clone(),
             detach: false,
+            opts: Default::default(),
         };
         let running = within("accept", mgr.send(ask(1, 1)))
             .await
@@ -511,6 +514,7 @@ fn a_task_running_at_the_drain_deadline_is_kept_running() {
             spec: spec(1, Priority::Normal, 1),
             reply_to: session.recipient(),
             detach: false,
+            opts: Default::default(),
         };
         let task = within("accept", mgr.send(attached))
             .await
@@ -578,6 +582,7 @@ fn answered_tasks_and_expired_results_leave_the_store() {
                 spec: spec(1, Priority::Normal, 1),
                 reply_to: session.recipient(),
                 detach: false,
+                opts: Default::default(),
             }),
         )
         .await
@@ -830,6 +835,7 @@ async fn a_failing_store_stops_the_manager_with_its_error() {
             spec: spec(1, Priority::Normal, 1),
             reply_to: session.recipient(),
             detach: true,
+            opts: Default::default(),
         })
         .await;
     let why = within("the failure", failure.wait_for(Option::is_some))

@@ -513,6 +513,10 @@ fn protocol_md_matches_the_code() {
         retries: None,
         detach: false,
         want_id: false,
+        due_ms: None,
+        delay_ms: None,
+        unique_key: None,
+        unique_for_ms: None,
     });
     let bytes = encoded(&submit);
     assert_eq!(bytes.len(), 74);
@@ -575,6 +579,10 @@ fn protocol_md_matches_the_code() {
             retries: None,
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         })
     );
     // {"ping": {"id": 3, "extra": [1, 2]}}: unknown fields are ignored.

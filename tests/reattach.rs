@@ -93,6 +93,10 @@ impl RawClient {
             retries: None,
             detach: false,
             want_id,
+            due_ms: None,
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         }))
         .await;
         let (mut task, mut outcome) = (None, None);

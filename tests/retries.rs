@@ -81,6 +81,7 @@ async fn submit(
             spec,
             reply_to: to.recipient(),
             detach: false,
+            opts: Default::default(),
         }),
     )
     .await

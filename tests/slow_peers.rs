@@ -67,6 +67,10 @@ async fn flood_without_reading(addr: &str, key: &std::path::Path, submits: u64) 
             retries: None,
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         });
         buf.clear();
         rest.writer.write(&msg, &mut buf).expect("encode");

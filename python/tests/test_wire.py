@@ -65,6 +65,15 @@ def test_submit_asks_for_the_task_id_only_when_told_to() -> None:
     assert plain == {"task": "echo", "args": 1}, "left out when false, as before"
 
 
+def test_submit_carries_a_delay_in_milliseconds_only_when_given() -> None:
+    frame = _wire.DEFAULT_MAX_FRAME
+    later = _wire.unpack(encode_submit("echo", 1, "normal", None, None, frame, None, False, delay=1.5))
+    assert later == {"task": "echo", "args": 1, "delay_ms": 1500}
+    for bad in (-1, float("nan"), True, "1"):
+        with pytest.raises(ValueError):
+            encode_submit("echo", 1, "normal", None, None, frame, None, False, delay=bad)  # type: ignore[arg-type]
+
+
 def test_key_file_trims_trailing_whitespace_only(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_bytes(KEY_TEXT[:-1] + b" \t\r\n\x0c")

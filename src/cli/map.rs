@@ -109,6 +109,7 @@ pub async fn map(a: MapArgs, config: &Config) -> Result<(), Failure> {
         attempts: a.attempts.unwrap_or(0),
         retries: a.retries,
         retry: Some(true),
+        ..QueueOptions::default()
     };
     let window = match a.concurrency {
         Some(n) => u64::from(n),

@@ -118,6 +118,11 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
             .map_or(defaults.retry_base, |d| d.0),
         retry_max: config.manager.retry_max.map_or(defaults.retry_max, |d| d.0),
         dead_max: config.manager.dead_max.unwrap_or(defaults.dead_max),
+        scheduled_max: config
+            .manager
+            .scheduled_max
+            .unwrap_or(defaults.scheduled_max),
+        unique_max: config.manager.unique_max.unwrap_or(defaults.unique_max),
         result_max_bytes: config
             .manager
             .result_max_bytes

@@ -151,7 +151,7 @@ fn render(s: &ClusterStatus, json: bool) -> Result<String, Failure> {
 fn table(out: &mut String, s: &ClusterStatus) -> std::fmt::Result {
     writeln!(
         out,
-        "workers {}  capacity {}  in flight {}  queued {}/{} (high {}, normal {}, low {}){}{}  avg task {:.3} ms",
+"workers {}  capacity {}  in flight {}  queued {}/{} (high {}, normal {}, low {}){}{}{}  avg task {:.3} ms",
         s.workers,
         s.capacity,
         s.in_flight,
@@ -167,6 +167,10 @@ fn table(out: &mut String, s: &ClusterStatus) -> std::fmt::Result {
         match s.awaiting_provider {
             0 => String::new(),
             n => format!("  awaiting a provider {n}"),
+        },
+        match s.scheduled {
+            0 => String::new(),
+            n => format!("  scheduled {n}"),
         },
         s.avg_task_ms
     )?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use argon::client::{Client, ClientConfig, ClientError, QueueOptions};
+use argon::client::{Client, ClientConfig, ClientError, QueueOptions, RunAt};
 use argon::config::Config;
 use argon::launch::{Failure, EXIT_USAGE};
 use argon::logsafe::escaped;
@@ -66,6 +66,36 @@ pub struct TaskOptArgs {
     /// after this client exits. Read its result with `argon result ID`.
     #[arg(long)]
     pub detach: bool,
+    /// Run the task this long from now (e.g. 90s, 10m, 2h) instead of at
+    /// once: it is accepted now and waits on the manager until then.
+    /// At most 365 days.
+    #[arg(long = "in", value_name = "DUR", value_parser = parse_delay, conflicts_with = "at")]
+    pub run_in: Option<Duration>,
+    /// Run the task at this time, in RFC 3339 UTC (e.g.
+    /// 2026-12-24T18:00:00Z) instead of at once; a time past runs it now.
+    /// At most 365 days ahead.
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub at: Option<std::time::SystemTime>,
+    /// A unique task: while a task submitted with this key is scheduled,
+    /// queued or running, the manager answers with that task's id (with
+    /// --detach) or result instead of running another. 1 to 256 bytes.
+    #[arg(long, value_name = "KEY")]
+    pub unique_key: Option<String>,
+    /// With --unique-key: the key also holds this long after the task
+    /// finished (e.g. 10m; at most 30 days).
+    #[arg(long, value_name = "DUR", value_parser = parse_delay, requires = "unique_key")]
+    pub unique_for: Option<Duration>,
+}
+
+/// `--in`: a human duration, such as 90s or 2h30m.
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 90s, 10m, 2h)"))
+}
+
+/// `--at`: an RFC 3339 time in UTC, such as 2026-12-24T18:00:00Z.
+fn parse_at(s: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339(s)
+        .map_err(|e| format!("{e}: give a UTC time such as 2026-12-24T18:00:00Z"))
 }
 
 /// `argon submit`
@@ -122,6 +152,13 @@ async fn run_one(o: TaskOptArgs, config: &Config, task: &str, args: Value) -> Re
         attempts: o.attempts.unwrap_or(0),
         retries: o.retries,
         retry: Some(false),
+        run_at: match (o.run_in, o.at) {
+            (Some(d), _) => Some(RunAt::In(d)),
+            (None, Some(t)) => Some(RunAt::At(t)),
+            (None, None) => None,
+        },
+        unique_key: o.unique_key.clone(),
+        unique_for: o.unique_for,
     };
     let limit = o
         .retry_for

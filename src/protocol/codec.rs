@@ -376,6 +376,10 @@ mod tests {
             retries: Some(1),
             detach: false,
             want_id: false,
+            due_ms: None,
+            delay_ms: None,
+            unique_key: None,
+            unique_for_ms: None,
         })
     }
 

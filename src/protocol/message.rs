@@ -244,6 +244,11 @@ pub struct ClusterStatus {
     /// the field.
     #[serde(default)]
     pub retrying: u64,
+    /// Accepted tasks scheduled to run later, not yet due; they count
+    /// against nothing but the manager's `scheduled_max`. 0 from a manager
+    /// that predates the field.
+    #[serde(default)]
+    pub scheduled: u64,
     /// Accepted tasks waiting for a worker that provides them, their kind's
     /// last provider having gone; they are kept beyond `queue_limit` for the
     /// manager's provider grace. 0 from a manager that predates the field.
@@ -449,14 +454,46 @@ pub struct Submit {
     /// an `accepted` they do not expect) see the same bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub want_id: bool,
+    /// Run the task no earlier than this time, in milliseconds since the
+    /// Unix epoch (UTC) by the manager's clock: it is accepted at once and
+    /// queued when due. A time now or past runs it now; more than 365 days
+    /// ahead is refused as invalid. Absent or nil: run now. Not sent when
+    /// absent, so a submit without it encodes as before; a manager that
+    /// predates it ignores it and runs the task now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_ms: Option<u64>,
+    /// Run the task no earlier than this many milliseconds after the
+    /// manager receives the submit (`due_ms` relative to the manager's
+    /// clock, immune to skew between the clocks). At most one of `due_ms`
+    /// and `delay_ms` may be given. Not sent when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// A unique task: while a task submitted with this key is scheduled,
+    /// queued or running (or answered less than its `unique_for_ms` ago),
+    /// this submit is answered with that task's id instead of making a new
+    /// one. 1 to 256 bytes. Not sent when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
+    /// With `unique_key`: how long the key keeps holding after the task is
+    /// answered, in milliseconds, at most 30 days; absent: not after it is
+    /// answered. Not sent when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_for_ms: Option<u64>,
 }
 
 /// Where a task named by its id is, in a `result` message.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
-    /// Accepted, waiting for a slot.
-    Queued {},
+    /// Accepted, waiting for a slot; or, with `due_ms`, scheduled to be
+    /// queued at that time.
+    Queued {
+        /// For a task scheduled to run later and not yet due: its due time
+        /// in milliseconds since the Unix epoch. Absent otherwise (an older
+        /// client reads the state as queued).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due_ms: Option<u64>,
+    },
     /// Running on a worker.
     Running {},
     /// Finished with a result.

@@ -146,13 +146,16 @@ def encode_submit(
     retries: Optional[int] = None,
     want_id: bool = False,
     detach: bool = False,
+    delay: Optional[float] = None,
 ) -> bytes:
     """The packed fields of a ``submit`` other than ``id``, checked:
     ValueError for bad options or arguments nested too deep, TypeError for
     arguments MessagePack cannot hold, FrameTooLarge if it cannot fit.
     ``want_id`` asks a manager with a task store for the task's id (see the
     module doc); ``detach`` makes the task outlive the connection, answered
-    with its id (``accepted``) instead of its outcome."""
+    with its id (``accepted``) instead of its outcome. ``delay`` (seconds)
+    runs the task that long after the manager receives it (``delay_ms``)
+    instead of at once."""
     if not isinstance(task, str) or not task:
         raise ValueError("task must be a non-empty string")
     fields: Dict[str, Any] = {"task": task, "args": args}
@@ -176,6 +179,10 @@ def encode_submit(
         fields["detach"] = True
     elif want_id:
         fields["want_id"] = True
+    if delay is not None:
+        if isinstance(delay, bool) or not (isinstance(delay, (int, float)) and math.isfinite(delay) and delay >= 0):
+            raise ValueError(f"delay must be a non-negative number of seconds, got {delay!r}")
+        fields["delay_ms"] = min(math.ceil(delay * 1000), _wire.U64_MAX)
     if _wire.value_depth(args) > _wire.MAX_VALUE_DEPTH:
         raise ValueError(f"arguments nested deeper than {_wire.MAX_VALUE_DEPTH} levels are not accepted")
     body = _wire.pack(fields)

@@ -220,6 +220,7 @@ class AsyncClient:
         attempts: Optional[int] = None,
         retry: Optional[bool] = None,
         retries: Optional[int] = None,
+        delay: Optional[float] = None,
     ) -> TaskHandle:
         """Sends the task and returns its handle without waiting for the
         result. ``timeout`` (seconds) limits its run time on the worker;
@@ -227,9 +228,11 @@ class AsyncClient:
         (None: the manager's default); ``retry`` overrides the client's
         setting for this task; ``retries`` is how often the manager may run
         it again after a failed run, on a doubling backoff, at most 10
-        (None: the manager's default, 0 unless configured). Raises ValueError, TypeError or FrameTooLarge
+        (None: the manager's default, 0 unless configured); ``delay``
+        (seconds) has the manager run it that long after it receives the
+        submit instead of at once (the handle resolves once it ran). Raises ValueError, TypeError or FrameTooLarge
         at once for arguments that cannot be sent."""
-        return await self._submit(task, args, priority, timeout, attempts, retry, retries)
+        return await self._submit(task, args, priority, timeout, attempts, retry, retries, delay=delay)
 
     async def _submit(
         self,
@@ -241,11 +244,21 @@ class AsyncClient:
         retry: Optional[bool],
         retries: Optional[int],
         detach: bool = False,
+        delay: Optional[float] = None,
     ) -> TaskHandle:
         core = self._core()
         retry_ = self._settings.retry if retry is None else retry
         body = encode_submit(
-            task, args, priority, timeout, attempts, self._settings.max_frame, retries, retry_, detach=detach
+            task,
+            args,
+            priority,
+            timeout,
+            attempts,
+            self._settings.max_frame,
+            retries,
+            retry_,
+            detach=detach,
+            delay=delay,
         )
         await self._take_room()
         call, fut = self._new_call(core, "enqueue" if detach else "submit", task, body, retry_)

@@ -240,10 +240,20 @@ class Client:
         retry: Optional[bool],
         retries: Optional[int] = None,
         detach: bool = False,
+        delay: Optional[float] = None,
     ) -> TaskFuture:
         retry_ = self._settings.retry if retry is None else retry
         body = encode_submit(
-            task, args, priority, timeout, attempts, self._settings.max_frame, retries, retry_, detach=detach
+            task,
+            args,
+            priority,
+            timeout,
+            attempts,
+            self._settings.max_frame,
+            retries,
+            retry_,
+            detach=detach,
+            delay=delay,
         )
         call, cf = self._new_call("enqueue" if detach else "submit", task, body, retry_)
         return TaskFuture(task, self, call, cf)
@@ -258,11 +268,12 @@ class Client:
         attempts: Optional[int] = None,
         retry: Optional[bool] = None,
         retries: Optional[int] = None,
+        delay: Optional[float] = None,
     ) -> TaskFuture:
         """Sends the task and returns its :class:`TaskFuture` at once (it
         blocks only while ``max_in_flight`` calls are pending). Options as
         in :meth:`AsyncClient.submit`."""
-        h = self._prepare(task, args, priority, timeout, attempts, retry, retries)
+        h = self._prepare(task, args, priority, timeout, attempts, retry, retries, delay=delay)
         self._post(self._core.start, h._call)
         return h
 

@@ -86,6 +86,12 @@ impl ClientSession {
 
     /// Why a submit cannot be forwarded to a worker, if it cannot.
     fn unfit(&self, s: &Submit) -> Option<String> {
+        if s.due_ms.is_some() && s.delay_ms.is_some() {
+            return Some("give at most one of due_ms and delay_ms".to_string());
+        }
+        if let Some(error) = super::unique::unfit(s.unique_key.as_deref(), s.unique_for_ms) {
+            return Some(error);
+        }
         if value_depth(&s.args) > MAX_VALUE_DEPTH {
             return Some(format!(
                 "arguments nested deeper than {MAX_VALUE_DEPTH} levels are not accepted"
@@ -122,12 +128,22 @@ impl ClientSession {
             attempts: s.attempts,
             retries: s.retries,
         };
+        let due_ms = s.due_ms.or_else(|| {
+            s.delay_ms
+                .map(|d| super::journal::now_ms().saturating_add(d))
+        });
         let msg = SubmitTask {
             session: conn.role.id,
             request_id,
             spec,
             reply_to: ctx.address().recipient(),
             detach,
+            opts: SubmitOptions {
+                due_ms,
+                unique: s
+                    .unique_key
+                    .map(|k| (k, Duration::from_millis(s.unique_for_ms.unwrap_or(0)))),
+            },
         };
         let request = conn.role.manager.send(msg);
         conn.ask(request, move |res, conn, ctx| {
@@ -314,7 +330,8 @@ impl Peer for ClientSession {
 fn wire_state(state: TaskState) -> crate::protocol::TaskState {
     use crate::protocol::TaskState as Wire;
     match state {
-        TaskState::Queued => Wire::Queued {},
+        TaskState::Queued => Wire::Queued { due_ms: None },
+        TaskState::Scheduled(due) => Wire::Queued { due_ms: Some(due) },
         TaskState::Running => Wire::Running {},
         TaskState::Finished(outcome) => match Arc::unwrap_or_clone(outcome) {
             TaskOutcome::Done(value) => Wire::Done { value },

@@ -262,7 +262,14 @@ impl Handler<RetryDead> for Manager {
                 });
                 continue;
             };
-            let admitted = self.admit(spec, msg.session, None, ReplyTo::Kept, ctx);
+            let admitted = self.admit(
+                spec,
+                msg.session,
+                None,
+                ReplyTo::Kept,
+                Default::default(),
+                ctx,
+            );
             self.metrics.submitted(&admitted);
             match admitted {
                 Ok(new) => {

@@ -211,12 +211,18 @@ impl Journal {
         if !self.durable {
             return Some((task, outcome));
         }
+        let finished_ms = now_ms();
         let kept = task.detached().then(|| ResultRecord {
-            finished_ms: now_ms(),
+            finished_ms,
             outcome: match &outcome {
                 TaskOutcome::Done(v) => StoredOutcome::Done(v.clone()),
                 TaskOutcome::Failed(e) => StoredOutcome::Failed(e.clone()),
             },
+            unique: task
+                .unique
+                .as_ref()
+                .filter(|(_, keep)| !keep.is_zero())
+                .map(|(k, keep)| (k.clone(), finished_ms + keep.as_millis() as u64)),
         });
         let seq = self.send(Record::Finish(task.id, kept));
         self.answering.insert(task.id);
@@ -306,6 +312,12 @@ pub(super) fn record_of(task: &Pending) -> TaskRecord {
         retries: task.spec.retries.unwrap_or(0),
         retried: task.retried,
         attempt_base: task.attempt_base,
+        due_ms: task.due_ms,
+        unique_key: task.unique.as_ref().map(|(k, _)| k.clone()),
+        unique_for_ms: task
+            .unique
+            .as_ref()
+            .map_or(0, |(_, keep)| keep.as_millis() as u64),
     }
 }
 

@@ -22,6 +22,9 @@ pub enum Stage {
     /// Recovered from a task store as running: waiting for its worker to
     /// claim the run or hand its outcome over.
     Unclaimed,
+    /// Submitted to run later: waiting for its due time, outside the queue
+    /// and its bound (a set of its own, [`super::schedule`]).
+    Scheduled,
 }
 
 /// What can happen to a task.
@@ -66,6 +69,8 @@ pub enum Event {
     Stopping,
     /// The manager stops: the drain's deadline passed while it ran.
     DrainDeadline,
+    /// Its due time came (a scheduled task).
+    Due,
 }
 
 /// Where an event leads a task.
@@ -119,6 +124,10 @@ pub const TRANSITIONS: &[(Stage, Event, Next)] = &[
     (S::Unclaimed, E::Claimed, N::To(S::Running)),
     (S::Unclaimed, E::Unclaimed, N::Requeued),
     (S::Unclaimed, E::Cancelled, N::Answered),
+    (S::Scheduled, E::Due, N::To(S::Queued)),
+    (S::Scheduled, E::Cancelled, N::Answered),
+    (S::Scheduled, E::ClientGone, N::Dropped),
+    (S::Scheduled, E::Stopping, N::Answered),
 ];
 
 /// Where `event` leads a task in `stage`; `None` if it cannot happen there.
@@ -139,16 +148,17 @@ static BY_PAIR: [[Option<Next>; EVENTS.len()]; STAGES.len()] = {
 };
 
 /// Every stage, for tables and tests.
-pub const STAGES: [Stage; 5] = [
+pub const STAGES: [Stage; 6] = [
     Stage::Queued,
     Stage::Awaiting,
     Stage::Running,
     Stage::Retrying,
     Stage::Unclaimed,
+    Stage::Scheduled,
 ];
 
 /// Every event, for tables and tests.
-pub const EVENTS: [Event; 18] = [
+pub const EVENTS: [Event; 19] = [
     Event::Started,
     Event::Finished,
     Event::Failed,
@@ -167,6 +177,7 @@ pub const EVENTS: [Event; 18] = [
     Event::Unrunnable,
     Event::Stopping,
     Event::DrainDeadline,
+    Event::Due,
 ];
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ pub struct ManagerMetrics {
     retries: Counter,
     outcomes_dropped: Counter,
     retrying: Gauge,
+    scheduled: Gauge,
     awaiting_provider: Gauge,
     results_kept: Gauge,
     results_kept_bytes: Gauge,
@@ -215,6 +216,11 @@ impl ManagerMetrics {
             "argon_tasks_retrying",
             "Failed tasks waiting out their backoff before a retry",
         );
+        let scheduled = gauge(
+            "argon_tasks_scheduled",
+            "Accepted tasks scheduled to run later, not yet due (bounded by \
+             manager.scheduled_max, outside the queue bound)",
+        );
         let awaiting_provider = gauge(
             "argon_tasks_awaiting_provider",
             "Accepted tasks waiting for a worker that provides them after their kind's last \
@@ -284,6 +290,7 @@ impl ManagerMetrics {
             retries,
             outcomes_dropped,
             retrying,
+            scheduled,
             awaiting_provider,
             results_kept,
             results_kept_bytes,
@@ -510,6 +517,7 @@ impl Handler<GetMetrics> for Manager {
         m.workers.set(gauge_value(self.sched.len() as u64));
         m.predicted_wait.set(self.retry_after().as_secs_f64());
         m.retrying.set(gauge_value(self.tasks.retrying() as u64));
+        m.scheduled.set(gauge_value(self.tasks.scheduled() as u64));
         m.awaiting_provider
             .set(gauge_value(self.tasks.awaiting() as u64));
         let (kept, bytes) = self.results.size();

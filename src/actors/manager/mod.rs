@@ -39,10 +39,12 @@ pub mod periodic;
 mod recovery;
 pub mod results;
 pub mod retry;
+pub mod schedule;
 pub mod scheduler;
 pub mod store;
 mod tasks;
 pub mod turns;
+pub mod unique;
 pub mod worker_link;
 
 pub use client_session::ClientSession;
@@ -118,6 +120,13 @@ pub struct ManagerSettings {
     pub retry_jitter: fn(Duration) -> Duration,
     /// Most tasks kept in the dead list; the oldest go first. Default 1000.
     pub dead_max: usize,
+    /// Most tasks scheduled to run later held at once ([`schedule`]);
+    /// past it such a submit is denied [`schedule::SCHEDULE_FULL`].
+    /// Default 100,000.
+    pub scheduled_max: usize,
+    /// Most unique-task keys held at once ([`unique`]); past it a submit
+    /// with a new key is denied [`unique::UNIQUE_FULL`]. Default 100,000.
+    pub unique_max: usize,
     /// With a task store: how long after a restart a worker has to claim
     /// a recovered running task before it is requeued (or failed). Default
     /// the peer liveness window, 15 s.
@@ -153,6 +162,8 @@ impl Default for ManagerSettings {
             retry_max: Duration::from_secs(60),
             retry_jitter: retry::uniform_jitter,
             dead_max: 1000,
+            scheduled_max: schedule::SCHEDULED_MAX,
+            unique_max: unique::UNIQUE_MAX,
             recovery_grace: crate::protocol::DEFAULT_HEARTBEAT * crate::protocol::SILENT_INTERVALS,
             store_backlog: journal::STORE_BACKLOG,
             provider_grace: None,
@@ -219,6 +230,12 @@ struct Pending {
     /// `started_times` when its current try began: worker loss spends the
     /// attempts of one try.
     attempt_base: u32,
+    /// When it was scheduled to run, in milliseconds since the Unix epoch
+    /// (`submit` with a due time; see [`schedule`]); kept once it is due.
+    due_ms: Option<u64>,
+    /// Its unique key and how long the key holds after it is answered
+    /// ([`unique`]).
+    unique: Option<(String, Duration)>,
 }
 
 impl Pending {
@@ -284,6 +301,10 @@ pub struct Manager {
     waiting: usize,
     /// The timer of the waiting retries.
     retry_timer: RetryTimer,
+    /// The timer of the scheduled tasks.
+    schedule_timer: schedule::ScheduleTimer,
+    /// The keys of unique tasks.
+    uniques: unique::Uniques,
     /// Tasks waiting for a provider of their kind.
     awaiting: Awaiting,
     /// Tasks that failed after using their retries.
@@ -341,6 +362,7 @@ impl Manager {
             settings.result_max_bytes,
         );
         let dead = DeadStore::new(settings.dead_max);
+        let uniques = unique::Uniques::new(settings.unique_max);
         let grace = settings.provider_grace.unwrap_or(if durable {
             awaiting::PROVIDER_GRACE_STORED
         } else {
@@ -367,6 +389,8 @@ impl Manager {
             waiters: IdMap::default(),
             waiting: 0,
             retry_timer: RetryTimer::default(),
+            schedule_timer: schedule::ScheduleTimer::default(),
+            uniques,
             awaiting: Awaiting::new(grace, awaiting::MAX_WINDOWS),
             dead,
             periodic: periodic::Periodic::new(settings_schedules),
@@ -442,6 +466,9 @@ impl Manager {
     }
 
     fn reply(&mut self, task: Pending, outcome: TaskOutcome) {
+        if let Some((key, _)) = &task.unique {
+            self.uniques.finished(key, task.id, Instant::now());
+        }
         let ok = matches!(outcome, TaskOutcome::Done(_));
         let sched = &self.sched;
         self.metrics
@@ -505,6 +532,7 @@ impl Manager {
             return match e.state {
                 State::Running(_) | State::Unclaimed(_) => TaskState::Running,
                 State::Queued | State::Awaiting | State::Retrying { .. } => TaskState::Queued,
+                State::Scheduled { .. } => TaskState::Scheduled(e.task.due_ms.unwrap_or(0)),
             };
         }
         if self.journal.holds(id) {
@@ -779,6 +807,7 @@ impl Manager {
     fn not_started(&mut self) -> Vec<Pending> {
         let mut ids = self.tasks.queued_ids();
         ids.extend(self.tasks.awaiting_ids());
+        ids.extend(self.tasks.scheduled_ids().map(|(_, id)| id));
         self.awaiting.close_all();
         ids.into_iter()
             .filter_map(|id| self.tasks.leave(id, Event::Stopping))
@@ -937,6 +966,7 @@ impl Manager {
             in_flight: self.runs.len() as u64,
             queued: self.tasks.queued() as u64,
             retrying: self.tasks.retrying() as u64,
+            scheduled: self.tasks.scheduled() as u64,
             awaiting_provider: self.tasks.awaiting() as u64,
             queue_limit: self.queue_limit(),
             queued_by_priority: QueuedByPriority {
@@ -1064,6 +1094,10 @@ impl Actor for Manager {
         ctx.run_interval(sweep, |act, _| {
             act.results.expire(Instant::now());
             act.forget_gone();
+            let (tasks, journal) = (&act.tasks, &act.journal);
+            act.uniques.sweep(Instant::now(), |id| {
+                tasks.get(id).is_some() || journal.holds(id)
+            });
         });
         ctx.run_interval(overview::SAMPLE_EVERY, |act, _| act.sample_counts());
         let fired = self.recover(ctx);
@@ -1075,7 +1109,16 @@ impl Handler<SubmitTask> for Manager {
     type Result = SubmitAnswer;
 
     fn handle(&mut self, msg: SubmitTask, ctx: &mut Self::Context) -> Self::Result {
+        let unique = msg.opts.unique.clone();
+        if let Some((key, _)) = &unique {
+            if let Some(answer) = self.duplicate(key, &msg) {
+                return SubmitAnswer::Now(answer);
+            }
+        }
         let result = self.submit(msg, ctx);
+        if let (Ok(id), Some((key, keep))) = (&result, unique) {
+            self.uniques.insert(key, *id, keep);
+        }
         self.metrics.submitted(&result);
         // In durable mode an acceptance is sent once it is committed.
         match self.journal.accept_reply() {
@@ -1096,7 +1139,7 @@ impl Manager {
         } else {
             ReplyTo::Session(msg.reply_to)
         };
-        self.admit(msg.spec, msg.session, Some(origin), reply, ctx)
+        self.admit(msg.spec, msg.session, Some(origin), reply, msg.opts, ctx)
     }
 
     /// Why a task of `name` is denied by its name's limits now, if it is
@@ -1112,14 +1155,16 @@ impl Manager {
         }
     }
 
-    /// Accepts task `spec` from `session` (queued, or started at once) or
-    /// says why not: every way into the queue goes through here.
+    /// Accepts task `spec` from `session` (queued, started at once, or
+    /// scheduled for its due time in `opts`) or says why not: every way
+    /// into the queue goes through here.
     fn admit(
         &mut self,
         mut spec: TaskSpec,
         session: SessionId,
         origin: Option<Origin>,
         reply: ReplyTo,
+        opts: SubmitOptions,
         ctx: &mut Context<Self>,
     ) -> Result<TaskId, Rejection> {
         if let Some(deny) = self.deny_shutting_down() {
@@ -1152,6 +1197,12 @@ impl Manager {
             )));
         }
         spec.retries = Some(retries);
+        let wait = match opts.due_ms {
+            Some(due) => {
+                schedule::wait_until(due, journal::now_ms()).map_err(Rejection::Invalid)?
+            }
+            None => None,
+        };
         let task = Pending {
             id: self.fresh_id(),
             origin,
@@ -1164,7 +1215,12 @@ impl Manager {
             worker: None,
             retried: 0,
             attempt_base: 0,
+            due_ms: wait.and(opts.due_ms),
+            unique: opts.unique,
         };
+        if let Some(wait) = wait {
+            return self.schedule(task, wait, ctx);
+        }
         let id = task.id;
         let may_start = self.limits.is_empty() || self.limits.may_start(&task.spec.name);
         // Start it now if a free slot provides it, even when the queue is
@@ -1230,7 +1286,10 @@ impl Handler<GetResult> for Manager {
 
     fn handle(&mut self, msg: GetResult, _: &mut Self::Context) -> Self::Result {
         let state = self.state_of(msg.task);
-        let pending = matches!(state, TaskState::Queued | TaskState::Running);
+        let pending = matches!(
+            state,
+            TaskState::Queued | TaskState::Running | TaskState::Scheduled(_)
+        );
         if !msg.wait || !pending {
             return Box::pin(async move { state });
         }

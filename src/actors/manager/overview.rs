@@ -467,6 +467,9 @@ pub struct Overview {
     pub retrying: u64,
     /// The waiting retries due soonest, at most [`OVERVIEW_MAX_RETRYING`].
     pub retrying_list: Vec<RetryingTask>,
+    /// Tasks scheduled to run later, not yet due; outside `queue.limit`.
+    /// The `scheduled` of `argon status`.
+    pub scheduled: u64,
     /// Tasks waiting for a worker that provides them, beyond `queue.limit`.
     /// The `awaiting_provider` of `argon status`.
     pub awaiting_provider: u64,
@@ -626,6 +629,7 @@ impl Handler<GetOverview> for Manager {
             },
             retrying: self.tasks.retrying() as u64,
             retrying_list,
+            scheduled: self.tasks.scheduled() as u64,
             awaiting_provider: self.tasks.awaiting() as u64,
             predicted_wait_ms: self.retry_after().as_secs_f64() * 1e3,
             counts: counts(m),

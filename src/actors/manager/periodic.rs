@@ -418,7 +418,7 @@ impl Manager {
         }
         let spec = e.spec.task.clone();
         let session = self.periodic.session;
-        let admitted = self.admit(spec, session, None, ReplyTo::Kept, ctx);
+        let admitted = self.admit(spec, session, None, ReplyTo::Kept, Default::default(), ctx);
         self.metrics.submitted(&admitted);
         let e = &mut self.periodic.entries[i];
         match admitted {

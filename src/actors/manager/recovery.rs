@@ -21,6 +21,10 @@
 //! store. New ids continue past the recorded high-water mark plus
 //! [`ID_GAP`], so an id is never handed out twice.
 //!
+//! A task scheduled to run later keeps its due time (wall clock): it is
+//! scheduled again for it, or queued at once if it came due during the
+//! outage ([`super::schedule`]).
+//!
 //! A store that fails to write stops the manager ([`Manager::failure`]):
 //! what was committed is recovered at the next start.
 
@@ -72,6 +76,12 @@ impl Manager {
                 expired.push(id);
                 continue;
             };
+            if let Some((key, until_ms)) = r.unique {
+                let left = Duration::from_millis(until_ms.saturating_sub(wall));
+                if !left.is_zero() {
+                    self.uniques.recovered_window(key, id, now, left);
+                }
+            }
             let outcome = match r.outcome {
                 StoredOutcome::Done(v) => TaskOutcome::Done(v),
                 StoredOutcome::Failed(e) => TaskOutcome::Failed(e),
@@ -85,7 +95,7 @@ impl Manager {
         self.restore_dead(recovered.dead);
         let mut tasks = recovered.tasks;
         tasks.sort_by_key(|(id, _, _)| *id);
-        let (mut queued, mut running) = (0, 0);
+        let (mut queued, mut running, mut scheduled) = (0, 0, 0);
         let mut kinds = HashSet::new();
         for (id, r, start) in tasks {
             let task = Pending {
@@ -99,18 +109,34 @@ impl Manager {
                 worker: None,
                 retried: r.retried,
                 attempt_base: r.attempt_base,
+                due_ms: r.due_ms,
+                unique: r
+                    .unique_key
+                    .clone()
+                    .map(|k| (k, Duration::from_millis(r.unique_for_ms))),
                 spec: spec_of(r),
             };
+            if let Some((key, keep)) = &task.unique {
+                self.uniques.insert(key.clone(), id, *keep);
+            }
             kinds.insert(task.spec.name.clone());
             match start {
                 Some(s) => {
                     running += 1;
                     self.tasks.insert(task, State::Unclaimed(s.run), At::Back);
                 }
-                None => {
-                    queued += 1;
-                    self.tasks.insert(task, State::Queued, At::Back);
-                }
+                None => match task.due_ms.map(|due| due.saturating_sub(wall)) {
+                    Some(wait) if wait > 0 => {
+                        scheduled += 1;
+                        let due = now + Duration::from_millis(wait);
+                        self.tasks.insert(task, State::Scheduled { due }, At::Back);
+                    }
+                    // Due during the outage, or never scheduled: runs now.
+                    _ => {
+                        queued += 1;
+                        self.tasks.insert(task, State::Queued, At::Back);
+                    }
+                },
             }
         }
         let grace = self.journal.grace;
@@ -120,10 +146,11 @@ impl Manager {
         self.open_windows(&kinds, now, window);
         self.hold_orphans(&kinds);
         self.arm_provider_timer(ctx);
+        self.arm_schedule_timer(ctx);
         log::info!(
-            "{}: recovered {queued} queued task(s), {running} running (their workers have {} \
-             to claim them), {kept} kept result(s); they wait up to {} for workers that \
-             provide them",
+            "{}: recovered {queued} queued task(s), {scheduled} scheduled for later, {running} \
+             running (their workers have {} to claim them), {kept} kept result(s); they wait up \
+             to {} for workers that provide them",
             self.journal.describe(),
             humantime::format_duration(grace),
             humantime::format_duration(window)

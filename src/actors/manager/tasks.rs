@@ -35,6 +35,8 @@ pub(super) enum State {
     Retrying { due: Instant, error: String },
     /// Recovered as running in run `RunId`, waiting for a claim.
     Unclaimed(RunId),
+    /// Submitted to run later: waiting until `due`, outside the queue.
+    Scheduled { due: Instant },
 }
 
 impl State {
@@ -46,6 +48,7 @@ impl State {
             State::Running(_) => Stage::Running,
             State::Retrying { .. } => Stage::Retrying,
             State::Unclaimed(_) => Stage::Unclaimed,
+            State::Scheduled { .. } => Stage::Scheduled,
         }
     }
 }
@@ -75,6 +78,7 @@ pub(super) struct Tasks {
     windows: HashMap<String, [VecDeque<TaskId>; 3]>,
     awaiting: usize,
     retrying: BTreeSet<(Instant, TaskId)>,
+    scheduled: BTreeSet<(Instant, TaskId)>,
     unclaimed: IdMap<TaskId>,
     by_request: HashMap<(SessionId, u64), TaskId, BuildHasherDefault<IdHasher>>,
     by_session: IdMap<HashSet<TaskId, BuildHasherDefault<IdHasher>>>,
@@ -145,7 +149,9 @@ impl Tasks {
         };
         let from = entry.state.stage();
         let wanted = match (&state, at) {
-            (State::Queued, At::Front) if from != Stage::Retrying => Next::Requeued,
+            (State::Queued, At::Front) if !matches!(from, Stage::Retrying | Stage::Scheduled) => {
+                Next::Requeued
+            }
             _ => Next::To(state.stage()),
         };
         if !self.allowed(id, from, event, wanted) {
@@ -230,6 +236,9 @@ impl Tasks {
             State::Unclaimed(run) => {
                 self.unclaimed.insert(*run, id);
             }
+            State::Scheduled { due } => {
+                self.scheduled.insert((*due, id));
+            }
             State::Running(_) => {}
         }
     }
@@ -274,6 +283,9 @@ impl Tasks {
             }
             State::Unclaimed(run) => {
                 self.unclaimed.remove(run);
+            }
+            State::Scheduled { due } => {
+                self.scheduled.remove(&(*due, id));
             }
             State::Running(_) => {}
         }
@@ -329,6 +341,30 @@ impl Tasks {
         self.retrying.first().map(|&(due, _)| due)
     }
 
+    /// Tasks scheduled to run later.
+    pub(super) fn scheduled(&self) -> usize {
+        self.scheduled.len()
+    }
+
+    /// Scheduled tasks, soonest due first.
+    pub(super) fn scheduled_ids(&self) -> impl Iterator<Item = (Instant, TaskId)> + '_ {
+        self.scheduled.iter().copied()
+    }
+
+    /// The ids of the scheduled tasks due by `now`, earliest first.
+    pub(super) fn scheduled_due(&self, now: Instant) -> Vec<TaskId> {
+        self.scheduled
+            .iter()
+            .take_while(|(due, _)| *due <= now)
+            .map(|&(_, id)| id)
+            .collect()
+    }
+
+    /// When the next scheduled task is due.
+    pub(super) fn next_scheduled(&self) -> Option<Instant> {
+        self.scheduled.first().map(|&(due, _)| due)
+    }
+
     /// Tasks waiting for a provider.
     pub(super) fn awaiting(&self) -> usize {
         self.awaiting
@@ -378,6 +414,8 @@ mod tests {
             worker: None,
             retried: 0,
             attempt_base: 0,
+            due_ms: None,
+            unique: None,
         }
     }
 
@@ -416,6 +454,29 @@ mod tests {
     }
 
     #[test]
+    fn scheduled_tasks_are_indexed_by_due_time_and_enter_the_queue_from_either_end() {
+        let mut t = Tasks::default();
+        let now = Instant::now();
+        let at = |ms| State::Scheduled {
+            due: now + std::time::Duration::from_millis(ms),
+        };
+        t.insert(task(1, 7, "a", Priority::Normal), at(300), At::Back);
+        t.insert(task(2, 7, "a", Priority::Normal), at(100), At::Back);
+        t.insert(task(3, 7, "a", Priority::Normal), State::Queued, At::Back);
+        assert_eq!((t.scheduled(), t.queued()), (2, 1));
+        assert_eq!(
+            t.next_scheduled(),
+            Some(now + std::time::Duration::from_millis(100))
+        );
+        let due = t.scheduled_due(now + std::time::Duration::from_millis(300));
+        assert_eq!(due, vec![2, 1]);
+        assert!(t.move_to(2, Event::Due, State::Queued, At::Back));
+        assert!(t.move_to(1, Event::Due, State::Queued, At::Front));
+        assert_eq!(t.queued_ids(), vec![1, 3, 2]);
+        assert_eq!((t.scheduled(), t.next_scheduled()), (0, None));
+    }
+
+    #[test]
     fn aging_moves_a_task_one_level_up_behind_that_level() {
         let mut t = Tasks::default();
         t.insert(task(1, 7, "a", Priority::High), State::Queued, At::Back);
@@ -443,6 +504,9 @@ mod tests {
                 error: "e".into(),
             },
             Stage::Unclaimed => State::Unclaimed(id),
+            Stage::Scheduled => State::Scheduled {
+                due: Instant::now(),
+            },
         };
         t.insert(task(id, 1, "a", Priority::Normal), state, At::Back);
     }
@@ -461,6 +525,12 @@ mod tests {
                 At::Back,
             ),
             Next::To(Stage::Unclaimed) => (State::Unclaimed(99), At::Back),
+            Next::To(Stage::Scheduled) => (
+                State::Scheduled {
+                    due: Instant::now(),
+                },
+                At::Back,
+            ),
             Next::Requeued => (State::Queued, At::Front),
             Next::Answered | Next::Dropped => return None,
         })
@@ -484,7 +554,10 @@ mod tests {
                             "{stage:?} {event:?} -> {next:?}"
                         );
                         assert!(t.get(id).is_none());
-                        assert_eq!((t.queued(), t.awaiting(), t.retrying()), (0, 0, 0));
+                        assert_eq!(
+                            (t.queued(), t.awaiting(), t.retrying(), t.scheduled()),
+                            (0, 0, 0, 0)
+                        );
                     }
                     Some(next) => {
                         let (state, at) = target(next).expect("a stage");
@@ -499,6 +572,7 @@ mod tests {
                             Next::To(Stage::Awaiting),
                             Next::To(Stage::Running),
                             Next::To(Stage::Retrying),
+                            Next::To(Stage::Scheduled),
                             Next::Requeued,
                         ] {
                             let (state, at) = target(next).expect("a stage");

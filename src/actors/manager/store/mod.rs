@@ -64,6 +64,18 @@ pub struct TaskRecord {
     /// spends the attempts of one try, counted from here.
     #[serde(default)]
     pub attempt_base: u32,
+    /// When it was scheduled to run, in milliseconds since the Unix epoch
+    /// (a delayed task); absent for a task to run at once, and in records
+    /// written before delayed tasks existed.
+    #[serde(default)]
+    pub due_ms: Option<u64>,
+    /// Its unique key (a unique task), if any; absent in records written
+    /// before unique tasks existed.
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    /// How long its unique key holds after it is answered, in ms.
+    #[serde(default)]
+    pub unique_for_ms: u64,
 }
 
 /// A start of a task as recorded: the run that was going.
@@ -92,6 +104,12 @@ pub struct ResultRecord {
     pub finished_ms: u64,
     /// The outcome.
     pub outcome: StoredOutcome,
+    /// The unique key its task held, while the key still holds after the
+    /// task finished (its `unique_for`): the key and until when, in ms
+    /// since the Unix epoch. Absent otherwise, and in records written
+    /// before unique tasks existed.
+    #[serde(default)]
+    pub unique: Option<(String, u64)>,
 }
 
 /// A dead-list entry as recorded: what `argon failed` lists, and the task
@@ -280,5 +298,30 @@ mod tests {
         };
         let back: TaskRecord = rmp_serde::from_slice(&rmp_serde::to_vec(&new).unwrap()).unwrap();
         assert_eq!((back.retries, back.retried, back.attempt_base), (3, 2, 4));
+        assert_eq!(back.due_ms, None, "an old record is not scheduled");
+    }
+
+    #[test]
+    fn a_due_time_is_kept_with_the_record() {
+        let r = TaskRecord {
+            name: "later".into(),
+            args: Value::Nil,
+            priority: Priority::Low,
+            timeout_ms: None,
+            attempts: 1,
+            detached: true,
+            retries: 0,
+            retried: 0,
+            attempt_base: 0,
+            due_ms: Some(1_800_000_000_000),
+            unique_key: Some("k".into()),
+            unique_for_ms: 600_000,
+        };
+        let back: TaskRecord = rmp_serde::from_slice(&rmp_serde::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back.due_ms, Some(1_800_000_000_000));
+        assert_eq!(
+            (back.unique_key.as_deref(), back.unique_for_ms),
+            (Some("k"), 600_000)
+        );
     }
 }
