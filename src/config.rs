@@ -138,8 +138,9 @@ pub struct ManagerSection {
     /// Most bytes of kept outcomes; past it the oldest are evicted. Default
     /// 256 MiB.
     pub result_max_bytes: Option<usize>,
-    /// Folder of the task store (durable mode): queued and running tasks
-    /// and kept results survive a restart. Default: none (nothing survives).
+    /// Folder of the task store, or a `postgres://` URL of a PostgreSQL
+    /// database to keep it in (durable mode): queued and running tasks and
+    /// kept results survive a restart. Default: none (nothing survives).
     pub persist: Option<PathBuf>,
     /// With `persist`: how long after a restart workers have to claim the
     /// tasks that were running before it is requeued or failed. Default
@@ -273,7 +274,9 @@ impl Config {
             rebase(k);
         }
         if let Some(p) = self.manager.persist.as_mut() {
-            rebase(p);
+            if !persist_is_url(p) {
+                rebase(p);
+            }
         }
         for task in self.tasks.values_mut() {
             if let Some(cwd) = task.cwd.as_mut() {
@@ -358,6 +361,13 @@ impl Config {
 
 /// The folder relative paths of the file at `path` are taken from, made
 /// absolute with the working directory when `path` is relative.
+/// Whether a `persist` value is a PostgreSQL URL (`postgres://` or
+/// `postgresql://`) rather than a folder.
+pub fn persist_is_url(p: &Path) -> bool {
+    p.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
 fn config_dir(path: &Path) -> PathBuf {
     let parent = path.parent().unwrap_or(Path::new(""));
     std::path::absolute(parent)
@@ -558,5 +568,18 @@ mod tests {
         assert_eq!(c.tasks["b"].command, vec!["cat"]);
         assert_eq!(c.tasks["b"].cwd, Some(PathBuf::from("/abs")));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_postgres_url_in_persist_is_not_taken_for_a_relative_path() {
+        for url in ["postgres://argon@db:5432/tasks", "postgresql://db/tasks"] {
+            let mut c = Config::parse(&format!("[manager]\npersist = \"{url}\"\n")).unwrap();
+            c.resolve_paths(Path::new("/etc/argon"));
+            assert_eq!(c.manager.persist, Some(PathBuf::from(url)));
+        }
+        let mut c = Config::parse("[manager]\npersist = \"store\"\n").unwrap();
+        c.resolve_paths(Path::new("/etc/argon"));
+        assert_eq!(c.manager.persist, Some(PathBuf::from("/etc/argon/store")));
+        assert!(!persist_is_url(Path::new("postgres")));
     }
 }

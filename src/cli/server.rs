@@ -11,7 +11,7 @@ use argon::actors::manager::retry::MAX_RETRIES;
 use argon::actors::manager::{Manager, RedbStore};
 use argon::actors::ManagerSettings;
 use argon::admission::{self, ConnectionLimits};
-use argon::config::Config;
+use argon::config::{persist_is_url, Config};
 use argon::launch::{
     handshake_settings, not_built, Failure, KeyArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE,
 };
@@ -55,10 +55,11 @@ pub struct ManagerArgs {
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_RETRIES)))]
     pub default_retries: Option<u32>,
-    /// Durable mode: keep the task store in this folder, so queued and
-    /// running tasks and kept results survive a restart (see the README's
-    /// Durability) [default: off].
-    #[arg(long, value_name = "DIR")]
+    /// Durable mode: keep the task store in this folder, or in the
+    /// PostgreSQL database at this URL (postgres://USER@HOST:PORT/DB), so
+    /// queued and running tasks and kept results survive a restart (see the
+    /// README's Durability) [default: off].
+    #[arg(long, value_name = "DIR|URL")]
     pub persist: Option<std::path::PathBuf>,
 }
 
@@ -176,6 +177,7 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     // finds the default action (exit at once) in place.
     let mut signals = runtime::Signals::new();
     let manager = match a.persist.as_deref().or(config.manager.persist.as_deref()) {
+        Some(url) if persist_is_url(url) => open_postgres(url, settings)?,
         Some(dir) => {
             let store =
                 RedbStore::open(dir).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
@@ -199,6 +201,23 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
         _ = signals.next() => until_stopped(handle.shutdown(drain), &mut signals).await,
         why = handle.failed() => Err(Failure::new(EXIT_FAILED, why)),
     }
+}
+
+/// A manager over the PostgreSQL store at `url`; a store that cannot be
+/// opened is exit 78, a build without the cargo feature `postgres` exit 2.
+#[cfg(feature = "postgres")]
+fn open_postgres(url: &Path, settings: ManagerSettings) -> Result<Manager, Failure> {
+    let store = argon::actors::manager::PgStore::open(&url.to_string_lossy())
+        .map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
+    Ok(Manager::with_store(settings, store))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(_: &Path, _: ManagerSettings) -> Result<Manager, Failure> {
+    Err(not_built(
+        "postgres",
+        "--persist postgres://... (or manager.persist)",
+    ))
 }
 
 /// Runs a graceful stop (`stop`) unless another signal comes first: then

@@ -1,0 +1,837 @@
+//! The task store in PostgreSQL (`--persist postgres://USER@HOST:PORT/DB`).
+//!
+//! The manager's task table stays its working state; the database is its
+//! journal, laid out as in the redb store: accepted tasks without an
+//! outcome (`argon_tasks`), the starts of those that run (`argon_starts`),
+//! kept outcomes (`argon_results`), each a MessagePack record in a `bytea`
+//! under its id as `bigint`, and `argon_meta` (the schema version, the id
+//! high-water mark, and whether the last manager closed the store).
+//! Records are MessagePack, so new fields pass through without a
+//! migration; the schema is versioned and created or migrated at open, and
+//! a schema newer than this build knows is refused.
+//!
+//! One writer thread with its own single-threaded tokio runtime owns the
+//! connection: it takes everything waiting (up to [`MAX_BATCH`] records),
+//! folds it into its net effect per table (ids are never reused, so the
+//! last record of an id decides its row), writes that in one transaction
+//! (a delete and an upsert per table, pipelined) and acknowledges it. A
+//! write that fails stops the manager, as with redb; the manager's commit
+//! backlog bounds what waits while the database is slow.
+//!
+//! One manager per database: the writer's session holds an advisory lock
+//! for as long as it runs; a second manager on the same tables is refused
+//! at open. A killed manager's session ends with its connection, so a
+//! restart waits briefly ([`LOCK_WAIT`]) for the lock.
+//!
+//! Connection settings the libpq way, as far as `tokio-postgres` goes: the
+//! URL's user, password, host, port, database and `sslmode`; without a
+//! password in the URL, the first matching line of `PGPASSFILE` (or
+//! `~/.pgpass`). This build has no TLS: `sslmode=disable` and `prefer`
+//! connect without it; `require` is refused at open. The password is never
+//! logged: logs and errors show the URL with it masked.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use super::{
+    CommitSink, Committed, Record, Recovered, ResultRecord, StartRecord, StoreError, StoreFailed,
+    TaskRecord, TaskStore,
+};
+
+/// Most records written in one transaction.
+pub const MAX_BATCH: usize = 16_384;
+
+/// The schema version this build writes. Version 1: the four tables of the
+/// module docs.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Longest wait for opening the store: connecting, migrating and reading.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest wait for the store's lock held by a manager that just went away
+/// (its database session ends moments after its connection).
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Largest password file read.
+const MAX_PASSFILE: u64 = 1 << 20;
+
+/// Serialises concurrent schema creation (a transaction-level advisory lock
+/// key: "argon" in ASCII).
+const MIGRATION_LOCK: i64 = 0x61_72_67_6f_6e;
+
+/// `url` with its password (in the user part or a `password=` parameter)
+/// replaced by `***`, for logs and errors.
+pub fn masked(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let (head, rest) = url.split_at(scheme_end);
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(auth_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (user_info, hosts) = authority.split_at(at);
+            match user_info.find(':') {
+                Some(colon) => format!("{}:***{hosts}", &user_info[..colon]),
+                None => authority.to_string(),
+            }
+        }
+        None => authority.to_string(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => {
+            let (path, query) = tail.split_at(q + 1);
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k == "password" => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}{}", params.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{head}{authority}{tail}")
+}
+
+/// An error's text on one line, with its causes (tokio-postgres says only
+/// "db error" at the top).
+fn line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text.replace('\n', " ")
+}
+
+fn pg(e: tokio_postgres::Error) -> String {
+    line(&e)
+}
+
+/// The PostgreSQL store. See the module docs.
+pub struct PgStore {
+    /// The URL, password masked.
+    url: String,
+    recovered: Recovered,
+    repaired: bool,
+    /// Until started: where the writer waits for its sink.
+    start: Option<oneshot::Sender<CommitSink>>,
+    tx: Option<mpsc::UnboundedSender<Record>>,
+    /// The writer thread; joined by [`TaskStore::close`].
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, creates or migrates the schema,
+    /// takes the store's lock and reads it whole (within [`OPEN_TIMEOUT`]).
+    /// A URL that does not parse, `sslmode=require`, an unreachable or
+    /// refusing database, a newer schema, another manager holding the lock
+    /// and an unreadable record are errors.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let shown = masked(url);
+        let err = |what: String| StoreError {
+            path: PathBuf::from(&shown),
+            what,
+        };
+        let mut config = Config::from_str(url)
+            .map_err(|e| err(format!("not a usable PostgreSQL URL: {}", line(&e))))?;
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(err(
+                "sslmode=require: this build has no TLS; use sslmode=disable or prefer (no TLS), \
+                 or reach the database over a secure network or tunnel"
+                    .into(),
+            ));
+        }
+        if config.get_password().is_none() {
+            if let Some(password) = passfile_password(&config) {
+                config.password(password);
+            }
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (start_tx, start_rx) = oneshot::channel();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let for_log = shown.clone();
+        let handle = std::thread::Builder::new()
+            .name("argon-store".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start a runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let opened = tokio::time::timeout(OPEN_TIMEOUT, open_db(&config, &for_log))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!(
+                                "no answer within {}s while opening",
+                                OPEN_TIMEOUT.as_secs()
+                            ))
+                        });
+                    let (client, statements, recovered, repaired) = match opened {
+                        Ok(o) => o,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let high = recovered.high_id.unwrap_or(0);
+                    if ready_tx.send(Ok((recovered, repaired))).is_err() {
+                        return;
+                    }
+                    let Ok(sink) = start_rx.await else {
+                        return;
+                    };
+                    writer(client, statements, rx, sink, high).await;
+                });
+            })
+            .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
+        let (recovered, repaired) = match ready_rx.recv() {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                return Err(err(e));
+            }
+            Err(_) => {
+                let _ = handle.join();
+                return Err(err("the writer thread stopped while opening".into()));
+            }
+        };
+        if repaired {
+            log::warn!(
+                "task store {} was not closed cleanly (the manager was killed or crashed); \
+                 PostgreSQL kept every committed record",
+                crate::logsafe::escaped(&shown)
+            );
+        }
+        Ok(PgStore {
+            url: shown,
+            recovered,
+            repaired,
+            start: Some(start_tx),
+            tx: Some(tx),
+            writer: Some(handle),
+        })
+    }
+
+    /// Tasks it held that have no outcome yet (before they are taken).
+    pub fn task_count(&self) -> usize {
+        self.recovered.tasks.len()
+    }
+
+    /// Outcomes it held (before they are taken).
+    pub fn result_count(&self) -> usize {
+        self.recovered.results.len()
+    }
+}
+
+/// The statements a batch uses, prepared once.
+struct Statements {
+    put: [Statement; 3],
+    delete: [Statement; 3],
+    high: Statement,
+}
+
+const TABLES: [&str; 3] = ["argon_tasks", "argon_starts", "argon_results"];
+
+async fn open_db(
+    config: &Config,
+    shown: &str,
+) -> Result<(Client, Statements, Recovered, bool), String> {
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| format!("cannot connect: {}", pg(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            log::debug!("task store connection ended: {}", pg(e));
+        }
+    });
+    // Notices (the server's chatter) stay out of the manager's log.
+    client
+        .batch_execute("SET client_min_messages TO warning")
+        .await
+        .map_err(pg)?;
+    migrate(&mut client).await?;
+    take_lock(&client, shown).await?;
+    let repaired = client
+        .query_opt("SELECT value FROM argon_meta WHERE key = 'open'", &[])
+        .await
+        .map_err(pg)?
+        .is_some_and(|r| r.get::<_, i64>(0) != 0);
+    client
+        .execute(
+            "INSERT INTO argon_meta (key, value) VALUES ('open', 1) \
+             ON CONFLICT (key) DO UPDATE SET value = 1",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    let recovered = read(&client).await?;
+    let statements = prepare(&client).await.map_err(pg)?;
+    Ok((client, statements, recovered, repaired))
+}
+
+/// Creates the schema of a new store, or checks (and would migrate) an
+/// existing one, in one transaction under [`MIGRATION_LOCK`].
+async fn migrate(client: &mut Client) -> Result<(), String> {
+    let txn = client.transaction().await.map_err(pg)?;
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg)?;
+    let exists: bool = txn
+        .query_one("SELECT to_regclass('argon_meta') IS NOT NULL", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let version: Option<i64> = if exists {
+        txn.query_opt(
+            "SELECT value FROM argon_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| r.get(0))
+    } else {
+        txn.batch_execute("CREATE TABLE argon_meta (key text PRIMARY KEY, value bigint NOT NULL)")
+            .await
+            .map_err(|e| format!("cannot create the schema: {}", pg(e)))?;
+        None
+    };
+    match version {
+        None => {
+            txn.batch_execute(
+                "CREATE TABLE argon_tasks (id bigint PRIMARY KEY, record bytea NOT NULL);
+                 CREATE TABLE argon_starts (id bigint PRIMARY KEY, record bytea NOT NULL);
+                 CREATE TABLE argon_results (id bigint PRIMARY KEY, record bytea NOT NULL);
+                 INSERT INTO argon_meta (key, value) VALUES ('next_id', 0)
+                     ON CONFLICT (key) DO NOTHING;",
+            )
+            .await
+            .map_err(|e| format!("cannot create the schema: {}", pg(e)))?;
+            txn.execute(
+                "INSERT INTO argon_meta (key, value) VALUES ('schema_version', $1)",
+                &[&SCHEMA_VERSION],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(format!(
+                "schema version {v} is newer than this argon knows ({SCHEMA_VERSION}): \
+                 run a newer argon"
+            ));
+        }
+        Some(v) if v < 1 => return Err(format!("schema version {v} is not a version")),
+        // Migrations from older versions go here, one step per version.
+        Some(_) => {}
+    }
+    txn.commit().await.map_err(pg)
+}
+
+/// Takes the session lock that makes this manager the store's only writer,
+/// waiting up to [`LOCK_WAIT`] for a session that is ending.
+async fn take_lock(client: &Client, shown: &str) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    let mut told = false;
+    loop {
+        let got: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock('argon_meta'::regclass::oid::bigint)",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if got {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(
+                "in use by another manager (its database session holds the store's lock)".into(),
+            );
+        }
+        if !told {
+            log::info!(
+                "task store {} is locked by another session: waiting up to {}s for it to end",
+                crate::logsafe::escaped(shown),
+                LOCK_WAIT.as_secs()
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+    let mut put = Vec::new();
+    let mut delete = Vec::new();
+    for table in TABLES {
+        put.push(
+            client
+                .prepare(&format!(
+                    "INSERT INTO {table} (id, record) \
+                     SELECT * FROM unnest($1::bigint[], $2::bytea[]) \
+                     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record"
+                ))
+                .await?,
+        );
+        delete.push(
+            client
+                .prepare(&format!("DELETE FROM {table} WHERE id = ANY($1::bigint[])"))
+                .await?,
+        );
+    }
+    let high = client
+        .prepare("UPDATE argon_meta SET value = GREATEST(value, $1::bigint) WHERE key = 'next_id'")
+        .await?;
+    let three = |v: Vec<Statement>| -> [Statement; 3] {
+        v.try_into()
+            .unwrap_or_else(|_| unreachable!("one statement per table"))
+    };
+    Ok(Statements {
+        put: three(put),
+        delete: three(delete),
+        high,
+    })
+}
+
+/// Rows of `table` as (id, record).
+async fn rows(client: &Client, table: &str) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    let rows = client
+        .query(&format!("SELECT id, record FROM {table} ORDER BY id"), &[])
+        .await
+        .map_err(|e| format!("cannot read {table}: {}", pg(e)))?;
+    rows.iter()
+        .map(|r| {
+            let id: i64 = r.get(0);
+            let id = u64::try_from(id).map_err(|_| format!("{table} holds id {id}"))?;
+            Ok((id, r.get::<_, Vec<u8>>(1)))
+        })
+        .collect()
+}
+
+async fn read(client: &Client) -> Result<Recovered, String> {
+    let mut out = Recovered::default();
+    let next: Option<i64> = client
+        .query_opt("SELECT value FROM argon_meta WHERE key = 'next_id'", &[])
+        .await
+        .map_err(pg)?
+        .map(|r| r.get(0));
+    let mut high = next.and_then(|v| u64::try_from(v).ok());
+    let mut seen = |id: u64| high = Some(high.map_or(id, |h| h.max(id)));
+    let mut starts: HashMap<u64, StartRecord> = HashMap::new();
+    for (id, bytes) in rows(client, "argon_starts").await? {
+        let start = rmp_serde::from_slice::<StartRecord>(&bytes)
+            .map_err(|e| format!("start record of task {id} cannot be read: {}", line(&e)))?;
+        starts.insert(id, start);
+    }
+    for (id, bytes) in rows(client, "argon_tasks").await? {
+        let record: TaskRecord = rmp_serde::from_slice(&bytes)
+            .map_err(|e| format!("record of task {id} cannot be read: {}", line(&e)))?;
+        let start = starts.remove(&id);
+        seen(id);
+        if let Some(s) = &start {
+            seen(s.run);
+        }
+        out.tasks.push((id, record, start));
+    }
+    for (id, bytes) in rows(client, "argon_results").await? {
+        let record: ResultRecord = rmp_serde::from_slice(&bytes)
+            .map_err(|e| format!("result of task {id} cannot be read: {}", line(&e)))?;
+        seen(id);
+        out.results.push((id, record));
+    }
+    out.high_id = high;
+    Ok(out)
+}
+
+impl TaskStore for PgStore {
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        format!("task store {}", self.url)
+    }
+
+    fn take_recovered(&mut self) -> Recovered {
+        std::mem::take(&mut self.recovered)
+    }
+
+    fn was_repaired(&self) -> bool {
+        self.repaired
+    }
+
+    fn start(&mut self, sink: CommitSink) -> Result<(), StoreError> {
+        let Some(start) = self.start.take() else {
+            return Ok(());
+        };
+        start.send(sink).map_err(|_| StoreError {
+            path: PathBuf::from(&self.url),
+            what: "the writer thread is gone".into(),
+        })
+    }
+
+    fn record(&mut self, record: Record) -> Result<(), StoreError> {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(record).is_ok());
+        if sent {
+            return Ok(());
+        }
+        Err(StoreError {
+            path: PathBuf::from(&self.url),
+            what: "the writer thread is gone".into(),
+        })
+    }
+
+    fn close(&mut self) {
+        self.tx = None;
+        self.start = None;
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                log::error!("the task store's writer thread panicked");
+            }
+        }
+    }
+}
+
+/// What a batch leaves in one table: per id, its record or its absence.
+type Net = HashMap<i64, Option<Vec<u8>>>;
+
+/// A batch folded into its net effect: the tables in [`TABLES`] order, and
+/// the id high-water mark it raises.
+#[derive(Debug, Default)]
+struct Folded {
+    tables: [Net; 3],
+    high: u64,
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec(record).map_err(|e| line(&e))
+}
+
+fn key(id: u64) -> Result<i64, String> {
+    i64::try_from(id).map_err(|_| format!("task id {id} does not fit a bigint"))
+}
+
+/// Folds `records`, in order, into what they leave in each table. Ids are
+/// never reused, so the last record of an id decides its row: the result
+/// equals applying them one by one.
+fn fold(records: &[Record], high: u64) -> Result<Folded, String> {
+    let mut f = Folded {
+        high,
+        ..Folded::default()
+    };
+    let [tasks, starts, results] = &mut f.tables;
+    for record in records {
+        match record {
+            Record::Accept(id, r) => {
+                f.high = f.high.max(*id);
+                tasks.insert(key(*id)?, Some(encode(r)?));
+            }
+            Record::Start(id, s) => {
+                f.high = f.high.max(s.run);
+                starts.insert(key(*id)?, Some(encode(s)?));
+            }
+            Record::Retry(id, r) => {
+                tasks.insert(key(*id)?, Some(encode(r)?));
+                starts.insert(key(*id)?, None);
+            }
+            Record::Finish(id, kept) => {
+                tasks.insert(key(*id)?, None);
+                starts.insert(key(*id)?, None);
+                if let Some(r) = kept {
+                    results.insert(key(*id)?, Some(encode(r)?));
+                }
+            }
+            Record::Forget(id) => {
+                results.insert(key(*id)?, None);
+            }
+        }
+    }
+    key(f.high)?;
+    Ok(f)
+}
+
+async fn write_batch(
+    client: &mut Client,
+    statements: &Statements,
+    folded: Folded,
+) -> Result<(), String> {
+    let mut puts: Vec<(Vec<i64>, Vec<Vec<u8>>)> = Vec::new();
+    let mut deletes: Vec<Vec<i64>> = Vec::new();
+    for net in folded.tables {
+        let (mut put_ids, mut put_records, mut delete_ids) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, row) in net {
+            match row {
+                Some(bytes) => {
+                    put_ids.push(id);
+                    put_records.push(bytes);
+                }
+                None => delete_ids.push(id),
+            }
+        }
+        puts.push((put_ids, put_records));
+        deletes.push(delete_ids);
+    }
+    let high = key(folded.high)?;
+    let mut statements_params: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
+    for (i, (ids, records)) in puts.iter().enumerate() {
+        if !ids.is_empty() {
+            statements_params.push((&statements.put[i], vec![ids, records]));
+        }
+    }
+    for (i, ids) in deletes.iter().enumerate() {
+        if !ids.is_empty() {
+            statements_params.push((&statements.delete[i], vec![ids]));
+        }
+    }
+    statements_params.push((&statements.high, vec![&high]));
+    let txn = client.transaction().await.map_err(pg)?;
+    // Sent together (pipelined), answered in order.
+    let pending = statements_params
+        .iter()
+        .map(|(statement, params)| txn.execute(*statement, params));
+    futures_util::future::try_join_all(pending)
+        .await
+        .map_err(pg)?;
+    txn.commit().await.map_err(pg)
+}
+
+async fn writer(
+    mut client: Client,
+    statements: Statements,
+    mut rx: mpsc::UnboundedReceiver<Record>,
+    sink: CommitSink,
+    mut high: u64,
+) {
+    let mut done = 0u64;
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        // Once the manager is gone, what it sent is still written, until
+        // the channel is empty and closed.
+        let written = match fold(&batch, high) {
+            Ok(folded) => {
+                let raised = folded.high;
+                write_batch(&mut client, &statements, folded)
+                    .await
+                    .map(|()| high = raised)
+            }
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => {
+                done += batch.len() as u64;
+                batch.clear();
+                sink.committed.do_send(Committed { upto: done });
+            }
+            Err(e) => {
+                if sink.failed.connected() {
+                    sink.failed.do_send(StoreFailed(e));
+                } else {
+                    log::error!("task store write failed after the manager stopped: {e}");
+                }
+                return;
+            }
+        }
+    }
+    if let Err(e) = client
+        .execute("UPDATE argon_meta SET value = 0 WHERE key = 'open'", &[])
+        .await
+    {
+        log::warn!("task store: cannot mark it closed: {}", pg(e));
+    }
+}
+
+/// The password for `config` from the password file, the libpq way:
+/// `PGPASSFILE`, or `~/.pgpass`; ignored when others may read it.
+fn passfile_password(config: &Config) -> Option<String> {
+    let path = match std::env::var_os("PGPASSFILE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".pgpass"),
+    };
+    let text = read_passfile(&path)?;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        // A socket folder, or no host (the default socket), matches
+        // "localhost", as in libpq.
+        _ => "localhost".to_string(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let user = config.get_user()?;
+    let db = config.get_dbname().unwrap_or(user);
+    passfile_lookup(&text, &host, &port, db, user)
+}
+
+fn read_passfile(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        log::warn!(
+            "password file {} has group or world access; it is ignored (chmod 0600 it)",
+            crate::logsafe::escaped(path.display())
+        );
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_PASSFILE)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+/// The password of the first line of a password file matching (`*` matches
+/// anything; `\:` and `\\` escape).
+fn passfile_lookup(text: &str, host: &str, port: &str, db: &str, user: &str) -> Option<String> {
+    for l in text.lines() {
+        if l.trim_start().starts_with('#') || l.trim().is_empty() {
+            continue;
+        }
+        let mut fields = Vec::with_capacity(5);
+        let mut field = String::new();
+        let mut chars = l.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        field.push(n);
+                    }
+                }
+                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut field)),
+                _ => field.push(c),
+            }
+        }
+        fields.push(field);
+        let [h, p, d, u, password] = fields.as_slice() else {
+            continue;
+        };
+        let fits = |pattern: &String, value: &str| pattern == "*" || pattern == value;
+        if fits(h, host) && fits(p, port) && fits(d, db) && fits(u, user) {
+            return Some(password.clone());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Priority, Value};
+
+    #[test]
+    fn the_password_is_masked_in_the_user_part_and_the_parameters() {
+        assert_eq!(
+            masked("postgres://argon:s3cr:et@db.example:5433/tasks?sslmode=prefer"),
+            "postgres://argon:***@db.example:5433/tasks?sslmode=prefer"
+        );
+        assert_eq!(
+            masked("postgresql://argon@h/db?password=hunter2&sslmode=disable"),
+            "postgresql://argon@h/db?password=***&sslmode=disable"
+        );
+        assert_eq!(masked("postgres://h:5432/db"), "postgres://h:5432/db");
+        assert_eq!(masked("postgres://u:p@h"), "postgres://u:***@h");
+    }
+
+    #[test]
+    fn the_password_file_gives_the_first_matching_line() {
+        let text = "# comment\n\
+                    other:5432:*:argon:wrong\n\
+                    db\\:x:*:tasks:argon:a\\:b\\\\c\n\
+                    *:*:*:argon:fallback\n";
+        assert_eq!(
+            passfile_lookup(text, "db:x", "5432", "tasks", "argon").as_deref(),
+            Some("a:b\\c")
+        );
+        assert_eq!(
+            passfile_lookup(text, "h", "1", "x", "argon").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(passfile_lookup(text, "h", "1", "x", "nobody"), None);
+        assert_eq!(passfile_lookup("a:b:c\n", "a", "b", "c", "d"), None);
+    }
+
+    fn task(n: u32) -> TaskRecord {
+        TaskRecord {
+            name: "t".into(),
+            args: Value::from(n),
+            priority: Priority::Normal,
+            timeout_ms: None,
+            attempts: 1,
+            detached: true,
+            retries: n,
+            retried: 0,
+            attempt_base: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_folds_to_the_last_record_of_each_id() {
+        let done = ResultRecord {
+            finished_ms: 1,
+            outcome: super::super::StoredOutcome::Done(Value::from(1)),
+        };
+        let records = vec![
+            Record::Accept(1, task(1)),
+            Record::Accept(2, task(2)),
+            Record::Start(
+                1,
+                StartRecord {
+                    run: 40,
+                    started_times: 1,
+                },
+            ),
+            Record::Finish(1, Some(done)),
+            Record::Retry(2, task(7)),
+            Record::Forget(9),
+        ];
+        let f = fold(&records, 3).unwrap();
+        let [tasks, starts, results] = &f.tables;
+        assert_eq!(tasks.get(&1), Some(&None), "finished: its record goes");
+        let back: TaskRecord = rmp_serde::from_slice(tasks[&2].as_ref().unwrap()).unwrap();
+        assert_eq!(back.retries, 7, "the retry's rewrite wins");
+        assert_eq!(starts.get(&1), Some(&None));
+        assert_eq!(starts.get(&2), Some(&None));
+        assert!(results[&1].is_some(), "the kept outcome is written");
+        assert_eq!(results.get(&9), Some(&None), "the forgotten one goes");
+        assert_eq!(f.high, 40, "the run id raises the high-water mark");
+        assert!(fold(&[Record::Forget(u64::MAX)], 0).is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! The PostgreSQL task store against a real, throwaway PostgreSQL
+//! (`common::postgres`): records written read back equal after a reopen,
+//! the schema is versioned and a newer one refused, one manager per
+//! database, an unreadable record is an error; and the `argon manager`
+//! side of it: exit 78 with one line (password masked) for a store that
+//! cannot be opened, the password from `PGPASSFILE`.
+//!
+//! Without PostgreSQL installed the tests that need it skip, saying so,
+//! unless `ARGON_REQUIRE_POSTGRES=1`.
+
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use argon::actors::manager::store::{
+    CommitSink, Committed, Record, Recovered, ResultRecord, StartRecord, StoreFailed,
+    StoredOutcome, TaskRecord,
+};
+use argon::actors::manager::{PgStore, TaskStore};
+use argon::protocol::{Priority, Value};
+use common::postgres::Postgres;
+use common::{argon, TempDir};
+use tokio::sync::mpsc;
+
+/// Longest wait for a commit.
+const COMMIT: Duration = Duration::from_secs(30);
+
+/// Collects a store's acknowledgements.
+struct Acks(mpsc::UnboundedSender<Result<u64, String>>);
+
+impl Actor for Acks {
+    type Context = Context<Self>;
+}
+
+impl Handler<Committed> for Acks {
+    type Result = ();
+    fn handle(&mut self, m: Committed, _: &mut Context<Self>) {
+        let _ = self.0.send(Ok(m.upto));
+    }
+}
+
+impl Handler<StoreFailed> for Acks {
+    type Result = ();
+    fn handle(&mut self, m: StoreFailed, _: &mut Context<Self>) {
+        let _ = self.0.send(Err(m.0));
+    }
+}
+
+fn task(n: u32) -> TaskRecord {
+    TaskRecord {
+        name: format!("task-{n}"),
+        args: Value::from(n),
+        priority: Priority::High,
+        timeout_ms: Some(u64::from(n) * 10),
+        attempts: 2,
+        detached: n % 2 == 0,
+        retries: 3,
+        retried: 0,
+        attempt_base: 0,
+    }
+}
+
+/// Writes `records` through a started store and waits until all are
+/// committed; then closes it.
+fn write_all(mut store: PgStore, records: Vec<Record>) {
+    let n = records.len() as u64;
+    std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let acks = Acks(tx).start();
+            store
+                .start(CommitSink {
+                    committed: acks.clone().recipient(),
+                    failed: acks.recipient(),
+                })
+                .expect("store starts");
+            for r in records {
+                store.record(r).expect("record queued");
+            }
+            loop {
+                match tokio::time::timeout(COMMIT, rx.recv()).await {
+                    Ok(Some(Ok(upto))) if upto >= n => break,
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("no commit of {n} records: {other:?}"),
+                }
+            }
+            store.close();
+        })
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+/// What a store read, in a form that compares: (tasks, results, high id).
+fn shown(r: &Recovered) -> (Vec<String>, Vec<String>, Option<u64>) {
+    let mut tasks: Vec<String> = r.tasks.iter().map(|t| format!("{t:?}")).collect();
+    let mut results: Vec<String> = r.results.iter().map(|t| format!("{t:?}")).collect();
+    tasks.sort();
+    results.sort();
+    (tasks, results, r.high_id)
+}
+
+#[test]
+fn records_written_read_back_equal_after_a_reopen() {
+    let Some(pg) = Postgres::start("records_written_read_back_equal_after_a_reopen") else {
+        return;
+    };
+    let url = pg.url("argon");
+    let mut store = PgStore::open(&url).expect("a new store opens");
+    assert!(!store.was_repaired());
+    assert_eq!(shown(&store.take_recovered()), (vec![], vec![], Some(0)));
+    let start = |run| StartRecord {
+        run,
+        started_times: 1,
+    };
+    let kept = |v: i64| ResultRecord {
+        finished_ms: 1_700_000_000_000,
+        outcome: StoredOutcome::Done(Value::from(v)),
+    };
+    let mut records = Vec::new();
+    for id in 1..=6 {
+        records.push(Record::Accept(id, task(id as u32)));
+    }
+    records.extend([
+        Record::Start(1, start(101)),
+        Record::Start(2, start(102)),
+        Record::Retry(
+            2,
+            TaskRecord {
+                retried: 1,
+                attempt_base: 1,
+                ..task(2)
+            },
+        ),
+        Record::Start(3, start(103)),
+        Record::Finish(3, Some(kept(3))),
+        Record::Finish(4, None),
+        Record::Finish(
+            5,
+            Some(ResultRecord {
+                finished_ms: 5,
+                outcome: StoredOutcome::Failed("boom".into()),
+            }),
+        ),
+        Record::Forget(5),
+    ]);
+    write_all(store, records);
+
+    // A second group, after the first was committed: the running task
+    // finishes, a new one comes.
+    let mut store = PgStore::open(&url).expect("reopens");
+    assert!(!store.was_repaired(), "it was closed cleanly");
+    let first = store.take_recovered();
+    write_all(
+        store,
+        vec![Record::Finish(1, Some(kept(1))), Record::Accept(7, task(7))],
+    );
+
+    let mut expected = Recovered {
+        tasks: vec![
+            (
+                2,
+                TaskRecord {
+                    retried: 1,
+                    attempt_base: 1,
+                    ..task(2)
+                },
+                None,
+            ),
+            (6, task(6), None),
+            (7, task(7), None),
+        ],
+        results: vec![(1, kept(1)), (3, kept(3))],
+        high_id: Some(103),
+    };
+    let mut store = PgStore::open(&url).expect("reopens");
+    assert_eq!(shown(&store.take_recovered()), shown(&expected));
+
+    expected.tasks = vec![
+        (1, task(1), Some(start(101))),
+        (
+            2,
+            TaskRecord {
+                retried: 1,
+                attempt_base: 1,
+                ..task(2)
+            },
+            None,
+        ),
+        (6, task(6), None),
+    ];
+    expected.results = vec![(3, kept(3))];
+    assert_eq!(
+        shown(&first),
+        shown(&expected),
+        "the first reopen saw the first group exactly"
+    );
+    assert_eq!(
+        pg.psql("argon", "SELECT count(*) FROM argon_tasks"),
+        Ok("3".into())
+    );
+}
+
+#[test]
+fn the_schema_is_versioned_and_a_newer_one_is_refused() {
+    let Some(pg) = Postgres::start("the_schema_is_versioned_and_a_newer_one_is_refused") else {
+        return;
+    };
+    let url = pg.url("argon");
+    drop(PgStore::open(&url).expect("a new store opens"));
+    assert_eq!(
+        pg.psql(
+            "argon",
+            "SELECT value FROM argon_meta WHERE key = 'schema_version'"
+        ),
+        Ok(argon::actors::manager::store::postgres::SCHEMA_VERSION.to_string())
+    );
+    drop(PgStore::open(&url).expect("its own schema opens again"));
+
+    pg.psql(
+        "argon",
+        "UPDATE argon_meta SET value = 99 WHERE key = 'schema_version'",
+    )
+    .unwrap();
+    let err = PgStore::open(&url)
+        .err()
+        .expect("a newer schema is refused");
+    assert!(err.what.contains("schema version 99 is newer"), "{err}");
+
+    // The binary: exit 78, one line, no password.
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let out = argon(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
+        .arg(&key)
+        .arg("--persist")
+        .arg(&url)
+        .run();
+    assert_eq!(out.code, Some(78), "{out}");
+    let line = out.stderr.trim_end();
+    assert_eq!(line.lines().count(), 1, "one line: {out}");
+    assert!(line.contains("schema version 99 is newer"), "{out}");
+    assert!(line.contains("argon:***@127.0.0.1"), "masked: {out}");
+    assert!(!line.contains(common::postgres::PASSWORD), "{out}");
+    assert!(out.stdout.is_empty(), "it never listened: {out}");
+}
+
+#[test]
+fn one_manager_per_database_and_an_unreadable_record_is_an_error() {
+    let Some(pg) = Postgres::start("one_manager_per_database_and_an_unreadable_record_is_an_error")
+    else {
+        return;
+    };
+    let url = pg.url("argon");
+    let first = PgStore::open(&url).expect("opens");
+    let err = PgStore::open(&url)
+        .err()
+        .expect("a second writer is refused");
+    assert!(err.what.contains("in use by another manager"), "{err}");
+    drop(first);
+
+    pg.psql(
+        "argon",
+        "INSERT INTO argon_tasks (id, record) VALUES (42, '\\x00ff')",
+    )
+    .unwrap();
+    let err = PgStore::open(&url)
+        .err()
+        .expect("a broken record is refused");
+    assert!(
+        err.what.contains("record of task 42 cannot be read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_password_comes_from_pgpassfile_and_is_never_printed() {
+    let Some(pg) = Postgres::start("the_password_comes_from_pgpassfile_and_is_never_printed")
+    else {
+        return;
+    };
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let manager = |url: &str| {
+        argon(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
+            .arg(&key)
+            .arg("--persist")
+            .arg(url)
+            .env("PGPASSFILE", dir.join("none"))
+    };
+    let bare = pg.url_without_password("argon");
+    let out = manager(&bare).run();
+    assert_eq!(out.code, Some(78), "no password: {out}");
+    assert!(out.stderr.contains("password"), "{out}");
+
+    let wrong = format!("postgres://argon:not-the-pw@127.0.0.1:{}/argon", pg.port());
+    let out = manager(&wrong).run();
+    assert_eq!(out.code, Some(78), "a wrong password: {out}");
+    assert!(!out.stderr.contains("not-the-pw"), "{out}");
+    assert!(out.stderr.contains("argon:***@"), "{out}");
+    assert!(out.stderr.contains("authentication"), "{out}");
+
+    let (var, file) = pg.passfile();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
+        .arg(&key)
+        .arg("--persist")
+        .arg(&bare)
+        .env(var, &file)
+        .env_remove("ARGON_KEY");
+    let proc = common::Proc::spawn(cmd);
+    let line = proc.next_line(common::STARTUP);
+    assert!(
+        line.as_deref().and_then(common::parse_listening).is_some(),
+        "the password file's password opens it: {line:?}\n{}",
+        proc.stderr()
+    );
+}
+
+#[test]
+fn a_store_that_cannot_be_reached_or_needs_tls_is_exit_78_with_one_line() {
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    for (url, says) in [
+        (
+            format!("postgres://argon:secret@127.0.0.1:{port}/argon"),
+            "cannot connect",
+        ),
+        (
+            format!("postgresql://argon:secret@127.0.0.1:{port}/argon?sslmode=require"),
+            "sslmode=require",
+        ),
+        (
+            format!("postgres://argon:secret@127.0.0.1:{port}/argon?sslmode=verify-full"),
+            "not a usable PostgreSQL URL",
+        ),
+    ] {
+        let out = argon(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
+            .arg(&key)
+            .arg("--persist")
+            .arg(&url)
+            .run();
+        assert_eq!(out.code, Some(78), "{url}: {out}");
+        let line = out.stderr.trim_end();
+        assert_eq!(line.lines().count(), 1, "one line: {out}");
+        assert!(line.starts_with("argon: task store postgres"), "{out}");
+        assert!(line.contains(says), "{url}: {out}");
+        assert!(!line.contains("secret"), "the password is masked: {out}");
+    }
+}
