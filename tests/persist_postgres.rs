@@ -3,7 +3,8 @@
 //! the schema is versioned and a newer one refused, one manager per
 //! database, an unreadable record is an error; and the `argon manager`
 //! side of it: exit 78 with one line (password masked) for a store that
-//! cannot be opened, the password from `PGPASSFILE`.
+//! cannot be opened, the password from `PGPASSFILE`, exit 1 when the
+//! database goes away under a running manager.
 //!
 //! Without PostgreSQL installed the tests that need it skip, saying so,
 //! unless `ARGON_REQUIRE_POSTGRES=1`.
@@ -354,4 +355,46 @@ fn a_store_that_cannot_be_reached_or_needs_tls_is_exit_78_with_one_line() {
         assert!(line.contains(says), "{url}: {out}");
         assert!(!line.contains("secret"), "the password is masked: {out}");
     }
+}
+
+#[test]
+fn a_database_that_goes_away_stops_the_manager_with_exit_1() {
+    let Some(pg) = Postgres::start("a_database_that_goes_away_stops_the_manager_with_exit_1")
+    else {
+        return;
+    };
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let cfg = dir.write(
+        "m.toml",
+        &format!("[manager]\npersist = \"{}\"\n", pg.url("argon")),
+    );
+    let opts = common::ManagerOpts {
+        config: Some(cfg),
+        ..Default::default()
+    };
+    let mut mgr = common::Manager::start_with(&key, opts);
+    let _worker = mgr.add_worker(1, 1);
+    let out = mgr.submit(["--detach", "echo", "1"]).run();
+    assert_eq!(out.code, Some(0), "{out}");
+
+    drop(pg);
+    let out = mgr.submit(["--detach", "echo", "2"]).run();
+    assert_ne!(
+        out.code,
+        Some(0),
+        "nothing is accepted without its commit: {out}"
+    );
+    let status = mgr.proc.wait_within(common::COMMAND);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "{}",
+        mgr.proc.stderr()
+    );
+    assert!(
+        mgr.proc.stderr().contains("task store"),
+        "it says why: {}",
+        mgr.proc.stderr()
+    );
 }
