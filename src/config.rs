@@ -142,6 +142,10 @@ pub struct ManagerSection {
     /// database to keep it in (durable mode): queued and running tasks and
     /// kept results survive a restart. Default: none (nothing survives).
     pub persist: Option<PathBuf>,
+    /// With `persist` a PostgreSQL URL: how long a leading manager's lease
+    /// lasts unless renewed (it renews every third of it); a frozen leader
+    /// is replaced after this. 1 s to 1 h; default 10 s.
+    pub lease: Option<Dur>,
     /// With `persist`: how long after a restart workers have to claim the
     /// tasks that were running before it is requeued or failed. Default
     /// 15 s (the peer liveness window).
@@ -309,6 +313,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(d) = self.manager.lease {
+            check_lease(d.0)?;
+        }
         if self.manager.result_ttl.is_some_and(|d| d.0.is_zero()) {
             return Err("manager.result_ttl must be more than 0".into());
         }
@@ -361,6 +368,17 @@ impl Config {
 
 /// The folder relative paths of the file at `path` are taken from, made
 /// absolute with the working directory when `path` is relative.
+/// A lease of a PostgreSQL store's leader must be 1 s to 1 h.
+pub fn check_lease(d: Duration) -> Result<(), String> {
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "manager.lease must be 1s to 1h, not {}",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a `persist` value is a PostgreSQL URL (`postgres://` or
 /// `postgresql://`) rather than a folder.
 pub fn persist_is_url(p: &Path) -> bool {
@@ -581,5 +599,17 @@ mod tests {
         c.resolve_paths(Path::new("/etc/argon"));
         assert_eq!(c.manager.persist, Some(PathBuf::from("/etc/argon/store")));
         assert!(!persist_is_url(Path::new("postgres")));
+    }
+
+    #[test]
+    fn a_lease_is_one_second_to_one_hour() {
+        let c = Config::parse("[manager]\nlease = \"3s\"\n").unwrap();
+        assert_eq!(c.manager.lease, Some(Dur(Duration::from_secs(3))));
+        assert!(c.validate().is_ok());
+        for bad in ["500ms", "2h"] {
+            let c = Config::parse(&format!("[manager]\nlease = \"{bad}\"\n")).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("manager.lease must be 1s to 1h"), "{e}");
+        }
     }
 }

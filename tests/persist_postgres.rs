@@ -249,19 +249,12 @@ fn the_schema_is_versioned_and_a_newer_one_is_refused() {
 }
 
 #[test]
-fn one_manager_per_database_and_an_unreadable_record_is_an_error() {
-    let Some(pg) = Postgres::start("one_manager_per_database_and_an_unreadable_record_is_an_error")
-    else {
+fn an_unreadable_record_is_an_error() {
+    let Some(pg) = Postgres::start("an_unreadable_record_is_an_error") else {
         return;
     };
     let url = pg.url("argon");
-    let first = PgStore::open(&url).expect("opens");
-    let err = PgStore::open(&url)
-        .err()
-        .expect("a second writer is refused");
-    assert!(err.what.contains("in use by another manager"), "{err}");
-    drop(first);
-
+    drop(PgStore::open(&url).expect("opens"));
     pg.psql(
         "argon",
         "INSERT INTO argon_tasks (id, record) VALUES (42, '\\x00ff')",
@@ -274,6 +267,106 @@ fn one_manager_per_database_and_an_unreadable_record_is_an_error() {
         err.what.contains("record of task 42 cannot be read"),
         "{err}"
     );
+}
+
+/// A store of schema version 1 (before the lease row) with one task.
+const SCHEMA_V1: &str = "
+    CREATE TABLE argon_meta (key text PRIMARY KEY, value bigint NOT NULL);
+    CREATE TABLE argon_tasks (id bigint PRIMARY KEY, record bytea NOT NULL);
+    CREATE TABLE argon_starts (id bigint PRIMARY KEY, record bytea NOT NULL);
+    CREATE TABLE argon_results (id bigint PRIMARY KEY, record bytea NOT NULL);
+    INSERT INTO argon_meta VALUES ('schema_version', 1), ('next_id', 9), ('open', 0);";
+
+#[test]
+fn a_version_1_store_is_migrated_and_keeps_its_tasks() {
+    let Some(pg) = Postgres::start("a_version_1_store_is_migrated_and_keeps_its_tasks") else {
+        return;
+    };
+    pg.psql("argon", SCHEMA_V1).unwrap();
+    let record = rmp_serde::to_vec(&task(5)).unwrap();
+    let hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
+    pg.psql(
+        "argon",
+        &format!("INSERT INTO argon_tasks VALUES (5, '\\x{hex}')"),
+    )
+    .unwrap();
+    let mut store = PgStore::open(&pg.url("argon")).expect("a version 1 store opens");
+    let r = store.take_recovered();
+    assert_eq!(r.tasks.len(), 1, "{r:?}");
+    assert_eq!(format!("{:?}", r.tasks[0].1), format!("{:?}", task(5)));
+    assert_eq!(r.high_id, Some(9));
+    drop(store);
+    assert_eq!(
+        pg.psql(
+            "argon",
+            "SELECT value FROM argon_meta WHERE key = 'schema_version'"
+        ),
+        Ok("2".into())
+    );
+    assert_eq!(
+        pg.psql("argon", "SELECT epoch FROM argon_leader"),
+        Ok("1".into()),
+        "the migrated store has its lease row"
+    );
+}
+
+/// Starts `store` in an actix system on its own thread, sends `record`
+/// after `before` ran, and returns what the store acknowledged.
+fn record_after(
+    mut store: PgStore,
+    before: impl FnOnce() + Send,
+    record: Record,
+) -> Result<u64, String> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            actix::System::new().block_on(async move {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let acks = Acks(tx).start();
+                store
+                    .start(CommitSink {
+                        committed: acks.clone().recipient(),
+                        failed: acks.recipient(),
+                    })
+                    .expect("store starts");
+                before();
+                store.record(record).expect("record queued");
+                let got = tokio::time::timeout(COMMIT, rx.recv())
+                    .await
+                    .expect("an answer within the bound")
+                    .expect("the sink is alive");
+                store.close();
+                got
+            })
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+#[test]
+fn a_deposed_leaders_commit_fails() {
+    let Some(pg) = Postgres::start("a_deposed_leaders_commit_fails") else {
+        return;
+    };
+    let url = pg.url("argon");
+    let store = PgStore::open(&url).expect("opens");
+    assert_eq!(
+        record_after(store, || {}, Record::Accept(1, task(1))),
+        Ok(1),
+        "the leader commits"
+    );
+    let store = PgStore::open(&url).expect("reopens, leading again");
+    // What a standby's election does: the epoch is raised.
+    let takeover = || {
+        pg.psql("argon", "UPDATE argon_leader SET epoch = epoch + 1")
+            .expect("the epoch is raised");
+    };
+    let got = record_after(store, takeover, Record::Accept(2, task(2)));
+    let err = got.expect_err("a deposed leader's commit fails");
+    assert!(err.contains("deposed"), "{err}");
+    let mut store = PgStore::open(&url).expect("opens");
+    let ids: Vec<u64> = store.take_recovered().tasks.iter().map(|t| t.0).collect();
+    assert_eq!(ids, vec![1], "the fenced record was not written");
 }
 
 #[test]
@@ -396,5 +489,134 @@ fn a_database_that_goes_away_stops_the_manager_with_exit_1() {
         mgr.proc.stderr().contains("task store"),
         "it says why: {}",
         mgr.proc.stderr()
+    );
+}
+
+/// `argon manager` on `cfg`, without waiting for it to listen (a standby
+/// does not until it leads).
+fn manager_proc(key: &std::path::Path, cfg: &std::path::Path) -> common::Proc {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["manager", "--host", "127.0.0.1", "--port", "0", "--key"])
+        .arg(key)
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("ARGON_KEY")
+        .env_remove("ARGON_MGR");
+    common::Proc::spawn(cmd)
+}
+
+/// Waits for `proc`'s listening line: it leads now.
+fn leading(proc: common::Proc, key: &std::path::Path, limit: Duration) -> common::Manager {
+    let line = proc.next_line(limit);
+    let Some(addr) = line.as_deref().and_then(common::parse_listening) else {
+        panic!(
+            "no listening line within {limit:?}: {line:?}\n{}",
+            proc.stderr()
+        );
+    };
+    common::Manager {
+        proc,
+        addr,
+        key: key.to_path_buf(),
+    }
+}
+
+fn leader_config(dir: &TempDir, pg: &Postgres, lease: &str) -> std::path::PathBuf {
+    dir.write(
+        "m.toml",
+        &format!(
+            "[manager]\npersist = \"{}\"\nlease = \"{lease}\"\nrecovery_grace = \"1s\"\n",
+            pg.url("argon")
+        ),
+    )
+}
+
+/// With a lease far longer than the test's bound, the standby can only take
+/// over because the killed leader's database session is gone.
+#[test]
+fn a_standby_takes_over_a_killed_leaders_tasks() {
+    let Some(pg) = Postgres::start("a_standby_takes_over_a_killed_leaders_tasks") else {
+        return;
+    };
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let cfg = leader_config(&dir, &pg, "10m");
+    let mut a = leading(manager_proc(&key, &cfg), &key, common::STARTUP);
+    let b = manager_proc(&key, &cfg);
+    assert!(
+        b.wait_stderr("standby", common::STARTUP),
+        "the second manager waits as a standby\n{}",
+        b.stderr()
+    );
+    // A frozen worker: one task is running on it, the rest queued.
+    let mut frozen = a.add_worker(1, 1);
+    frozen.proc.signal(libc::SIGSTOP);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let out = a.submit(["--detach", "echo", &i.to_string()]).run();
+        assert_eq!(out.code, Some(0), "{out}");
+        ids.push((i, out.stdout.trim().to_string()));
+    }
+    assert!(
+        !b.stdout().contains("listening"),
+        "the standby does not listen while the leader lives"
+    );
+
+    a.proc.kill();
+    drop(frozen);
+    let began = std::time::Instant::now();
+    let b = leading(b, &key, Duration::from_secs(60));
+    eprintln!("the standby led {:?} after kill -9", began.elapsed());
+    assert!(
+        b.proc.stderr().contains("leading (epoch 2"),
+        "{}",
+        b.proc.stderr()
+    );
+    let _worker = b.add_worker(2, 1);
+    for (i, id) in ids {
+        let out = b
+            .client_cmd("result", ["--wait", "--timeout", "30s", &id])
+            .run();
+        assert_eq!(out.code, Some(0), "task {id}: {out}");
+        assert_eq!(out.stdout.trim(), i.to_string(), "task {id}: {out}");
+    }
+}
+
+/// A leader frozen past its lease is replaced; woken, it finds its lease
+/// lost and stops with exit 1 without writing.
+#[test]
+fn a_frozen_leader_is_replaced_and_stops_when_it_wakes() {
+    let Some(pg) = Postgres::start("a_frozen_leader_is_replaced_and_stops_when_it_wakes") else {
+        return;
+    };
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let cfg = leader_config(&dir, &pg, "1s");
+    let mut a = leading(manager_proc(&key, &cfg), &key, common::STARTUP);
+    let b = manager_proc(&key, &cfg);
+    assert!(b.wait_stderr("standby", common::STARTUP), "{}", b.stderr());
+
+    a.proc.signal(libc::SIGSTOP);
+    let b = leading(b, &key, Duration::from_secs(60));
+    a.proc.signal(libc::SIGCONT);
+    let status = a.proc.wait_within(common::COMMAND);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "the deposed leader stops\n{}",
+        a.proc.stderr()
+    );
+    let said = a.proc.stderr();
+    assert!(
+        said.contains("lease lost") || said.contains("deposed"),
+        "it says why\n{said}"
+    );
+
+    let _worker = b.add_worker(1, 1);
+    let out = b.submit(["echo", "7"]).run();
+    assert_eq!(out.code, Some(0), "the new leader serves: {out}");
+    assert_eq!(
+        pg.psql("argon", "SELECT epoch FROM argon_leader"),
+        Ok("2".into())
     );
 }

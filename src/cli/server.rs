@@ -61,6 +61,11 @@ pub struct ManagerArgs {
     /// README's Durability) [default: off].
     #[arg(long, value_name = "DIR|URL")]
     pub persist: Option<std::path::PathBuf>,
+    /// With --persist a PostgreSQL URL: how long the leading manager's
+    /// lease lasts unless renewed; a frozen leader is replaced after it
+    /// (1s to 1h) [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub lease: Option<Duration>,
 }
 
 /// How long a stopping manager lets running tasks finish, by default.
@@ -177,7 +182,13 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     // finds the default action (exit at once) in place.
     let mut signals = runtime::Signals::new();
     let manager = match a.persist.as_deref().or(config.manager.persist.as_deref()) {
-        Some(url) if persist_is_url(url) => open_postgres(url, settings)?,
+        Some(url) if persist_is_url(url) => {
+            let lease = a.lease.or(config.manager.lease.map(|d| d.0));
+            if let Some(d) = lease {
+                argon::config::check_lease(d).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+            }
+            open_postgres(url, lease, settings)?
+        }
         Some(dir) => {
             let store =
                 RedbStore::open(dir).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
@@ -203,17 +214,28 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     }
 }
 
-/// A manager over the PostgreSQL store at `url`; a store that cannot be
-/// opened is exit 78, a build without the cargo feature `postgres` exit 2.
+/// A manager over the PostgreSQL store at `url`, waiting as a standby
+/// while another manager leads; `lease` overrides the default lease. A
+/// store that cannot be opened is exit 78, a build without the cargo
+/// feature `postgres` exit 2.
 #[cfg(feature = "postgres")]
-fn open_postgres(url: &Path, settings: ManagerSettings) -> Result<Manager, Failure> {
-    let store = argon::actors::manager::PgStore::open(&url.to_string_lossy())
+fn open_postgres(
+    url: &Path,
+    lease: Option<Duration>,
+    settings: ManagerSettings,
+) -> Result<Manager, Failure> {
+    use argon::actors::manager::store::postgres::{PgOptions, PgStore};
+    let mut options = PgOptions::default();
+    if let Some(d) = lease {
+        options.lease = d;
+    }
+    let store = PgStore::open_with(&url.to_string_lossy(), &options)
         .map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
     Ok(Manager::with_store(settings, store))
 }
 
 #[cfg(not(feature = "postgres"))]
-fn open_postgres(_: &Path, _: ManagerSettings) -> Result<Manager, Failure> {
+fn open_postgres(_: &Path, _: Option<Duration>, _: ManagerSettings) -> Result<Manager, Failure> {
     Err(not_built(
         "postgres",
         "--persist postgres://... (or manager.persist)",

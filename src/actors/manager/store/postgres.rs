@@ -18,10 +18,19 @@
 //! write that fails stops the manager, as with redb; the manager's commit
 //! backlog bounds what waits while the database is slow.
 //!
-//! One manager per database: the writer's session holds an advisory lock
-//! for as long as it runs; a second manager on the same tables is refused
-//! at open. A killed manager's session ends with its connection, so a
-//! restart waits briefly ([`LOCK_WAIT`]) for the lock.
+//! Several managers on one database, one leader: the lease row in
+//! `argon_leader` names the leader, its fencing epoch (raised at every
+//! election), its database session and when the lease expires. Opening
+//! waits as a standby while another manager's lease is live and its
+//! session exists; then it takes the lease with the epoch raised. The
+//! leader renews the lease every third of it ([`PgOptions::lease`]) and in
+//! every commit, and every commit first checks the epoch on the locked row:
+//! once another manager took over, the deposed leader's commit fails and it
+//! stops (`StoreFailed`). A leader that could not renew within its lease
+//! by its own clock (it was frozen, or the database did not answer) stops
+//! as well, as soon as it notices, before writing anything. A leader killed outright is replaced as soon as its
+//! session is gone from `pg_stat_activity` (checked every
+//! [`STANDBY_POLL`]); a frozen one once its lease expired.
 //!
 //! Connection settings the libpq way, as far as `tokio-postgres` goes: the
 //! URL's user, password, host, port, database and `sslmode`; without a
@@ -50,15 +59,34 @@ use super::{
 pub const MAX_BATCH: usize = 16_384;
 
 /// The schema version this build writes. Version 1: the four tables of the
-/// module docs.
-pub const SCHEMA_VERSION: i64 = 1;
+/// module docs; version 2 adds the lease row (`argon_leader`).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Longest wait for opening the store: connecting, migrating and reading.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest wait for the store's lock held by a manager that just went away
-/// (its database session ends moments after its connection).
-pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How often a standby looks at the lease.
+pub const STANDBY_POLL: Duration = Duration::from_millis(250);
+
+/// The lease of a leader, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// How a PostgreSQL store is run.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// How long a leader's lease lasts unless renewed (renewed every third
+    /// of it): a frozen leader is replaced after this, and stops serving
+    /// once it finds it passed.
+    pub lease: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> PgOptions {
+        PgOptions {
+            lease: DEFAULT_LEASE,
+        }
+    }
+}
 
 /// Largest password file read.
 const MAX_PASSFILE: u64 = 1 << 20;
@@ -134,12 +162,18 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to the database at `url`, creates or migrates the schema,
-    /// takes the store's lock and reads it whole (within [`OPEN_TIMEOUT`]).
-    /// A URL that does not parse, `sslmode=require`, an unreachable or
-    /// refusing database, a newer schema, another manager holding the lock
-    /// and an unreadable record are errors.
+    /// [`PgStore::open_with`] with the default options.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        PgStore::open_with(url, &PgOptions::default())
+    }
+
+    /// Connects to the database at `url` and creates or migrates the
+    /// schema (within [`OPEN_TIMEOUT`]), waits as a standby for as long as
+    /// another manager leads, takes the lease, and reads the store whole.
+    /// A URL that does not parse, `sslmode=require`, an unreachable or
+    /// refusing database, a newer schema and an unreadable record are
+    /// errors.
+    pub fn open_with(url: &str, options: &PgOptions) -> Result<PgStore, StoreError> {
         let shown = masked(url);
         let err = |what: String| StoreError {
             path: PathBuf::from(&shown),
@@ -166,6 +200,7 @@ impl PgStore {
         let (start_tx, start_rx) = oneshot::channel();
         let (tx, rx) = mpsc::unbounded_channel();
         let for_log = shown.clone();
+        let lease = options.lease;
         let handle = std::thread::Builder::new()
             .name("argon-store".into())
             .spawn(move || {
@@ -180,15 +215,8 @@ impl PgStore {
                     }
                 };
                 runtime.block_on(async move {
-                    let opened = tokio::time::timeout(OPEN_TIMEOUT, open_db(&config, &for_log))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(format!(
-                                "no answer within {}s while opening",
-                                OPEN_TIMEOUT.as_secs()
-                            ))
-                        });
-                    let (client, statements, recovered, repaired) = match opened {
+                    let opened = open_db(&config, &for_log, lease).await;
+                    let (client, statements, recovered, repaired, lead) = match opened {
                         Ok(o) => o,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -202,7 +230,7 @@ impl PgStore {
                     let Ok(sink) = start_rx.await else {
                         return;
                     };
-                    writer(client, statements, rx, sink, high).await;
+                    writer(client, statements, rx, sink, high, lead).await;
                 });
             })
             .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
@@ -250,46 +278,72 @@ struct Statements {
     put: [Statement; 3],
     delete: [Statement; 3],
     high: Statement,
+    /// Renews the lease of epoch $1 by $2 ms; one row while it leads.
+    renew: Statement,
 }
 
 const TABLES: [&str; 3] = ["argon_tasks", "argon_starts", "argon_results"];
 
+/// Within [`OPEN_TIMEOUT`], or an error saying so.
+async fn bounded<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(OPEN_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within {}s while {what}",
+                OPEN_TIMEOUT.as_secs()
+            ))
+        })
+}
+
 async fn open_db(
     config: &Config,
     shown: &str,
-) -> Result<(Client, Statements, Recovered, bool), String> {
-    let (mut client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| format!("cannot connect: {}", pg(e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            log::debug!("task store connection ended: {}", pg(e));
-        }
-    });
-    // Notices (the server's chatter) stay out of the manager's log.
-    client
-        .batch_execute("SET client_min_messages TO warning")
-        .await
-        .map_err(pg)?;
-    migrate(&mut client).await?;
-    take_lock(&client, shown).await?;
-    let repaired = client
-        .query_opt("SELECT value FROM argon_meta WHERE key = 'open'", &[])
-        .await
-        .map_err(pg)?
-        .is_some_and(|r| r.get::<_, i64>(0) != 0);
-    client
-        .execute(
-            "INSERT INTO argon_meta (key, value) VALUES ('open', 1) \
-             ON CONFLICT (key) DO UPDATE SET value = 1",
-            &[],
-        )
-        .await
-        .map_err(pg)?;
-    let recovered = read(&client).await?;
-    let statements = prepare(&client).await.map_err(pg)?;
-    Ok((client, statements, recovered, repaired))
+    lease: Duration,
+) -> Result<(Client, Statements, Recovered, bool, Lead), String> {
+    let mut client = bounded("opening", async {
+        let (mut client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| format!("cannot connect: {}", pg(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("task store connection ended: {}", pg(e));
+            }
+        });
+        // Notices (the server's chatter) stay out of the manager's log.
+        client
+            .batch_execute("SET client_min_messages TO warning")
+            .await
+            .map_err(pg)?;
+        migrate(&mut client).await?;
+        Ok(client)
+    })
+    .await?;
+    let lead = lead(&mut client, shown, lease).await?;
+    bounded("reading", async {
+        let repaired = client
+            .query_opt("SELECT value FROM argon_meta WHERE key = 'open'", &[])
+            .await
+            .map_err(pg)?
+            .is_some_and(|r| r.get::<_, i64>(0) != 0);
+        client
+            .execute(
+                "INSERT INTO argon_meta (key, value) VALUES ('open', 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = 1",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        let recovered = read(&client).await?;
+        let statements = prepare(&client).await.map_err(pg)?;
+        Ok((statements, recovered, repaired))
+    })
+    .await
+    .map(|(statements, recovered, repaired)| (client, statements, recovered, repaired, lead))
 }
 
 /// Creates the schema of a new store, or checks (and would migrate) an
@@ -329,6 +383,9 @@ async fn migrate(client: &mut Client) -> Result<(), String> {
             )
             .await
             .map_err(|e| format!("cannot create the schema: {}", pg(e)))?;
+            txn.batch_execute(LEADER_TABLE)
+                .await
+                .map_err(|e| format!("cannot create the schema: {}", pg(e)))?;
             txn.execute(
                 "INSERT INTO argon_meta (key, value) VALUES ('schema_version', $1)",
                 &[&SCHEMA_VERSION],
@@ -343,43 +400,151 @@ async fn migrate(client: &mut Client) -> Result<(), String> {
             ));
         }
         Some(v) if v < 1 => return Err(format!("schema version {v} is not a version")),
-        // Migrations from older versions go here, one step per version.
-        Some(_) => {}
+        Some(v) => {
+            // One step per version.
+            if v < 2 {
+                txn.batch_execute(LEADER_TABLE)
+                    .await
+                    .map_err(|e| format!("cannot migrate the schema to version 2: {}", pg(e)))?;
+            }
+            if v < SCHEMA_VERSION {
+                txn.execute(
+                    "UPDATE argon_meta SET value = $1 WHERE key = 'schema_version'",
+                    &[&SCHEMA_VERSION],
+                )
+                .await
+                .map_err(pg)?;
+                log::info!("task store schema migrated from version {v} to {SCHEMA_VERSION}");
+            }
+        }
     }
     txn.commit().await.map_err(pg)
 }
 
-/// Takes the session lock that makes this manager the store's only writer,
-/// waiting up to [`LOCK_WAIT`] for a session that is ending.
-async fn take_lock(client: &Client, shown: &str) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+/// The lease table (schema version 2): one row, the leader's.
+const LEADER_TABLE: &str = "CREATE TABLE argon_leader (
+    id int PRIMARY KEY CHECK (id = 1),
+    epoch bigint NOT NULL,
+    holder text NOT NULL,
+    backend_pid int NOT NULL,
+    expires timestamptz NOT NULL
+)";
+
+/// This manager's leadership: its epoch and lease.
+struct Lead {
+    epoch: i64,
+    lease: Duration,
+    /// Until when, by this process's clock, the lease is surely held: the
+    /// start of the last renewal that succeeded, plus the lease.
+    until: tokio::time::Instant,
+}
+
+/// Who this manager is, for the lease row and the logs.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!("pid {} on {}", std::process::id(), host)
+}
+
+/// Waits, as a standby, until no other manager leads (no lease row, or its
+/// lease expired, or its database session is gone), then takes the lease
+/// with the epoch raised. Queries are bounded; the wait is not.
+async fn lead(client: &mut Client, shown: &str, lease: Duration) -> Result<Lead, String> {
+    let me = holder();
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let mut told = false;
     loop {
-        let got: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock('argon_meta'::regclass::oid::bigint)",
-                &[],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
-        if got {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(
-                "in use by another manager (its database session holds the store's lock)".into(),
-            );
-        }
-        if !told {
+        let began = tokio::time::Instant::now();
+        let attempt = bounded("electing", async {
+            let txn = client.transaction().await.map_err(pg)?;
+            let row = txn
+                .query_opt(
+                    "SELECT epoch, holder, expires < clock_timestamp() AS expired,
+                            EXISTS (SELECT 1 FROM pg_stat_activity a
+                                    WHERE a.pid = l.backend_pid) AS alive
+                     FROM argon_leader l WHERE id = 1 FOR UPDATE",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            let taken = match row {
+                None => Some(
+                    txn.query_one(
+                        "INSERT INTO argon_leader (id, epoch, holder, backend_pid, expires)
+                         VALUES (1, 1, $1, pg_backend_pid(),
+                                 clock_timestamp() + $2::bigint * interval '1 millisecond')
+                         RETURNING epoch",
+                        &[&me, &lease_ms],
+                    )
+                    .await
+                    .map_err(pg)?
+                    .get::<_, i64>(0),
+                ),
+                Some(r) if r.get::<_, bool>(2) || !r.get::<_, bool>(3) => Some(
+                    txn.query_one(
+                        "UPDATE argon_leader SET epoch = epoch + 1, holder = $1,
+                             backend_pid = pg_backend_pid(),
+                             expires = clock_timestamp() + $2::bigint * interval '1 millisecond'
+                         WHERE id = 1 RETURNING epoch",
+                        &[&me, &lease_ms],
+                    )
+                    .await
+                    .map_err(pg)?
+                    .get::<_, i64>(0),
+                ),
+                Some(r) => {
+                    if !told {
+                        log::info!(
+                            "task store {}: standby; {} leads (epoch {}); waiting for its lease to end",
+                            crate::logsafe::escaped(shown),
+                            crate::logsafe::escaped(r.get::<_, &str>(1)),
+                            r.get::<_, i64>(0)
+                        );
+                        told = true;
+                    }
+                    None
+                }
+            };
+            txn.commit().await.map_err(pg)?;
+            Ok(taken)
+        })
+        .await?;
+        if let Some(epoch) = attempt {
             log::info!(
-                "task store {} is locked by another session: waiting up to {}s for it to end",
+                "task store {}: leading (epoch {epoch}, lease {} ms)",
                 crate::logsafe::escaped(shown),
-                LOCK_WAIT.as_secs()
+                lease_ms
             );
-            told = true;
+            return Ok(Lead {
+                epoch,
+                lease,
+                until: began + lease,
+            });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(STANDBY_POLL).await;
+    }
+}
+
+/// Renews the lease if this manager still leads: the fencing check every
+/// commit makes too. `Err` says why it does not lead any more.
+async fn renew(
+    client: &impl tokio_postgres::GenericClient,
+    statements: &Statements,
+    lead: &Lead,
+) -> Result<(), String> {
+    let lease_ms = i64::try_from(lead.lease.as_millis()).unwrap_or(i64::MAX);
+    let held = client
+        .execute(&statements.renew, &[&lead.epoch, &lease_ms])
+        .await
+        .map_err(pg)?;
+    if held == 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "deposed: another manager took over the store (this one led epoch {})",
+            lead.epoch
+        ))
     }
 }
 
@@ -405,6 +570,12 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     let high = client
         .prepare("UPDATE argon_meta SET value = GREATEST(value, $1::bigint) WHERE key = 'next_id'")
         .await?;
+    let renew = client
+        .prepare(
+            "UPDATE argon_leader SET expires = clock_timestamp() + $2::bigint * interval '1 millisecond' \
+             WHERE id = 1 AND epoch = $1",
+        )
+        .await?;
     let three = |v: Vec<Statement>| -> [Statement; 3] {
         v.try_into()
             .unwrap_or_else(|_| unreachable!("one statement per table"))
@@ -413,6 +584,7 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
         put: three(put),
         delete: three(delete),
         high,
+        renew,
     })
 }
 
@@ -577,6 +749,7 @@ async fn write_batch(
     client: &mut Client,
     statements: &Statements,
     folded: Folded,
+    lead: &mut Lead,
 ) -> Result<(), String> {
     let mut puts: Vec<(Vec<i64>, Vec<Vec<u8>>)> = Vec::new();
     let mut deletes: Vec<Vec<i64>> = Vec::new();
@@ -607,7 +780,11 @@ async fn write_batch(
         }
     }
     statements_params.push((&statements.high, vec![&high]));
+    let began = tokio::time::Instant::now();
     let txn = client.transaction().await.map_err(pg)?;
+    // The lease row stays locked to the end of the transaction: a takeover
+    // waits for it, or it finds the epoch raised and writes nothing.
+    renew(&txn, statements, lead).await?;
     // Sent together (pipelined), answered in order.
     let pending = statements_params
         .iter()
@@ -615,7 +792,9 @@ async fn write_batch(
     futures_util::future::try_join_all(pending)
         .await
         .map_err(pg)?;
-    txn.commit().await.map_err(pg)
+    txn.commit().await.map_err(pg)?;
+    lead.until = began + lead.lease;
+    Ok(())
 }
 
 async fn writer(
@@ -624,10 +803,31 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<Record>,
     sink: CommitSink,
     mut high: u64,
+    mut lead: Lead,
 ) {
+    let fail = |e: String| {
+        if sink.failed.connected() {
+            sink.failed.do_send(StoreFailed(e));
+        } else {
+            log::error!("task store write failed after the manager stopped: {e}");
+        }
+    };
     let mut done = 0u64;
     let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let mut renewals = tokio::time::interval(lead.lease / 3);
+    renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = renewals.tick() => {
+                if let Err(e) = keep_lead(&client, &statements, &mut lead).await {
+                    fail(e);
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -635,12 +835,16 @@ async fn writer(
                 Err(_) => break,
             }
         }
+        if let Err(e) = lost(&lead) {
+            fail(e);
+            return;
+        }
         // Once the manager is gone, what it sent is still written, until
         // the channel is empty and closed.
         let written = match fold(&batch, high) {
             Ok(folded) => {
                 let raised = folded.high;
-                write_batch(&mut client, &statements, folded)
+                write_batch(&mut client, &statements, folded, &mut lead)
                     .await
                     .map(|()| high = raised)
             }
@@ -653,20 +857,53 @@ async fn writer(
                 sink.committed.do_send(Committed { upto: done });
             }
             Err(e) => {
-                if sink.failed.connected() {
-                    sink.failed.do_send(StoreFailed(e));
-                } else {
-                    log::error!("task store write failed after the manager stopped: {e}");
-                }
+                fail(e);
                 return;
             }
         }
     }
-    if let Err(e) = client
-        .execute("UPDATE argon_meta SET value = 0 WHERE key = 'open'", &[])
-        .await
-    {
+    let closed = client
+        .batch_execute(&format!(
+            "UPDATE argon_meta SET value = 0 WHERE key = 'open';
+             UPDATE argon_leader SET expires = clock_timestamp() WHERE id = 1 AND epoch = {}",
+            lead.epoch
+        ))
+        .await;
+    if let Err(e) = closed {
         log::warn!("task store: cannot mark it closed: {}", pg(e));
+    }
+}
+
+/// `Err` once the lease may have ended: not renewed within it by this
+/// process's clock (it was frozen, or the database did not answer), so a
+/// standby may lead by now.
+fn lost(lead: &Lead) -> Result<(), String> {
+    if tokio::time::Instant::now() < lead.until {
+        return Ok(());
+    }
+    Err(format!(
+        "lease lost: not renewed within {} ms (the process was stopped or the database did \
+         not answer); another manager may lead now",
+        lead.lease.as_millis()
+    ))
+}
+
+/// Renews the lease between commits, bounded by what is left of it.
+async fn keep_lead(
+    client: &Client,
+    statements: &Statements,
+    lead: &mut Lead,
+) -> Result<(), String> {
+    lost(lead)?;
+    let began = tokio::time::Instant::now();
+    let left = lead.until.saturating_duration_since(began);
+    match tokio::time::timeout(left, renew(client, statements, lead)).await {
+        Ok(Ok(())) => {
+            lead.until = began + lead.lease;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => lost(lead),
     }
 }
 
