@@ -528,11 +528,7 @@ async fn lead(client: &mut Client, shown: &str, lease: Duration) -> Result<Lead,
 
 /// Renews the lease if this manager still leads: the fencing check every
 /// commit makes too. `Err` says why it does not lead any more.
-async fn renew(
-    client: &impl tokio_postgres::GenericClient,
-    statements: &Statements,
-    lead: &Lead,
-) -> Result<(), String> {
+async fn renew(client: &Client, statements: &Statements, lead: &Lead) -> Result<(), String> {
     let lease_ms = i64::try_from(lead.lease.as_millis()).unwrap_or(i64::MAX);
     let held = client
         .execute(&statements.renew, &[&lead.epoch, &lease_ms])
@@ -541,11 +537,15 @@ async fn renew(
     if held == 1 {
         Ok(())
     } else {
-        Err(format!(
-            "deposed: another manager took over the store (this one led epoch {})",
-            lead.epoch
-        ))
+        Err(deposed(lead))
     }
+}
+
+fn deposed(lead: &Lead) -> String {
+    format!(
+        "deposed: another manager took over the store (this one led epoch {})",
+        lead.epoch
+    )
 }
 
 async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
@@ -768,7 +768,12 @@ async fn write_batch(
         deletes.push(delete_ids);
     }
     let high = key(folded.high)?;
-    let mut statements_params: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
+    let lease_ms = i64::try_from(lead.lease.as_millis()).unwrap_or(i64::MAX);
+    // The lease renewal goes first: it locks the lease row to the end of
+    // the transaction, so a takeover waits for it, or it finds the epoch
+    // raised and the transaction is dropped (rolled back).
+    let mut statements_params: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> =
+        vec![(&statements.renew, vec![&lead.epoch, &lease_ms])];
     for (i, (ids, records)) in puts.iter().enumerate() {
         if !ids.is_empty() {
             statements_params.push((&statements.put[i], vec![ids, records]));
@@ -782,16 +787,16 @@ async fn write_batch(
     statements_params.push((&statements.high, vec![&high]));
     let began = tokio::time::Instant::now();
     let txn = client.transaction().await.map_err(pg)?;
-    // The lease row stays locked to the end of the transaction: a takeover
-    // waits for it, or it finds the epoch raised and writes nothing.
-    renew(&txn, statements, lead).await?;
-    // Sent together (pipelined), answered in order.
+    // Sent together (pipelined), run and answered in order.
     let pending = statements_params
         .iter()
         .map(|(statement, params)| txn.execute(*statement, params));
-    futures_util::future::try_join_all(pending)
+    let rows = futures_util::future::try_join_all(pending)
         .await
         .map_err(pg)?;
+    if rows.first() != Some(&1) {
+        return Err(deposed(lead));
+    }
     txn.commit().await.map_err(pg)?;
     lead.until = began + lead.lease;
     Ok(())
