@@ -76,6 +76,8 @@ fn is_root() -> bool {
 /// A command for `program` that runs as `nobody` when this process is root.
 fn unprivileged(program: &Path) -> Command {
     let mut cmd = Command::new(program);
+    // The test's folder may be closed to that user.
+    cmd.current_dir("/");
     if is_root() {
         // The standard library drops root's supplementary groups too.
         cmd.uid(65534).gid(65534);
