@@ -596,9 +596,12 @@ async fn rows(client: &Client, table: &str) -> Result<Vec<(u64, Vec<u8>)>, Strin
         .map_err(|e| format!("cannot read {table}: {}", pg(e)))?;
     rows.iter()
         .map(|r| {
-            let id: i64 = r.get(0);
+            let bad = |e: tokio_postgres::Error| {
+                format!("{table} is not as this argon made it: {}", pg(e))
+            };
+            let id: i64 = r.try_get(0).map_err(bad)?;
             let id = u64::try_from(id).map_err(|_| format!("{table} holds id {id}"))?;
-            Ok((id, r.get::<_, Vec<u8>>(1)))
+            Ok((id, r.try_get::<_, Vec<u8>>(1).map_err(bad)?))
         })
         .collect()
 }
