@@ -159,9 +159,14 @@ pub struct ManagerSection {
     /// Most bytes of kept outcomes; past it the oldest are evicted. Default
     /// 256 MiB.
     pub result_max_bytes: Option<usize>,
-    /// Folder of the task store (durable mode): queued and running tasks
-    /// and kept results survive a restart. Default: none (nothing survives).
+    /// Folder of the task store, or a `postgres://` URL of a PostgreSQL
+    /// database to keep it in (durable mode): queued and running tasks and
+    /// kept results survive a restart. Default: none (nothing survives).
     pub persist: Option<PathBuf>,
+    /// With `persist` a PostgreSQL URL: how long a leading manager's lease
+    /// lasts unless renewed (it renews every third of it); a frozen leader
+    /// is replaced after this. 1 s to 1 h; default 10 s.
+    pub lease: Option<Dur>,
     /// With `persist`: how long after a restart workers have to claim the
     /// tasks that were running before it is requeued or failed. Default
     /// 15 s (the peer liveness window).
@@ -332,7 +337,9 @@ impl Config {
             rebase(k);
         }
         if let Some(p) = self.manager.persist.as_mut() {
-            rebase(p);
+            if !persist_is_url(p) {
+                rebase(p);
+            }
         }
         for task in self.tasks.values_mut() {
             if let Some(cwd) = task.cwd.as_mut() {
@@ -364,6 +371,9 @@ impl Config {
                     "security.max_outgoing_bytes ({n}) must be at least max_frame_bytes ({frame})"
                 ));
             }
+        }
+        if let Some(d) = self.manager.lease {
+            check_lease(d.0)?;
         }
         if self.manager.result_ttl.is_some_and(|d| d.0.is_zero()) {
             return Err("manager.result_ttl must be more than 0".into());
@@ -419,6 +429,24 @@ impl Config {
 
 /// The folder relative paths of the file at `path` are taken from, made
 /// absolute with the working directory when `path` is relative.
+/// A lease of a PostgreSQL store's leader must be 1 s to 1 h.
+pub fn check_lease(d: Duration) -> Result<(), String> {
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "manager.lease must be 1s to 1h, not {}",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a `persist` value is a PostgreSQL URL (`postgres://` or
+/// `postgresql://`) rather than a folder.
+pub fn persist_is_url(p: &Path) -> bool {
+    p.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
 fn config_dir(path: &Path) -> PathBuf {
     let parent = path.parent().unwrap_or(Path::new(""));
     std::path::absolute(parent)
@@ -619,5 +647,30 @@ mod tests {
         assert_eq!(c.tasks["b"].command, vec!["cat"]);
         assert_eq!(c.tasks["b"].cwd, Some(PathBuf::from("/abs")));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_postgres_url_in_persist_is_not_taken_for_a_relative_path() {
+        for url in ["postgres://argon@db:5432/tasks", "postgresql://db/tasks"] {
+            let mut c = Config::parse(&format!("[manager]\npersist = \"{url}\"\n")).unwrap();
+            c.resolve_paths(Path::new("/etc/argon"));
+            assert_eq!(c.manager.persist, Some(PathBuf::from(url)));
+        }
+        let mut c = Config::parse("[manager]\npersist = \"store\"\n").unwrap();
+        c.resolve_paths(Path::new("/etc/argon"));
+        assert_eq!(c.manager.persist, Some(PathBuf::from("/etc/argon/store")));
+        assert!(!persist_is_url(Path::new("postgres")));
+    }
+
+    #[test]
+    fn a_lease_is_one_second_to_one_hour() {
+        let c = Config::parse("[manager]\nlease = \"3s\"\n").unwrap();
+        assert_eq!(c.manager.lease, Some(Dur(Duration::from_secs(3))));
+        assert!(c.validate().is_ok());
+        for bad in ["500ms", "2h"] {
+            let c = Config::parse(&format!("[manager]\nlease = \"{bad}\"\n")).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("manager.lease must be 1s to 1h"), "{e}");
+        }
     }
 }

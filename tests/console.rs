@@ -34,6 +34,7 @@ async fn submit(
             spec,
             reply_to: to.recipient(),
             detach: false,
+            opts: Default::default(),
         }),
     )
     .await
@@ -230,6 +231,7 @@ async fn a_worker_drained_from_the_manager_takes_nothing_more() {
             spec: TaskSpec::new("echo", Value::Nil),
             reply_to: to.recipient(),
             detach: false,
+            opts: Default::default(),
         })
         .await
         .unwrap();

@@ -1,10 +1,15 @@
 //! A build without an optional subsystem (cargo features `eval`, `http`,
-//! `bench`) refuses what needs it with exit 2 and a message naming the
+//! `bench`, `postgres`) refuses what needs it with exit 2 and a message naming the
 //! feature, from a flag or from the config file alike. Each test is for a
 //! build without its feature, so with the default features none runs; CI
 //! runs this file after `cargo build --no-default-features`.
 
-#![cfg(not(all(feature = "eval", feature = "http", feature = "bench")))]
+#![cfg(not(all(
+    feature = "eval",
+    feature = "http",
+    feature = "bench",
+    feature = "postgres"
+)))]
 
 mod common;
 
@@ -16,6 +21,25 @@ fn refused(out: &Output, feature: &str) {
     assert_eq!(out.stdout, "", "{out}");
     let says = format!("needs the cargo feature `{feature}`");
     assert!(out.stderr.contains(&says), "{out}");
+}
+
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn a_postgres_store_names_its_feature() {
+    let dir = common::TempDir::new();
+    let key = dir.keygen("key");
+    let url = "postgres://argon@127.0.0.1:1/argon";
+    let out = argon(["manager", "--port", "0", "--persist", url, "--key"])
+        .arg(&key)
+        .run();
+    refused(&out, "postgres");
+    let config = dir.write("m.toml", &format!("[manager]\npersist = \"{url}\"\n"));
+    let out = argon(["manager", "--port", "0", "--key"])
+        .arg(&key)
+        .arg("--config")
+        .arg(&config)
+        .run();
+    refused(&out, "postgres");
 }
 
 #[cfg(not(feature = "bench"))]

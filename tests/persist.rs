@@ -27,12 +27,16 @@ const SUBMIT: Duration = Duration::from_secs(60);
 const COLLECT: Duration = Duration::from_secs(120);
 
 fn config(dir: &TempDir, persist: bool) -> PathBuf {
-    let text = if persist {
-        "[manager]\npersist = \"store\"\nrecovery_grace = \"1s\"\n"
-    } else {
-        "[manager]\n"
+    config_with(dir, persist.then_some("store"))
+}
+
+/// A manager config with `persist` set to `store` (a folder or a URL).
+fn config_with(dir: &TempDir, store: Option<&str>) -> PathBuf {
+    let text = match store {
+        Some(s) => format!("[manager]\npersist = \"{s}\"\nrecovery_grace = \"1s\"\n"),
+        None => "[manager]\n".into(),
     };
-    dir.write("manager.toml", text)
+    dir.write("manager.toml", &text)
 }
 
 fn start(key: &Path, config: &Path, port: Option<u16>) -> Manager {
@@ -133,13 +137,38 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
     let dir = TempDir::new();
     let key = dir.keygen("key");
     let cfg = config(&dir, true);
-    let mut mgr = start(&key, &cfg, None);
+    let mgr = start(&key, &cfg, None);
     assert!(
         dir.join("store").join("argon.redb").exists(),
         "the relative persist path is taken from the config file's folder"
     );
+    every_accepted_task_has_one_outcome_after_kill_9(mgr, &key, &cfg);
+}
+
+/// The same with the store in PostgreSQL (`persist` a URL).
+#[cfg(feature = "postgres")]
+#[test]
+fn with_postgres_every_accepted_task_has_one_outcome_after_kill_9() {
+    let Some(pg) = common::postgres::Postgres::start(
+        "with_postgres_every_accepted_task_has_one_outcome_after_kill_9",
+    ) else {
+        return;
+    };
+    let dir = TempDir::new();
+    let key = dir.keygen("key");
+    let cfg = config_with(&dir, Some(&pg.url("argon")));
+    let mgr = start(&key, &cfg, None);
+    every_accepted_task_has_one_outcome_after_kill_9(mgr, &key, &cfg);
+    let left = pg.psql("argon", "SELECT count(*) FROM argon_tasks");
+    assert_eq!(left, Ok("0".into()), "every answered task's record is gone");
+}
+
+/// Detached tasks through `mgr` (with a store), `kill -9` with tasks in
+/// flight, a restart on the same port and config, more tasks; then every
+/// accepted id has its own right outcome.
+fn every_accepted_task_has_one_outcome_after_kill_9(mut mgr: Manager, key: &Path, cfg: &Path) {
     let port = mgr.port();
-    let mut worker = Worker::start(&mgr.addr, &key, 4);
+    let mut worker = Worker::start(&mgr.addr, key, 4);
     mgr.wait_for_workers(1);
     let rt = runtime();
     let half = TASKS / 2;
@@ -175,7 +204,7 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
     drop(client);
 
     // The same port at once (SO_REUSEADDR), the same store.
-    let mgr = start(&key, &cfg, Some(port));
+    let mgr = start(key, cfg, Some(port));
     let status = mgr.status();
     // No worker is back yet: they wait for one beyond the (zero) bound.
     assert!(
@@ -232,9 +261,27 @@ fn with_persist_every_accepted_task_has_one_outcome_after_kill_9() {
 #[test]
 fn sigterm_keeps_the_queue_and_closes_the_store_cleanly() {
     let dir = TempDir::new();
-    let key = dir.keygen("key");
     let cfg = config(&dir, true);
-    let mut mgr = start(&key, &cfg, None);
+    sigterm_keeps_the_queue(&dir, &cfg);
+}
+
+/// The same with the store in PostgreSQL.
+#[cfg(feature = "postgres")]
+#[test]
+fn sigterm_with_postgres_keeps_the_queue_and_closes_the_store_cleanly() {
+    let Some(pg) = common::postgres::Postgres::start(
+        "sigterm_with_postgres_keeps_the_queue_and_closes_the_store_cleanly",
+    ) else {
+        return;
+    };
+    let dir = TempDir::new();
+    let cfg = config_with(&dir, Some(&pg.url("argon")));
+    sigterm_keeps_the_queue(&dir, &cfg);
+}
+
+fn sigterm_keeps_the_queue(dir: &TempDir, cfg: &Path) {
+    let key = dir.keygen("key");
+    let mut mgr = start(&key, cfg, None);
     let port = mgr.port();
     let worker = Worker::start(&mgr.addr, &key, 1);
     mgr.wait_for_workers(1);
@@ -263,7 +310,7 @@ fn sigterm_keeps_the_queue_and_closes_the_store_cleanly() {
     );
     drop(worker);
 
-    let mgr = start(&key, &cfg, Some(port));
+    let mgr = start(&key, cfg, Some(port));
     assert!(
         !mgr.proc.stderr().contains("not closed cleanly"),
         "a graceful stop closes the store\n{}",

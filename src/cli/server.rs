@@ -11,7 +11,7 @@ use argon::actors::manager::retry::MAX_RETRIES;
 use argon::actors::manager::{Manager, RedbStore};
 use argon::actors::ManagerSettings;
 use argon::admission::{self, ConnectionLimits};
-use argon::config::Config;
+use argon::config::{persist_is_url, Config};
 use argon::launch::{
     handshake_settings, Failure, KeyArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_OS, EXIT_USAGE,
 };
@@ -56,11 +56,17 @@ pub struct ManagerArgs {
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_RETRIES)))]
     pub default_retries: Option<u32>,
-    /// Durable mode: keep the task store in this folder, so queued and
-    /// running tasks and kept results survive a restart (see the README's
-    /// Durability) [default: off].
-    #[arg(long, value_name = "DIR")]
+    /// Durable mode: keep the task store in this folder, or in the
+    /// PostgreSQL database at this URL (postgres://USER@HOST:PORT/DB), so
+    /// queued and running tasks and kept results survive a restart (see the
+    /// README's Durability) [default: off].
+    #[arg(long, value_name = "DIR|URL")]
     pub persist: Option<std::path::PathBuf>,
+    /// With --persist a PostgreSQL URL: how long the leading manager's
+    /// lease lasts unless renewed; a frozen leader is replaced after it
+    /// (1s to 1h) [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub lease: Option<Duration>,
 }
 
 /// How long a stopping manager lets running tasks finish, by default.
@@ -186,6 +192,13 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
     // finds the default action (exit at once) in place.
     let mut signals = runtime::Signals::new();
     let manager = match a.persist.as_deref().or(config.manager.persist.as_deref()) {
+        Some(url) if persist_is_url(url) => {
+            let lease = a.lease.or(config.manager.lease.map(|d| d.0));
+            if let Some(d) = lease {
+                argon::config::check_lease(d).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+            }
+            open_postgres(url, lease, settings)?
+        }
         Some(dir) => {
             let store =
                 RedbStore::open(dir).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
@@ -213,6 +226,34 @@ pub async fn manager(a: ManagerArgs, config: &Config) -> Result<(), Failure> {
         }
         why = handle.failed() => Err(Failure::new(EXIT_FAILED, why)),
     }
+}
+
+/// A manager over the PostgreSQL store at `url`, waiting as a standby
+/// while another manager leads; `lease` overrides the default lease. A
+/// store that cannot be opened is exit 78, a build without the cargo
+/// feature `postgres` exit 2.
+#[cfg(feature = "postgres")]
+fn open_postgres(
+    url: &Path,
+    lease: Option<Duration>,
+    settings: ManagerSettings,
+) -> Result<Manager, Failure> {
+    use argon::actors::manager::store::postgres::{PgOptions, PgStore};
+    let mut options = PgOptions::default();
+    if let Some(d) = lease {
+        options.lease = d;
+    }
+    let store = PgStore::open_with(&url.to_string_lossy(), &options)
+        .map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
+    Ok(Manager::with_store(settings, store))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(_: &Path, _: Option<Duration>, _: ManagerSettings) -> Result<Manager, Failure> {
+    Err(argon::launch::not_built(
+        "postgres",
+        "--persist postgres://... (or manager.persist)",
+    ))
 }
 
 /// Runs a graceful stop (`stop`) unless another signal comes first: then

@@ -15,6 +15,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

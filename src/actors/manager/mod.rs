@@ -48,6 +48,8 @@ pub mod unique;
 pub mod worker_link;
 
 pub use client_session::ClientSession;
+#[cfg(feature = "postgres")]
+pub use store::postgres::PgStore;
 pub use store::redb::RedbStore;
 pub use store::{MemoryStore, StoreError, TaskStore};
 pub use worker_link::WorkerLink;

@@ -11,11 +11,15 @@
 //! error, as after a crash: what was committed is recovered at the next
 //! start.
 //!
-//! Two stores: [`MemoryStore`] keeps nothing (the default: a manager
-//! without `--persist`), and [`redb::RedbStore`] keeps a file on the
-//! manager's disk (`--persist DIR`). A store reads what it held when it is
+//! Three stores: [`MemoryStore`] keeps nothing (the default: a manager
+//! without `--persist`), [`redb::RedbStore`] keeps a file on the manager's
+//! disk (`--persist DIR`), and `postgres::PgStore` (cargo feature
+//! `postgres`) keeps tables in a PostgreSQL database (`--persist
+//! postgres://...`). A store reads what it held when it is
 //! opened ([`Recovered`]); the manager installs that when it starts.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod redb;
 
 use std::path::PathBuf;
@@ -31,7 +35,7 @@ use crate::protocol::{DeadTask, Priority, Value};
 #[derive(Debug, thiserror::Error)]
 #[error("task store {}: {what}", path.display())]
 pub struct StoreError {
-    /// The store (its file or folder).
+    /// The store (its file or folder, or its URL with the password masked).
     pub path: PathBuf,
     /// What is wrong.
     pub what: String,
