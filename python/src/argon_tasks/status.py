@@ -86,7 +86,8 @@ class Status:
     sample of at most 100 workers, the busiest first. The fields are those
     of ``argon status --json``; ``retrying`` counts tasks waiting out the
     backoff before a retry, ``awaiting_provider`` tasks waiting for a worker
-    that provides them, ``limits`` the task names with limits
+    that provides them, ``scheduled`` delayed tasks not yet due, ``limits``
+    the task names with limits
     (docs/PROTOCOL.md §7.2)."""
 
     workers: int
@@ -101,6 +102,7 @@ class Status:
     denied: int
     retrying: int
     awaiting_provider: int
+    scheduled: int
     worker_list: Tuple[WorkerInfo, ...]
     worker_list_total: int
     worker_list_truncated: bool
@@ -132,6 +134,7 @@ class Status:
             denied=_wire.get_int(s, "denied"),
             retrying=_wire.get_int(s, "retrying", default=0),
             awaiting_provider=_wire.get_int(s, "awaiting_provider", default=0),
+            scheduled=_wire.get_int(s, "scheduled", default=0),
             worker_list=tuple(WorkerInfo.from_wire(w) for w in wl),
             worker_list_total=_wire.get_int(s, "worker_list_total", default=0),
             worker_list_truncated=_wire.get_bool(s, "worker_list_truncated", default=False),
