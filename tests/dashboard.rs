@@ -101,8 +101,12 @@ fn dashboard_shows_live_numbers() {
         return;
     };
     let key = dir.keygen("key");
-    // A retry waits 30 to 60 s: long enough for the page to show it.
-    let manager_toml = dir.write("manager.toml", "[manager]\nretry_base = \"60s\"\n");
+    // A retry waits 30 to 60 s: long enough for the page to show it. The
+    // limit on echo is far above what the test sends: it only shows.
+    let manager_toml = dir.write(
+        "manager.toml",
+        "[manager]\nretry_base = \"60s\"\n[limits.echo]\nrate = \"1000/s\"\nmax_running = 3\n",
+    );
     let (mut mgr, http) = Manager::start_with_http(
         &key,
         "127.0.0.1:0",
@@ -134,6 +138,14 @@ fn dashboard_shows_live_numbers() {
         TILES,
         PAGE,
     );
+
+    let row = b
+        .eval(
+            "Array.from(document.querySelectorAll('#limit-rows tr')[0].children)\
+             .map(td => td.textContent)",
+        )
+        .expect("a limit row");
+    assert_eq!(row, json!(["echo", "0 / 3", "–", "1000/s", "0"]), "{row}");
 
     let long = mgr.submit(["sleep", "1500"]).spawn();
     b.wait_for(

@@ -497,6 +497,9 @@ pub struct Overview {
     pub dead: Vec<DeadRow>,
     /// Entries in the dead list.
     pub dead_total: u64,
+    /// The task names with limits (`[limits.NAME]`), by name: the
+    /// `limits` of `argon status`.
+    pub limits: Vec<crate::protocol::TaskLimitStatus>,
 }
 
 /// Queue depth by priority against the queue bound.
@@ -656,6 +659,7 @@ impl Handler<GetOverview> for Manager {
                 })
                 .collect(),
             dead_total: dead.total,
+            limits: self.limits.status(|name| self.tasks.queued_of(name)),
         })
     }
 }
