@@ -14,6 +14,7 @@ use argon::actors::manager::overview::{GetOverview, Overview, OVERVIEW_MAX_RUNNI
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{Priority, Value};
+use support::manager::{register_stub, report_run, send_submit};
 use support::{within, Stub};
 
 async fn submit(
@@ -26,34 +27,19 @@ async fn submit(
         priority: level,
         ..TaskSpec::new("echo", Value::Nil)
     };
-    within(
-        "a submit",
-        mgr.send(SubmitTask {
+    send_submit(
+        mgr,
+        SubmitTask {
             session: 1,
             request_id,
             spec,
             reply_to: to.recipient(),
             detach: false,
             opts: Default::default(),
-        }),
+        },
     )
     .await
-    .expect("manager alive")
     .expect("accepted")
-    .task
-}
-
-async fn report(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, outcome: TaskOutcome) {
-    within(
-        "a run reported",
-        mgr.send(RunFinished {
-            worker,
-            run,
-            outcome,
-        }),
-    )
-    .await
-    .expect("manager alive");
 }
 
 async fn overview(mgr: &Addr<Manager>) -> Overview {
@@ -65,25 +51,7 @@ async fn overview(mgr: &Addr<Manager>) -> Overview {
 /// Registers a worker of `capacity` slots providing `echo`; its orders go to
 /// the returned stub, which the caller holds for the test's length.
 async fn register(mgr: &Addr<Manager>, capacity: u32) -> (WorkerId, Stub<WorkerOrder>) {
-    let link = Stub::<WorkerOrder>::start();
-    let worker = within(
-        "registration",
-        mgr.send(RegisterWorker {
-            address: "stub".into(),
-            capacity,
-            tasks: vec!["echo".into()],
-            eval: false,
-            running: vec![],
-            link: link.recipient(),
-            load: None,
-            finished: vec![],
-            finished_dropped: 0,
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    (worker, link)
+    register_stub(mgr, "stub", capacity, &["echo"]).await
 }
 
 #[actix::test]
@@ -142,9 +110,9 @@ async fn aging_names_failures_and_history_show_in_the_overview() {
 
     // A took 200 ms: a queue head waiting more than 1.5 × that moves up.
     tokio::time::advance(Duration::from_millis(200)).await;
-    report(&mgr, worker, a, TaskOutcome::Done(Value::Nil)).await;
+    report_run(&mgr, worker, a, TaskOutcome::Done(Value::Nil)).await;
     tokio::time::advance(Duration::from_secs(1)).await;
-    report(&mgr, worker, b, TaskOutcome::Done(Value::Nil)).await;
+    report_run(&mgr, worker, b, TaskOutcome::Done(Value::Nil)).await;
     let o = overview(&mgr).await;
     // C and D moved up to normal; C took the slot, D waits there.
     assert_eq!(
@@ -157,7 +125,7 @@ async fn aging_names_failures_and_history_show_in_the_overview() {
     assert_eq!(o.running[0].task_id, Some(c));
 
     tokio::time::advance(Duration::from_millis(300)).await;
-    report(&mgr, worker, c, TaskOutcome::Failed("broke".into())).await;
+    report_run(&mgr, worker, c, TaskOutcome::Failed("broke".into())).await;
     let o = overview(&mgr).await;
     assert_eq!(
         (o.failures[0].task_id, o.failures[0].error.as_str()),
@@ -223,7 +191,7 @@ async fn a_worker_drained_from_the_manager_takes_nothing_more() {
     .unwrap();
     assert_eq!(unknown, DrainResult::Unknown);
 
-    report(&mgr, worker, first, TaskOutcome::Done(Value::Nil)).await;
+    report_run(&mgr, worker, first, TaskOutcome::Done(Value::Nil)).await;
     let denied = mgr
         .send(SubmitTask {
             session: 1,

@@ -21,10 +21,10 @@ use argon::actors::manager::{CANCELLED, NOT_STARTED};
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{Priority, Value};
-use support::{within, Stub};
-
-type Session = Stub<TaskReply>;
-type Link = Stub<WorkerOrder>;
+use support::manager::{
+    assign_runs, register_stub, report_run, send_submit, settled_status, Link, Session,
+};
+use support::within;
 
 fn manager(queue_factor: u32, scheduled_max: usize) -> Addr<Manager> {
     tokio::time::pause();
@@ -37,25 +37,7 @@ fn manager(queue_factor: u32, scheduled_max: usize) -> Addr<Manager> {
 }
 
 async fn register(mgr: &Addr<Manager>, capacity: u32) -> (WorkerId, Link) {
-    let link = Link::start();
-    let id = within(
-        "registration",
-        mgr.send(RegisterWorker {
-            address: "stub".into(),
-            capacity,
-            tasks: vec!["t".into()],
-            eval: false,
-            running: vec![],
-            link: link.recipient(),
-            load: None,
-            finished: vec![],
-            finished_dropped: 0,
-        }),
-    )
-    .await
-    .unwrap()
-    .expect("worker accepted");
-    (id, link)
+    register_stub(mgr, "stub", capacity, &["t"]).await
 }
 
 fn now_ms() -> u64 {
@@ -74,9 +56,9 @@ async fn submit(
     priority: Priority,
     in_ms: Option<u64>,
 ) -> Result<TaskId, Rejection> {
-    within(
-        "a submit to be answered",
-        mgr.send(SubmitTask {
+    send_submit(
+        mgr,
+        SubmitTask {
             session: 1,
             request_id,
             spec: TaskSpec {
@@ -89,31 +71,19 @@ async fn submit(
                 due_ms: in_ms.map(|ms| now_ms() + ms),
                 ..Default::default()
             },
-        }),
+        },
     )
     .await
-    .unwrap()
-    .map(|a| a.task)
 }
 
-/// The status, once the manager has handled what the clock made due (a
-/// timer's turn may come after one message already waiting).
 async fn status(mgr: &Addr<Manager>) -> argon::protocol::ClusterStatus {
-    within("status", mgr.send(GetStatus)).await.unwrap();
-    within("status", mgr.send(GetStatus)).await.unwrap()
+    settled_status(mgr).await
 }
 
 /// Run ids assigned to `link` since the last look.
 async fn assigned(mgr: &Addr<Manager>, link: &mut Link) -> Vec<RunId> {
-    status(mgr).await;
-    link.drain()
-        .await
-        .into_iter()
-        .filter_map(|o| match o {
-            WorkerOrder::Assign { run, .. } => Some(run),
-            WorkerOrder::Cancel { .. } => None,
-        })
-        .collect()
+    settled_status(mgr).await;
+    assign_runs(link.drain().await)
 }
 
 async fn advance(ms: u64) {
@@ -121,16 +91,7 @@ async fn advance(ms: u64) {
 }
 
 async fn finish(mgr: &Addr<Manager>, worker: WorkerId, run: RunId) {
-    within(
-        "RunFinished",
-        mgr.send(RunFinished {
-            worker,
-            run,
-            outcome: TaskOutcome::Done(Value::Nil),
-        }),
-    )
-    .await
-    .unwrap();
+    report_run(mgr, worker, run, TaskOutcome::Done(Value::Nil)).await;
 }
 
 async fn state(mgr: &Addr<Manager>, task: TaskId) -> TaskState {

@@ -16,6 +16,7 @@ use argon::actors::manager::{MAX_RESULT_WAITERS, MAX_WORKER_CAPACITY};
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{ClusterStatus, Priority, Value};
+use support::manager::{self as mgr_support, register_stub};
 use support::{within, Rng, Stub};
 
 type Session = Stub<TaskReply>;
@@ -32,25 +33,7 @@ fn paused_manager(queue_factor: u32) -> Addr<Manager> {
 }
 
 async fn register(mgr: &Addr<Manager>, capacity: u32, tasks: &[&str]) -> (WorkerId, Link) {
-    let link = Link::start();
-    let id = within(
-        "registration",
-        mgr.send(RegisterWorker {
-            address: format!("stub:{capacity}"),
-            capacity,
-            tasks: tasks.iter().map(|t| t.to_string()).collect(),
-            eval: false,
-            running: vec![],
-            link: link.recipient(),
-            load: None,
-            finished: vec![],
-            finished_dropped: 0,
-        }),
-    )
-    .await
-    .expect("manager alive")
-    .expect("worker accepted");
-    (id, link)
+    register_stub(mgr, &format!("stub:{capacity}"), capacity, tasks).await
 }
 
 fn spec(name: &str, priority: Priority) -> TaskSpec {
@@ -107,16 +90,7 @@ async fn finish(mgr: &Addr<Manager>, worker: WorkerId, run: RunId) {
 }
 
 async fn report(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, outcome: TaskOutcome) {
-    within(
-        "RunFinished to be handled",
-        mgr.send(RunFinished {
-            worker,
-            run,
-            outcome,
-        }),
-    )
-    .await
-    .expect("manager alive");
+    mgr_support::report_run(mgr, worker, run, outcome).await;
 }
 
 async fn status(mgr: &Addr<Manager>) -> ClusterStatus {

@@ -20,6 +20,7 @@ use argon::actors::manager::overview::{GetOverview, Overview, OVERVIEW_MAX_RETRY
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::{DeadList, Value};
+use support::manager::{register_stub, report_run};
 use support::{within, Stub};
 
 type Session = Stub<TaskReply>;
@@ -39,25 +40,7 @@ fn manager(queue_factor: u32, dead_max: usize) -> Addr<Manager> {
 }
 
 async fn register(mgr: &Addr<Manager>, tasks: &[&str]) -> (WorkerId, Link) {
-    let link = Link::start();
-    let id = within(
-        "registration",
-        mgr.send(RegisterWorker {
-            address: "stub".into(),
-            capacity: 1,
-            tasks: tasks.iter().map(|t| t.to_string()).collect(),
-            eval: false,
-            running: vec![],
-            link: link.recipient(),
-            load: None,
-            finished: vec![],
-            finished_dropped: 0,
-        }),
-    )
-    .await
-    .unwrap()
-    .expect("worker accepted");
-    (id, link)
+    register_stub(mgr, "stub", 1, tasks).await
 }
 
 fn task(name: &str, retries: Option<u32>) -> TaskSpec {
@@ -90,16 +73,7 @@ async fn submit(
 }
 
 async fn fail(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, error: &str) {
-    within(
-        "RunFinished",
-        mgr.send(RunFinished {
-            worker,
-            run,
-            outcome: TaskOutcome::Failed(error.into()),
-        }),
-    )
-    .await
-    .unwrap();
+    report_run(mgr, worker, run, TaskOutcome::Failed(error.into())).await;
 }
 
 /// Run ids assigned to `link` since the last look. The status round trip

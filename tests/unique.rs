@@ -12,10 +12,10 @@ use argon::actors::manager::unique::UNIQUE_FULL;
 use argon::actors::{Manager, ManagerSettings};
 use argon::messages::*;
 use argon::protocol::Value;
-use support::{within, Stub};
-
-type Session = Stub<TaskReply>;
-type Link = Stub<WorkerOrder>;
+use support::manager::{
+    assign_runs, register_stub, report_run, send_submit, settled_status, Link, Session,
+};
+use support::within;
 
 fn manager(unique_max: usize) -> Addr<Manager> {
     tokio::time::pause();
@@ -27,25 +27,7 @@ fn manager(unique_max: usize) -> Addr<Manager> {
 }
 
 async fn register(mgr: &Addr<Manager>, capacity: u32) -> (WorkerId, Link) {
-    let link = Link::start();
-    let id = within(
-        "registration",
-        mgr.send(RegisterWorker {
-            address: "stub".into(),
-            capacity,
-            tasks: vec!["t".into()],
-            eval: false,
-            running: vec![],
-            link: link.recipient(),
-            load: None,
-            finished: vec![],
-            finished_dropped: 0,
-        }),
-    )
-    .await
-    .unwrap()
-    .expect("worker accepted");
-    (id, link)
+    register_stub(mgr, "stub", capacity, &["t"]).await
 }
 
 /// Submits task "t" as request `request_id` with unique key `key`, held
@@ -58,9 +40,9 @@ async fn submit(
     key: &str,
     keep_ms: u64,
 ) -> Result<TaskId, Rejection> {
-    within(
-        "a submit to be answered",
-        mgr.send(SubmitTask {
+    send_submit(
+        mgr,
+        SubmitTask {
             session: 1,
             request_id,
             spec: TaskSpec::new("t", Value::from(request_id)),
@@ -70,41 +52,22 @@ async fn submit(
                 unique: Some((key.into(), Duration::from_millis(keep_ms))),
                 ..Default::default()
             },
-        }),
+        },
     )
     .await
-    .unwrap()
-    .map(|a| a.task)
 }
 
 async fn status(mgr: &Addr<Manager>) -> argon::protocol::ClusterStatus {
-    within("status", mgr.send(GetStatus)).await.unwrap();
-    within("status", mgr.send(GetStatus)).await.unwrap()
+    settled_status(mgr).await
 }
 
 async fn assigned(mgr: &Addr<Manager>, link: &mut Link) -> Vec<RunId> {
-    status(mgr).await;
-    link.drain()
-        .await
-        .into_iter()
-        .filter_map(|o| match o {
-            WorkerOrder::Assign { run, .. } => Some(run),
-            WorkerOrder::Cancel { .. } => None,
-        })
-        .collect()
+    settled_status(mgr).await;
+    assign_runs(link.drain().await)
 }
 
 async fn finish(mgr: &Addr<Manager>, worker: WorkerId, run: RunId, value: i64) {
-    within(
-        "RunFinished",
-        mgr.send(RunFinished {
-            worker,
-            run,
-            outcome: TaskOutcome::Done(Value::from(value)),
-        }),
-    )
-    .await
-    .unwrap();
+    report_run(mgr, worker, run, TaskOutcome::Done(Value::from(value))).await;
 }
 
 /// Ten submits with one key while the first runs: one id, one run; then,

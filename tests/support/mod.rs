@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod manager;
+
 use std::future::Future;
 use std::time::Duration;
 
