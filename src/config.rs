@@ -229,42 +229,10 @@ pub struct Config {
     pub eval: EvalLimits,
     /// `[[schedule]]`: periodic tasks the manager submits (see
     /// [`crate::actors::manager::periodic`]).
-    pub schedule: Vec<ScheduleEntry>,
+    pub schedule: Vec<crate::actors::manager::periodic::ScheduleEntry>,
     /// `[limits.NAME]`: limits per task name (see
     /// [`crate::actors::manager::limits`]).
     pub limits: BTreeMap<String, crate::actors::manager::limits::LimitEntry>,
-}
-
-/// One `[[schedule]]` entry as written; [`crate::actors::manager::periodic::PeriodicSpec::from_entry`]
-/// checks it.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleEntry {
-    /// Its name in logs and `argon schedules` [default: the task's name].
-    pub name: Option<String>,
-    /// The task to submit.
-    pub task: String,
-    /// Its arguments [default: none (nil)].
-    pub args: Option<serde_json::Value>,
-    /// `high`, `normal` or `low` [default: normal].
-    pub priority: Option<crate::protocol::Priority>,
-    /// Submit it at this interval, e.g. `"30s"`.
-    pub every: Option<Dur>,
-    /// Or at the times of this cron expression: five fields (minute hour
-    /// day-of-month month day-of-week), or six with seconds first.
-    pub cron: Option<String>,
-    /// The time zone `cron` is read in, e.g. `"Europe/Berlin"` [default: UTC].
-    pub timezone: Option<String>,
-    /// `skip` (the default): not while the previous run is queued or
-    /// running; `allow`: regardless.
-    pub overlap: Option<String>,
-    /// After the manager was down over a due time: `one` run at once (the
-    /// default), or `none`. Needs `--persist` to know it was down.
-    pub catch_up: Option<String>,
-    /// Deadline of each run.
-    pub timeout: Option<Dur>,
-    /// Retries of each run after a failure [default: the manager's].
-    pub retries: Option<u32>,
 }
 
 /// A configuration file that could not be used.

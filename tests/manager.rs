@@ -2378,7 +2378,7 @@ async fn dead_tasks_are_queued_again_as_far_as_the_queue_takes_them() {
 #[actix::test]
 async fn a_periodic_task_skips_while_its_last_run_is_held() {
     use argon::actors::manager::periodic::PeriodicSpec;
-    use argon::config::ScheduleEntry;
+    use argon::actors::manager::periodic::ScheduleEntry;
     use argon::duration::Dur;
 
     tokio::time::pause();
@@ -2522,7 +2522,7 @@ async fn per_name_limits_hold_one_name_back_and_let_others_pass() {
 #[actix::test]
 async fn a_denied_periodic_run_is_tried_again_before_its_next_time() {
     use argon::actors::manager::periodic::PeriodicSpec;
-    use argon::config::ScheduleEntry;
+    use argon::actors::manager::periodic::ScheduleEntry;
     use argon::duration::Dur;
 
     tokio::time::pause();

@@ -21,6 +21,8 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any, Callable, List, Optional, Set, Tuple
 
+from ._text import MAX_ERROR_BYTES, clip, error_text
+
 __all__ = ["ProcessPool", "function_ref"]
 
 _CTX = multiprocessing.get_context("spawn")
@@ -61,8 +63,6 @@ def _resolve(module: str, qualname: str) -> Callable[[Any], Any]:
 
 def _child(conn: Connection) -> None:
     """A child process's main loop: one job at a time until the pipe ends."""
-    from .worker import clip, error_text
-
     # The parent drains on SIGINT/SIGTERM and ends its children itself; a
     # terminal's Ctrl-C, sent to the whole process group, must not kill
     # runs the drain waits for.
@@ -87,7 +87,7 @@ def _child(conn: Connection) -> None:
         except (EOFError, OSError):
             return
         except Exception as e:  # the result does not pickle; nothing was sent
-            conn.send(("failed", clip(f"task {task} returned a result that cannot be sent: {e}", 4000)))
+            conn.send(("failed", clip(f"task {task} returned a result that cannot be sent: {e}", MAX_ERROR_BYTES)))
         del msg
 
 

@@ -39,7 +39,8 @@ from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Tuple,
 from . import _procs, _wire
 from ._core import AGENT, resolve_key, resolve_mgr
 from ._link import Link
-from ._text import peer_text
+from ._text import MAX_ERROR_BYTES as _MAX_ERROR_BYTES
+from ._text import clip, error_text, peer_text
 from .errors import ArgonError, AuthFailed, ConnectError, ConnectionLost, FrameTooLarge, ProtocolError, RegistrationRefused
 
 __all__ = ["Worker", "RunInfo", "current_run"]
@@ -50,7 +51,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _TASK_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
 _MAX_CAPACITY = 65536
-_MAX_ERROR_BYTES = 4000
 _RETRYABLE_REFUSAL = "is already known to this manager"
 # {"finished": {"run_id": ID, "outcome": {"done": {"value": VALUE}}}} around ID and VALUE.
 _FINISHED_HEAD = b"\x81\xa8finished\x82\xa6run_id"
@@ -203,21 +203,6 @@ class _Pool:
     def shutdown(self) -> None:
         for _ in self._threads:
             self._jobs.put(None)
-
-
-def error_text(task: str, e: BaseException) -> str:
-    """One line for a person about exception ``e`` raised by ``task``."""
-    detail = " ".join(str(e).split())
-    text = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
-    return clip(text, _MAX_ERROR_BYTES)
-
-
-def clip(text: str, max_bytes: int) -> str:
-    """``text`` cut to at most ``max_bytes`` bytes of UTF-8."""
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= max_bytes:
-        return text
-    return raw[: max(0, max_bytes - 20)].decode("utf-8", "ignore") + " …[cut]"
 
 
 def format_duration(ms: int) -> str:

@@ -24,7 +24,7 @@ use prometheus_client::{
 #[cfg(not(feature = "http"))]
 use crate::plain_metrics::{exponential_buckets, Counter, Family, Gauge, Histogram, Registry};
 
-use super::overview::{CountHistory, FailureLog, SampleWindow, TASK_RUN_WINDOW};
+use super::windows::{CountHistory, FailureLog, SampleWindow, TASK_RUN_WINDOW};
 use super::Manager;
 use crate::messages::{Rejection, SessionId, TaskId};
 #[cfg(feature = "http")]

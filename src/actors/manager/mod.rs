@@ -45,6 +45,7 @@ pub mod store;
 mod tasks;
 pub mod turns;
 pub mod unique;
+pub mod windows;
 pub mod worker_link;
 
 pub use client_session::ClientSession;

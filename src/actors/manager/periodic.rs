@@ -29,14 +29,47 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use jiff_cron::jiff::{tz::TimeZone, Timestamp};
+use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::journal::now_ms;
 use super::{Manager, ReplyTo};
-use crate::config::ScheduleEntry;
+use crate::duration::Dur;
 use crate::logsafe::{RateLimit, WARN_WINDOW};
 use crate::messages::{GetSchedules, Rejection, SessionId, TaskId, TaskSpec};
 use crate::protocol::{Priority, ScheduleInfo};
+
+/// One `[[schedule]]` entry of the manager's config file as written;
+/// [`PeriodicSpec::from_entry`] checks it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleEntry {
+    /// Its name in logs and `argon schedules` [default: the task's name].
+    pub name: Option<String>,
+    /// The task to submit.
+    pub task: String,
+    /// Its arguments [default: none (nil)].
+    pub args: Option<serde_json::Value>,
+    /// `high`, `normal` or `low` [default: normal].
+    pub priority: Option<crate::protocol::Priority>,
+    /// Submit it at this interval, e.g. `"30s"`.
+    pub every: Option<Dur>,
+    /// Or at the times of this cron expression: five fields (minute hour
+    /// day-of-month month day-of-week), or six with seconds first.
+    pub cron: Option<String>,
+    /// The time zone `cron` is read in, e.g. `"Europe/Berlin"` [default: UTC].
+    pub timezone: Option<String>,
+    /// `skip` (the default): not while the previous run is queued or
+    /// running; `allow`: regardless.
+    pub overlap: Option<String>,
+    /// After the manager was down over a due time: `one` run at once (the
+    /// default), or `none`. Needs `--persist` to know it was down.
+    pub catch_up: Option<String>,
+    /// Deadline of each run.
+    pub timeout: Option<Dur>,
+    /// Retries of each run after a failure [default: the manager's].
+    pub retries: Option<u32>,
+}
 
 /// Most `[[schedule]]` entries a config may hold.
 pub const MAX_SCHEDULES: usize = 1000;
@@ -507,7 +540,6 @@ impl Handler<GetSchedules> for Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::duration::Dur;
 
     fn entry(every: Option<&str>, cron: Option<&str>) -> ScheduleEntry {
         ScheduleEntry {
