@@ -117,6 +117,11 @@ pub struct SubmitOptions {
     /// A unique task: its key, and how long the key holds after the task
     /// is answered (see `actors::manager::unique`).
     pub unique: Option<(String, Duration)>,
+    /// The client asked for the task's id to wait on it again after losing
+    /// its manager (`want_id`): with a task store, a graceful stop that
+    /// keeps the task for the next start sends it no reply, and it waits
+    /// on the id once it has reconnected.
+    pub reattach: bool,
 }
 
 /// The answer to a [`SubmitTask`] the manager accepted.

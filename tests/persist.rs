@@ -290,7 +290,10 @@ fn sigterm_keeps_the_queue(dir: &TempDir, cfg: &Path) {
     let queued = mgr.submit(["--detach", "echo", "\"kept\""]).run();
     assert_eq!(queued.code, Some(0), "{queued}");
     let id = queued.stdout.trim().to_string();
-    mgr.wait_status("the second task to wait", |s| s.queued == 1);
+    // An attached client that retries: it knows its task's id, so the stop
+    // tells it nothing and it waits on the id again after reconnecting.
+    let waiting = mgr.submit(["--retry", "echo", "\"waited\""]).spawn();
+    mgr.wait_status("the queued tasks to wait", |s| s.queued == 2);
 
     mgr.proc.signal(libc::SIGTERM);
     let out = running.finish(COMMAND);
@@ -304,7 +307,7 @@ fn sigterm_keeps_the_queue(dir: &TempDir, cfg: &Path) {
     assert!(
         mgr.proc
             .stderr()
-            .contains("1 queued task(s) kept for the next start"),
+            .contains("2 queued task(s) kept for the next start"),
         "{}",
         mgr.proc.stderr()
     );
@@ -326,6 +329,12 @@ fn sigterm_keeps_the_queue(dir: &TempDir, cfg: &Path) {
         "the kept task ran after the restart: {out}"
     );
     assert_eq!(out.stdout.trim(), "\"kept\"", "{out}");
+    let out = waiting.finish(COMMAND);
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (Some(0), "\"waited\""),
+        "the attached client got its task's result across the graceful stop: {out}"
+    );
 }
 
 #[test]

@@ -497,6 +497,62 @@ fn a_graceful_stop_keeps_queued_tasks_for_the_next_start() {
     });
 }
 
+/// A client that will wait on its task by id after reconnecting
+/// (`reattach`, from `want_id`) is told nothing when a graceful stop keeps
+/// its queued task for the next start: the task's one reply comes from
+/// there, to the client that waits on its id again.
+#[test]
+fn a_kept_task_whose_client_reattaches_gets_no_reply_at_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let kept = life(move || async move {
+        let mgr = manager_over(&path, WAIT).await;
+        let mut session = Session::start();
+        let (worker, mut link) = register(&mgr, 1, vec![]).await;
+        let to = session.recipient();
+        let ask = |request_id: u64, arg: i64| SubmitTask {
+            session: SESSION,
+            request_id,
+            spec: spec(arg, Priority::Normal, 1),
+            reply_to: to.clone(),
+            detach: false,
+            opts: SubmitOptions {
+                reattach: true,
+                ..Default::default()
+            },
+        };
+        within("accept", mgr.send(ask(1, 1)))
+            .await
+            .unwrap()
+            .unwrap();
+        let kept = within("accept", mgr.send(ask(2, 2)))
+            .await
+            .unwrap()
+            .unwrap()
+            .task;
+        let (run, _, _) = next_assign(&mut link).await;
+        let stopped = mgr.send(Shutdown {
+            deadline: Duration::from_secs(5),
+        });
+        finish(&mgr, worker, run, Value::from("one")).await;
+        let report = within("the drain", stopped).await.unwrap();
+        assert_eq!(report.not_started, 1);
+        let reply = session.next().await;
+        assert_eq!(
+            (reply.request_id, reply.outcome),
+            (1, TaskOutcome::Done(Value::from("one"))),
+            "the running task's reply, and none for the kept one"
+        );
+        session.assert_none("no reply for the kept task").await;
+        kept
+    });
+    let path = dir.path().to_path_buf();
+    life(move || async move {
+        let mgr = manager_over(&path, WAIT).await;
+        assert_eq!(result(&mgr, kept, false).await, TaskState::Queued);
+    });
+}
+
 /// With a store, a task still running at the drain's deadline is not
 /// failed: its run goes on uncancelled, its client is told it was kept,
 /// and the next start finds it running, for its worker to claim.

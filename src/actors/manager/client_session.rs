@@ -143,6 +143,7 @@ impl ClientSession {
                 unique: s
                     .unique_key
                     .map(|k| (k, Duration::from_millis(s.unique_for_ms.unwrap_or(0)))),
+                reattach: want_id,
             },
         };
         let request = conn.role.manager.send(msg);

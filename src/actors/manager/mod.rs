@@ -213,6 +213,9 @@ enum ReplyTo {
 struct Origin {
     session: SessionId,
     request_id: u64,
+    /// Its client will wait on the task by id after losing its manager
+    /// ([`SubmitOptions::reattach`]).
+    reattach: bool,
 }
 
 struct Pending {
@@ -1136,6 +1139,7 @@ impl Manager {
         let origin = Origin {
             session: msg.session,
             request_id: msg.request_id,
+            reattach: msg.opts.reattach,
         };
         let reply = if msg.detach {
             ReplyTo::Kept

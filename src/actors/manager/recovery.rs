@@ -339,9 +339,18 @@ impl Manager {
 }
 
 /// Tells the attached client of `task` that its task stays in the store
-/// for the next start instead of being answered now.
+/// for the next start instead of being answered now; a client that will
+/// wait on it again by id after reconnecting (`reattach`) is told nothing,
+/// and gets the task's one reply from the next start.
 fn kept_for_next_start(task: &Pending) {
     if let (ReplyTo::Session(to), Some(origin)) = (&task.reply, &task.origin) {
+        if origin.reattach {
+            log::debug!(
+                "task {} kept for the next start; its client waits on it again once reconnected",
+                task.id
+            );
+            return;
+        }
         to.do_send(TaskReply {
             request_id: origin.request_id,
             outcome: TaskOutcome::Failed(format!(

@@ -404,6 +404,7 @@ mod tests {
             origin: Some(Origin {
                 session,
                 request_id: id,
+                reattach: false,
             }),
             spec: TaskSpec::new(name, Value::Nil),
             reply: ReplyTo::Kept,
