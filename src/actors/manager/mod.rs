@@ -584,11 +584,12 @@ impl Manager {
         task.started_times += 1;
         task.worker = Some(worker);
         let (started, timeout) = (task.started_times, task.spec.timeout);
-        let name = task.spec.name.clone();
+        // The name's running count, if it is limited, held by the run.
+        let held = self.limits.hold(&task.spec.name);
         let order = WorkerOrder::Assign {
             run,
             slot,
-            name: name.clone(),
+            name: task.spec.name.clone(),
             args: task.spec.args.clone(),
             timeout,
             reserved: bytes,
@@ -606,7 +607,6 @@ impl Manager {
                 .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         }
         self.links[&worker].do_send(order);
-        let held = self.limits.hold(&name);
         self.runs.insert(
             run,
             Run {
