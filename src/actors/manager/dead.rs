@@ -270,7 +270,6 @@ impl Handler<RetryDead> for Manager {
                 Default::default(),
                 ctx,
             );
-            self.metrics.submitted(&admitted);
             match admitted {
                 Ok(new) => {
                     log::info!("dead task {old} queued again as task {new}");

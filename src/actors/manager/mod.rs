@@ -362,7 +362,7 @@ impl Manager {
             settings.recovery_grace,
             settings.store_backlog,
         );
-        let results = ResultStore::new(
+        let mut results = ResultStore::new(
             settings.result_ttl,
             settings.result_max,
             settings.result_max_bytes,
@@ -374,7 +374,6 @@ impl Manager {
         } else {
             awaiting::PROVIDER_GRACE
         });
-        let mut results = results;
         if durable {
             results.track_gone();
         }
@@ -1125,7 +1124,6 @@ impl Handler<SubmitTask> for Manager {
         if let (Ok(id), Some((key, keep))) = (&result, unique) {
             self.uniques.insert(key, *id, keep);
         }
-        self.metrics.submitted(&result);
         // In durable mode an acceptance is sent once it is committed.
         match self.journal.accept_reply() {
             Some(reply) => SubmitAnswer::Committed(reply),
@@ -1163,9 +1161,24 @@ impl Manager {
     }
 
     /// Accepts task `spec` from `session` (queued, started at once, or
-    /// scheduled for its due time in `opts`) or says why not: every way
-    /// into the queue goes through here.
+    /// scheduled for its due time in `opts`) or says why not, and counts
+    /// the submit in the metrics: every way into the queue goes through
+    /// here (a client's submit, a dead task queued again, a periodic run).
     fn admit(
+        &mut self,
+        spec: TaskSpec,
+        session: SessionId,
+        origin: Option<Origin>,
+        reply: ReplyTo,
+        opts: SubmitOptions,
+        ctx: &mut Context<Self>,
+    ) -> Result<TaskId, Rejection> {
+        let admitted = self.try_admit(spec, session, origin, reply, opts, ctx);
+        self.metrics.submitted(&admitted);
+        admitted
+    }
+
+    fn try_admit(
         &mut self,
         mut spec: TaskSpec,
         session: SessionId,

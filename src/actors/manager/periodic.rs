@@ -452,7 +452,6 @@ impl Manager {
         let spec = e.spec.task.clone();
         let session = self.periodic.session;
         let admitted = self.admit(spec, session, None, ReplyTo::Kept, Default::default(), ctx);
-        self.metrics.submitted(&admitted);
         let e = &mut self.periodic.entries[i];
         match admitted {
             Ok(id) => {
