@@ -33,6 +33,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
+use super::due_timer::DueTimer;
 use super::lifecycle::Event;
 use super::tasks::At;
 use super::Manager;
@@ -65,7 +66,7 @@ pub(super) struct Awaiting {
     max: usize,
     windows: HashMap<String, Window>,
     ends: BTreeSet<(Instant, String)>,
-    timer: Option<(Instant, SpawnHandle)>,
+    timer: DueTimer,
 }
 
 impl Awaiting {
@@ -76,7 +77,7 @@ impl Awaiting {
             max,
             windows: HashMap::new(),
             ends: BTreeSet::new(),
-            timer: None,
+            timer: DueTimer::default(),
         }
     }
 
@@ -296,18 +297,12 @@ impl Manager {
         let Some(end) = self.awaiting.next_end() else {
             return;
         };
-        if let Some((at, handle)) = self.awaiting.timer {
-            if at <= end {
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let wait = end.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(wait, |act, ctx| {
-            act.awaiting.timer = None;
-            act.provider_grace_over(ctx);
-        });
-        self.awaiting.timer = Some((end, handle));
+        self.awaiting.timer.arm(
+            end,
+            ctx,
+            |m| &mut m.awaiting.timer,
+            Manager::provider_grace_over,
+        );
     }
 
     /// Fails the tasks of the windows that ended without a provider: those

@@ -30,6 +30,7 @@ pub mod awaiting;
 pub mod client_session;
 pub mod console;
 mod dead;
+mod due_timer;
 pub mod journal;
 pub mod lifecycle;
 pub mod limits;
@@ -73,10 +74,10 @@ use crate::protocol::{
 };
 use awaiting::Awaiting;
 use dead::DeadStore;
+use due_timer::DueTimer;
 use lifecycle::Event;
 use metrics::ManagerMetrics;
 use results::ResultStore;
-use retry::RetryTimer;
 use scheduler::{Scheduler, TaskTime, EVAL_TASK};
 use tasks::{At, State, Tasks};
 use turns::Turns;
@@ -306,9 +307,9 @@ pub struct Manager {
     waiters: IdMap<Vec<Waiter>>,
     waiting: usize,
     /// The timer of the waiting retries.
-    retry_timer: RetryTimer,
+    retry_timer: DueTimer,
     /// The timer of the scheduled tasks.
-    schedule_timer: schedule::ScheduleTimer,
+    schedule_timer: DueTimer,
     /// The keys of unique tasks.
     uniques: unique::Uniques,
     /// Tasks waiting for a provider of their kind.
@@ -393,8 +394,8 @@ impl Manager {
             results,
             waiters: IdMap::default(),
             waiting: 0,
-            retry_timer: RetryTimer::default(),
-            schedule_timer: schedule::ScheduleTimer::default(),
+            retry_timer: DueTimer::default(),
+            schedule_timer: DueTimer::default(),
             uniques,
             awaiting: Awaiting::new(grace, awaiting::MAX_WINDOWS),
             dead,

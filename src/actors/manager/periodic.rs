@@ -32,6 +32,7 @@ use jiff_cron::jiff::{tz::TimeZone, Timestamp};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::due_timer::DueTimer;
 use super::journal::now_ms;
 use super::{Manager, ReplyTo};
 use crate::duration::Dur;
@@ -322,7 +323,7 @@ pub(super) struct Periodic {
     /// The session the manager's own submits count as, for the queue's
     /// turns.
     session: SessionId,
-    timer: Option<SpawnHandle>,
+    timer: DueTimer,
 }
 
 impl Periodic {
@@ -344,7 +345,7 @@ impl Periodic {
                 })
                 .collect(),
             session: super::client_session::fresh_session_id(),
-            timer: None,
+            timer: DueTimer::default(),
         }
     }
 }
@@ -379,11 +380,8 @@ impl Manager {
         self.arm_periodic(ctx);
     }
 
-    /// Sets the timer for the earliest due entry.
+    /// Sets the timer for the earliest due entry (or retry of a denied run).
     fn arm_periodic(&mut self, ctx: &mut Context<Self>) {
-        if let Some(t) = self.periodic.timer.take() {
-            ctx.cancel_future(t);
-        }
         let Some(first) = self
             .periodic
             .entries
@@ -396,11 +394,12 @@ impl Manager {
         else {
             return;
         };
-        let wait = first.saturating_duration_since(Instant::now());
-        self.periodic.timer = Some(ctx.run_later(wait, |act, ctx| {
-            act.periodic.timer = None;
-            act.fire_periodic(ctx);
-        }));
+        self.periodic.timer.arm(
+            first,
+            ctx,
+            |m| &mut m.periodic.timer,
+            Manager::fire_periodic,
+        );
     }
 
     /// Submits every entry that is due (or whose denied run is to be tried

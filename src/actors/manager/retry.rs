@@ -58,14 +58,6 @@ pub fn uniform_jitter(d: Duration) -> Duration {
     half + Duration::from_nanos(draw)
 }
 
-/// The one timer of the waiting retries (the tasks themselves are in the
-/// task table, in their retrying state). See the module docs.
-#[derive(Default)]
-pub(super) struct RetryTimer {
-    /// When it fires, if it is set.
-    timer: Option<(Instant, SpawnHandle)>,
-}
-
 impl Manager {
     /// Queued tasks plus waiting retries: what the queue bound holds.
     pub(super) fn held(&self) -> usize {
@@ -144,18 +136,8 @@ impl Manager {
         let Some(due) = self.tasks.next_due() else {
             return;
         };
-        if let Some((at, handle)) = self.retry_timer.timer {
-            if at <= due {
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let wait = due.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(wait, |act, ctx| {
-            act.retry_timer.timer = None;
-            act.retries_due(ctx);
-        });
-        self.retry_timer.timer = Some((due, handle));
+        self.retry_timer
+            .arm(due, ctx, |m| &mut m.retry_timer, Manager::retries_due);
     }
 
     /// Puts the retries that are due back in the queue at their priority.

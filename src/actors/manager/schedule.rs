@@ -65,14 +65,6 @@ pub fn wait_until(due_ms: u64, now_ms: u64) -> Result<Option<Duration>, String> 
     Ok(Some(wait))
 }
 
-/// The one timer of the scheduled tasks (the tasks themselves are in the
-/// task table, in their scheduled state).
-#[derive(Default)]
-pub(super) struct ScheduleTimer {
-    /// When it fires, if it is set.
-    timer: Option<(Instant, SpawnHandle)>,
-}
-
 impl Manager {
     /// Takes `task` in to run `wait` from now, or denies it when the
     /// scheduled set is full.
@@ -117,18 +109,8 @@ impl Manager {
         let Some(due) = self.tasks.next_scheduled() else {
             return;
         };
-        if let Some((at, handle)) = self.schedule_timer.timer {
-            if at <= due {
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let wait = due.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(wait, |act, ctx| {
-            act.schedule_timer.timer = None;
-            act.scheduled_due(ctx);
-        });
-        self.schedule_timer.timer = Some((due, handle));
+        self.schedule_timer
+            .arm(due, ctx, |m| &mut m.schedule_timer, Manager::scheduled_due);
     }
 
     /// Queues the scheduled tasks that are due: at the back of their
